@@ -1,0 +1,56 @@
+"""Sizes and limits of the whole cluster, units last in every name.
+
+A limit lives here so that a reader sees every bound in one place; code that
+needs a bound imports it rather than writing a number.
+"""
+
+from __future__ import annotations
+
+# --- data layout ---------------------------------------------------------
+CHUNK_SIZE_BYTES = 64 * 1024 * 1024
+# Checksum granularity. 4 KiB matches QEMU's cache=none I/O, so an aligned
+# guest write never needs a read-modify-write to keep its checksum right.
+BLOCK_SIZE_BYTES = 4096
+BLOCKS_PER_CHUNK = CHUNK_SIZE_BYTES // BLOCK_SIZE_BYTES
+DEFAULT_GOAL = 2
+MAX_GOAL = 9
+MAX_NAME_BYTES = 255
+MAX_SYMLINK_BYTES = 4096
+MAX_XATTR_NAME_BYTES = 255
+MAX_XATTR_VALUE_BYTES = 64 * 1024
+# Largest file: 2**47 bytes (128 TiB) keeps chunk indexes in 21 bits.
+MAX_FILE_SIZE_BYTES = 2**47
+
+# --- wire ----------------------------------------------------------------
+# A frame carries at most one request's data: 1 MiB of payload (the largest
+# FUSE write) plus the control body, with room to spare.
+MAX_FRAME_BODY_BYTES = 64 * 1024
+MAX_FRAME_PAYLOAD_BYTES = 4 * 1024 * 1024
+# Payloads smaller than this are never compressed: lz4's header and the
+# extra call cost more than they save.
+COMPRESS_MIN_BYTES = 8 * 1024
+INFLIGHT_REQUESTS_PER_CONNECTION_MAX = 256
+AUTH_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
+RPC_TIMEOUT_S = 30.0
+# Data RPCs may wait behind a disk; a dead peer is found by the heartbeat
+# long before this fires.
+DATA_RPC_TIMEOUT_S = 30.0
+
+# --- master --------------------------------------------------------------
+HEARTBEAT_INTERVAL_S = 1.0
+# A chunkserver silent for this long is marked down and leaves write chains.
+CHUNKSERVER_DOWN_AFTER_S = 5.0
+GROUP_COMMIT_BATCH_MAX = 256
+REPLY_CACHE_PER_SESSION_MAX = 1024
+CHUNK_ALLOCATION_RETRIES_MAX = 5
+
+# --- client --------------------------------------------------------------
+# How long metadata calls keep retrying while the master is away (restart,
+# failover). Like an NFS hard mount, but bounded.
+MASTER_RECONNECT_TIMEOUT_S = 300.0
+RECONNECT_BACKOFF_MIN_S = 0.05
+RECONNECT_BACKOFF_MAX_S = 2.0
+WRITE_RETRIES_MAX = 8
+READ_RETRIES_MAX = 8
+LOCATION_CACHE_ENTRIES_MAX = 65536

@@ -1,0 +1,160 @@
+"""Operating errors: things that go wrong in a healthy program.
+
+Each error has a stable ``code`` so that it crosses the wire unchanged: the
+master or a chunkserver raises, the protocol carries the code and message,
+and the client raises the same class again. ``vmstore.fuse.errors`` maps
+them to errno values; nothing in ``dfs`` knows about errno.
+
+Programmer errors (broken invariants) are ``assert``s, never these.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class DfsError(Exception):
+    """Base of every operating error. ``code`` is its wire identity."""
+
+    code: ClassVar[int] = 1
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.__class__.__name__)
+        self.message = message or self.__class__.__name__
+
+
+# --- namespace -------------------------------------------------------------
+class NotFound(DfsError):
+    code = 2
+
+
+class Exists(DfsError):
+    code = 3
+
+
+class NotEmpty(DfsError):
+    code = 4
+
+
+class NotADirectory(DfsError):
+    code = 5
+
+
+class IsADirectory(DfsError):
+    code = 6
+
+
+class InvalidArgument(DfsError):
+    code = 7
+
+
+class NameTooLong(DfsError):
+    code = 8
+
+
+class NoSuchAttribute(DfsError):
+    code = 9
+
+
+class PermissionDenied(DfsError):
+    code = 10
+
+
+class FileTooLarge(DfsError):
+    code = 11
+
+
+class NoSpace(DfsError):
+    """No chunkserver can take the data (all full, or too few up for the goal)."""
+
+    code = 12
+
+
+class Busy(DfsError):
+    code = 13
+
+
+class CrossDevice(DfsError):
+    code = 14
+
+
+class ReadOnly(DfsError):
+    code = 15
+
+
+class RangeTooLarge(DfsError):
+    """A value (xattr, symlink target) larger than its limit."""
+
+    code = 16
+
+
+# --- data path -------------------------------------------------------------
+class StaleChunkVersion(DfsError):
+    """The caller's chunk version is not the replica's: re-ask the master."""
+
+    code = 20
+
+
+class ChecksumMismatch(DfsError):
+    """A replica's bytes do not match their checksum: read another replica."""
+
+    code = 21
+
+
+class ReplicaUnavailable(DfsError):
+    """No replica of a chunk could be reached or read."""
+
+    code = 22
+
+
+class ChunkNotFound(DfsError):
+    code = 23
+
+
+class WriteRefused(DfsError):
+    """A chunkserver refused a write (not in the chain, bad token, ...)."""
+
+    code = 24
+
+
+# --- connections -------------------------------------------------------------
+class ProtocolError(DfsError):
+    """The peer sent something that is not our protocol."""
+
+    code = 30
+
+
+class AuthenticationFailed(DfsError):
+    code = 31
+
+
+class PeerUnavailable(DfsError):
+    """A connection could not be made, or broke, or timed out."""
+
+    code = 32
+
+
+class MasterUnavailable(PeerUnavailable):
+    code = 33
+
+
+class ConfigError(DfsError):
+    code = 40
+
+
+_BY_CODE: dict[int, type[DfsError]] = {}
+
+
+def _register(cls: type[DfsError]) -> None:
+    assert cls.code not in _BY_CODE, f"duplicate error code {cls.code}"
+    _BY_CODE[cls.code] = cls
+    for sub in cls.__subclasses__():
+        _register(sub)
+
+
+_register(DfsError)
+
+
+def error_from_code(code: int, message: str) -> DfsError:
+    """The exception a peer meant by ``code``; unknown codes stay DfsError."""
+    return _BY_CODE.get(code, DfsError)(message)
