@@ -24,7 +24,7 @@ MAX_FILE_SIZE_BYTES = 2**47
 # --- wire ----------------------------------------------------------------
 # A frame carries at most one request's data: 1 MiB of payload (the largest
 # FUSE write) plus the control body, with room to spare.
-MAX_FRAME_BODY_BYTES = 64 * 1024
+MAX_FRAME_BODY_BYTES = 8 * 1024 * 1024  # a registration lists every replica a chunkserver holds
 MAX_FRAME_PAYLOAD_BYTES = 4 * 1024 * 1024
 # Payloads smaller than this are never compressed: lz4's header and the
 # extra call cost more than they save.

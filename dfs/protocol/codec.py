@@ -1,0 +1,139 @@
+"""Frames: the unit on every vmstore connection.
+
+Layout (little-endian, 20-byte header, then body, then payload)::
+
+    magic     4s   b"VMS1"
+    version   u8   PROTOCOL_VERSION
+    flags     u8   FLAG_RESPONSE | FLAG_PAYLOAD_LZ4
+    type      u16  the message's TYPE (dfs.protocol.messages)
+    request   u32  request id; a response carries the id of its request
+    body      u32  bytes of msgpack body (<= MAX_FRAME_BODY_BYTES)
+    payload   u32  bytes of raw payload on the wire (<= MAX_FRAME_PAYLOAD_BYTES)
+
+The payload carries chunk data beside the control body so that data is never
+re-encoded. With FLAG_PAYLOAD_LZ4 it is an lz4 block with its size stored in
+front; a stored size over the limit is refused before anything is inflated.
+
+Everything here treats its input as hostile: every fault raises
+ProtocolError naming what was wrong, and nothing is allocated from a length
+before that length is checked.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import lz4.block
+import msgspec
+
+from vmstore.dfs.constants import (
+    COMPRESS_MIN_BYTES,
+    MAX_FRAME_BODY_BYTES,
+    MAX_FRAME_PAYLOAD_BYTES,
+)
+from vmstore.dfs.errors import ProtocolError
+from vmstore.dfs.protocol.messages import MESSAGE_BY_TYPE, Message
+
+MAGIC = b"VMS1"
+PROTOCOL_VERSION = 1
+FLAG_RESPONSE = 0x01
+FLAG_PAYLOAD_LZ4 = 0x02
+_KNOWN_FLAGS = FLAG_RESPONSE | FLAG_PAYLOAD_LZ4
+HEADER = struct.Struct("<4sBBHIII")
+HEADER_BYTES = HEADER.size
+REQUEST_ID_MAX = 2**32 - 1
+
+_encoder = msgspec.msgpack.Encoder()
+_decoders: dict[int, msgspec.msgpack.Decoder[Message]] = {
+    message_type: msgspec.msgpack.Decoder(cls) for message_type, cls in MESSAGE_BY_TYPE.items()
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FrameHeader:
+    flags: int
+    message_type: int
+    request_id: int
+    body_bytes: int
+    payload_bytes: int
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.flags & FLAG_RESPONSE)
+
+
+def decode_header(data: bytes | bytearray | memoryview) -> FrameHeader:
+    """Check and split a 20-byte header; the lengths are safe to allocate after this."""
+    assert len(data) == HEADER_BYTES
+    magic, version, flags, message_type, request_id, body_bytes, payload_bytes = HEADER.unpack(
+        data
+    )
+    if magic != MAGIC:
+        raise ProtocolError(f"bad frame magic {bytes(magic)!r}")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version}, this peer speaks {PROTOCOL_VERSION}")
+    if flags & ~_KNOWN_FLAGS:
+        raise ProtocolError(f"unknown frame flags {flags:#x}")
+    if message_type not in MESSAGE_BY_TYPE:
+        raise ProtocolError(f"unknown message type {message_type}")
+    if body_bytes > MAX_FRAME_BODY_BYTES:
+        raise ProtocolError(f"frame body of {body_bytes} bytes exceeds {MAX_FRAME_BODY_BYTES}")
+    if payload_bytes > MAX_FRAME_PAYLOAD_BYTES:
+        raise ProtocolError(
+            f"frame payload of {payload_bytes} bytes exceeds {MAX_FRAME_PAYLOAD_BYTES}"
+        )
+    return FrameHeader(flags, message_type, request_id, body_bytes, payload_bytes)
+
+
+def decode_body(header: FrameHeader, body: bytes | bytearray | memoryview) -> Message:
+    try:
+        return _decoders[header.message_type].decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        name = MESSAGE_BY_TYPE[header.message_type].__name__
+        raise ProtocolError(f"malformed {name} body: {error}") from None
+
+
+def decode_payload(header: FrameHeader, payload: bytes) -> bytes:
+    if not header.flags & FLAG_PAYLOAD_LZ4:
+        return payload
+    if len(payload) < 4:
+        raise ProtocolError("compressed payload shorter than its size field")
+    inflated_bytes = int.from_bytes(payload[:4], "little")
+    if inflated_bytes > MAX_FRAME_PAYLOAD_BYTES:
+        raise ProtocolError(f"compressed payload claims {inflated_bytes} bytes")
+    try:
+        return bytes(lz4.block.decompress(payload))
+    except lz4.block.LZ4BlockError as error:
+        raise ProtocolError(f"corrupt lz4 payload: {error}") from None
+
+
+def encode_frame(
+    message: Message,
+    request_id: int,
+    *,
+    response: bool = False,
+    payload: bytes = b"",
+    compress: bool = False,
+) -> tuple[bytes, bytes]:
+    """Header+body, and the payload to send after it (kept apart to avoid a copy).
+
+    ``compress`` asks for lz4; it is used only when the payload is big enough
+    and actually shrinks by an eighth or more.
+    """
+    assert 0 <= request_id <= REQUEST_ID_MAX
+    body = _encoder.encode(message)
+    if len(body) > MAX_FRAME_BODY_BYTES:
+        raise ProtocolError(f"{type(message).__name__} body of {len(body)} bytes is too large")
+    flags = FLAG_RESPONSE if response else 0
+    if compress and len(payload) >= COMPRESS_MIN_BYTES:
+        packed = lz4.block.compress(payload, store_size=True)
+        if len(packed) < len(payload) - len(payload) // 8:
+            payload = packed
+            flags |= FLAG_PAYLOAD_LZ4
+    if len(payload) > MAX_FRAME_PAYLOAD_BYTES:
+        raise ProtocolError(f"payload of {len(payload)} bytes is too large")
+    header = HEADER.pack(
+        MAGIC, PROTOCOL_VERSION, flags, message.TYPE, request_id, len(body), len(payload)
+    )
+    return header + body, payload

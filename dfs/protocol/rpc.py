@@ -1,0 +1,429 @@
+"""Authenticated connections that carry many requests at once, both ways.
+
+Promise: ``Connection.call`` returns the peer's typed reply, raises the
+peer's ``DfsError``, or raises ``PeerUnavailable`` within its timeout — it
+never hangs and never returns a reply meant for another request. A peer
+that sends anything malformed is disconnected with a logged reason; the
+process goes on.
+
+Either side may send requests on one connection (the master sends commands
+to a chunkserver on the connection the chunkserver opened), so every
+Connection has a reader task that routes responses to waiting callers and
+runs incoming requests, at most INFLIGHT_REQUESTS_PER_CONNECTION_MAX at a
+time: a peer that floods us stops being read, it does not grow our memory.
+
+Caveat: a handler that raises something other than DfsError is a bug; it
+propagates and takes the process down loudly.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import trio
+
+from vmstore.dfs.constants import (
+    AUTH_TIMEOUT_S,
+    CONNECT_TIMEOUT_S,
+    INFLIGHT_REQUESTS_PER_CONNECTION_MAX,
+    RPC_TIMEOUT_S,
+)
+from vmstore.dfs.errors import (
+    AuthenticationFailed,
+    DfsError,
+    PeerUnavailable,
+    ProtocolError,
+    error_from_code,
+)
+from vmstore.dfs.protocol import auth
+from vmstore.dfs.protocol.codec import (
+    HEADER_BYTES,
+    REQUEST_ID_MAX,
+    FrameHeader,
+    decode_body,
+    decode_header,
+    decode_payload,
+    encode_frame,
+)
+from vmstore.dfs.protocol.messages import (
+    AuthAccepted,
+    AuthChallenge,
+    AuthHello,
+    AuthProof,
+    ErrorReply,
+    Message,
+    Request,
+)
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Request, bytes], Awaitable[tuple[Message, bytes]]]
+ReplyT = TypeVar("ReplyT", bound=Message)
+_RECEIVE_CHUNK_BYTES = 256 * 1024
+# Payloads up to this size are joined to the header in one send (one syscall
+# beats avoiding a small copy); bigger ones go as a second send.
+_JOIN_PAYLOAD_BYTES_MAX = 64 * 1024
+_CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class FrameStream:
+    """Whole frames in and out of a byte stream; sends are serialised."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._buffer = bytearray()
+        self._send_lock = trio.Lock()
+        self.broken = False
+
+    async def _fill(self, wanted_bytes: int) -> None:
+        while len(self._buffer) < wanted_bytes:
+            data = await self.stream.receive_some(
+                max(_RECEIVE_CHUNK_BYTES, wanted_bytes - len(self._buffer))
+            )
+            if not data:
+                raise PeerUnavailable("connection closed by the peer")
+            self._buffer += data
+
+    async def receive(self) -> tuple[FrameHeader, Message, bytes]:
+        await self._fill(HEADER_BYTES)
+        header = decode_header(self._buffer[:HEADER_BYTES])
+        body_end = HEADER_BYTES + header.body_bytes
+        frame_end = body_end + header.payload_bytes
+        await self._fill(frame_end)
+        message = decode_body(header, memoryview(self._buffer)[HEADER_BYTES:body_end])
+        payload = bytes(self._buffer[body_end:frame_end]) if header.payload_bytes else b""
+        del self._buffer[:frame_end]
+        return header, message, decode_payload(header, payload)
+
+    async def send(self, frame: tuple[bytes, bytes]) -> None:
+        head, payload = frame
+        if payload and len(payload) <= _JOIN_PAYLOAD_BYTES_MAX:
+            head, payload = head + payload, b""
+        if self.broken:
+            raise PeerUnavailable("connection is broken")
+        async with self._send_lock:
+            # A send cut off half-way leaves half a frame on the wire: after
+            # that the stream can only be closed.
+            completed = False
+            try:
+                await self.stream.send_all(head)
+                if payload:
+                    await self.stream.send_all(payload)
+                completed = True
+            finally:
+                if not completed:
+                    self.broken = True
+
+
+class _PendingCall:
+    __slots__ = ("done", "reply", "payload", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.reply: Message | None = None
+        self.payload = b""
+        self.error: DfsError | None = None
+
+
+class Connection:
+    """One authenticated connection. Run ``serve`` in a nursery; then ``call``."""
+
+    def __init__(
+        self, frames: FrameStream, peer: str, role: str, handler: Handler | None, compress: bool
+    ) -> None:
+        self.frames = frames
+        self.peer = peer  # "host:port", for messages
+        self.role = role  # what the peer authenticated as
+        self.handler = handler
+        self.compress = compress
+        self._pending: dict[int, _PendingCall] = {}
+        self._next_request_id = 1
+        self._inflight = trio.Semaphore(INFLIGHT_REQUESTS_PER_CONNECTION_MAX)
+        self._cancel_scope: trio.CancelScope | None = None
+        self.closed = trio.Event()
+        self.close_reason = ""
+
+    # --- calling ------------------------------------------------------------
+    async def call(
+        self,
+        request: Request,
+        payload: bytes = b"",
+        *,
+        timeout_s: float = RPC_TIMEOUT_S,
+        reply_type: type[ReplyT] | None = None,
+    ) -> tuple[ReplyT, bytes]:
+        """Send ``request`` and wait for its reply (typed as ``request.REPLY``)."""
+        if self.closed.is_set():
+            raise PeerUnavailable(f"connection to {self.peer} is closed ({self.close_reason})")
+        request_id = self._next_request_id
+        self._next_request_id = request_id % REQUEST_ID_MAX + 1
+        pending = _PendingCall()
+        self._pending[request_id] = pending
+        try:
+            with trio.move_on_after(timeout_s) as scope:
+                await self._send(encode_frame(request, request_id, payload=payload,
+                                              compress=self.compress))
+                await pending.done.wait()
+        finally:
+            del self._pending[request_id]
+        if scope.cancelled_caught:
+            raise PeerUnavailable(
+                f"{self.peer} did not answer {type(request).__name__} within {timeout_s} s"
+            )
+        if pending.error is not None:
+            raise pending.error
+        reply = pending.reply
+        if isinstance(reply, ErrorReply):
+            raise error_from_code(reply.code, reply.message)
+        if not isinstance(reply, request.REPLY):
+            raise ProtocolError(
+                f"{self.peer} answered {type(request).__name__} with {type(reply).__name__}"
+            )
+        return reply, pending.payload  # type: ignore[return-value]
+
+    async def _send(self, frame: tuple[bytes, bytes]) -> None:
+        try:
+            await self.frames.send(frame)
+        except _CONNECTION_ERRORS as error:
+            self._close(f"send failed: {error}")
+            raise PeerUnavailable(f"connection to {self.peer} broke: {error}") from None
+        except trio.Cancelled:
+            if self.frames.broken:
+                self._close("a send was interrupted half-way")
+            raise
+
+    # --- serving ------------------------------------------------------------
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Read frames until the connection ends; returns (never raises) on a peer fault."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._cancel_scope = nursery.cancel_scope
+                task_status.started()
+                await self._read_loop(nursery)
+        finally:
+            self._close(self.close_reason or "closed")
+            await trio.aclose_forcefully(self.frames.stream)
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        try:
+            while True:
+                header, message, payload = await self.frames.receive()
+                if header.is_response:
+                    self._resolve(header.request_id, message, payload)
+                    continue
+                if not isinstance(message, Request):
+                    raise ProtocolError(f"{type(message).__name__} sent as a request")
+                await self._inflight.acquire()
+                nursery.start_soon(self._handle, header.request_id, message, payload)
+        except ProtocolError as error:
+            log.warning("closing connection from %s (%s): %s", self.peer, self.role, error)
+            self._close(f"protocol error: {error}")
+        except (PeerUnavailable, *_CONNECTION_ERRORS) as error:
+            log.debug("connection to %s ended: %s", self.peer, error)
+            self._close(str(error) or type(error).__name__)
+
+    def _resolve(self, request_id: int, message: Message, payload: bytes) -> None:
+        pending = self._pending.get(request_id)
+        if pending is None:
+            return  # the caller timed out and left; the late reply is dropped
+        pending.reply = message
+        pending.payload = payload
+        pending.done.set()
+
+    async def _handle(self, request_id: int, request: Request, payload: bytes) -> None:
+        try:
+            reply: Message
+            reply_payload = b""
+            if self.handler is None:
+                reply = ErrorReply(code=ProtocolError.code, message="this peer takes no requests")
+            else:
+                try:
+                    reply, reply_payload = await self.handler(request, payload)
+                except DfsError as error:
+                    reply = ErrorReply(code=error.code, message=error.message)
+            try:
+                await self._send(encode_frame(reply, request_id, response=True,
+                                              payload=reply_payload, compress=self.compress))
+            except PeerUnavailable:
+                pass  # the reader sees the broken connection and ends it
+        finally:
+            self._inflight.release()
+
+    def _close(self, reason: str) -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        error = PeerUnavailable(f"connection to {self.peer} lost: {reason}")
+        for pending in self._pending.values():
+            pending.error = error
+            pending.done.set()
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    def close(self) -> None:
+        self._close("closed by us")
+
+
+# --- establishing connections ---------------------------------------------------------
+async def _authenticate_connector(frames: FrameStream, key: bytes, role: str, peer: str) -> None:
+    nonce = auth.new_nonce()
+    await frames.send(encode_frame(AuthHello(role=role, nonce=nonce), 0))
+    _, challenge, _ = await frames.receive()
+    if not isinstance(challenge, AuthChallenge):
+        raise AuthenticationFailed(f"{peer} answered the hello with {type(challenge).__name__}")
+    auth.check_nonce(challenge.nonce, peer)
+    if not auth.proofs_match(auth.acceptor_proof(key, nonce, challenge.nonce), challenge.proof):
+        raise AuthenticationFailed(f"{peer} does not hold the cluster key")
+    proof = auth.connector_proof(key, nonce, challenge.nonce)
+    await frames.send(encode_frame(AuthProof(proof=proof), 0))
+    _, accepted, _ = await frames.receive()
+    if not isinstance(accepted, AuthAccepted):
+        raise AuthenticationFailed(f"{peer} refused our proof")
+
+
+async def _authenticate_acceptor(
+    frames: FrameStream, key: bytes, peer: str, allowed_roles: frozenset[str]
+) -> str:
+    _, hello, _ = await frames.receive()
+    if not isinstance(hello, AuthHello):
+        raise AuthenticationFailed(f"{peer} began with {type(hello).__name__}, not a hello")
+    if hello.role not in allowed_roles:
+        raise AuthenticationFailed(f"{peer} wants role {hello.role!r}, not served here")
+    auth.check_nonce(hello.nonce, peer)
+    nonce = auth.new_nonce()
+    proof = auth.acceptor_proof(key, hello.nonce, nonce)
+    await frames.send(encode_frame(AuthChallenge(nonce=nonce, proof=proof), 0))
+    _, answer, _ = await frames.receive()
+    if not isinstance(answer, AuthProof) or not auth.proofs_match(
+        auth.connector_proof(key, hello.nonce, nonce), answer.proof
+    ):
+        raise AuthenticationFailed(f"{peer} ({hello.role}) does not hold the cluster key")
+    await frames.send(encode_frame(AuthAccepted(), 0))
+    return hello.role
+
+
+@asynccontextmanager
+async def open_connection(
+    host: str,
+    port: int,
+    key: bytes,
+    role: str,
+    *,
+    handler: Handler | None = None,
+    compress: bool = False,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+) -> AsyncIterator[Connection]:
+    """Connect, authenticate both ways, and serve the connection while the block runs."""
+    peer = f"{host}:{port}"
+    try:
+        with trio.fail_after(connect_timeout_s):
+            stream = await trio.open_tcp_stream(host, port)
+    except (OSError, trio.TooSlowError) as error:
+        raise PeerUnavailable(f"cannot connect to {peer}: {error or 'timed out'}") from None
+    frames = FrameStream(stream)
+    try:
+        with trio.fail_after(AUTH_TIMEOUT_S):
+            await _authenticate_connector(frames, key, role, peer)
+    except (trio.TooSlowError, ProtocolError, PeerUnavailable, *_CONNECTION_ERRORS) as error:
+        await trio.aclose_forcefully(stream)
+        raise PeerUnavailable(f"handshake with {peer} failed: {error or 'timed out'}") from None
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    connection = Connection(frames, peer, "acceptor", handler, compress)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(connection.serve)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+
+HandlerFactory = Callable[[Connection], Handler]
+
+
+async def serve_connections(
+    host: str,
+    port: int,
+    key: bytes,
+    allowed_roles: frozenset[str],
+    handler_factory: HandlerFactory,
+    *,
+    compress: bool = False,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on host:port; reports the bound port through ``task_status``."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound_port = listeners[0].socket.getsockname()[1]
+    task_status.started(bound_port)
+    serve_one = functools.partial(_serve_one, key, allowed_roles, handler_factory, compress)
+    await trio.serve_listeners(serve_one, listeners)
+
+
+async def _serve_one(
+    key: bytes,
+    allowed_roles: frozenset[str],
+    handler_factory: HandlerFactory,
+    compress: bool,
+    stream: trio.SocketStream,
+) -> None:
+    try:
+        address = stream.socket.getpeername()
+        peer = f"{address[0]}:{address[1]}"
+    except OSError:
+        await trio.aclose_forcefully(stream)
+        return
+    frames = FrameStream(stream)
+    try:
+        with trio.fail_after(AUTH_TIMEOUT_S):
+            role = await _authenticate_acceptor(frames, key, peer, allowed_roles)
+    except (trio.TooSlowError, DfsError, *_CONNECTION_ERRORS) as error:
+        log.warning("refused connection from %s: %s", peer, error or "handshake timed out")
+        await trio.aclose_forcefully(stream)
+        return
+    connection = Connection(frames, peer, role, None, compress)
+    connection.handler = handler_factory(connection)
+    await connection.serve()
+
+
+class ConnectionPool:
+    """Long-lived connections to many peers, made on first use and remade after a break."""
+
+    def __init__(self, nursery: trio.Nursery, key: bytes, role: str, compress: bool) -> None:
+        self._nursery = nursery
+        self._key = key
+        self._role = role
+        self._compress = compress
+        self._connections: dict[tuple[str, int], Connection] = {}
+        self._locks: dict[tuple[str, int], trio.Lock] = {}
+
+    async def get(self, host: str, port: int) -> Connection:
+        address = (host, port)
+        connection = self._connections.get(address)
+        if connection is not None and not connection.closed.is_set():
+            return connection  # fast path: already connected
+        lock = self._locks.setdefault(address, trio.Lock())
+        async with lock:
+            connection = self._connections.get(address)
+            if connection is None or connection.closed.is_set():
+                connection = await self._nursery.start(self._hold, host, port)
+                self._connections[address] = connection
+            return connection
+
+    async def _hold(self, host: str, port: int, *, task_status: Any) -> None:
+        async with open_connection(host, port, self._key, self._role,
+                                   compress=self._compress) as connection:
+            task_status.started(connection)
+            await connection.closed.wait()
+
+    def close_all(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
+
+
