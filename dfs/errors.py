@@ -10,6 +10,8 @@ Programmer errors (broken invariants) are ``assert``s, never these.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 
@@ -18,9 +20,12 @@ class DfsError(Exception):
 
     code: ClassVar[int] = 1
 
-    def __init__(self, message: str = "") -> None:
+    def __init__(self, message: str = "", server_id: int = 0) -> None:
         super().__init__(message or self.__class__.__name__)
         self.message = message or self.__class__.__name__
+        # The chunkserver at fault, when one is: a client drops it from the
+        # write chain. 0 when the fault is nobody's in particular.
+        self.server_id = server_id
 
 
 # --- namespace -------------------------------------------------------------
@@ -155,6 +160,37 @@ def _register(cls: type[DfsError]) -> None:
 _register(DfsError)
 
 
-def error_from_code(code: int, message: str) -> DfsError:
+def error_from_code(code: int, message: str, server_id: int = 0) -> DfsError:
     """The exception a peer meant by ``code``; unknown codes stay DfsError."""
-    return _BY_CODE.get(code, DfsError)(message)
+    return _BY_CODE.get(code, DfsError)(message, server_id)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            leaves.extend(_leaves(error))
+        else:
+            leaves.append(error)
+    return leaves
+
+
+@contextmanager
+def unwrapped_errors() -> Iterator[None]:
+    """Let the one error out of a nursery's exception group.
+
+    Concurrent legs of one operation (a local write and its forward down the
+    chain) may both fail; the caller wants one DfsError, preferably one that
+    names a chunkserver at fault. Anything else (a bug, a cancellation mixed
+    with others) stays a group and propagates as such.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        operating = [e for e in leaves if isinstance(e, DfsError)]
+        if len(operating) == len(leaves):
+            raise max(operating, key=lambda e: e.server_id != 0) from None
+        raise

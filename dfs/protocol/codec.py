@@ -137,3 +137,15 @@ def encode_frame(
         MAGIC, PROTOCOL_VERSION, flags, message.TYPE, request_id, len(body), len(payload)
     )
     return header + body, payload
+
+
+def encode_stored_message(message: Message) -> bytes:
+    """A message as bytes for storage (the reply cache): its TYPE, then msgpack."""
+    return message.TYPE.to_bytes(2, "little") + _encoder.encode(message)
+
+
+def decode_stored_message(data: bytes) -> Message:
+    header = FrameHeader(0, int.from_bytes(data[:2], "little"), 0, len(data) - 2, 0)
+    if header.message_type not in _decoders:
+        raise ProtocolError(f"stored message of unknown type {header.message_type}")
+    return decode_body(header, data[2:])

@@ -39,6 +39,7 @@ class ErrorReply(Message, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 2
     code: int
     message: str
+    server_id: int = 0  # the chunkserver at fault, if any (see DfsError.server_id)
 
 
 # --- authentication (before anything else, both directions) -------------------
@@ -375,6 +376,7 @@ class ClientToMasterChunkLocations(Request, frozen=True, kw_only=True):
     inode: int
     first_index: int
     count: int
+    session_id: int = 0  # so that replicas on the reader's own host come first
 
 
 class ClientToMasterReportBadChain(Request, frozen=True, kw_only=True):

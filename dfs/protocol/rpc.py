@@ -39,6 +39,7 @@ from vmstore.dfs.errors import (
     PeerUnavailable,
     ProtocolError,
     error_from_code,
+    unwrapped_errors,
 )
 from vmstore.dfs.protocol import auth
 from vmstore.dfs.protocol.codec import (
@@ -179,7 +180,7 @@ class Connection:
             raise pending.error
         reply = pending.reply
         if isinstance(reply, ErrorReply):
-            raise error_from_code(reply.code, reply.message)
+            raise error_from_code(reply.code, reply.message, reply.server_id)
         if not isinstance(reply, request.REPLY):
             raise ProtocolError(
                 f"{self.peer} answered {type(request).__name__} with {type(reply).__name__}"
@@ -245,7 +246,8 @@ class Connection:
                 try:
                     reply, reply_payload = await self.handler(request, payload)
                 except DfsError as error:
-                    reply = ErrorReply(code=error.code, message=error.message)
+                    reply = ErrorReply(code=error.code, message=error.message,
+                                        server_id=error.server_id)
             try:
                 await self._send(encode_frame(reply, request_id, response=True,
                                               payload=reply_payload, compress=self.compress))
@@ -330,19 +332,23 @@ async def open_connection(
     try:
         with trio.fail_after(AUTH_TIMEOUT_S):
             await _authenticate_connector(frames, key, role, peer)
-    except (trio.TooSlowError, ProtocolError, PeerUnavailable, *_CONNECTION_ERRORS) as error:
+    except AuthenticationFailed:
+        await trio.aclose_forcefully(stream)
+        raise  # a wrong key is not a passing fault: never retried
+    except (trio.TooSlowError, DfsError, *_CONNECTION_ERRORS) as error:
         await trio.aclose_forcefully(stream)
         raise PeerUnavailable(f"handshake with {peer} failed: {error or 'timed out'}") from None
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
     connection = Connection(frames, peer, "acceptor", handler, compress)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(connection.serve)
-        try:
-            yield connection
-        finally:
-            connection.close()
+    with unwrapped_errors():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(connection.serve)
+            try:
+                yield connection
+            finally:
+                connection.close()
 
 
 HandlerFactory = Callable[[Connection], Handler]

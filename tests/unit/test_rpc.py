@@ -10,7 +10,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmstore.dfs.errors import NotFound, PeerUnavailable, ProtocolError
+from vmstore.dfs.errors import AuthenticationFailed, NotFound, PeerUnavailable, ProtocolError
 from vmstore.dfs.protocol import codec
 from vmstore.dfs.protocol.messages import (
     AttrsReply,
@@ -80,7 +80,7 @@ async def test_wrong_key_is_refused_both_ways(expected_logs) -> None:  # type: i
     expected_logs.allow("vmstore.dfs.protocol.rpc", "refused connection")
     async with trio.open_nursery() as nursery:
         port = await start_server(nursery)
-        with pytest.raises(PeerUnavailable, match="does not hold the cluster key"):
+        with pytest.raises(AuthenticationFailed, match="does not hold the cluster key"):
             async with open_connection("127.0.0.1", port, os.urandom(32), "client"):
                 pass
         # a role the server does not serve is refused too

@@ -1,0 +1,158 @@
+"""Client and chain traffic: reads, chained writes, flushes.
+
+Promises:
+* A write is answered only after this replica and every replica down the
+  chain has applied it; a failure names the chunkserver at fault
+  (``DfsError.server_id``) so the client can ask the master for a new chain.
+* A read returns only bytes whose checksums matched, from a replica whose
+  version is the one asked for.
+* A flush is answered only after the chunk's data is on stable storage here
+  and down the chain.
+
+Disk calls on small buffers run inline (a pwrite to the page cache costs
+less than a thread hop); fsync and big transfers go to a worker thread.
+The store is used from one thread at a time (``_disk`` limiter).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+
+from vmstore.dfs.constants import DATA_RPC_TIMEOUT_S
+from vmstore.dfs.errors import (
+    ChecksumMismatch,
+    ChunkNotFound,
+    DfsError,
+    InvalidArgument,
+    ProtocolError,
+    ReplicaUnavailable,
+    StaleChunkVersion,
+    unwrapped_errors,
+)
+from vmstore.dfs.chunkserver.chunk_store import ChunkStore
+from vmstore.dfs.chunkserver.range_lock import RangeLocks
+from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.rpc import Connection, ConnectionPool, Handler
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Errors that mean "this replica cannot take part", as opposed to a bad request.
+REPLICA_FAULTS = (ChunkNotFound, StaleChunkVersion, ChecksumMismatch, OSError)
+INLINE_DISK_BYTES_MAX = 256 * 1024
+
+
+class DataService:
+    def __init__(self, store: ChunkStore, peers: ConnectionPool,
+                 server_id: Callable[[], int]) -> None:
+        self.store = store
+        self.peers = peers
+        self.server_id = server_id
+        self.range_locks = RangeLocks()
+        self._disk = trio.CapacityLimiter(1)
+        self.bytes_read = 0
+        self.bytes_written = 0
+
+    def handler_for(self, connection: Connection) -> Handler:
+        async def handle(request: m.Request, payload: bytes) -> tuple[m.Message, bytes]:
+            if isinstance(request, m.ToChunkserverReadChunk):
+                return await self.read(request)
+            if isinstance(request, m.ToChunkserverWriteChunk):
+                return await self.write(request, payload), b""
+            if isinstance(request, m.ToChunkserverFlushChunk):
+                return await self.flush(request), b""
+            raise ProtocolError(f"{type(request).__name__} is not a data request")
+
+        return handle
+
+    async def disk(self, size_bytes: int, function: Callable[..., T], *args: Any) -> T:
+        """Run a store call: inline when small, else in the worker thread."""
+        async with self._disk:
+            if size_bytes <= INLINE_DISK_BYTES_MAX:
+                return function(*args)
+            return await trio.to_thread.run_sync(function, *args)
+
+    def _fault(self, error: Exception, what: str) -> DfsError:
+        """This replica failed: say so, and name it."""
+        message = f"chunkserver {self.server_id()}: {what}: {error}"
+        if isinstance(error, DfsError):
+            return type(error)(message, self.server_id())
+        return ReplicaUnavailable(message, self.server_id())
+
+    async def read(self, request: m.ToChunkserverReadChunk) -> tuple[m.Message, bytes]:
+        try:
+            payload, zero_ranges = await self.disk(
+                request.length_bytes, self.store.read, request.chunk_id, request.version,
+                request.offset_bytes, request.length_bytes)
+        except REPLICA_FAULTS as error:
+            if isinstance(error, ChecksumMismatch):
+                log.error("chunk %d: %s", request.chunk_id, error)
+            raise self._fault(error, f"read of chunk {request.chunk_id}") from None
+        self.bytes_read += len(payload)
+        return m.ReadChunkReply(zero_ranges=zero_ranges), payload
+
+    async def write(self, request: m.ToChunkserverWriteChunk, payload: bytes) -> m.Message:
+        async with self.range_locks.hold(request.chunk_id, request.offset_bytes,
+                                         request.length_bytes):
+            with unwrapped_errors():
+                async with trio.open_nursery() as nursery:
+                    if request.chain_rest:
+                        nursery.start_soon(self._forward_write, request, payload)
+                    await self._write_local(request, payload)
+        self.bytes_written += len(payload)
+        return m.EmptyReply()
+
+    async def _write_local(self, request: m.ToChunkserverWriteChunk, payload: bytes) -> None:
+        try:
+            await self.disk(len(payload), self.store.write, request.chunk_id, request.version,
+                            request.offset_bytes, request.length_bytes, payload,
+                            [tuple(r) for r in request.zero_ranges])
+        except InvalidArgument:
+            raise
+        except REPLICA_FAULTS as error:
+            raise self._fault(error, f"write to chunk {request.chunk_id}") from None
+
+    async def _forward_write(self, request: m.ToChunkserverWriteChunk, payload: bytes) -> None:
+        next_member, rest = request.chain_rest[0], request.chain_rest[1:]
+        forwarded = m.ToChunkserverWriteChunk(
+            chunk_id=request.chunk_id, version=request.version,
+            offset_bytes=request.offset_bytes, length_bytes=request.length_bytes,
+            zero_ranges=request.zero_ranges, chain_rest=rest, token=request.token)
+        await self._call_next(next_member, forwarded, payload)
+
+    async def _call_next(self, member: m.ReplicaAddress, request: m.Request,
+                         payload: bytes = b"") -> None:
+        try:
+            connection = await self.peers.get(member.host, member.port)
+            await connection.call(request, payload, timeout_s=DATA_RPC_TIMEOUT_S)
+        except DfsError as error:
+            if error.server_id or isinstance(error, InvalidArgument):
+                raise  # already names the member at fault, or nobody is
+            raise ReplicaUnavailable(
+                f"chain member {member.server_id} ({member.host}:{member.port}): {error}",
+                member.server_id) from None
+
+    async def flush(self, request: m.ToChunkserverFlushChunk) -> m.Message:
+        with unwrapped_errors():
+            await self._flush_chain(request)
+        return m.EmptyReply()
+
+    async def _flush_chain(self, request: m.ToChunkserverFlushChunk) -> None:
+        async with trio.open_nursery() as nursery:
+            if request.chain_rest:
+                forwarded = m.ToChunkserverFlushChunk(
+                    chunk_id=request.chunk_id, version=request.version,
+                    chain_rest=request.chain_rest[1:])
+                nursery.start_soon(self._call_next, request.chain_rest[0], forwarded)
+            try:
+                version = self.store.version_of(request.chunk_id)
+                if version != request.version:
+                    raise StaleChunkVersion(f"replica is version {version}, "
+                                            f"flush asked for {request.version}")
+                async with self._disk:
+                    await trio.to_thread.run_sync(self.store.flush, request.chunk_id)
+            except REPLICA_FAULTS as error:
+                raise self._fault(error, f"flush of chunk {request.chunk_id}") from None

@@ -1,0 +1,66 @@
+"""The chunkserver process: data service on its port, link to the master."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from vmstore.dfs.chunkserver.chunk_store import ChunkStore
+from vmstore.dfs.chunkserver.data_service import DataService
+from vmstore.dfs.chunkserver.master_link import LinkSettings, MasterLink
+from vmstore.dfs.protocol.rpc import ConnectionPool, serve_connections
+
+log = logging.getLogger(__name__)
+ROLES = frozenset({"client", "chunkserver"})
+
+
+@dataclass(frozen=True)
+class ChunkserverSettings:
+    data_dir: Path
+    listen_host: str
+    port: int
+    master_host: str
+    master_port: int
+    key: bytes
+    host_label: str
+    advertise_host: str = ""  # defaults to listen_host
+
+
+def server_uuid(data_dir: Path) -> str:
+    """This disk's identity: made once, kept with the data it names."""
+    path = data_dir / "server.uuid"
+    if path.exists():
+        return path.read_text().strip()
+    identity = str(uuid.uuid4())
+    path.write_text(identity + "\n")
+    return identity
+
+
+async def run_chunkserver(settings: ChunkserverSettings, *,
+                          task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled; ``started`` with the data port once registered."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        store = ChunkStore(settings.data_dir)
+        stack.callback(store.close)
+        async with trio.open_nursery() as nursery:
+            peers = ConnectionPool(nursery, settings.key, "chunkserver", compress=False)
+            link: MasterLink | None = None
+            data = DataService(store, peers, lambda: link.server_id if link else 0)
+            port = await nursery.start(serve_connections, settings.listen_host, settings.port,
+                                       settings.key, ROLES, data.handler_for)
+            link = MasterLink(LinkSettings(
+                master_host=settings.master_host, master_port=settings.master_port,
+                key=settings.key, server_uuid=server_uuid(settings.data_dir),
+                advertise_host=settings.advertise_host or settings.listen_host,
+                data_port=port, host_label=settings.host_label), store, data.disk)
+            await nursery.start(link.run)
+            log.info("chunkserver %d serving %s on %s:%d", link.server_id, settings.data_dir,
+                     settings.listen_host, port)
+            task_status.started(port)

@@ -1,0 +1,131 @@
+"""The chunkserver's link to the master: register, heartbeat, obey commands.
+
+Promise: while the master is reachable, it knows this chunkserver's
+replicas (a full report at every (re)registration) and its free space
+(a heartbeat every HEARTBEAT_INTERVAL_S). When the link breaks, the
+chunkserver keeps serving reads and writes of current replicas and
+reconnects with bounded backoff; the master decides what is current.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from vmstore.dfs.chunkserver.chunk_store import ChunkStore
+from vmstore.dfs.constants import (
+    HEARTBEAT_INTERVAL_S,
+    RECONNECT_BACKOFF_MAX_S,
+    RECONNECT_BACKOFF_MIN_S,
+    RPC_TIMEOUT_S,
+)
+from vmstore.dfs.errors import ChunkNotFound, DfsError, PeerUnavailable, ProtocolError
+from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.rpc import Connection, open_connection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    master_host: str
+    master_port: int
+    key: bytes
+    server_uuid: str
+    advertise_host: str  # the address clients and peers reach us at
+    data_port: int
+    host_label: str
+
+
+class MasterLink:
+    def __init__(self, settings: LinkSettings, store: ChunkStore, disk: Any) -> None:
+        self.settings = settings
+        self.store = store
+        self.disk = disk  # DataService.disk: store calls go through its one thread
+        self.server_id = 0
+        self.registrations = 0
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Stay registered forever; ``started`` after the first registration."""
+        backoff_s = RECONNECT_BACKOFF_MIN_S
+        address = f"{self.settings.master_host}:{self.settings.master_port}"
+        while True:
+            try:
+                async with open_connection(self.settings.master_host, self.settings.master_port,
+                                           self.settings.key, "chunkserver",
+                                           handler=self.handle) as connection:
+                    await self._register(connection)
+                    if self.registrations == 1:
+                        task_status.started()
+                    backoff_s = RECONNECT_BACKOFF_MIN_S
+                    await self._heartbeat_until_closed(connection)
+            except DfsError as error:
+                log.info("link to master %s down: %s; retrying in %.2f s", address, error,
+                         backoff_s)
+            await trio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, RECONNECT_BACKOFF_MAX_S)
+
+    async def _register(self, connection: Connection) -> None:
+        chunks = await self.disk(2**30, self.store.list_chunks)
+        bytes_total, bytes_used = self.store.space()
+        reply, _ = await connection.call(m.ChunkserverToMasterRegister(
+            server_uuid=self.settings.server_uuid, host=self.settings.advertise_host,
+            port=self.settings.data_port, host_label=self.settings.host_label, pid=os.getpid(),
+            bytes_total=bytes_total, bytes_used=bytes_used,
+            chunks=[m.ChunkReport(chunk_id=c, version=v) for c, v in chunks],
+        ), timeout_s=RPC_TIMEOUT_S * 4, reply_type=m.MasterToChunkserverRegistered)
+        self.server_id = reply.server_id
+        self.registrations += 1
+        for stale in reply.stale_chunks:
+            await self._delete(stale.chunk_id, stale.version)
+        log.info("registered with master as chunkserver %d (%d replicas, %d stale deleted)",
+                 self.server_id, len(chunks), len(reply.stale_chunks))
+
+    async def _heartbeat_until_closed(self, connection: Connection) -> None:
+        while not connection.closed.is_set():
+            bytes_total, bytes_used = self.store.space()
+            await connection.call(m.ChunkserverToMasterHeartbeat(
+                server_id=self.server_id, bytes_total=bytes_total, bytes_used=bytes_used,
+                chunk_count=self.store.chunk_count()), timeout_s=RPC_TIMEOUT_S)
+            with trio.move_on_after(HEARTBEAT_INTERVAL_S):
+                await connection.closed.wait()
+        raise PeerUnavailable(f"master closed the link: {connection.close_reason}")
+
+    async def handle(self, request: m.Request, payload: bytes) -> tuple[m.Message, bytes]:
+        if isinstance(request, m.MasterToChunkserverCreateChunk):
+            await self.disk(0, self.store.create, request.chunk_id, request.version)
+        elif isinstance(request, m.MasterToChunkserverSetVersion):
+            await self.disk(0, self._set_version, request)
+        elif isinstance(request, m.MasterToChunkserverDeleteChunk):
+            await self._delete(request.chunk_id, request.version)
+        elif isinstance(request, m.MasterToChunkserverTruncateChunk):
+            await self.disk(0, self._truncate, request)
+        else:
+            raise ProtocolError(f"{type(request).__name__} is not a master command")
+        return m.EmptyReply(), b""
+
+    def _set_version(self, request: m.MasterToChunkserverSetVersion) -> None:
+        if self.store.version_of(request.chunk_id) == request.new_version:
+            return  # a retried command that already took effect
+        self.store.set_version(request.chunk_id, request.old_version, request.new_version)
+
+    def _truncate(self, request: m.MasterToChunkserverTruncateChunk) -> None:
+        if self.store.version_of(request.chunk_id) == request.new_version:
+            return
+        self.store.truncate_and_set_version(request.chunk_id, request.old_version,
+                                            request.new_version, request.length_bytes)
+
+    async def _delete(self, chunk_id: int, version: int) -> None:
+        def delete() -> None:
+            try:
+                current = self.store.version_of(chunk_id)
+            except ChunkNotFound:
+                return  # already gone: deletes are idempotent
+            if version == 0 or current <= version:
+                self.store.delete(chunk_id)
+
+        await self.disk(0, delete)

@@ -1,0 +1,269 @@
+"""The master's chunk logic: allocation, write chains, versions, deletions.
+
+Promises:
+* A chunk's version changes whenever the set of replicas holding its
+  current data changes, and the change is durable before any client learns
+  the new chain. A replica left out (its server down or failed mid-write)
+  keeps the old version, so it is stale and never read again.
+* Chain changes, truncations and allocations of one chunk are serialised by
+  a per-chunk lock; every chunkserver command has a timeout.
+* Chunks nobody uses any more are deleted on every holder, eventually: the
+  list survives restarts, and a holder that was away is told on its return.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+
+import trio
+
+from vmstore.dfs.constants import CHUNK_SIZE_BYTES, HEARTBEAT_INTERVAL_S, RPC_TIMEOUT_S
+from vmstore.dfs.errors import (
+    DfsError,
+    InvalidArgument,
+    NoSpace,
+    NotFound,
+    ReplicaUnavailable,
+)
+from vmstore.dfs.master.committer import GroupCommitter
+from vmstore.dfs.master.keyed_lock import KeyedLock
+from vmstore.dfs.master.placement import Candidate, choose_servers, order_for_reader
+from vmstore.dfs.master.registry import Registry
+from vmstore.dfs.metadata.chunks import ChunkTable
+from vmstore.dfs.protocol.messages import (
+    ChunkLocation,
+    ChunkReport,
+    MasterToChunkserverCreateChunk,
+    MasterToChunkserverDeleteChunk,
+    MasterToChunkserverSetVersion,
+    MasterToChunkserverTruncateChunk,
+    Request,
+)
+from vmstore.dfs.types import ChunkId, ChunkVersion, InodeId, ServerId
+
+log = logging.getLogger(__name__)
+DELETIONS_PER_PASS_MAX = 256
+
+
+class ChunkManager:
+    def __init__(
+        self,
+        committer: GroupCommitter,
+        writer_chunks: ChunkTable,
+        reader_chunks: ChunkTable,
+        registry: Registry,
+        rng: random.Random,
+    ) -> None:
+        self.committer = committer
+        self.writer_chunks = writer_chunks  # only inside committer changes
+        self.chunks = reader_chunks
+        self.registry = registry
+        self.rng = rng
+        self.chunk_locks = KeyedLock()
+        self.deletions_wanted = trio.Event()
+
+    # --- reading -----------------------------------------------------------------
+    def location(
+        self, index: int, chunk_id: ChunkId, version: ChunkVersion, reader_label: str
+    ) -> ChunkLocation:
+        holders = []
+        for server_id in self.chunks.replicas(chunk_id):
+            entry = self.registry.chunkservers.get(server_id)
+            if entry is not None and entry.up:
+                holders.append((server_id, entry.host_label))
+        ordered = order_for_reader(holders, reader_label)
+        return ChunkLocation(
+            index=index, chunk_id=chunk_id, version=version,
+            replicas=[self.registry.chunkservers[s].address for s in ordered],
+        )
+
+    def locations(
+        self, inode: InodeId, first_index: int, count: int, reader_label: str
+    ) -> list[ChunkLocation]:
+        if first_index < 0 or not 0 < count <= 4096:
+            raise InvalidArgument(f"chunk range {first_index}+{count} out of bounds")
+        return [self.location(index, chunk_id, version, reader_label)
+                for index, chunk_id, version in self.chunks.chunks_in_range(
+                    inode, first_index, count)]
+
+    # --- writing -------------------------------------------------------------------
+    async def chunk_for_write(
+        self, inode: InodeId, index: int, goal: int, writer_label: str
+    ) -> ChunkLocation:
+        async with self.chunk_locks.hold(("file", inode, index)):
+            existing = self.chunks.chunk_at(inode, index)
+            if existing is None:
+                return await self._allocate(inode, index, goal, writer_label)
+            chunk_id, version = existing
+            async with self.chunk_locks.hold(chunk_id):
+                holders = self.chunks.replicas(chunk_id)
+                up, down = self.registry.split_live(holders)
+                if down:
+                    await self._change_chain(chunk_id, version, up)
+                return self._current_location(index, chunk_id, writer_label)
+
+    def _current_location(self, index: int, chunk_id: ChunkId, label: str) -> ChunkLocation:
+        version = self.chunks.version(chunk_id)
+        if version is None:
+            raise NotFound(f"chunk {chunk_id} was deleted meanwhile")
+        location = self.location(index, chunk_id, version, label)
+        if not location.replicas:
+            raise ReplicaUnavailable(f"no replica of chunk {chunk_id} is on a live chunkserver")
+        return location
+
+    async def _allocate(
+        self, inode: InodeId, index: int, goal: int, writer_label: str
+    ) -> ChunkLocation:
+        candidates = [Candidate(e.server_id, e.host_label, e.bytes_free)
+                      for e in self.registry.up_servers()]
+        chosen = choose_servers(candidates, goal, writer_label, self.rng)
+        if not chosen:
+            raise NoSpace(f"no chunkserver can take chunk {index} of inode {inode}"
+                          f" ({len(candidates)} up, all full or none)")
+        chunk_id = await self.committer.run(self.writer_chunks.reserve_chunk_id)
+        created = await self._command_all(
+            chosen, lambda _: MasterToChunkserverCreateChunk(chunk_id=chunk_id, version=1))
+        if not created:
+            raise ReplicaUnavailable(f"no chunkserver could create chunk {chunk_id}")
+
+        def attach() -> None:
+            self.writer_chunks.attach(inode, index, chunk_id, created)
+
+        await self.committer.run(attach)
+        return self._current_location(index, chunk_id, writer_label)
+
+    async def report_bad_chain(
+        self, inode: InodeId, index: int, chunk_id: ChunkId, version: ChunkVersion,
+        failed: list[ServerId], writer_label: str,
+    ) -> ChunkLocation:
+        async with self.chunk_locks.hold(chunk_id):
+            current = self.chunks.version(chunk_id)
+            if current is None:
+                raise NotFound(f"chunk {chunk_id} no longer exists")
+            if current == version:
+                holders = self.chunks.replicas(chunk_id)
+                up, _ = self.registry.split_live(holders)
+                survivors = [s for s in up if s not in failed]
+                await self._change_chain(chunk_id, current, survivors)
+            return self._current_location(index, chunk_id, writer_label)
+
+    async def _change_chain(
+        self, chunk_id: ChunkId, version: ChunkVersion, keep: list[ServerId]
+    ) -> None:
+        """Bump the version on ``keep``; those that confirm become the replicas."""
+        new_version = ChunkVersion(version + 1)
+        survivors = await self._command_all(keep, lambda _: MasterToChunkserverSetVersion(
+            chunk_id=chunk_id, old_version=version, new_version=new_version))
+        if not survivors:
+            raise ReplicaUnavailable(f"no live replica of chunk {chunk_id} is left")
+        await self._commit_version(chunk_id, new_version, survivors)
+        log.info("chunk %d now version %d on servers %s", chunk_id, new_version, survivors)
+
+    async def _commit_version(
+        self, chunk_id: ChunkId, version: ChunkVersion, servers: list[ServerId]
+    ) -> None:
+        def change() -> None:
+            self.writer_chunks.set_version(chunk_id, version)
+            self.writer_chunks.set_replicas(chunk_id, servers)
+
+        await self.committer.run(change)
+
+    async def cut_chunk(self, inode: InodeId, new_size_bytes: int) -> None:
+        """Zero the chunk that straddles a shrinking file's new end, on every replica."""
+        index, length_bytes = divmod(new_size_bytes, CHUNK_SIZE_BYTES)
+        if length_bytes == 0:
+            return
+        existing = self.chunks.chunk_at(inode, index)
+        if existing is None:
+            return
+        chunk_id, _ = existing
+        async with self.chunk_locks.hold(chunk_id):
+            version = self.chunks.version(chunk_id)
+            assert version is not None
+            up, _ = self.registry.split_live(self.chunks.replicas(chunk_id))
+            new_version = ChunkVersion(version + 1)
+            survivors = await self._command_all(up, lambda _: MasterToChunkserverTruncateChunk(
+                chunk_id=chunk_id, old_version=version, new_version=new_version,
+                length_bytes=length_bytes))
+            if not survivors:
+                raise ReplicaUnavailable(f"cannot truncate chunk {chunk_id}: no live replica")
+            await self._commit_version(chunk_id, new_version, survivors)
+
+    async def _command_all(
+        self, servers: list[ServerId], make: Callable[[ServerId], Request]
+    ) -> list[ServerId]:
+        """Send a command to each server at once; the ones that succeeded, in order."""
+        succeeded: set[ServerId] = set()
+
+        async def one(server_id: ServerId) -> None:
+            entry = self.registry.chunkservers.get(server_id)
+            if entry is None or entry.connection is None:
+                return
+            try:
+                await entry.connection.call(make(server_id), timeout_s=RPC_TIMEOUT_S)
+                succeeded.add(server_id)
+            except DfsError as error:
+                log.warning("chunkserver %d refused %s: %s", server_id,
+                            type(make(server_id)).__name__, error)
+
+        async with trio.open_nursery() as nursery:
+            for server_id in servers:
+                nursery.start_soon(one, server_id)
+        return [s for s in servers if s in succeeded]
+
+    # --- chunkserver registration -----------------------------------------------------
+    def reconcile_report(
+        self, server_id: ServerId, reported: list[ChunkReport]
+    ) -> list[ChunkReport]:
+        """Runs inside a commit: adopt current replicas, return the stale ones to delete."""
+        table = self.writer_chunks
+        stale: list[ChunkReport] = []
+        held = table.chunks_on_server(server_id)
+        seen: set[ChunkId] = set()
+        for report in reported:
+            chunk_id = ChunkId(report.chunk_id)
+            current = table.version(chunk_id)
+            if current is None or table.is_deleted(chunk_id) or report.version < current:
+                stale.append(report)
+                table.remove_replica(chunk_id, server_id)
+                continue
+            if report.version > current:
+                # A version bump reached this server but the master died before
+                # committing it: this replica is the newest data there is.
+                log.warning("chunk %d: server %d has version %d, master had %d; adopting",
+                            chunk_id, server_id, report.version, current)
+                table.set_version(chunk_id, ChunkVersion(report.version))
+                table.set_replicas(chunk_id, [server_id])
+            else:
+                table.add_replica(chunk_id, server_id)
+            seen.add(chunk_id)
+        for lost in held - seen:
+            table.remove_replica(lost, server_id)
+        return stale
+
+    # --- deletions ---------------------------------------------------------------------
+    async def deletion_loop(self) -> None:
+        while True:
+            with trio.move_on_after(HEARTBEAT_INTERVAL_S * 5):
+                await self.deletions_wanted.wait()
+            self.deletions_wanted = trio.Event()
+            await self._delete_pass()
+
+    async def _delete_pass(self) -> None:
+        for chunk_id, version, holders in self.chunks.pending_deletions(DELETIONS_PER_PASS_MAX):
+            live = [h for h in holders if (e := self.registry.chunkservers.get(h)) and e.up]
+            deleted = await self._command_all(live, lambda _: MasterToChunkserverDeleteChunk(
+                chunk_id=chunk_id, version=version))
+            remaining = [h for h in holders if h not in deleted]
+
+            def record(chunk_id: ChunkId = chunk_id, deleted: list[ServerId] = deleted,
+                       remaining: list[ServerId] = remaining) -> None:
+                if remaining:
+                    for server_id in deleted:
+                        self.writer_chunks.remove_replica(chunk_id, server_id)
+                else:
+                    self.writer_chunks.finish_deletion(chunk_id)
+
+            await self.committer.run(record)

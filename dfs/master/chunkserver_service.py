@@ -1,0 +1,88 @@
+"""Serves chunkservers: registration with a full chunk report, heartbeats.
+
+Like MooseFS's matocsserv. The connection a chunkserver opens is also the
+one the master sends its commands on (create, set version, delete,
+truncate), so a chunkserver needs no listening port for the master.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import trio
+
+from vmstore.dfs.constants import HEARTBEAT_INTERVAL_S
+from vmstore.dfs.errors import ProtocolError
+from vmstore.dfs.master.chunk_manager import ChunkManager
+from vmstore.dfs.master.committer import GroupCommitter
+from vmstore.dfs.master.registry import ChunkserverEntry, Registry
+from vmstore.dfs.metadata.chunks import ChunkTable
+from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.rpc import Connection, Handler
+from vmstore.dfs.types import ServerId
+
+log = logging.getLogger(__name__)
+
+
+class ChunkserverService:
+    def __init__(self, committer: GroupCommitter, writer_chunks: ChunkTable,
+                 chunk_manager: ChunkManager, registry: Registry) -> None:
+        self.committer = committer
+        self.writer_chunks = writer_chunks
+        self.chunk_manager = chunk_manager
+        self.registry = registry
+
+    def handler_for(self, connection: Connection) -> Handler:
+        async def handle(request: m.Request, payload: bytes) -> tuple[m.Message, bytes]:
+            if isinstance(request, m.ChunkserverToMasterRegister):
+                return await self.register(connection, request), b""
+            if isinstance(request, m.ChunkserverToMasterHeartbeat):
+                return self.heartbeat(connection, request), b""
+            raise ProtocolError(f"{type(request).__name__} is not a chunkserver request")
+
+        return handle
+
+    async def register(self, connection: Connection,
+                       request: m.ChunkserverToMasterRegister) -> m.Message:
+        def change() -> tuple[ServerId, list[m.ChunkReport]]:
+            server_id = self.writer_chunks.register_server(
+                request.server_uuid, request.host, request.port, request.host_label)
+            return server_id, self.chunk_manager.reconcile_report(server_id, request.chunks)
+
+        server_id, stale = await self.committer.run(change)
+        previous = self.registry.chunkservers.get(server_id)
+        if previous is not None and previous.connection is not None:
+            previous.connection.close()  # the same server reconnected: the old link is dead
+        entry = ChunkserverEntry(
+            server_id, request.host, request.port, request.host_label, connection,
+            pid=request.pid, bytes_total=request.bytes_total, bytes_used=request.bytes_used,
+            chunk_count=len(request.chunks) - len(stale), last_heartbeat_s=time.monotonic())
+        self.registry.chunkservers[server_id] = entry
+        log.info("chunkserver %d (%s:%d, host %s) registered with %d chunks, %d stale",
+                 server_id, request.host, request.port, request.host_label,
+                 len(request.chunks), len(stale))
+        if stale:
+            self.chunk_manager.deletions_wanted.set()
+        return m.MasterToChunkserverRegistered(server_id=server_id, stale_chunks=stale)
+
+    def heartbeat(self, connection: Connection,
+                  request: m.ChunkserverToMasterHeartbeat) -> m.Message:
+        entry = self.registry.chunkservers.get(ServerId(request.server_id))
+        if entry is None or entry.connection is not connection:
+            raise ProtocolError(f"heartbeat for chunkserver {request.server_id}"
+                                " on a connection it did not register on")
+        entry.bytes_total = request.bytes_total
+        entry.bytes_used = request.bytes_used
+        entry.chunk_count = request.chunk_count
+        entry.last_heartbeat_s = time.monotonic()
+        return m.EmptyReply()
+
+    async def liveness_loop(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await trio.sleep(HEARTBEAT_INTERVAL_S)
+            for entry in self.registry.expire_silent(time.monotonic()):
+                log.warning("chunkserver %d (%s:%d) missed its heartbeats; marked down",
+                            entry.server_id, entry.host, entry.port)

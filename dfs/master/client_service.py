@@ -1,0 +1,260 @@
+"""Serves clients (mounts, command-line tools): namespace, chunk locations, status.
+
+Like MooseFS's matoclserv. Every mutating request runs as one change in the
+group committer, together with storing its reply for retries; the reply is
+sent only after that commit is durable. Requests that need chunkservers
+(allocation, chain changes, truncation) talk to them first, then commit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+from vmstore.dfs.errors import InvalidArgument, ProtocolError
+from vmstore.dfs.master.chunk_manager import ChunkManager
+from vmstore.dfs.master.committer import GroupCommitter
+from vmstore.dfs.master.registry import Registry, SessionEntry
+from vmstore.dfs.metadata.chunks import ChunkTable
+from vmstore.dfs.metadata.namespace import Namespace
+from vmstore.dfs.metadata.sessions import SessionTable
+from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.codec import decode_stored_message, encode_stored_message
+from vmstore.dfs.protocol.rpc import Connection, Handler
+from vmstore.dfs.types import ChunkId, ChunkVersion, InodeId, ServerId, SessionId
+
+READDIR_LIMIT_MAX = 1024
+Reply = tuple[m.Message, bytes]
+
+
+class ClientService:
+    def __init__(
+        self,
+        committer: GroupCommitter,
+        writer_namespace: Namespace,
+        reader_namespace: Namespace,
+        writer_sessions: SessionTable,
+        chunk_manager: ChunkManager,
+        registry: Registry,
+        master_address: str,
+    ) -> None:
+        self.committer = committer
+        self.writer_namespace = writer_namespace
+        self.namespace = reader_namespace
+        self.sessions = writer_sessions
+        self.chunk_manager = chunk_manager
+        self.registry = registry
+        self.master_address = master_address
+
+    def handler_for(self, connection: Connection) -> Handler:
+        async def handle(request: m.Request, payload: bytes) -> Reply:
+            return await self.handle(connection, request)
+
+        return handle
+
+    async def handle(self, connection: Connection, request: m.Request) -> Reply:
+        query = _QUERIES.get(type(request))
+        if query is not None:
+            return query(self, request), b""
+        change = _CHANGES.get(type(request))
+        if change is not None:
+            return await self._mutate(request, change), b""
+        special = _SPECIAL.get(type(request))
+        if special is None:
+            raise ProtocolError(f"{type(request).__name__} is not a client request")
+        return await special(self, connection, request), b""
+
+    async def _mutate(self, request: Any, change: "ChangeFunction") -> m.Message:
+        session_id = SessionId(request.session_id)
+        op_id: int = request.op_id
+        now_ns = time.time_ns()
+        freed: list[tuple[ChunkId, ChunkVersion]] = []
+
+        def run() -> bytes:
+            cached = self.sessions.cached_reply(session_id, op_id)
+            if cached is not None:
+                return cached
+            reply = change(self.writer_namespace, request, now_ns, freed)
+            encoded = encode_stored_message(reply)
+            self.sessions.store_reply(session_id, op_id, encoded)
+            return encoded
+
+        encoded = await self.committer.run(run)
+        if freed:
+            self.chunk_manager.deletions_wanted.set()
+        return decode_stored_message(encoded)
+
+    def host_label_of(self, session_id: int) -> str:
+        entry = self.registry.sessions.get(SessionId(session_id))
+        return "" if entry is None else entry.status.host_label
+
+    # --- requests that need more than one commit or the network ---------------------
+    async def open_session(self, connection: Connection, request: Any) -> m.Message:
+        session_id = SessionId(request.resume_session_id)
+        known = session_id != 0 and await self.committer.run(lambda: self.sessions.exists(session_id))
+        if not known:
+            session_id = await self.committer.run(lambda: self.sessions.open(
+                request.hostname, request.host_label, request.mount_point, request.pid,
+                time.time_ns()))
+        entry = self.registry.sessions.get(session_id)
+        if entry is None:
+            status = m.ClientStatus(session_id=session_id, hostname=request.hostname,
+                                    host_label=request.host_label,
+                                    mount_point=request.mount_point, pid=request.pid,
+                                    address=connection.peer)
+            entry = self.registry.sessions[session_id] = SessionEntry(status)
+        entry.connections.add(connection)
+        return m.MasterToClientSession(session_id=session_id)
+
+    async def chunk_for_write(self, connection: Connection, request: Any) -> m.Message:
+        attrs = self.namespace.getattr(InodeId(request.inode))
+        if attrs.mode & 0o170000 != 0o100000:
+            raise InvalidArgument(f"inode {request.inode} is not a regular file")
+        location = await self.chunk_manager.chunk_for_write(
+            InodeId(request.inode), request.index, attrs.goal,
+            self.host_label_of(request.session_id))
+        return m.ChunkLocationReply(location=location)
+
+    async def report_bad_chain(self, connection: Connection, request: Any) -> m.Message:
+        location = await self.chunk_manager.report_bad_chain(
+            InodeId(request.inode), request.index, ChunkId(request.chunk_id),
+            ChunkVersion(request.version), [ServerId(s) for s in request.failed_server_ids],
+            self.host_label_of(request.session_id))
+        return m.ChunkLocationReply(location=location)
+
+    async def setattr(self, connection: Connection, request: Any) -> m.Message:
+        if request.size_bytes is not None:
+            attrs = self.namespace.getattr(InodeId(request.inode))
+            if 0 <= request.size_bytes < attrs.size_bytes:
+                await self.chunk_manager.cut_chunk(InodeId(request.inode), request.size_bytes)
+        return await self._mutate(request, _setattr)
+
+    def status(self, request: Any) -> m.Message:
+        total = ok = undergoal = endangered = lost = 0
+        up = {e.server_id for e in self.registry.up_servers()}
+        for _chunk_id, goal, holders in self.chunk_manager.chunks.health_rows():
+            live = sum(1 for h in holders if h in up)
+            total += 1
+            if live == 0:
+                lost += 1
+            elif live == 1 and goal >= 2:
+                endangered += 1
+            elif live < goal:
+                undergoal += 1
+            else:
+                ok += 1
+        return m.StatusReply(
+            master_address=self.master_address,
+            chunkservers=self.registry.chunkserver_statuses(),
+            chunks=m.ChunkHealth(total=total, ok=ok, undergoal=undergoal,
+                                 endangered=endangered, lost=lost),
+            clients=[s.status for s in self.registry.sessions.values() if s.connections],
+            inodes=self.namespace.inode_count(),
+        )
+
+    def statfs(self, request: Any) -> m.Message:
+        servers = self.registry.up_servers()
+        return m.StatFsReply(total_bytes=sum(s.bytes_total for s in servers),
+                             free_bytes=sum(s.bytes_free for s in servers),
+                             inodes_used=self.namespace.inode_count())
+
+    def connection_closed(self, connection: Connection) -> None:
+        for entry in self.registry.sessions.values():
+            entry.connections.discard(connection)
+
+
+ChangeFunction = Callable[[Namespace, Any, int, list[tuple[ChunkId, ChunkVersion]]], m.Message]
+
+
+def _setattr(ns: Namespace, r: Any, now_ns: int, freed: list[Any]) -> m.Message:
+    attrs, dropped = ns.setattr(InodeId(r.inode), mode=r.mode, uid=r.uid, gid=r.gid,
+                                size_bytes=r.size_bytes, atime_ns=r.atime_ns,
+                                mtime_ns=r.mtime_ns, now_ns=now_ns)
+    freed.extend(dropped)
+    return m.AttrsReply(attrs=attrs)
+
+
+def _write_end(ns: Namespace, r: Any, now_ns: int, freed: list[Any]) -> m.Message:
+    attrs = ns.getattr(InodeId(r.inode))
+    if r.size_bytes > attrs.size_bytes or r.mtime_ns > attrs.mtime_ns:
+        attrs, _ = ns.setattr(InodeId(r.inode), size_bytes=max(r.size_bytes, attrs.size_bytes),
+                              mtime_ns=r.mtime_ns, now_ns=now_ns)
+    return m.AttrsReply(attrs=attrs)
+
+
+def _unlink(ns: Namespace, r: Any, now_ns: int, freed: list[Any]) -> m.Message:
+    freed.extend(ns.unlink(InodeId(r.parent), r.name, now_ns))
+    return m.EmptyReply()
+
+
+def _rename(ns: Namespace, r: Any, now_ns: int, freed: list[Any]) -> m.Message:
+    freed.extend(ns.rename(InodeId(r.parent), r.name, InodeId(r.new_parent), r.new_name,
+                           r.flags, now_ns))
+    return m.EmptyReply()
+
+
+def _rmdir(ns: Namespace, r: Any, now_ns: int, freed: list[Any]) -> m.Message:
+    ns.rmdir(InodeId(r.parent), r.name, now_ns)
+    return m.EmptyReply()
+
+
+def _setxattr(ns: Namespace, r: Any, now_ns: int, freed: list[Any]) -> m.Message:
+    ns.setxattr(InodeId(r.inode), r.name, r.value, r.flags, now_ns)
+    return m.EmptyReply()
+
+
+def _removexattr(ns: Namespace, r: Any, now_ns: int, freed: list[Any]) -> m.Message:
+    ns.removexattr(InodeId(r.inode), r.name, now_ns)
+    return m.EmptyReply()
+
+
+def _attrs(make: Callable[[Namespace, Any, int], m.FileAttrs]) -> ChangeFunction:
+    return lambda ns, r, now_ns, freed: m.AttrsReply(attrs=make(ns, r, now_ns))
+
+
+_CHANGES: dict[type[m.Message], ChangeFunction] = {
+    m.ClientToMasterCreate: _attrs(lambda ns, r, t: ns.create(
+        InodeId(r.parent), r.name, r.mode, r.uid, r.gid, r.rdev, t)),
+    m.ClientToMasterMkdir: _attrs(lambda ns, r, t: ns.mkdir(
+        InodeId(r.parent), r.name, r.mode, r.uid, r.gid, t)),
+    m.ClientToMasterSymlink: _attrs(lambda ns, r, t: ns.symlink(
+        InodeId(r.parent), r.name, r.target, r.uid, r.gid, t)),
+    m.ClientToMasterLink: _attrs(lambda ns, r, t: ns.link(
+        InodeId(r.inode), InodeId(r.new_parent), r.new_name, t)),
+    m.ClientToMasterUnlink: _unlink,
+    m.ClientToMasterRmdir: _rmdir,
+    m.ClientToMasterRename: _rename,
+    m.ClientToMasterSetXattr: _setxattr,
+    m.ClientToMasterRemoveXattr: _removexattr,
+    m.ClientToMasterWriteEnd: _write_end,
+}
+
+_QUERIES: dict[type[m.Message], Callable[[ClientService, Any], m.Message]] = {
+    m.ClientToMasterLookup: lambda s, r: m.AttrsReply(
+        attrs=s.namespace.lookup(InodeId(r.parent), r.name)),
+    m.ClientToMasterGetAttr: lambda s, r: m.AttrsReply(
+        attrs=s.namespace.getattr(InodeId(r.inode))),
+    m.ClientToMasterReadLink: lambda s, r: m.ReadLinkReply(
+        target=s.namespace.readlink(InodeId(r.inode))),
+    m.ClientToMasterReadDir: lambda s, r: m.ReadDirReply(entries=s.namespace.readdir(
+        InodeId(r.inode), r.after_cookie, min(max(r.limit, 1), READDIR_LIMIT_MAX))),
+    m.ClientToMasterGetXattr: lambda s, r: m.XattrReply(
+        value=s.namespace.getxattr(InodeId(r.inode), r.name)),
+    m.ClientToMasterListXattr: lambda s, r: m.XattrNamesReply(
+        names=s.namespace.listxattr(InodeId(r.inode))),
+    m.ClientToMasterChunkLocations: lambda s, r: m.ChunkLocationsReply(
+        locations=s.chunk_manager.locations(InodeId(r.inode), r.first_index, r.count,
+                                            s.host_label_of(r.session_id))),
+    m.ClientToMasterStatFs: ClientService.statfs,
+    m.ClientToMasterStatus: ClientService.status,
+}
+
+_SPECIAL: dict[type[m.Message], Callable[[ClientService, Connection, Any], Any]] = {
+    m.ClientToMasterOpenSession: ClientService.open_session,
+    m.ClientToMasterChunkForWrite: ClientService.chunk_for_write,
+    m.ClientToMasterReportBadChain: ClientService.report_bad_chain,
+    m.ClientToMasterSetAttr: ClientService.setattr,
+}
+

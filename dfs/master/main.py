@@ -1,0 +1,94 @@
+"""The master process: one nursery, every service started with ``nursery.start``.
+
+Stops cleanly on SIGTERM/SIGINT: the listener closes, in-flight commits
+finish (they are shielded), the database closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from vmstore.dfs.master.chunk_manager import ChunkManager
+from vmstore.dfs.master.chunkserver_service import ChunkserverService
+from vmstore.dfs.master.client_service import ClientService
+from vmstore.dfs.master.committer import GroupCommitter
+from vmstore.dfs.master.registry import Registry
+from vmstore.dfs.metadata.chunks import ChunkTable
+from vmstore.dfs.metadata.namespace import Namespace
+from vmstore.dfs.metadata.sessions import SessionTable
+from vmstore.dfs.metadata.store import MetadataStore
+from vmstore.dfs.protocol.rpc import Connection, Handler, serve_connections
+
+log = logging.getLogger(__name__)
+ROLES = frozenset({"client", "chunkserver", "admin"})
+
+
+@dataclass(frozen=True)
+class MasterSettings:
+    data_dir: Path
+    listen_host: str
+    port: int
+    key: bytes
+    seed: int | None = None  # placement RNG; None: from the OS
+
+
+async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_STATUS_IGNORED
+                     ) -> None:
+    """Serve until cancelled; reports the bound port through ``task_status``."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        database = settings.data_dir / "metadata.db"
+        writer = MetadataStore(database)
+        stack.callback(writer.close)
+        reader = MetadataStore(database)
+        stack.callback(reader.close)
+        committer = GroupCommitter(writer)
+        registry = Registry()
+        reader_chunks = ChunkTable(reader)
+        for server_id, _uuid, host, port, label in reader_chunks.servers():
+            registry.known(server_id, host, port, label)
+        chunk_manager = ChunkManager(committer, ChunkTable(writer), reader_chunks, registry,
+                                     random.Random(settings.seed))
+        chunkservers = ChunkserverService(committer, ChunkTable(writer), chunk_manager, registry)
+        clients = ClientService(committer, Namespace(writer), Namespace(reader),
+                                SessionTable(writer), chunk_manager, registry,
+                                f"{settings.listen_host}:{settings.port}")
+
+        def handler_for(connection: Connection) -> Handler:
+            if connection.role == "chunkserver":
+                return chunkservers.handler_for(connection)
+            return clients.handler_for(connection)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(committer.serve)
+            port = await nursery.start(serve_connections, settings.listen_host, settings.port,
+                                       settings.key, ROLES, handler_for)
+            clients.master_address = f"{settings.listen_host}:{port}"
+            await nursery.start(chunkservers.liveness_loop)
+            nursery.start_soon(chunk_manager.deletion_loop)
+            log.info("master serving on %s:%d, metadata in %s", settings.listen_host, port,
+                     database)
+            task_status.started(port)
+
+
+async def run_until_signal(service: Callable[..., Any], *args: Any,
+                           on_started: Callable[[Any], None] | None = None) -> None:
+    """Run ``service`` until SIGTERM or SIGINT, then cancel it and return."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            started = await nursery.start(service, *args)
+            if on_started is not None:
+                on_started(started)
+            async for signal_number in signals:
+                log.info("received %s; stopping", signal.Signals(signal_number).name)
+                nursery.cancel_scope.cancel()
+                break

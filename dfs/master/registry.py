@@ -1,0 +1,116 @@
+"""Who is in the cluster right now: chunkservers and client sessions (memory only).
+
+The persistent identity of a chunkserver (its ServerId) lives in SQLite; its
+liveness, space and connection live here and are rebuilt from registrations
+after a master restart. Until STARTUP_GRACE_S has passed since the master
+started, a known chunkserver that has not registered yet is *pending*, not
+down, so that a restart does not make the master drop every replica.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from vmstore.dfs.constants import CHUNKSERVER_DOWN_AFTER_S
+from vmstore.dfs.errors import ReplicaUnavailable
+from vmstore.dfs.protocol.messages import ChunkserverStatus, ClientStatus, ReplicaAddress
+from vmstore.dfs.protocol.rpc import Connection
+from vmstore.dfs.types import ServerId, SessionId
+
+STARTUP_GRACE_S = CHUNKSERVER_DOWN_AFTER_S * 2
+
+
+@dataclass
+class ChunkserverEntry:
+    server_id: ServerId
+    host: str
+    port: int
+    host_label: str
+    connection: Connection | None = None
+    pid: int = 0
+    bytes_total: int = 0
+    bytes_used: int = 0
+    chunk_count: int = 0
+    last_heartbeat_s: float = 0.0
+
+    @property
+    def up(self) -> bool:
+        return self.connection is not None and not self.connection.closed.is_set()
+
+    @property
+    def address(self) -> ReplicaAddress:
+        return ReplicaAddress(
+            server_id=self.server_id, host=self.host, port=self.port, host_label=self.host_label
+        )
+
+    @property
+    def bytes_free(self) -> int:
+        return max(0, self.bytes_total - self.bytes_used)
+
+
+@dataclass
+class SessionEntry:
+    status: ClientStatus
+    connections: set[Connection] = field(default_factory=set)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.started_s = time.monotonic()
+        self.chunkservers: dict[ServerId, ChunkserverEntry] = {}
+        self.sessions: dict[SessionId, SessionEntry] = {}
+
+    def known(self, server_id: ServerId, host: str, port: int, host_label: str) -> None:
+        """A server from the database, before it registers in this master's life."""
+        self.chunkservers.setdefault(server_id, ChunkserverEntry(server_id, host, port, host_label))
+
+    def up_servers(self) -> list[ChunkserverEntry]:
+        return [entry for entry in self.chunkservers.values() if entry.up]
+
+    def in_startup_grace(self) -> bool:
+        return time.monotonic() - self.started_s < STARTUP_GRACE_S
+
+    def split_live(self, servers: list[ServerId]) -> tuple[list[ServerId], list[ServerId]]:
+        """(up, down) among ``servers``; raises while one may still register.
+
+        Raising ReplicaUnavailable makes clients retry, which is what we want
+        right after a master restart: no version bump may drop a replica
+        whose server simply has not reconnected yet.
+        """
+        up: list[ServerId] = []
+        down: list[ServerId] = []
+        for server_id in servers:
+            entry = self.chunkservers.get(server_id)
+            if entry is not None and entry.up:
+                up.append(server_id)
+            elif self.in_startup_grace():
+                raise ReplicaUnavailable(f"waiting for chunkserver {server_id} to register")
+            else:
+                down.append(server_id)
+        return up, down
+
+    def expire_silent(self, now_s: float) -> list[ChunkserverEntry]:
+        """Disconnect chunkservers whose heartbeats stopped; returns them."""
+        expired = []
+        for entry in self.chunkservers.values():
+            if entry.up and now_s - entry.last_heartbeat_s > CHUNKSERVER_DOWN_AFTER_S:
+                assert entry.connection is not None
+                entry.connection.close()
+                expired.append(entry)
+        return expired
+
+    def chunkserver_statuses(self) -> list[ChunkserverStatus]:
+        return [
+            ChunkserverStatus(
+                id=entry.server_id,
+                address=f"{entry.host}:{entry.port}",
+                host=entry.host_label,
+                state="up" if entry.up else "down",
+                pid=entry.pid,
+                bytes_total=entry.bytes_total,
+                bytes_used=entry.bytes_used,
+                chunk_count=entry.chunk_count,
+            )
+            for entry in sorted(self.chunkservers.values(), key=lambda e: e.server_id)
+        ]
