@@ -43,6 +43,9 @@ Caveats, honestly:
   bad block, indistinguishable from corrupt data. CRC32 catches every burst
   error up to 32 bits and random damage with probability 1 - 2**-32; it is
   no defence against deliberate tampering.
+* ``set_version`` rewrites the header in place. Should a crash tear it,
+  the header checksum fails and the replica is moved aside (lost, so the
+  master re-replicates it), never read with a wrong version.
 * ``delete`` does not fsync the directory: after a crash a deleted replica
   may come back; the master then sees an unknown chunk and deletes it again.
 * Without hole punching (a filesystem that lacks it) zero blocks are written
@@ -685,7 +688,10 @@ def _segments(
     segments: list[tuple[int, int, memoryview | None]] = []
     position, used = offset, 0
     for zero_range in zero_ranges:
-        zero_start, zero_length = zero_range
+        try:
+            zero_start, zero_length = zero_range
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"zero range {zero_range!r} is not (offset, length)") from None
         if not (_is_int(zero_start) and _is_int(zero_length)) or zero_length <= 0:
             raise InvalidArgument(f"zero range {zero_range!r} is not valid")
         if zero_start < position or zero_start + zero_length > end:

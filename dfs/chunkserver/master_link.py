@@ -48,6 +48,7 @@ class MasterLink:
         self.disk = disk  # DataService.disk: store calls go through its one thread
         self.server_id = 0
         self.registrations = 0
+        self.chunk_count = 0  # as of the last registration, for the master's status
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Stay registered forever; ``started`` after the first registration."""
@@ -79,6 +80,7 @@ class MasterLink:
             chunks=[m.ChunkReport(chunk_id=c, version=v) for c, v in chunks],
         ), timeout_s=RPC_TIMEOUT_S * 4, reply_type=m.MasterToChunkserverRegistered)
         self.server_id = reply.server_id
+        self.chunk_count = len(chunks) - len(reply.stale_chunks)
         self.registrations += 1
         for stale in reply.stale_chunks:
             await self._delete(stale.chunk_id, stale.version)
@@ -90,7 +92,7 @@ class MasterLink:
             bytes_total, bytes_used = self.store.space()
             await connection.call(m.ChunkserverToMasterHeartbeat(
                 server_id=self.server_id, bytes_total=bytes_total, bytes_used=bytes_used,
-                chunk_count=self.store.chunk_count()), timeout_s=RPC_TIMEOUT_S)
+                chunk_count=self.chunk_count), timeout_s=RPC_TIMEOUT_S)
             with trio.move_on_after(HEARTBEAT_INTERVAL_S):
                 await connection.closed.wait()
         raise PeerUnavailable(f"master closed the link: {connection.close_reason}")

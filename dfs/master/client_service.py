@@ -150,7 +150,8 @@ class ClientService:
             chunkservers=self.registry.chunkserver_statuses(),
             chunks=m.ChunkHealth(total=total, ok=ok, undergoal=undergoal,
                                  endangered=endangered, lost=lost),
-            clients=[s.status for s in self.registry.sessions.values() if s.connections],
+            clients=[s.status for s in self.registry.sessions.values()
+                     if any(not c.closed.is_set() for c in s.connections)],
             inodes=self.namespace.inode_count(),
         )
 
@@ -159,10 +160,6 @@ class ClientService:
         return m.StatFsReply(total_bytes=sum(s.bytes_total for s in servers),
                              free_bytes=sum(s.bytes_free for s in servers),
                              inodes_used=self.namespace.inode_count())
-
-    def connection_closed(self, connection: Connection) -> None:
-        for entry in self.registry.sessions.values():
-            entry.connections.discard(connection)
 
 
 ChangeFunction = Callable[[Namespace, Any, int, list[tuple[ChunkId, ChunkVersion]]], m.Message]

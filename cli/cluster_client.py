@@ -1,0 +1,31 @@
+"""Run one client session against the configured cluster, for a command."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import trio
+
+from vmstore.cli.config import load_config
+from vmstore.dfs.client.client import Client, open_client
+from vmstore.dfs.client.master_client import ClientIdentity
+from vmstore.dfs.protocol.auth import load_key
+
+T = TypeVar("T")
+# A command gives up on an unreachable master sooner than a mount does.
+COMMAND_MASTER_TIMEOUT_S = 15.0
+
+
+def with_client(master: str | None, work: Callable[[Client], Awaitable[T]],
+                role: str = "client") -> T:
+    config = load_config(master=master)
+    key = load_key(config.key_file)
+
+    async def main() -> T:
+        async with open_client(config.master_host, config.master_port, key,
+                               ClientIdentity(host_label=config.host_label, role=role),
+                               reconnect_timeout_s=COMMAND_MASTER_TIMEOUT_S) as client:
+            return await work(client)
+
+    return trio.run(main)

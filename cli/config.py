@@ -1,0 +1,77 @@
+"""The configuration file: where the master is, which key, local paths.
+
+``/etc/vmstore/vmstore.toml``, or the file named by ``VMSTORE_CONFIG``.
+Every error names the file, the key and what is wrong, in one line.
+
+    [cluster]
+    master = "10.0.0.1:9420"          # host:port of the master
+    key_file = "/etc/vmstore/cluster.key"
+
+    [client]
+    host_label = "rack1-host3"       # this host's failure domain
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vmstore.dfs.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/vmstore/vmstore.toml")
+DEFAULT_MASTER_PORT = 9420
+_KNOWN = {"cluster": {"master", "key_file"}, "client": {"host_label"}}
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    master_host: str
+    master_port: int
+    key_file: Path
+    host_label: str
+
+
+def parse_address(text: str, what: str) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{what}: {text!r} is not host:port")
+    return host.strip("[]"), int(port_text)
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("VMSTORE_CONFIG", DEFAULT_CONFIG_PATH))
+
+
+def load_config(path: Path | None = None, *, master: str | None = None,
+                key_file: str | None = None, need_master: bool = True) -> Config:
+    """The config file with command-line overrides; the file may be absent if flags suffice."""
+    path = path or config_path()
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, OSError) as error:
+            raise ConfigError(f"{path}: {error}") from None
+        for section, values in data.items():
+            if section not in _KNOWN or not isinstance(values, dict):
+                raise ConfigError(f"{path}: unknown section [{section}]")
+            for key in values:
+                if key not in _KNOWN[section]:
+                    raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
+    cluster = data.get("cluster", {})
+    master_text = master or cluster.get("master")
+    host, port = "", 0
+    if master_text:
+        host, port = parse_address(str(master_text), f"{path} [cluster] master")
+    elif need_master:
+        raise ConfigError(f"no master address: pass --master or set [cluster] master in {path}")
+    key_text = key_file or cluster.get("key_file")
+    if not key_text:
+        raise ConfigError(f"no key file: pass --key-file or set [cluster] key_file in {path}")
+    label = data.get("client", {}).get("host_label") or socket.gethostname()
+    return Config(path if path.exists() else None, host, port, Path(key_text), str(label))

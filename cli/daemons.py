@@ -1,0 +1,90 @@
+"""`vmstore master` and `vmstore chunkserver`: run a daemon in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from vmstore.cli.config import DEFAULT_MASTER_PORT, load_config, parse_address
+from vmstore.dfs.chunkserver.main import ChunkserverSettings, run_chunkserver
+from vmstore.dfs.master.main import MasterSettings, run_master, run_until_signal
+from vmstore.dfs.protocol.auth import load_key
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+
+
+def _write_ready_file(path: str | None, host: str) -> Any:
+    def on_started(port: int) -> None:
+        if path:
+            temporary = Path(path + ".tmp")
+            temporary.write_text(f"{host}:{port}\n")
+            temporary.rename(path)  # readers never see half a line
+
+    return on_started
+
+
+def add_daemon_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", required=True, type=Path, help="where this daemon keeps its data")
+    parser.add_argument("--key-file", help="cluster key file (default: from the config file)")
+    parser.add_argument("--ready-file", help="write HOST:PORT here once serving (for scripts)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+
+
+def run_master_command(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    host, port = parse_address(args.listen, "--listen")
+    key_file = load_config(key_file=args.key_file, need_master=False).key_file
+    settings = MasterSettings(data_dir=args.data_dir, listen_host=host, port=port,
+                              key=load_key(key_file))
+    trio.run(lambda: run_until_signal(run_master, settings,
+                                      on_started=_write_ready_file(args.ready_file, host)))
+    return 0
+
+
+def run_chunkserver_command(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    config = load_config(master=args.master, key_file=args.key_file)
+    host, port = parse_address(args.listen, "--listen")
+    settings = ChunkserverSettings(
+        data_dir=args.data_dir, listen_host=host, port=port, master_host=config.master_host,
+        master_port=config.master_port, key=load_key(config.key_file),
+        host_label=args.host_label or config.host_label or socket.gethostname(),
+        advertise_host=args.advertise or host)
+    trio.run(lambda: run_until_signal(run_chunkserver, settings,
+                                      on_started=_write_ready_file(args.ready_file, host)))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    master = subparsers.add_parser("master", help="run the metadata master",
+                                   description="Run the metadata master in the foreground.",
+                                   epilog="example: vmstore master --data-dir /var/lib/vmstore-master"
+                                   " --listen 0.0.0.0:9420")
+    add_daemon_arguments(master)
+    master.add_argument("--listen", default=f"0.0.0.0:{DEFAULT_MASTER_PORT}",
+                        help="HOST:PORT to serve on (port 0: any free port)")
+    master.set_defaults(handler=run_master_command)
+
+    chunkserver = subparsers.add_parser(
+        "chunkserver", help="run a chunkserver for one disk",
+        description="Run a chunkserver in the foreground, storing replicas under --data-dir.",
+        epilog="example: vmstore chunkserver --data-dir /srv/disk1 --master 10.0.0.1:9420")
+    add_daemon_arguments(chunkserver)
+    chunkserver.add_argument("--listen", default="0.0.0.0:9422", help="HOST:PORT for data traffic")
+    chunkserver.add_argument("--advertise", help="address clients use to reach us"
+                             " (default: the --listen host)")
+    chunkserver.add_argument("--master", help="master HOST:PORT (default: from the config file)")
+    chunkserver.add_argument("--host-label", help="failure domain (default: the hostname)")
+    chunkserver.set_defaults(handler=run_chunkserver_command)

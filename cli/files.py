@@ -1,0 +1,77 @@
+"""`vmstore put|get`: copy files in and out of the cluster without a mount."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import trio
+
+from vmstore.cli.cluster_client import with_client
+from vmstore.dfs.client.client import Client
+from vmstore.dfs.errors import NotFound
+
+COPY_BLOCK_BYTES = 1024 * 1024
+COPY_INFLIGHT_MAX = 8
+
+
+async def put(client: Client, source: str, destination: str) -> int:
+
+
+    try:
+        attrs = await client.resolve(destination)
+        await client.setattr(attrs.inode, size_bytes=0)
+    except NotFound:
+        attrs = await client.create_file(destination)
+    copied = 0
+    limiter = trio.Semaphore(COPY_INFLIGHT_MAX)
+    with open(source, "rb") as source_file:
+        async with trio.open_nursery() as nursery:
+            while block := source_file.read(COPY_BLOCK_BYTES):
+                await limiter.acquire()
+
+                async def write(offset: int = copied, data: bytes = block) -> None:
+                    try:
+                        await client.write(attrs.inode, offset, data)
+                    finally:
+                        limiter.release()
+
+                nursery.start_soon(write)
+                copied += len(block)
+    await client.fsync(attrs.inode)
+    return copied
+
+
+async def get(client: Client, source: str, destination: str) -> int:
+    attrs = await client.resolve(source)
+    with open(destination, "wb") if destination != "-" else sys.stdout.buffer as out:
+        for offset in range(0, attrs.size_bytes, COPY_BLOCK_BYTES):
+            out.write(await client.read(attrs.inode, offset, COPY_BLOCK_BYTES, attrs.size_bytes))
+    return attrs.size_bytes
+
+
+def run_put(args: argparse.Namespace) -> int:
+    copied = with_client(args.master, lambda client: put(client, args.source, args.destination))
+    print(f"{args.source} -> {args.destination}: {copied} bytes, durable on every replica")
+    return 0
+
+
+def run_get(args: argparse.Namespace) -> int:
+    with_client(args.master, lambda client: get(client, args.source, args.destination))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    put_parser = subparsers.add_parser("put", help="copy a local file into the cluster",
+                                       epilog="example: vmstore put disk.img /images/disk.img")
+    put_parser.add_argument("source")
+    put_parser.add_argument("destination", help="path in the cluster, e.g. /images/a.img")
+    put_parser.add_argument("--master", help="master HOST:PORT")
+    put_parser.set_defaults(handler=run_put)
+    get_parser = subparsers.add_parser("get", help="copy a file out of the cluster",
+                                       epilog="example: vmstore get /images/disk.img copy.img")
+    get_parser.add_argument("source", help="path in the cluster")
+    get_parser.add_argument("destination", help="local path, or - for stdout")
+    get_parser.add_argument("--master", help="master HOST:PORT")
+    get_parser.set_defaults(handler=run_get)

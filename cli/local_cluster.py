@@ -1,0 +1,138 @@
+"""`vmstore local up|down`: a whole cluster on this machine, for trying it out and tests.
+
+Each daemon is a real process on loopback with its own data directory under
+DIR, its log in DIR/logs and its pid in DIR/run. ``up`` returns when every
+daemon serves; ``down`` stops them (SIGTERM, then SIGKILL after a grace
+period). The cluster's config, key file included, is DIR/vmstore.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vmstore.dfs.errors import ConfigError
+from vmstore.dfs.protocol.auth import generate_key_file
+
+READY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 10.0
+
+
+def _spawn(directory: Path, name: str, arguments: list[str]) -> Path:
+    """Start one daemon detached; returns its ready file."""
+    (directory / "logs").mkdir(parents=True, exist_ok=True)
+    (directory / "run").mkdir(parents=True, exist_ok=True)
+    ready = directory / "run" / f"{name}.addr"
+    ready.unlink(missing_ok=True)
+    with open(directory / "logs" / f"{name}.log", "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vmstore.cli.main", *arguments, "--ready-file", str(ready)],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+    (directory / "run" / f"{name}.pid").write_text(f"{process.pid}\n")
+    return ready
+
+
+def _wait_ready(ready: Path, name: str, directory: Path) -> str:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    pid = int((directory / "run" / f"{name}.pid").read_text())
+    while time.monotonic() < deadline:
+        if ready.exists():
+            return ready.read_text().strip()
+        if not _alive(pid):
+            log_tail = (directory / "logs" / f"{name}.log").read_text()[-2000:]
+            raise ConfigError(f"{name} exited during start-up; its log ends:\n{log_tail}")
+        time.sleep(0.05)
+    raise ConfigError(f"{name} did not start within {READY_TIMEOUT_S} s")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def local_up(directory: Path, chunkservers: int) -> str:
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    if any((directory / "run").glob("*.pid")):
+        raise ConfigError(f"a local cluster already runs in {directory}; "
+                          f"run: vmstore local down --dir {directory}")
+    key_file = directory / "cluster.key"
+    if not key_file.exists():
+        generate_key_file(key_file)
+    ready = _spawn(directory, "master", ["master", "--data-dir", str(directory / "master"),
+                                         "--listen", "127.0.0.1:0", "--key-file", str(key_file)])
+    master = _wait_ready(ready, "master", directory)
+    config = directory / "vmstore.toml"
+    config.write_text(f'[cluster]\nmaster = "{master}"\nkey_file = "{key_file}"\n\n'
+                      f'[client]\nhost_label = "local0"\n')
+    names = []
+    for index in range(chunkservers):
+        name = f"chunkserver{index}"
+        _spawn(directory, name, [
+            "chunkserver", "--data-dir", str(directory / name), "--listen", "127.0.0.1:0",
+            "--master", master, "--key-file", str(key_file), "--host-label", f"local{index}"])
+        names.append(name)
+    for name in names:
+        _wait_ready(directory / "run" / f"{name}.addr", name, directory)
+    return master
+
+
+def local_down(directory: Path) -> int:
+    """Stop every daemon of the local cluster; returns how many were running."""
+    pid_files = sorted((directory.resolve() / "run").glob("*.pid"))
+    pids = {path: int(path.read_text()) for path in pid_files}
+    for pid in pids.values():
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids.values()):
+        time.sleep(0.05)
+    for pid in pids.values():
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    for path in pid_files:
+        path.unlink()
+        path.with_suffix(".addr").unlink(missing_ok=True)
+    return len(pids)
+
+
+def run_local(args: argparse.Namespace) -> int:
+    if args.action == "up":
+        master = local_up(args.dir, args.chunkservers)
+        print(f"vmstore local cluster up: master {master}, {args.chunkservers} chunkservers")
+        print(f"  data and logs: {args.dir.resolve()}")
+        print(f"  use it:        export VMSTORE_CONFIG={args.dir.resolve() / 'vmstore.toml'}")
+        return 0
+    stopped = local_down(args.dir)
+    print(f"vmstore local cluster in {args.dir.resolve()} stopped ({stopped} daemons)")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    local = subparsers.add_parser(
+        "local", help="a whole cluster on this machine",
+        description="Start or stop a master and N chunkservers on loopback, data under DIR.",
+        epilog="example: vmstore local up --dir /tmp/vms && "
+               "VMSTORE_CONFIG=/tmp/vms/vmstore.toml vmstore status")
+    local.add_argument("action", choices=["up", "down"])
+    local.add_argument("--dir", required=True, type=Path, help="data, logs and config go here")
+    local.add_argument("--chunkservers", type=int, default=3, help="how many (default 3)")
+    local.set_defaults(handler=run_local)

@@ -1,0 +1,39 @@
+"""The `vmstore` command. Exit codes: 0 ok, 1 an operating error (named on stderr),
+2 bad usage; `status` uses 1 for degraded and 2 for lost data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vmstore.cli import daemons, files, local_cluster, status
+from vmstore.dfs import __version__
+from vmstore.dfs.errors import DfsError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vmstore",
+        description="A replicated filesystem for KVM guest images, mounted on every host.",
+        epilog="The configuration file is /etc/vmstore/vmstore.toml, or $VMSTORE_CONFIG.")
+    parser.add_argument("--version", action="version", version=f"vmstore {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (daemons, local_cluster, status, files):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.handler(args)
+        return result
+    except DfsError as error:
+        print(f"vmstore {args.command}: {error.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

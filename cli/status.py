@@ -1,0 +1,77 @@
+"""`vmstore status`: cluster health at a glance, or complete as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import msgspec
+
+from vmstore.cli.cluster_client import with_client
+from vmstore.dfs.protocol.messages import StatusReply
+
+
+def as_builtins(value: Any) -> Any:
+    """Structs as dicts (the wire encodes them as arrays), recursively."""
+    if isinstance(value, msgspec.Struct):
+        return {name: as_builtins(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, list):
+        return [as_builtins(item) for item in value]
+    return value
+
+
+def status_json(status: StatusReply) -> dict[str, Any]:
+    document: dict[str, Any] = as_builtins(status)
+    document["master"] = {"address": document.pop("master_address")}
+    return document
+
+
+def _size(size_bytes: int) -> str:
+    value = float(size_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def status_text(status: StatusReply) -> str:
+    chunks = status.chunks
+    health = "healthy" if chunks.lost == chunks.endangered == chunks.undergoal == 0 else (
+        "DATA LOST" if chunks.lost else "DEGRADED")
+    lines = [
+        f"master {status.master_address}: {health}",
+        f"chunks: {chunks.total} total, {chunks.ok} ok, {chunks.undergoal} under goal,"
+        f" {chunks.endangered} endangered, {chunks.lost} lost; {status.inodes} inodes",
+        "",
+        f"{'ID':>4} {'STATE':<6} {'ADDRESS':<22} {'HOST':<12} {'USED':>11} {'TOTAL':>11}"
+        f" {'CHUNKS':>7}",
+    ]
+    for server in status.chunkservers:
+        lines.append(f"{server.id:>4} {server.state:<6} {server.address:<22} {server.host:<12}"
+                     f" {_size(server.bytes_used):>11} {_size(server.bytes_total):>11}"
+                     f" {server.chunk_count:>7}")
+    lines.append("")
+    lines.append(f"clients: {len(status.clients)}")
+    for client in status.clients:
+        lines.append(f"  session {client.session_id} {client.hostname} ({client.host_label})"
+                     f" from {client.address} {client.mount_point}")
+    return "\n".join(lines)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    status = with_client(args.master, lambda client: client.status(), role="admin")
+    print(json.dumps(status_json(status), indent=2) if args.json else status_text(status))
+    chunks = status.chunks
+    return 2 if chunks.lost else (1 if chunks.endangered or chunks.undergoal else 0)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "status", help="cluster health: chunkservers, chunks, clients",
+        description="Show cluster health. Exit code: 0 healthy, 1 degraded, 2 data lost.",
+        epilog="example: vmstore status --json | jq .chunks")
+    parser.add_argument("--master", help="master HOST:PORT (default: from the config file)")
+    parser.add_argument("--json", action="store_true", help="complete, machine-readable output")
+    parser.set_defaults(handler=run_status)

@@ -1,0 +1,247 @@
+"""Reads and writes of file byte ranges, straight to the chunkservers.
+
+Promises:
+* ``write`` returns only when every replica of the chain has the bytes;
+  when a chain member fails, the master is asked for a new chain (the
+  version moves on, the failed replica becomes stale) and the write is
+  repeated, at most WRITE_RETRIES_MAX times.
+* ``read`` returns only checksum-verified bytes of the current version,
+  trying each replica before asking the master again; holes read as zeros.
+* ``flush`` returns when every chunk written since the last flush is on
+  stable storage on every replica of its chain.
+
+Chunk locations are cached (bounded); a cached location is dropped as soon
+as a chunkserver says it is stale.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from vmstore.dfs.client.master_client import MasterClient
+from vmstore.dfs.client.zero_ranges import join_zero_ranges, split_zero_blocks
+from vmstore.dfs.constants import (
+    CHUNK_SIZE_BYTES,
+    DATA_RPC_TIMEOUT_S,
+    LOCATION_CACHE_ENTRIES_MAX,
+    READ_RETRIES_MAX,
+    RECONNECT_BACKOFF_MAX_S,
+    RECONNECT_BACKOFF_MIN_S,
+    WRITE_RETRIES_MAX,
+)
+from vmstore.dfs.errors import (
+    DfsError,
+    InvalidArgument,
+    ReplicaUnavailable,
+    unwrapped_errors,
+)
+from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.rpc import ConnectionPool
+from vmstore.dfs.types import InodeId
+
+log = logging.getLogger(__name__)
+LOCATION_PREFETCH_CHUNKS = 16
+
+
+def chunk_pieces(offset: int, length: int) -> list[tuple[int, int, int, int]]:
+    """Split a file range into (chunk index, offset in chunk, length, offset in buffer)."""
+    pieces = []
+    cursor = offset
+    end = offset + length
+    while cursor < end:
+        index, inner = divmod(cursor, CHUNK_SIZE_BYTES)
+        size = min(CHUNK_SIZE_BYTES - inner, end - cursor)
+        pieces.append((index, inner, size, cursor - offset))
+        cursor += size
+    return pieces
+
+
+@dataclass
+class _Unflushed:
+    """Chunks written since the last flush of a file, and how far it grew."""
+
+    chunks: dict[int, m.ChunkLocation] = field(default_factory=dict)  # by chunk index
+    size_bytes: int = 0
+
+
+class ChunkIO:
+    def __init__(self, master: MasterClient, chunkservers: ConnectionPool) -> None:
+        self.master = master
+        self.chunkservers = chunkservers
+        self._read_locations: dict[tuple[int, int], m.ChunkLocation | None] = {}
+        self._write_locations: dict[tuple[int, int], m.ChunkLocation] = {}
+        self.unflushed: dict[int, _Unflushed] = {}
+
+    # --- locations ------------------------------------------------------------
+    async def _location_for_read(self, inode: int, index: int) -> m.ChunkLocation | None:
+        key = (inode, index)
+        if key in self._read_locations:
+            return self._read_locations[key]  # fast path; None caches a hole
+        reply = await self.master.call(m.ClientToMasterChunkLocations(
+            inode=inode, first_index=index, count=LOCATION_PREFETCH_CHUNKS,
+            session_id=self.master.session_id), reply_type=m.ChunkLocationsReply)
+        self._trim_cache(self._read_locations)
+        found = {location.index: location for location in reply.locations}
+        for i in range(index, index + LOCATION_PREFETCH_CHUNKS):
+            self._read_locations[(inode, i)] = found.get(i)
+        return found.get(index)
+
+    async def _location_for_write(self, inode: int, index: int) -> m.ChunkLocation:
+        location = self._write_locations.get((inode, index))
+        if location is None:
+            reply = await self.master.mutate(m.ClientToMasterChunkForWrite,
+                                             reply_type=m.ChunkLocationReply,
+                                             inode=inode, index=index)
+            location = reply.location
+            self._trim_cache(self._write_locations)
+            self._remember(inode, location)
+        return location
+
+    def _remember(self, inode: int, location: m.ChunkLocation) -> None:
+        self._write_locations[(inode, location.index)] = location
+        self._read_locations[(inode, location.index)] = location
+
+    def forget(self, inode: int) -> None:
+        """Drop cached locations of a file (it was truncated or removed elsewhere)."""
+        for cache in (self._read_locations, self._write_locations):
+            for key in [k for k in cache if k[0] == inode]:
+                del cache[key]
+
+    @staticmethod
+    def _trim_cache(cache: dict[Any, Any]) -> None:
+        if len(cache) >= LOCATION_CACHE_ENTRIES_MAX:
+            cache.clear()  # crude but bounded; misses only cost a master round trip
+
+    # --- reading ----------------------------------------------------------------
+    async def read(self, inode: InodeId, offset: int, length: int) -> bytes:
+        """Bytes of [offset, offset+length) as stored; the caller clips to file size."""
+        if offset < 0 or length < 0:
+            raise InvalidArgument(f"read of {length} bytes at {offset}")
+        pieces = chunk_pieces(offset, length)
+        if len(pieces) == 1:
+            index, inner, size, _ = pieces[0]
+            return await self._read_piece(inode, index, inner, size)  # fast path
+        parts: list[bytes] = [b""] * len(pieces)
+
+        async def one(slot: int, index: int, inner: int, size: int) -> None:
+            parts[slot] = await self._read_piece(inode, index, inner, size)
+
+        with unwrapped_errors():
+            async with trio.open_nursery() as nursery:
+                for slot, (index, inner, size, _) in enumerate(pieces):
+                    nursery.start_soon(one, slot, index, inner, size)
+        return b"".join(parts)
+
+    async def _read_piece(self, inode: int, index: int, inner: int, size: int) -> bytes:
+        errors: list[str] = []
+        for attempt in range(READ_RETRIES_MAX):
+            location = await self._location_for_read(inode, index)
+            if location is None:
+                return bytes(size)  # a hole
+            for replica in location.replicas:
+                try:
+                    connection = await self.chunkservers.get(replica.host, replica.port)
+                    reply, payload = await connection.call(m.ToChunkserverReadChunk(
+                        chunk_id=location.chunk_id, version=location.version,
+                        offset_bytes=inner, length_bytes=size),
+                        timeout_s=DATA_RPC_TIMEOUT_S, reply_type=m.ReadChunkReply)
+                    return join_zero_ranges(inner, size, reply.zero_ranges, payload)
+                except DfsError as error:
+                    errors.append(f"server {replica.server_id}: {error}")
+            self._read_locations.pop((inode, index), None)
+            await trio.sleep(min(RECONNECT_BACKOFF_MIN_S * 2**attempt, RECONNECT_BACKOFF_MAX_S))
+        raise ReplicaUnavailable(f"chunk {index} of inode {inode}: no replica could be read"
+                                 f" ({'; '.join(errors[-4:])})")
+
+    # --- writing ----------------------------------------------------------------
+    async def write(self, inode: InodeId, offset: int, data: bytes) -> None:
+        if offset < 0:
+            raise InvalidArgument(f"write at negative offset {offset}")
+        pieces = chunk_pieces(offset, len(data))
+        view = memoryview(data)
+        if len(pieces) == 1:
+            index, inner, size, at = pieces[0]
+            await self._write_piece(inode, index, inner, view[at:at + size])  # fast path
+        else:
+            with unwrapped_errors():
+                async with trio.open_nursery() as nursery:
+                    for index, inner, size, at in pieces:
+                        nursery.start_soon(self._write_piece, inode, index, inner,
+                                           view[at:at + size])
+        unflushed = self.unflushed.setdefault(inode, _Unflushed())
+        unflushed.size_bytes = max(unflushed.size_bytes, offset + len(data))
+
+    async def _write_piece(self, inode: int, index: int, inner: int, data: memoryview) -> None:
+        zero_ranges, payload = split_zero_blocks(inner, data)
+        last_error: DfsError | None = None
+        for _attempt in range(WRITE_RETRIES_MAX):
+            location = await self._location_for_write(inode, index)
+            head, rest = location.replicas[0], location.replicas[1:]
+            try:
+                connection = await self.chunkservers.get(head.host, head.port)
+                await connection.call(m.ToChunkserverWriteChunk(
+                    chunk_id=location.chunk_id, version=location.version, offset_bytes=inner,
+                    length_bytes=len(data), zero_ranges=zero_ranges, chain_rest=rest),
+                    payload, timeout_s=DATA_RPC_TIMEOUT_S)
+                self.unflushed.setdefault(inode, _Unflushed()).chunks[index] = location
+                return
+            except InvalidArgument:
+                raise
+            except DfsError as error:
+                last_error = error
+                failed = error.server_id or head.server_id
+                log.info("write to chunk %d failed at server %d (%s); asking for a new chain",
+                         location.chunk_id, failed, error)
+                await self._replace_chain(inode, location, failed)
+        raise ReplicaUnavailable(f"write to chunk {index} of inode {inode} failed"
+                                 f" {WRITE_RETRIES_MAX} times; last: {last_error}")
+
+    async def _replace_chain(self, inode: int, location: m.ChunkLocation, failed: int) -> None:
+        reply = await self.master.mutate(
+            m.ClientToMasterReportBadChain, reply_type=m.ChunkLocationReply, inode=inode,
+            index=location.index, chunk_id=location.chunk_id, version=location.version,
+            failed_server_ids=[failed])
+        self._remember(inode, reply.location)
+
+    # --- flushing ----------------------------------------------------------------
+    async def flush(self, inode: InodeId) -> int:
+        """Make this file's acknowledged writes durable; returns the size they reach."""
+        unflushed = self.unflushed.pop(inode, None)
+        if unflushed is None:
+            return 0
+        try:
+            with unwrapped_errors():
+                async with trio.open_nursery() as nursery:
+                    for location in unflushed.chunks.values():
+                        nursery.start_soon(self._flush_chunk, inode, location)
+        except BaseException:
+            self._merge_back(inode, unflushed)
+            raise
+        return unflushed.size_bytes
+
+    def _merge_back(self, inode: int, unflushed: _Unflushed) -> None:
+        current = self.unflushed.setdefault(inode, _Unflushed())
+        for index, location in unflushed.chunks.items():
+            current.chunks.setdefault(index, location)
+        current.size_bytes = max(current.size_bytes, unflushed.size_bytes)
+
+    async def _flush_chunk(self, inode: int, location: m.ChunkLocation) -> None:
+        last_error: DfsError | None = None
+        for _attempt in range(WRITE_RETRIES_MAX):
+            head, rest = location.replicas[0], location.replicas[1:]
+            try:
+                connection = await self.chunkservers.get(head.host, head.port)
+                await connection.call(m.ToChunkserverFlushChunk(
+                    chunk_id=location.chunk_id, version=location.version, chain_rest=rest),
+                    timeout_s=DATA_RPC_TIMEOUT_S)
+                return
+            except DfsError as error:
+                # The survivors acknowledged every write, so flushing them is enough.
+                last_error = error
+                await self._replace_chain(inode, location, error.server_id or head.server_id)
+                location = self._write_locations[(inode, location.index)]
+        raise ReplicaUnavailable(f"flush of chunk {location.chunk_id} failed: {last_error}")

@@ -1,0 +1,197 @@
+"""The client library: everything a mount or a tool does with a cluster.
+
+``open_client`` gives a ``Client`` whose methods are the namespace calls of
+the master (by inode, as FUSE uses them), the data calls of ``ChunkIO``,
+and a few conveniences by path for tools and tests. Errors are
+``dfs.errors`` exceptions; nothing here knows errno.
+"""
+
+from __future__ import annotations
+
+import stat
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from vmstore.dfs.client.chunk_io import ChunkIO
+from vmstore.dfs.client.master_client import ClientIdentity, MasterClient
+from vmstore.dfs.constants import MASTER_RECONNECT_TIMEOUT_S
+from vmstore.dfs.errors import NotADirectory, NotFound, unwrapped_errors
+from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.rpc import ConnectionPool
+from vmstore.dfs.types import ROOT_INODE, InodeId
+
+READDIR_BATCH = 512
+
+
+class Client:
+    def __init__(self, master: MasterClient, chunk_io: ChunkIO) -> None:
+        self.master = master
+        self.io = chunk_io
+
+    # --- namespace by inode ------------------------------------------------------------
+    async def lookup(self, parent: int, name: bytes) -> m.FileAttrs:
+        reply = await self.master.call(m.ClientToMasterLookup(parent=parent, name=name),
+                                       reply_type=m.AttrsReply)
+        return reply.attrs
+
+    async def getattr(self, inode: int) -> m.FileAttrs:
+        reply = await self.master.call(m.ClientToMasterGetAttr(inode=inode),
+                                       reply_type=m.AttrsReply)
+        return reply.attrs
+
+    async def setattr(self, inode: int, **changes: Any) -> m.FileAttrs:
+        if changes.get("size_bytes") is not None:
+            await self.fsync(inode)  # pending writes must not land past a new end
+            self.io.forget(inode)
+        reply = await self.master.mutate(m.ClientToMasterSetAttr, reply_type=m.AttrsReply,
+                                         inode=inode, **changes)
+        return reply.attrs
+
+    async def create(self, parent: int, name: bytes, mode: int, uid: int = 0, gid: int = 0,
+                     rdev: int = 0) -> m.FileAttrs:
+        reply = await self.master.mutate(m.ClientToMasterCreate, reply_type=m.AttrsReply,
+                                         parent=parent, name=name, mode=mode, uid=uid, gid=gid,
+                                         rdev=rdev)
+        return reply.attrs
+
+    async def mkdir(self, parent: int, name: bytes, mode: int = 0o755, uid: int = 0,
+                    gid: int = 0) -> m.FileAttrs:
+        reply = await self.master.mutate(m.ClientToMasterMkdir, reply_type=m.AttrsReply,
+                                         parent=parent, name=name, mode=mode, uid=uid, gid=gid)
+        return reply.attrs
+
+    async def symlink(self, parent: int, name: bytes, target: bytes, uid: int = 0,
+                      gid: int = 0) -> m.FileAttrs:
+        reply = await self.master.mutate(m.ClientToMasterSymlink, reply_type=m.AttrsReply,
+                                         parent=parent, name=name, target=target, uid=uid,
+                                         gid=gid)
+        return reply.attrs
+
+    async def link(self, inode: int, new_parent: int, new_name: bytes) -> m.FileAttrs:
+        reply = await self.master.mutate(m.ClientToMasterLink, reply_type=m.AttrsReply,
+                                         inode=inode, new_parent=new_parent, new_name=new_name)
+        return reply.attrs
+
+    async def unlink(self, parent: int, name: bytes) -> None:
+        await self.master.mutate(m.ClientToMasterUnlink, reply_type=m.EmptyReply,
+                                 parent=parent, name=name)
+
+    async def rmdir(self, parent: int, name: bytes) -> None:
+        await self.master.mutate(m.ClientToMasterRmdir, reply_type=m.EmptyReply,
+                                 parent=parent, name=name)
+
+    async def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes,
+                     flags: int = 0) -> None:
+        await self.master.mutate(m.ClientToMasterRename, reply_type=m.EmptyReply,
+                                 parent=parent, name=name, new_parent=new_parent,
+                                 new_name=new_name, flags=flags)
+
+    async def readlink(self, inode: int) -> bytes:
+        reply = await self.master.call(m.ClientToMasterReadLink(inode=inode),
+                                       reply_type=m.ReadLinkReply)
+        return reply.target
+
+    async def readdir(self, inode: int, after_cookie: int = 0,
+                      limit: int = READDIR_BATCH) -> list[m.DirEntry]:
+        reply = await self.master.call(m.ClientToMasterReadDir(
+            inode=inode, after_cookie=after_cookie, limit=limit), reply_type=m.ReadDirReply)
+        return reply.entries
+
+    async def getxattr(self, inode: int, name: bytes) -> bytes:
+        reply = await self.master.call(m.ClientToMasterGetXattr(inode=inode, name=name),
+                                       reply_type=m.XattrReply)
+        return reply.value
+
+    async def setxattr(self, inode: int, name: bytes, value: bytes, flags: int = 0) -> None:
+        await self.master.mutate(m.ClientToMasterSetXattr, reply_type=m.EmptyReply,
+                                 inode=inode, name=name, value=value, flags=flags)
+
+    async def listxattr(self, inode: int) -> list[bytes]:
+        reply = await self.master.call(m.ClientToMasterListXattr(inode=inode),
+                                       reply_type=m.XattrNamesReply)
+        return reply.names
+
+    async def removexattr(self, inode: int, name: bytes) -> None:
+        await self.master.mutate(m.ClientToMasterRemoveXattr, reply_type=m.EmptyReply,
+                                 inode=inode, name=name)
+
+    async def statfs(self) -> m.StatFsReply:
+        return await self.master.call(m.ClientToMasterStatFs(), reply_type=m.StatFsReply)
+
+    async def status(self) -> m.StatusReply:
+        return await self.master.call(m.ClientToMasterStatus(), reply_type=m.StatusReply)
+
+    async def chunk_locations(self, inode: int, first_index: int,
+                              count: int) -> list[m.ChunkLocation]:
+        reply = await self.master.call(m.ClientToMasterChunkLocations(
+            inode=inode, first_index=first_index, count=count,
+            session_id=self.master.session_id), reply_type=m.ChunkLocationsReply)
+        return reply.locations
+
+    # --- data -----------------------------------------------------------------------
+    async def read(self, inode: int, offset: int, length: int, size_bytes: int) -> bytes:
+        """Read, clipped to ``size_bytes`` (the file size the caller knows)."""
+        length = max(0, min(length, size_bytes - offset))
+        if length == 0:
+            return b""
+        return await self.io.read(InodeId(inode), offset, length)
+
+    async def write(self, inode: int, offset: int, data: bytes) -> int:
+        await self.io.write(InodeId(inode), offset, data)
+        return len(data)
+
+    async def fsync(self, inode: int) -> None:
+        """Durable on every replica, and the file's size and mtime on the master."""
+        size_bytes = await self.io.flush(InodeId(inode))
+        if size_bytes:
+            await self.master.mutate(m.ClientToMasterWriteEnd, reply_type=m.AttrsReply,
+                                     inode=inode, size_bytes=size_bytes,
+                                     mtime_ns=time.time_ns())
+
+    # --- by path, for tools and tests ------------------------------------------------
+    async def resolve(self, path: str) -> m.FileAttrs:
+        attrs = await self.getattr(ROOT_INODE)
+        for part in [p for p in path.split("/") if p]:
+            if not stat.S_ISDIR(attrs.mode):
+                raise NotADirectory(f"{path}: {part!r} is under a non-directory")
+            attrs = await self.lookup(attrs.inode, part.encode())
+        return attrs
+
+    async def parent_and_name(self, path: str) -> tuple[m.FileAttrs, bytes]:
+        head, _, name = path.rstrip("/").rpartition("/")
+        return await self.resolve(head), name.encode()
+
+    async def makedirs(self, path: str) -> m.FileAttrs:
+        attrs = await self.getattr(ROOT_INODE)
+        for part in [p for p in path.split("/") if p]:
+            try:
+                attrs = await self.lookup(attrs.inode, part.encode())
+            except NotFound:
+                attrs = await self.mkdir(attrs.inode, part.encode())
+        return attrs
+
+    async def create_file(self, path: str, mode: int = 0o644) -> m.FileAttrs:
+        parent, name = await self.parent_and_name(path)
+        return await self.create(parent.inode, name, stat.S_IFREG | mode)
+
+
+@asynccontextmanager
+async def open_client(host: str, port: int, key: bytes, identity: ClientIdentity,
+                      *, reconnect_timeout_s: float = MASTER_RECONNECT_TIMEOUT_S,
+                      compress: bool = False) -> AsyncIterator[Client]:
+    """A connected client for the block's duration; connections close after it."""
+    with unwrapped_errors():
+        async with trio.open_nursery() as nursery:
+            master = MasterClient(nursery, host, port, key, identity, reconnect_timeout_s)
+            chunkservers = ConnectionPool(nursery, key, "client", compress)
+            client = Client(master, ChunkIO(master, chunkservers))
+            await master.call(m.ClientToMasterStatFs(), reply_type=m.StatFsReply)  # session up
+            try:
+                yield client
+            finally:
+                master.close()
+                chunkservers.close_all()

@@ -1,0 +1,122 @@
+"""Metadata calls to the master that survive its restarts.
+
+Promise: a call returns the master's answer or raises its DfsError; while
+the master is unreachable, calls wait and retry with bounded backoff for up
+to MASTER_RECONNECT_TIMEOUT_S, then raise MasterUnavailable. Mutating calls
+carry (session, op id) and keep them across retries, so the master answers a
+repeated request from its reply cache instead of running it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import trio
+
+from vmstore.dfs.constants import (
+    MASTER_RECONNECT_TIMEOUT_S,
+    RECONNECT_BACKOFF_MAX_S,
+    RECONNECT_BACKOFF_MIN_S,
+    RPC_TIMEOUT_S,
+)
+from vmstore.dfs.errors import MasterUnavailable, PeerUnavailable, ReplicaUnavailable
+from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.rpc import Connection, open_connection
+
+log = logging.getLogger(__name__)
+ReplyT = TypeVar("ReplyT", bound=m.Message)
+# Worth waiting out: the master is restarting, or waits for chunkservers.
+TRANSIENT_ERRORS = (PeerUnavailable, ReplicaUnavailable)
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    host_label: str
+    hostname: str = socket.gethostname()
+    mount_point: str = ""
+    role: str = "client"
+
+
+class MasterClient:
+    def __init__(self, nursery: trio.Nursery, host: str, port: int, key: bytes,
+                 identity: ClientIdentity,
+                 reconnect_timeout_s: float = MASTER_RECONNECT_TIMEOUT_S) -> None:
+        self._nursery = nursery
+        self.host = host
+        self.port = port
+        self._key = key
+        self.identity = identity
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self.session_id = 0
+        self._next_op_id = 1
+        self._connection: Connection | None = None
+        self._connect_lock = trio.Lock()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def next_op_id(self) -> int:
+        op_id = self._next_op_id
+        self._next_op_id += 1
+        return op_id
+
+    async def call(self, request: m.Request, *, reply_type: type[ReplyT],
+                   timeout_s: float = RPC_TIMEOUT_S) -> ReplyT:
+        """Send ``request``; retry transient failures until the reconnect deadline."""
+        backoff_s = RECONNECT_BACKOFF_MIN_S
+        deadline = trio.current_time() + self.reconnect_timeout_s
+        while True:
+            try:
+                connection = await self._connected()
+                reply, _ = await connection.call(request, timeout_s=timeout_s,
+                                                 reply_type=reply_type)
+                return reply
+            except TRANSIENT_ERRORS as error:
+                if trio.current_time() + backoff_s > deadline:
+                    raise MasterUnavailable(
+                        f"master {self.address} unavailable for {self.reconnect_timeout_s} s:"
+                        f" {error}") from None
+                log.debug("master call %s failed (%s); retrying", type(request).__name__, error)
+            await trio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, RECONNECT_BACKOFF_MAX_S)
+
+    async def mutate(self, request_type: type[m.Request], *, reply_type: type[ReplyT],
+                     **fields: Any) -> ReplyT:
+        """A mutating call: stamped once with session and op id, then retried as is."""
+        await self._connected()
+        request = request_type(session_id=self.session_id, op_id=self.next_op_id(), **fields)
+        return await self.call(request, reply_type=reply_type)
+
+    async def _connected(self) -> Connection:
+        connection = self._connection
+        if connection is not None and not connection.closed.is_set():
+            return connection  # fast path
+        async with self._connect_lock:
+            connection = self._connection
+            if connection is None or connection.closed.is_set():
+                connection = await self._nursery.start(self._hold)
+                self._connection = connection
+            return connection
+
+    async def _hold(self, *, task_status: Any) -> None:
+        async with open_connection(self.host, self.port, self._key,
+                                   self.identity.role) as connection:
+            reply, _ = await connection.call(m.ClientToMasterOpenSession(
+                host_label=self.identity.host_label, hostname=self.identity.hostname,
+                mount_point=self.identity.mount_point, pid=os.getpid(),
+                resume_session_id=self.session_id), reply_type=m.MasterToClientSession)
+            if self.session_id and reply.session_id != self.session_id:
+                log.warning("master did not know session %d; now session %d",
+                            self.session_id, reply.session_id)
+            self.session_id = reply.session_id
+            task_status.started(connection)
+            await connection.closed.wait()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
