@@ -9,8 +9,10 @@ period). The cluster's config, key file included, is DIR/vmstore.toml.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,10 +26,22 @@ READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 
 
-def _spawn(directory: Path, name: str, arguments: list[str]) -> Path:
-    """Start one daemon detached; returns its ready file."""
+def free_port() -> int:
+    """A port free right now on loopback (daemons keep theirs across restarts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def spawn(directory: Path, name: str, arguments: list[str] | None = None) -> Path:
+    """Start one daemon detached (again, with its saved arguments if none are given)."""
     (directory / "logs").mkdir(parents=True, exist_ok=True)
     (directory / "run").mkdir(parents=True, exist_ok=True)
+    saved = directory / "run" / f"{name}.args"
+    if arguments is None:
+        arguments = json.loads(saved.read_text())
+    saved.write_text(json.dumps(arguments))
     ready = directory / "run" / f"{name}.addr"
     ready.unlink(missing_ok=True)
     with open(directory / "logs" / f"{name}.log", "ab") as log_file:
@@ -39,7 +53,7 @@ def _spawn(directory: Path, name: str, arguments: list[str]) -> Path:
     return ready
 
 
-def _wait_ready(ready: Path, name: str, directory: Path) -> str:
+def wait_ready(ready: Path, name: str, directory: Path) -> str:
     deadline = time.monotonic() + READY_TIMEOUT_S
     pid = int((directory / "run" / f"{name}.pid").read_text())
     while time.monotonic() < deadline:
@@ -75,21 +89,23 @@ def local_up(directory: Path, chunkservers: int) -> str:
     key_file = directory / "cluster.key"
     if not key_file.exists():
         generate_key_file(key_file)
-    ready = _spawn(directory, "master", ["master", "--data-dir", str(directory / "master"),
-                                         "--listen", "127.0.0.1:0", "--key-file", str(key_file)])
-    master = _wait_ready(ready, "master", directory)
+    ready = spawn(directory, "master", ["master", "--data-dir", str(directory / "master"),
+                                        "--listen", f"127.0.0.1:{free_port()}",
+                                        "--key-file", str(key_file)])
+    master = wait_ready(ready, "master", directory)
     config = directory / "vmstore.toml"
     config.write_text(f'[cluster]\nmaster = "{master}"\nkey_file = "{key_file}"\n\n'
                       f'[client]\nhost_label = "local0"\n')
     names = []
     for index in range(chunkservers):
         name = f"chunkserver{index}"
-        _spawn(directory, name, [
-            "chunkserver", "--data-dir", str(directory / name), "--listen", "127.0.0.1:0",
+        spawn(directory, name, [
+            "chunkserver", "--data-dir", str(directory / name),
+            "--listen", f"127.0.0.1:{free_port()}",
             "--master", master, "--key-file", str(key_file), "--host-label", f"local{index}"])
         names.append(name)
     for name in names:
-        _wait_ready(directory / "run" / f"{name}.addr", name, directory)
+        wait_ready(directory / "run" / f"{name}.addr", name, directory)
     return master
 
 
@@ -111,6 +127,7 @@ def local_down(directory: Path) -> int:
     for path in pid_files:
         path.unlink()
         path.with_suffix(".addr").unlink(missing_ok=True)
+        path.with_suffix(".args").unlink(missing_ok=True)
     return len(pids)
 
 

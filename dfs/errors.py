@@ -191,6 +191,15 @@ def unwrapped_errors() -> Iterator[None]:
         if len(leaves) == 1:
             raise leaves[0] from None
         operating = [e for e in leaves if isinstance(e, DfsError)]
-        if len(operating) == len(leaves):
-            raise max(operating, key=lambda e: e.server_id != 0) from None
-        raise
+        cancelled = [e for e in leaves if _is_cancellation(e)]
+        if len(operating) + len(cancelled) != len(leaves):
+            raise
+        if cancelled:
+            # A shutdown raced with a peer's failure: the shutdown wins.
+            raise cancelled[0] from None
+        raise max(operating, key=lambda e: e.server_id != 0) from None
+
+
+def _is_cancellation(error: BaseException) -> bool:
+    # trio.Cancelled, without importing trio into the bottom layer.
+    return type(error).__name__ == "Cancelled" and type(error).__module__.startswith("trio")

@@ -119,6 +119,11 @@ class Client:
         await self.master.mutate(m.ClientToMasterRemoveXattr, reply_type=m.EmptyReply,
                                  inode=inode, name=name)
 
+    async def set_goal(self, inode: int, goal: int, recursive: bool = False) -> int:
+        reply = await self.master.mutate(m.ClientToMasterSetGoal, reply_type=m.CountReply,
+                                         inode=inode, goal=goal, recursive=recursive)
+        return reply.count
+
     async def statfs(self) -> m.StatFsReply:
         return await self.master.call(m.ClientToMasterStatFs(), reply_type=m.StatFsReply)
 

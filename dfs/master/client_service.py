@@ -226,6 +226,8 @@ _CHANGES: dict[type[m.Message], ChangeFunction] = {
     m.ClientToMasterSetXattr: _setxattr,
     m.ClientToMasterRemoveXattr: _removexattr,
     m.ClientToMasterWriteEnd: _write_end,
+    m.ClientToMasterSetGoal: lambda ns, r, now_ns, freed: m.CountReply(
+        count=ns.set_goal(InodeId(r.inode), r.goal, r.recursive, now_ns)),
 }
 
 _QUERIES: dict[type[m.Message], Callable[[ClientService, Any], m.Message]] = {

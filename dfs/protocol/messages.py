@@ -331,6 +331,23 @@ class ClientToMasterRemoveXattr(Request, frozen=True, kw_only=True):
     name: bytes
 
 
+class CountReply(Message, frozen=True, kw_only=True):
+    TYPE: ClassVar[int] = 132
+    count: int
+
+
+class ClientToMasterSetGoal(Request, frozen=True, kw_only=True):
+    """Set the replication goal of a file, or of a directory (and below, if recursive)."""
+
+    TYPE: ClassVar[int] = 133
+    REPLY: ClassVar[type[Message]] = CountReply
+    session_id: int
+    op_id: int
+    inode: int
+    goal: int
+    recursive: bool = False
+
+
 class StatFsReply(Message, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 130
     total_bytes: int

@@ -1,0 +1,88 @@
+"""A real cluster for system tests: daemons as separate processes on loopback.
+
+The ``cluster`` fixture starts a master and three chunkservers with
+``vmstore local up`` machinery, lets a test kill (-9) and restart any of
+them, and at teardown stops everything and fails the test if a daemon
+logged a traceback (a crash is never an expected outcome).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from vmstore.cli.config import parse_address
+from vmstore.cli.local_cluster import local_down, local_up, spawn, wait_ready
+from vmstore.dfs.client.client import Client, open_client
+from vmstore.dfs.client.master_client import ClientIdentity
+from vmstore.dfs.protocol.auth import load_key
+
+DEATH_TIMEOUT_S = 10.0
+
+
+class Cluster:
+    def __init__(self, directory: Path, chunkservers: int) -> None:
+        self.directory = directory
+        self.master_address = local_up(directory, chunkservers)
+        self.master_host, self.master_port = parse_address(self.master_address, "master")
+        self.key = load_key(directory / "cluster.key")
+        self.chunkserver_names = [f"chunkserver{i}" for i in range(chunkservers)]
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "vmstore.toml"
+
+    def pid(self, name: str) -> int:
+        return int((self.directory / "run" / f"{name}.pid").read_text())
+
+    def kill(self, name: str, signal_number: int = signal.SIGKILL) -> None:
+        """Kill a daemon and wait until it is gone (reaped)."""
+        pid = self.pid(name)
+        os.kill(pid, signal_number)
+        deadline = time.monotonic() + DEATH_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                waited, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if waited == pid:
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"{name} (pid {pid}) survived signal {signal_number}")
+
+    def restart(self, name: str) -> str:
+        ready = spawn(self.directory, name)
+        return wait_ready(ready, name, self.directory)
+
+    def address_of(self, name: str) -> str:
+        return (self.directory / "run" / f"{name}.addr").read_text().strip()
+
+    def logs(self) -> dict[str, str]:
+        return {path.stem: path.read_text(errors="replace")
+                for path in (self.directory / "logs").glob("*.log")}
+
+    @asynccontextmanager
+    async def client(self, host_label: str = "local0",
+                     reconnect_timeout_s: float = 60.0) -> AsyncIterator[Client]:
+        async with open_client(self.master_host, self.master_port, self.key,
+                               ClientIdentity(host_label=host_label),
+                               reconnect_timeout_s=reconnect_timeout_s) as client:
+            yield client
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    started = Cluster(tmp_path / "cluster", 3)
+    try:
+        yield started
+    finally:
+        local_down(started.directory)
+    crashed = {name: text for name, text in started.logs().items() if "Traceback" in text}
+    assert not crashed, "a daemon crashed:\n" + "\n".join(
+        f"--- {name}\n{text[-3000:]}" for name, text in crashed.items())
