@@ -23,6 +23,7 @@ async def put(client: Client, source: str, destination: str) -> int:
         attrs = await client.resolve(destination)
         await client.setattr(attrs.inode, size_bytes=0)
     except NotFound:
+        await client.makedirs(destination.rpartition("/")[0])
         attrs = await client.create_file(destination)
     copied = 0
     limiter = trio.Semaphore(COPY_INFLIGHT_MAX)

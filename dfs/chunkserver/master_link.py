@@ -100,6 +100,7 @@ class MasterLink:
     async def handle(self, request: m.Request, payload: bytes) -> tuple[m.Message, bytes]:
         if isinstance(request, m.MasterToChunkserverCreateChunk):
             await self.disk(0, self.store.create, request.chunk_id, request.version)
+            self.chunk_count += 1
         elif isinstance(request, m.MasterToChunkserverSetVersion):
             await self.disk(0, self._set_version, request)
         elif isinstance(request, m.MasterToChunkserverDeleteChunk):
@@ -129,5 +130,6 @@ class MasterLink:
                 return  # already gone: deletes are idempotent
             if version == 0 or current <= version:
                 self.store.delete(chunk_id)
+                self.chunk_count -= 1
 
         await self.disk(0, delete)

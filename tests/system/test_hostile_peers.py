@@ -1,0 +1,99 @@
+"""Peers that do not belong: wrong keys and garbage against real daemons."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.system.conftest import Cluster
+from vmstore.cli.config import parse_address
+from vmstore.dfs.client.client import open_client
+from vmstore.dfs.client.master_client import ClientIdentity
+from vmstore.dfs.errors import AuthenticationFailed, PeerUnavailable
+from vmstore.dfs.protocol import codec, messages
+from vmstore.dfs.protocol.rpc import open_connection
+
+pytestmark = pytest.mark.system
+
+
+def vmstore(*arguments: str, config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmstore.cli.main", *arguments],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "VMSTORE_CONFIG": str(config)})
+
+
+def test_wrong_key_is_refused_before_anything_is_read(cluster: Cluster, tmp_path: Path) -> None:
+    wrong_key = tmp_path / "wrong.key"
+    wrong_key.write_text(os.urandom(32).hex())
+    wrong_key.chmod(0o600)
+    config = tmp_path / "wrong.toml"
+    config.write_text(f'[cluster]\nmaster = "{cluster.master_address}"\n'
+                      f'key_file = "{wrong_key}"\n')
+    result = vmstore("status", config=config)
+    assert result.returncode == 1
+    assert "does not hold the cluster key" in result.stderr
+    assert "Traceback" not in result.stderr
+    good = vmstore("status", "--json", config=cluster.config_path)
+    assert good.returncode == 0, good.stderr
+
+
+def test_world_readable_key_is_refused(cluster: Cluster, tmp_path: Path) -> None:
+    key = tmp_path / "open.key"
+    key.write_text(os.urandom(32).hex())
+    key.chmod(0o644)
+    config = tmp_path / "open.toml"
+    config.write_text(f'[cluster]\nmaster = "{cluster.master_address}"\nkey_file = "{key}"\n')
+    result = vmstore("status", config=config)
+    assert result.returncode == 1
+    assert "readable by group or others" in result.stderr
+
+
+async def test_wrong_key_against_a_chunkserver(cluster: Cluster) -> None:
+    host, port = parse_address(cluster.address_of("chunkserver1"), "chunkserver")
+    with pytest.raises(AuthenticationFailed):
+        async with open_connection(host, port, os.urandom(32), "client") as connection:
+            await connection.call(messages.ToChunkserverReadChunk(
+                chunk_id=1, version=1, offset_bytes=0, length_bytes=4096))
+
+
+async def test_garbage_on_every_port_leaves_daemons_serving(cluster: Cluster) -> None:
+    targets = [cluster.master_address] + [cluster.address_of(n) for n in
+                                          cluster.chunkserver_names]
+    garbage = [
+        os.urandom(4096),
+        b"GET / HTTP/1.0\r\n\r\n",
+        codec.HEADER.pack(b"VMS1", 1, 0, 10, 0, 2**31, 0),
+        codec.HEADER.pack(b"VMS1", 1, 0, 10, 0, 40, 0) + os.urandom(40),
+        codec.HEADER.pack(b"VMS1", 1, 0, 10, 0, 100, 0) + b"truncated",
+    ]
+    for target in targets:
+        host, port = parse_address(target, "target")
+        for data in garbage:
+            stream = await trio.open_tcp_stream(host, port)
+            with trio.move_on_after(2):
+                try:
+                    await stream.send_all(data)
+                    while await stream.receive_some(65536):
+                        pass
+                except (trio.BrokenResourceError, OSError):
+                    pass
+            await stream.aclose()
+    async with cluster.client() as client:
+        attrs = await client.create_file("/after-garbage")
+        await client.write(attrs.inode, 0, b"still here" * 1000)
+        await client.fsync(attrs.inode)
+        status = await client.status()
+        assert all(s.state == "up" for s in status.chunkservers)
+        assert await client.read(attrs.inode, 0, 10, 10) == b"still here"
+
+
+async def test_unreachable_master_gives_a_clear_error() -> None:
+    with pytest.raises(PeerUnavailable, match="unavailable"):
+        async with open_client("127.0.0.1", 1, os.urandom(32), ClientIdentity("x"),
+                               reconnect_timeout_s=0.5):
+            pass
