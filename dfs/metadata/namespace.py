@@ -699,7 +699,7 @@ class Namespace:
             f" FROM chunks AS c WHERE c.id IN ({selection})",
             parameters,
         )
-        self._store.execute(f"DELETE FROM replicas WHERE chunk_id IN ({selection})", parameters)
+        # The replicas rows stay: they say where the deletes must be sent.
         self._store.execute(f"DELETE FROM chunks WHERE id IN ({selection})", parameters)
         self._store.execute(
             "DELETE FROM file_chunks WHERE inode_id = ? AND chunk_index >= ?", parameters

@@ -14,12 +14,14 @@ Invariants (checked by ``vmstore fsck`` and by asserts in the code):
   none); its ``nlink`` is 2 + the number of its subdirectories.
 * A non-directory's ``nlink`` equals the number of dentries naming it; when
   it reaches 0 the inode row, its xattrs and its file_chunks go, and its
-  chunks move to ``chunk_deletions``.
+  chunks move to ``chunk_deletions`` (their ``replicas`` rows stay, to say
+  where the deletes must go, until the chunkservers confirm them).
 * ``file_chunks`` has at most one row per (inode, index); a chunk belongs to
   exactly one file and one index.
 * ``replicas`` lists the chunkservers that hold the chunk's *current*
-  version (``chunks.version``). A replica with another version is stale and
-  is never read.
+  version (``chunks.version``), or, for a chunk in ``chunk_deletions``, the
+  ones still to be told to delete it. A replica with another version is
+  stale and is never read.
 """
 
 from __future__ import annotations

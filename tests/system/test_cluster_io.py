@@ -152,3 +152,26 @@ async def test_master_restart_mid_work_loses_nothing_acknowledged(cluster: Clust
         # data written before the restart reads back once chunkservers re-register
         attrs = await client.getattr(data_file.inode)
         assert await client.read(data_file.inode, 0, len(payload), attrs.size_bytes) == payload
+
+
+async def test_removed_and_truncated_files_free_their_replicas(cluster: Cluster) -> None:
+    def replica_files() -> int:
+        return sum(1 for name in cluster.chunkserver_names
+                   for _ in (cluster.directory / name / "chunks").rglob("*.chunk"))
+
+    async with cluster.client() as client:
+        attrs = await client.create_file("/doomed.img")
+        await client.write(attrs.inode, 0, os.urandom(BLOCK_BYTES))
+        await client.write(attrs.inode, 2 * CHUNK_SIZE_BYTES, os.urandom(BLOCK_BYTES))
+        await client.fsync(attrs.inode)
+        assert replica_files() == 4  # two chunks, goal 2
+        await client.setattr(attrs.inode, size_bytes=100)  # drops chunk 2, cuts chunk 0
+        assert await client.read(attrs.inode, 0, 200, 200) != bytes(200)
+        assert await client.read(attrs.inode, 100, 100, 200) == bytes(100)
+        with trio.fail_after(30):
+            while replica_files() != 2:
+                await trio.sleep(0.1)
+        await client.unlink(1, b"doomed.img")
+        with trio.fail_after(30):
+            while replica_files() != 0:
+                await trio.sleep(0.1)

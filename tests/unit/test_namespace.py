@@ -317,6 +317,11 @@ def test_unlink_hard_linked_file_keeps_other_name(ns: Master, store: MetadataSto
         ns.lookup(ROOT, b"f")
 
 
+LIVE_REPLICAS = (
+    "SELECT COUNT(*) FROM replicas WHERE chunk_id NOT IN (SELECT chunk_id FROM chunk_deletions)"
+)
+
+
 def test_unlink_last_name_frees_everything(ns: Master, store: MetadataStore) -> None:
     f = mkfile(ns, ROOT, b"f")
     chunk_a = add_chunk(store, ino(f), 0, version=4)
@@ -328,8 +333,11 @@ def test_unlink_last_name_frees_everything(ns: Master, store: MetadataStore) -> 
         (chunk_a, 4),
         (chunk_b, 9),
     ]
-    for table in ("chunks", "file_chunks", "replicas", "xattrs"):
+    for table in ("chunks", "file_chunks", "xattrs"):
         assert count(store, f"SELECT COUNT(*) FROM {table}") == 0, table
+    # replicas stay listed until the chunkservers confirm the deletes
+    assert count(store, LIVE_REPLICAS) == 0
+    assert count(store, "SELECT COUNT(*) FROM replicas") == 4
     with pytest.raises(NotFound):
         ns.getattr(ino(f))
     root = ns.getattr(ROOT)
@@ -582,7 +590,7 @@ def test_truncate_frees_chunks_past_the_new_end(ns: Master, store: MetadataStore
         (chunks[3], 13),
     ]
     assert [r[0] for r in store.all("SELECT id FROM chunks ORDER BY id")] == chunks[:2]
-    assert count(store, "SELECT COUNT(*) FROM replicas") == 4
+    assert count(store, LIVE_REPLICAS) == 4
     assert count(store, "SELECT COUNT(*) FROM file_chunks") == 2
     # A new size exactly on a chunk boundary drops the chunk starting there.
     _, freed = ns.setattr(ino(f), size_bytes=CHUNK_SIZE_BYTES, now_ns=LATER)
@@ -591,7 +599,7 @@ def test_truncate_frees_chunks_past_the_new_end(ns: Master, store: MetadataStore
     assert ns.setattr(ino(f), size_bytes=3 * CHUNK_SIZE_BYTES, now_ns=LATER)[1] == []
     _, freed = ns.setattr(ino(f), size_bytes=0, now_ns=LATER)
     assert freed == [(chunks[0], 10)]
-    assert count(store, "SELECT COUNT(*) FROM replicas") == 0
+    assert count(store, LIVE_REPLICAS) == 0
 
 
 def test_allocated_bytes(ns: Master, store: MetadataStore) -> None:
