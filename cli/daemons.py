@@ -36,7 +36,8 @@ def _write_ready_file(path: str | None, host: str) -> Any:
 
 
 def add_daemon_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", required=True, type=Path, help="where this daemon keeps its data")
+    parser.add_argument("--data-dir", required=True, type=Path,
+                        help="where this daemon keeps its data")
     parser.add_argument("--key-file", help="cluster key file (default: from the config file)")
     parser.add_argument("--ready-file", help="write HOST:PORT here once serving (for scripts)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
@@ -70,8 +71,8 @@ def run_chunkserver_command(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     master = subparsers.add_parser("master", help="run the metadata master",
                                    description="Run the metadata master in the foreground.",
-                                   epilog="example: vmstore master --data-dir /var/lib/vmstore-master"
-                                   " --listen 0.0.0.0:9420")
+                                   epilog="example: vmstore master --data-dir"
+                                   " /var/lib/vmstore-master --listen 0.0.0.0:9420")
     add_daemon_arguments(master)
     master.add_argument("--listen", default=f"0.0.0.0:{DEFAULT_MASTER_PORT}",
                         help="HOST:PORT to serve on (port 0: any free port)")
@@ -82,7 +83,8 @@ def register(subparsers: Any) -> None:
         description="Run a chunkserver in the foreground, storing replicas under --data-dir.",
         epilog="example: vmstore chunkserver --data-dir /srv/disk1 --master 10.0.0.1:9420")
     add_daemon_arguments(chunkserver)
-    chunkserver.add_argument("--listen", default="0.0.0.0:9422", help="HOST:PORT for data traffic")
+    chunkserver.add_argument("--listen", default="0.0.0.0:9422",
+                             help="HOST:PORT for data traffic")
     chunkserver.add_argument("--advertise", help="address clients use to reach us"
                              " (default: the --listen host)")
     chunkserver.add_argument("--master", help="master HOST:PORT (default: from the config file)")

@@ -103,7 +103,7 @@ class LogChecker(logging.Handler):
         for allowance in self._allowances:
             allowance.matched = 0
         lines = []
-        for record, message in zip(self.records, self._messages):
+        for record, message in zip(self.records, self._messages, strict=True):
             allowance = next((a for a in self._allowances if a.matches(record, message)), None)
             if allowance is None:
                 lines.append(

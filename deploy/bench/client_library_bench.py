@@ -82,8 +82,8 @@ def incompressible(size: int) -> bytes:
     return os.urandom(size)
 
 
-async def measure(name: str, write: Operation, read: Operation, sync: Callable[[], Awaitable[None]],
-                  seconds: float) -> dict[str, float]:
+async def measure(name: str, write: Operation, read: Operation,
+                  sync: Callable[[], Awaitable[None]], seconds: float) -> dict[str, float]:
     results: dict[str, float] = {}
     results["seq write MB/s"] = await sequential(write, SEQUENTIAL_INFLIGHT) / 1e6
     await sync()
@@ -152,7 +152,8 @@ def main() -> int:
     print("| workload | local disk | vmstore (goal 2, loopback) | ratio |")
     print("|---|---:|---:|---:|")
     for key in local:
-        print(f"| {key} | {local[key]:,.0f} | {remote[key]:,.0f} | {remote[key] / local[key]:.2f} |")
+        ratio = remote[key] / local[key]
+        print(f"| {key} | {local[key]:,.0f} | {remote[key]:,.0f} | {ratio:.2f} |")
     if args.dir is None:
         shutil.rmtree(directory)
     return 0

@@ -254,8 +254,12 @@ class ChunkManager:
     async def _delete_pass(self) -> None:
         for chunk_id, version, holders in self.chunks.pending_deletions(DELETIONS_PER_PASS_MAX):
             live = [h for h in holders if (e := self.registry.chunkservers.get(h)) and e.up]
-            deleted = await self._command_all(live, lambda _: MasterToChunkserverDeleteChunk(
-                chunk_id=chunk_id, version=version))
+            command: Request = MasterToChunkserverDeleteChunk(chunk_id=chunk_id, version=version)
+
+            def same_for_all(_: ServerId, command: Request = command) -> Request:
+                return command
+
+            deleted = await self._command_all(live, same_for_all)
             remaining = [h for h in holders if h not in deleted]
 
             def record(chunk_id: ChunkId = chunk_id, deleted: list[ServerId] = deleted,

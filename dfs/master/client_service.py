@@ -17,7 +17,6 @@ from vmstore.dfs.errors import InvalidArgument, ProtocolError
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.registry import Registry, SessionEntry
-from vmstore.dfs.metadata.chunks import ChunkTable
 from vmstore.dfs.metadata.namespace import Namespace
 from vmstore.dfs.metadata.sessions import SessionTable
 from vmstore.dfs.protocol import messages as m
@@ -93,7 +92,8 @@ class ClientService:
     # --- requests that need more than one commit or the network ---------------------
     async def open_session(self, connection: Connection, request: Any) -> m.Message:
         session_id = SessionId(request.resume_session_id)
-        known = session_id != 0 and await self.committer.run(lambda: self.sessions.exists(session_id))
+        known = session_id != 0 and await self.committer.run(
+            lambda: self.sessions.exists(session_id))
         if not known:
             session_id = await self.committer.run(lambda: self.sessions.open(
                 request.hostname, request.host_label, request.mount_point, request.pid,

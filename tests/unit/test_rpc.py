@@ -19,7 +19,6 @@ from vmstore.dfs.protocol.messages import (
     FileAttrs,
     Message,
     Request,
-    StatFsReply,
 )
 from vmstore.dfs.protocol.rpc import Connection, Handler, open_connection, serve_connections
 
