@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import trio
 
+from vmstore.dfs.chunkserver.chunk_store import ChunkStore
+from vmstore.dfs.chunkserver.range_lock import RangeLocks
 from vmstore.dfs.constants import DATA_RPC_TIMEOUT_S
 from vmstore.dfs.errors import (
     ChecksumMismatch,
@@ -33,8 +35,6 @@ from vmstore.dfs.errors import (
     StaleChunkVersion,
     unwrapped_errors,
 )
-from vmstore.dfs.chunkserver.chunk_store import ChunkStore
-from vmstore.dfs.chunkserver.range_lock import RangeLocks
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import Connection, ConnectionPool, Handler
 

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-
 from vmstore.dfs.errors import InvalidArgument, ProtocolError
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter

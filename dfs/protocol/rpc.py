@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import logging
-
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
