@@ -90,6 +90,9 @@ class ClientService:
 
     # --- requests that need more than one commit or the network ---------------------
     async def open_session(self, connection: Connection, request: Any) -> m.Message:
+        if connection.role == "admin":
+            # Operator tools only look: no session row, not listed as a client.
+            return m.MasterToClientSession(session_id=0)
         session_id = SessionId(request.resume_session_id)
         known = session_id != 0 and await self.committer.run(
             lambda: self.sessions.exists(session_id))

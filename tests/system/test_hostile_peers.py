@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -97,3 +98,18 @@ async def test_unreachable_master_gives_a_clear_error() -> None:
         async with open_client("127.0.0.1", 1, os.urandom(32), ClientIdentity("x"),
                                reconnect_timeout_s=0.5):
             pass
+
+
+def test_status_json_lists_the_cluster_and_not_itself(cluster: Cluster) -> None:
+
+
+    result = vmstore("status", "--json", config=cluster.config_path)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["master"]["address"] == cluster.master_address
+    assert [s["state"] for s in document["chunkservers"]] == ["up"] * 3
+    assert {"id", "address", "host", "state", "pid", "bytes_total", "bytes_used"} <= set(
+        document["chunkservers"][0])
+    assert document["chunks"] == {"total": 0, "ok": 0, "undergoal": 0, "endangered": 0,
+                                  "lost": 0}
+    assert document["clients"] == []  # the status command itself is not a client
