@@ -208,6 +208,10 @@ class ChunkIO:
         self._remember(inode, reply.location)
 
     # --- flushing ----------------------------------------------------------------
+    def pending_size(self, inode: InodeId) -> int:
+        unflushed = self.unflushed.get(inode)
+        return 0 if unflushed is None else unflushed.size_bytes
+
     async def flush(self, inode: InodeId) -> int:
         """Make this file's acknowledged writes durable; returns the size they reach."""
         unflushed = self.unflushed.pop(inode, None)

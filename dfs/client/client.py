@@ -157,6 +157,17 @@ class Client:
                                      inode=inode, size_bytes=size_bytes,
                                      mtime_ns=time.time_ns())
 
+    async def publish_size(self, inode: int) -> None:
+        """Tell the master how far this client's acknowledged writes reach (close-to-open).
+
+        Unlike ``fsync`` this does not wait for stable storage on the replicas.
+        """
+        size_bytes = self.io.pending_size(InodeId(inode))
+        if size_bytes:
+            await self.master.mutate(m.ClientToMasterWriteEnd, reply_type=m.AttrsReply,
+                                     inode=inode, size_bytes=size_bytes,
+                                     mtime_ns=time.time_ns())
+
     # --- by path, for tools and tests ------------------------------------------------
     async def resolve(self, path: str) -> m.FileAttrs:
         attrs = await self.getattr(ROOT_INODE)

@@ -1,0 +1,131 @@
+"""`vmstore mount` / `vmstore umount`: the FUSE mount, in the background by default."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from vmstore.cli.config import load_config
+from vmstore.cli.daemons import setup_logging
+from vmstore.dfs.errors import Busy, ConfigError, DfsError
+from vmstore.dfs.protocol.auth import load_key
+
+MOUNT_READY_TIMEOUT_S = 30.0
+FS_TYPE = "fuse.vmstore"
+
+
+def absolute(path: str) -> Path:
+    """Absolute without touching the filesystem: a wedged mount must not hang us."""
+    return Path(os.path.abspath(path))
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    target = str(mountpoint)
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 2 and fields[1] == target and fields[2] == FS_TYPE:
+                return True
+    return False
+
+
+def mount_in_foreground(args: argparse.Namespace) -> int:
+    from vmstore.fuse.mount import MountSettings, run_mount  # pyfuse3 only where needed
+
+    setup_logging(args.log_level)
+    config = load_config(master=args.master, key_file=args.key_file)
+    settings = MountSettings(mountpoint=absolute(args.mountpoint),
+                             master_host=config.master_host, master_port=config.master_port,
+                             key=load_key(config.key_file),
+                             host_label=args.host_label or config.host_label,
+                             read_only=args.read_only)
+    trio.run(run_mount, settings)
+    return 0
+
+
+def mount_in_background(args: argparse.Namespace) -> int:
+    """Start the mount as its own process; return once the kernel shows it."""
+    mountpoint = absolute(args.mountpoint)
+    if not mountpoint.is_dir():
+        raise ConfigError(f"mount point {mountpoint} is not a directory")
+    if is_mounted(mountpoint):
+        raise Busy(f"{mountpoint} is already a vmstore mount")
+    load_config(master=args.master, key_file=args.key_file)  # fail here, not in the child
+    command = [sys.executable, "-m", "vmstore.cli.main", "mount", "--foreground",
+               "--log-level", args.log_level, str(mountpoint)]
+    for flag, value in (("--master", args.master), ("--key-file", args.key_file),
+                        ("--host-label", args.host_label)):
+        if value:
+            command += [flag, value]
+    if args.read_only:
+        command.append("--read-only")
+    log_path = Path(args.log_file or f"/var/log/vmstore-mount-{mountpoint.name or 'root'}.log")
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + MOUNT_READY_TIMEOUT_S
+    while not is_mounted(mountpoint):
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-1500:]
+            raise ConfigError(f"the mount process exited; {log_path} ends:\n{tail}")
+        if time.monotonic() > deadline:
+            process.terminate()
+            raise ConfigError(f"{mountpoint} was not mounted within {MOUNT_READY_TIMEOUT_S} s")
+        time.sleep(0.05)
+    print(f"vmstore mounted at {mountpoint} (pid {process.pid}, log {log_path})")
+    return 0
+
+
+def run_mount_command(args: argparse.Namespace) -> int:
+    return mount_in_foreground(args) if args.foreground else mount_in_background(args)
+
+
+def unmount(mountpoint: Path) -> None:
+    """Unmount; a busy mount is an error that says so and leaves it mounted."""
+    if not is_mounted(mountpoint):
+        raise ConfigError(f"{mountpoint} is not a vmstore mount")
+    result = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        if "busy" in result.stderr.lower():
+            raise Busy(f"{mountpoint} is busy: files are open on it"
+                       f" (see: fuser -vm {mountpoint}); close them and retry")
+        raise DfsError(f"unmounting {mountpoint} failed: {result.stderr.strip()}")
+    deadline = time.monotonic() + MOUNT_READY_TIMEOUT_S
+    while is_mounted(mountpoint) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def run_umount_command(args: argparse.Namespace) -> int:
+    unmount(absolute(args.mountpoint))
+    print(f"unmounted {absolute(args.mountpoint)}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    mount = subparsers.add_parser(
+        "mount", help="mount the cluster (FUSE)",
+        description="Mount the cluster at MOUNTPOINT; it shows as fuse.vmstore in /proc/mounts."
+        " Runs in the background unless --foreground (for systemd).",
+        epilog="example: vmstore mount /var/lib/vmstore")
+    mount.add_argument("mountpoint")
+    mount.add_argument("--master", help="master HOST:PORT (default: from the config file)")
+    mount.add_argument("--key-file", help="cluster key file (default: from the config file)")
+    mount.add_argument("--host-label", help="this host's failure domain (default: hostname)")
+    mount.add_argument("--foreground", action="store_true", help="stay in the foreground")
+    mount.add_argument("--read-only", action="store_true", help="mount read-only")
+    mount.add_argument("--log-file", help="background mode: log here"
+                       " (default /var/log/vmstore-mount-NAME.log)")
+    mount.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    mount.set_defaults(handler=run_mount_command)
+    umount = subparsers.add_parser("umount", help="unmount a vmstore mount",
+                                   epilog="example: vmstore umount /var/lib/vmstore")
+    umount.add_argument("mountpoint")
+    umount.set_defaults(handler=run_umount_command)

@@ -1,0 +1,54 @@
+"""The one place where operating errors become errno values.
+
+Everything under ``vmstore.dfs`` raises typed ``DfsError``s; the mount's
+handlers let them propagate to ``to_fuse_error``. Errors that mean "the
+data cannot be had right now" (no replica reachable, master gone past its
+retry window) become EIO, as a disk would answer; a caller may retry.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import pyfuse3
+
+from vmstore.dfs import errors
+
+ERRNO_BY_ERROR: dict[type[errors.DfsError], int] = {
+    errors.NotFound: errno.ENOENT,
+    errors.Exists: errno.EEXIST,
+    errors.NotEmpty: errno.ENOTEMPTY,
+    errors.NotADirectory: errno.ENOTDIR,
+    errors.IsADirectory: errno.EISDIR,
+    errors.InvalidArgument: errno.EINVAL,
+    errors.NameTooLong: errno.ENAMETOOLONG,
+    errors.NoSuchAttribute: pyfuse3.ENOATTR,
+    errors.PermissionDenied: errno.EPERM,
+    errors.FileTooLarge: errno.EFBIG,
+    errors.NoSpace: errno.ENOSPC,
+    errors.Busy: errno.EBUSY,
+    errors.CrossDevice: errno.EXDEV,
+    errors.ReadOnly: errno.EROFS,
+    errors.RangeTooLarge: errno.E2BIG,
+    # Data that cannot be read or written right now: what a failing disk says.
+    errors.StaleChunkVersion: errno.EIO,
+    errors.ChecksumMismatch: errno.EIO,
+    errors.ReplicaUnavailable: errno.EIO,
+    errors.ChunkNotFound: errno.EIO,
+    errors.WriteRefused: errno.EIO,
+    errors.ProtocolError: errno.EIO,
+    errors.AuthenticationFailed: errno.EACCES,
+    errors.PeerUnavailable: errno.EIO,
+    errors.MasterUnavailable: errno.EIO,
+}
+
+
+def errno_of(error: errors.DfsError) -> int:
+    for cls in type(error).__mro__:
+        if cls in ERRNO_BY_ERROR:
+            return ERRNO_BY_ERROR[cls]  # type: ignore[index]
+    return errno.EIO
+
+
+def to_fuse_error(error: errors.DfsError) -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(errno_of(error))

@@ -1,0 +1,327 @@
+"""pyfuse3 operations over the vmstore client library: a thin boundary.
+
+Every handler translates arguments, calls ``vmstore.dfs.client.Client`` and
+turns a ``DfsError`` into an errno (``vmstore.fuse.errors``); nothing else
+here decides anything about storage.
+
+Coherence between hosts is close-to-open, as NFS: ``open`` asks the master
+for fresh attributes (and drops the kernel's cached attributes when they
+changed); ``flush`` (close) publishes this mount's file size and mtime;
+``fsync`` makes the data durable on every replica first. Entry and
+attribute caches live ATTR_TIMEOUT_S, not pyfuse3's 300 s default.
+
+Caveats:
+* pyfuse3 has no fallocate, lseek(SEEK_DATA/HOLE), lock or ioctl
+  handlers: punch-hole is EOPNOTSUPP, locks are local to this host.
+* A file unlinked while open here stays readable and writable through the
+  open handles until they close (the mount holds it at the master).
+* st_ino is the master's inode id: stable for the file's life, never reused.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+
+from vmstore.dfs.client.client import Client
+from vmstore.dfs.errors import DfsError
+from vmstore.dfs.protocol.messages import FileAttrs
+from vmstore.fuse.errors import to_fuse_error
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ATTR_TIMEOUT_S = 1.0
+ENTRY_TIMEOUT_S = 1.0
+BLOCK_SIZE_FOR_TOOLS = 65536  # st_blksize: tools size their I/O by it
+READDIR_BATCH = 512
+# readdir positions: 1 after ".", 2 after "..", cookie + 2 after a real entry.
+_DOT_POSITIONS = 2
+
+
+def translated(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Operating errors become errno values here, and only here."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await handler(*args, **kwargs)
+        except DfsError as error:
+            raise to_fuse_error(error) from None
+
+    return wrapper
+
+
+@dataclass
+class OpenFile:
+    """What this mount knows of a file while handles to it are open."""
+
+    inode: int
+    size_bytes: int  # the larger of the master's size and this mount's writes
+    handles: int = 0
+    dirty: bool = False  # written since the size was last published
+
+
+@dataclass
+class Handle:
+    inode: int
+    writable: bool
+
+
+def entry_attributes(attrs: FileAttrs, size_bytes: int | None = None) -> pyfuse3.EntryAttributes:
+    entry = pyfuse3.EntryAttributes()
+    entry.st_ino = attrs.inode
+    entry.generation = 0
+    entry.entry_timeout = ENTRY_TIMEOUT_S
+    entry.attr_timeout = ATTR_TIMEOUT_S
+    entry.st_mode = attrs.mode
+    entry.st_nlink = attrs.nlink
+    entry.st_uid = attrs.uid
+    entry.st_gid = attrs.gid
+    entry.st_rdev = attrs.rdev
+    entry.st_size = attrs.size_bytes if size_bytes is None else size_bytes
+    entry.st_blksize = BLOCK_SIZE_FOR_TOOLS
+    entry.st_blocks = -(-attrs.allocated_bytes // 512)
+    entry.st_atime_ns = attrs.atime_ns
+    entry.st_mtime_ns = attrs.mtime_ns
+    entry.st_ctime_ns = attrs.ctime_ns
+    return entry
+
+
+class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, client: Client) -> None:
+        super().__init__()
+        self.client = client
+        self.open_files: dict[int, OpenFile] = {}
+        self.handles: dict[int, Handle] = {}
+        self._next_handle = 1
+
+    # --- attributes ---------------------------------------------------------------
+    def _entry(self, attrs: FileAttrs) -> pyfuse3.EntryAttributes:
+        open_file = self.open_files.get(attrs.inode)
+        if open_file is None:
+            return entry_attributes(attrs)
+        open_file.size_bytes = max(open_file.size_bytes, attrs.size_bytes) \
+            if open_file.dirty else attrs.size_bytes
+        return entry_attributes(attrs, open_file.size_bytes)
+
+    @translated
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        if name == b".":
+            return self._entry(await self.client.getattr(parent_inode))
+        if name == b"..":
+            raise pyfuse3.FUSEError(errno.ENOTSUP)  # not needed: no NFS export
+        return self._entry(await self.client.lookup(parent_inode, name))
+
+    @translated
+    async def getattr(self, inode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        return self._entry(await self.client.getattr(inode))
+
+    @translated
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: int | None,
+                      ctx: Any) -> pyfuse3.EntryAttributes:
+        changes: dict[str, int] = {}
+        if fields.update_mode:
+            changes["mode"] = stat.S_IMODE(attr.st_mode)
+        if fields.update_uid:
+            changes["uid"] = attr.st_uid
+        if fields.update_gid:
+            changes["gid"] = attr.st_gid
+        if fields.update_size:
+            changes["size_bytes"] = attr.st_size
+        if fields.update_atime:
+            changes["atime_ns"] = attr.st_atime_ns
+        if fields.update_mtime:
+            changes["mtime_ns"] = attr.st_mtime_ns
+        if not changes:
+            return self._entry(await self.client.getattr(inode))
+        attrs = await self.client.setattr(inode, **changes)
+        open_file = self.open_files.get(inode)
+        if open_file is not None and "size_bytes" in changes:
+            open_file.size_bytes = attrs.size_bytes
+            open_file.dirty = False
+        return self._entry(attrs)
+
+    # --- namespace --------------------------------------------------------------------
+    @translated
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Any) -> pyfuse3.EntryAttributes:
+        return self._entry(await self.client.create(parent_inode, name, mode, ctx.uid,
+                                                    ctx.gid, rdev))
+
+    @translated
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: Any) -> pyfuse3.EntryAttributes:
+        return self._entry(await self.client.mkdir(parent_inode, name, stat.S_IMODE(mode),
+                                                   ctx.uid, ctx.gid))
+
+    @translated
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: Any) -> pyfuse3.EntryAttributes:
+        return self._entry(await self.client.symlink(parent_inode, name, target, ctx.uid,
+                                                     ctx.gid))
+
+    @translated
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: Any) -> pyfuse3.EntryAttributes:
+        return self._entry(await self.client.link(inode, new_parent_inode, new_name))
+
+    @translated
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        await self.client.unlink(parent_inode, name)
+
+    @translated
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        await self.client.rmdir(parent_inode, name)
+
+    @translated
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any) -> None:
+        await self.client.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
+
+    @translated
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        return await self.client.readlink(inode)
+
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        return inode
+
+    @translated
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        if start_id < _DOT_POSITIONS:
+            here = entry_attributes(await self.client.getattr(fh))
+            for position, name in ((1, b"."), (2, b"..")):
+                if start_id < position and not pyfuse3.readdir_reply(token, name, here,
+                                                                      position):
+                    return
+        cookie = max(0, start_id - _DOT_POSITIONS)
+        while entries := await self.client.readdir(fh, cookie, READDIR_BATCH):
+            for entry in entries:
+                if not pyfuse3.readdir_reply(token, entry.name, self._entry(entry.attrs),
+                                             entry.cookie + _DOT_POSITIONS):
+                    return
+                cookie = entry.cookie
+
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    # --- files --------------------------------------------------------------------
+    def _new_handle(self, attrs: FileAttrs, flags: int) -> pyfuse3.FileInfo:
+        open_file = self.open_files.get(attrs.inode)
+        if open_file is None:
+            open_file = self.open_files[attrs.inode] = OpenFile(attrs.inode, attrs.size_bytes)
+        elif not open_file.dirty:
+            open_file.size_bytes = attrs.size_bytes
+        open_file.handles += 1
+        handle_id = self._next_handle
+        self._next_handle += 1
+        self.handles[handle_id] = Handle(attrs.inode, flags & os.O_ACCMODE != os.O_RDONLY)
+        info = pyfuse3.FileInfo()
+        info.fh = handle_id
+        info.keep_cache = False  # close-to-open: another host may have changed the data
+        return info
+
+    @translated
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        attrs = await self.client.getattr(inode)  # fresh: close-to-open
+        if stat.S_ISDIR(attrs.mode):
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        known = self.open_files.get(inode)
+        if known is not None and not known.dirty and known.size_bytes != attrs.size_bytes:
+            pyfuse3.invalidate_inode(inode, attr_only=True)
+        return self._new_handle(attrs, flags)
+
+    @translated
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        attrs = await self.client.create(parent_inode, name, mode, ctx.uid, ctx.gid)
+        return self._new_handle(attrs, flags), self._entry(attrs)
+
+    @translated
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self.handles[fh]
+        return await self.client.read(handle.inode, off, size,
+                                      self.open_files[handle.inode].size_bytes)
+
+    @translated
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self.handles[fh]
+        written = await self.client.write(handle.inode, off, buf)
+        open_file = self.open_files[handle.inode]
+        open_file.size_bytes = max(open_file.size_bytes, off + written)
+        open_file.dirty = True
+        return written
+
+    @translated
+    async def flush(self, fh: int) -> None:
+        await self._publish(self.handles[fh].inode)
+
+    async def _publish(self, inode: int) -> None:
+        open_file = self.open_files.get(inode)
+        if open_file is not None and open_file.dirty:
+            await self.client.publish_size(inode)
+            open_file.dirty = False
+
+    @translated
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        inode = self.handles[fh].inode
+        await self.client.fsync(inode)
+        open_file = self.open_files.get(inode)
+        if open_file is not None:
+            open_file.dirty = False
+
+    @translated
+    async def release(self, fh: int) -> None:
+        handle = self.handles.pop(fh)
+        open_file = self.open_files[handle.inode]
+        open_file.handles -= 1
+        if open_file.handles == 0:
+            await self._publish(handle.inode)
+            del self.open_files[handle.inode]
+
+    # --- extended attributes -------------------------------------------------------------
+    @translated
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        return await self.client.getxattr(inode, name)
+
+    @translated
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        await self.client.setxattr(inode, name, value)
+
+    @translated
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        return await self.client.listxattr(inode)
+
+    @translated
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        await self.client.removexattr(inode, name)
+
+    # --- the filesystem -------------------------------------------------------------
+    @translated
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        space = await self.client.statfs()
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = BLOCK_SIZE_FOR_TOOLS
+        data.f_frsize = BLOCK_SIZE_FOR_TOOLS
+        data.f_blocks = space.total_bytes // BLOCK_SIZE_FOR_TOOLS
+        data.f_bfree = space.free_bytes // BLOCK_SIZE_FOR_TOOLS
+        data.f_bavail = data.f_bfree
+        data.f_files = space.inodes_used + 2**32
+        data.f_ffree = 2**32
+        data.f_favail = data.f_ffree
+        data.f_namemax = 255
+        return data
