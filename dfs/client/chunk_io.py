@@ -177,6 +177,9 @@ class ChunkIO:
 
     async def _write_piece(self, inode: int, index: int, inner: int, data: memoryview) -> None:
         zero_ranges, payload = split_zero_blocks(inner, data)
+        if not payload and (inode, index) not in self._write_locations:
+            if await self._location_for_read(inode, index) is None:
+                return  # zeros into a hole: nothing to store, nothing to allocate
         last_error: DfsError | None = None
         for _attempt in range(WRITE_RETRIES_MAX):
             location = await self._location_for_write(inode, index)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -76,6 +78,40 @@ class Cluster:
             yield client
 
 
+def vmstore_command(*arguments: str, config: Path,
+                    timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run the real `vmstore` command against a cluster's config."""
+    return subprocess.run([sys.executable, "-m", "vmstore.cli.main", *arguments],
+                          capture_output=True, text=True, timeout=timeout_s,
+                          env={**os.environ, "VMSTORE_CONFIG": str(config)})
+
+
+class Mount:
+    """A real `vmstore mount` process serving ``path``."""
+
+    def __init__(self, cluster: Cluster, path: Path, host_label: str = "local0") -> None:
+        self.cluster = cluster
+        self.path = path
+        self.log = cluster.directory / "logs" / f"mount-{path.name}.log"
+        path.mkdir(parents=True, exist_ok=True)
+        result = vmstore_command("mount", str(path), "--log-file", str(self.log),
+                                 "--host-label", host_label, config=cluster.config_path)
+        assert result.returncode == 0, result.stderr
+        self.pid = int(result.stdout.split("(pid ")[1].split(",")[0])
+
+    def unmount(self) -> subprocess.CompletedProcess[str]:
+        return vmstore_command("umount", str(self.path), config=self.cluster.config_path)
+
+    def force_unmount(self) -> None:
+        """Teardown: never leave a mount behind, even a wedged one."""
+        if self.unmount().returncode != 0:
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     started = Cluster(tmp_path / "cluster", 3)
@@ -84,5 +120,16 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     finally:
         local_down(started.directory)
     crashed = {name: text for name, text in started.logs().items() if "Traceback" in text}
+    # (mount logs are under logs/ too: a mount that crashed fails the test as well)
     assert not crashed, "a daemon crashed:\n" + "\n".join(
         f"--- {name}\n{text[-3000:]}" for name, text in crashed.items())
+
+
+@pytest.fixture
+def mount(cluster: Cluster) -> Iterator[Mount]:
+    """The cluster mounted at CLUSTER_DIR/mnt by a real mount process."""
+    mounted = Mount(cluster, cluster.directory / "mnt")
+    try:
+        yield mounted
+    finally:
+        mounted.force_unmount()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.system.conftest import Cluster
+from tests.system.conftest import Cluster, vmstore_command
 from vmstore.cli.config import parse_address
 from vmstore.dfs.client.client import open_client
 from vmstore.dfs.client.master_client import ClientIdentity
@@ -22,10 +20,7 @@ from vmstore.dfs.protocol.rpc import open_connection
 pytestmark = pytest.mark.system
 
 
-def vmstore(*arguments: str, config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vmstore.cli.main", *arguments],
-                          capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "VMSTORE_CONFIG": str(config)})
+vmstore = vmstore_command
 
 
 def test_wrong_key_is_refused_before_anything_is_read(cluster: Cluster, tmp_path: Path) -> None:
