@@ -14,7 +14,9 @@ Caveats:
 * pyfuse3 has no fallocate, lseek(SEEK_DATA/HOLE), lock or ioctl
   handlers: punch-hole is EOPNOTSUPP, locks are local to this host.
 * A file unlinked while open here stays readable and writable through the
-  open handles until they close (the mount holds it at the master).
+  open handles until they close: the mount holds it at the master. A mount
+  that dies without closing leaves such a file until the master restarts
+  (session expiry comes with the lease issue).
 * st_ino is the master's inode id: stable for the file's life, never reused.
 """
 
@@ -243,12 +245,14 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
         known = self.open_files.get(inode)
         if known is not None and not known.dirty and known.size_bytes != attrs.size_bytes:
             pyfuse3.invalidate_inode(inode, attr_only=True)
+        await self.client.opened(inode)
         return self._new_handle(attrs, flags)
 
     @translated
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         attrs = await self.client.create(parent_inode, name, mode, ctx.uid, ctx.gid)
+        await self.client.opened(attrs.inode)
         return self._new_handle(attrs, flags), self._entry(attrs)
 
     @translated
@@ -272,8 +276,12 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     async def _publish(self, inode: int) -> None:
         open_file = self.open_files.get(inode)
-        if open_file is not None and open_file.dirty:
-            await self.client.publish_size(inode)
+        if open_file is not None:
+            await self._publish_file(open_file)
+
+    async def _publish_file(self, open_file: OpenFile) -> None:
+        if open_file.dirty:
+            await self.client.publish_size(open_file.inode)
             open_file.dirty = False
 
     @translated
@@ -290,8 +298,11 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
         open_file = self.open_files[handle.inode]
         open_file.handles -= 1
         if open_file.handles == 0:
-            await self._publish(handle.inode)
             del self.open_files[handle.inode]
+            try:
+                await self._publish_file(open_file)
+            finally:
+                await self.client.closed(handle.inode)
 
     # --- extended attributes -------------------------------------------------------------
     @translated

@@ -157,6 +157,24 @@ class Client:
                                      inode=inode, size_bytes=size_bytes,
                                      mtime_ns=time.time_ns())
 
+    async def opened(self, inode: int) -> None:
+        """A handle on ``inode`` opened here: the master keeps the file while any is open."""
+        count = self.master.open_inodes.get(inode, 0)
+        self.master.open_inodes[inode] = count + 1
+        if count == 0:
+            await self.master.call(m.ClientToMasterHold(
+                session_id=self.master.session_id, inode=inode, held=True),
+                reply_type=m.EmptyReply)
+
+    async def closed(self, inode: int) -> None:
+        count = self.master.open_inodes.pop(inode)
+        if count > 1:
+            self.master.open_inodes[inode] = count - 1
+            return
+        await self.master.call(m.ClientToMasterHold(
+            session_id=self.master.session_id, inode=inode, held=False),
+            reply_type=m.EmptyReply)
+
     async def publish_size(self, inode: int) -> None:
         """Tell the master how far this client's acknowledged writes reach (close-to-open).
 

@@ -54,6 +54,9 @@ class MasterClient:
         self.session_id = 0
         self._next_op_id = 1
         self._connection: Connection | None = None
+        # Files this client has open, with handle counts: declared again to
+        # a restarted master so that it keeps unlinked open files alive.
+        self.open_inodes: dict[int, int] = {}
         self._connect_lock = trio.Lock()
 
     @property
@@ -109,7 +112,8 @@ class MasterClient:
             reply, _ = await connection.call(m.ClientToMasterOpenSession(
                 host_label=self.identity.host_label, hostname=self.identity.hostname,
                 mount_point=self.identity.mount_point, pid=os.getpid(),
-                resume_session_id=self.session_id), reply_type=m.MasterToClientSession)
+                resume_session_id=self.session_id, open_inodes=list(self.open_inodes)),
+                reply_type=m.MasterToClientSession)
             if self.session_id and reply.session_id != self.session_id:
                 log.warning("master did not know session %d; now session %d",
                             self.session_id, reply.session_id)

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import trio
+
 from vmstore.dfs.errors import InvalidArgument, ProtocolError
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
@@ -108,7 +110,35 @@ class ClientService:
                                     address=connection.peer)
             entry = self.registry.sessions[session_id] = SessionEntry(status)
         entry.connections.add(connection)
+        for inode in request.open_inodes:
+            self.registry.hold(inode, session_id)
         return m.MasterToClientSession(session_id=session_id)
+
+    async def hold(self, connection: Connection, request: Any) -> m.Message:
+        inode = InodeId(request.inode)
+        if request.held:
+            self.registry.hold(inode, SessionId(request.session_id))
+        elif self.registry.release(inode, SessionId(request.session_id)):
+            await self.delete_orphans([inode])
+        return m.EmptyReply()
+
+    async def delete_orphans(self, inodes: list[InodeId]) -> None:
+        """Files nobody holds any more that have no name: delete them now."""
+        def change() -> list[tuple[ChunkId, ChunkVersion]]:
+            freed: list[tuple[ChunkId, ChunkVersion]] = []
+            for inode in inodes:
+                freed.extend(self.writer_namespace.delete_orphan(inode))
+            return freed
+
+        if await self.committer.run(change):
+            self.chunk_manager.deletions_wanted.set()
+
+    async def sweep_orphans_after_restart(self, grace_s: float) -> None:
+        """After a restart, clients have ``grace_s`` to re-declare their open files."""
+        await trio.sleep(grace_s)
+        orphans = [i for i in self.namespace.orphans() if not self.registry.is_open(i)]
+        if orphans:
+            await self.delete_orphans(orphans)
 
     async def chunk_for_write(self, connection: Connection, request: Any) -> m.Message:
         attrs = self.namespace.getattr(InodeId(request.inode))
@@ -254,6 +284,7 @@ _QUERIES: dict[type[m.Message], Callable[[ClientService, Any], m.Message]] = {
 
 _SPECIAL: dict[type[m.Message], Callable[[ClientService, Connection, Any], Any]] = {
     m.ClientToMasterOpenSession: ClientService.open_session,
+    m.ClientToMasterHold: ClientService.hold,
     m.ClientToMasterChunkForWrite: ClientService.chunk_for_write,
     m.ClientToMasterReportBadChain: ClientService.report_bad_chain,
     m.ClientToMasterSetAttr: ClientService.setattr,

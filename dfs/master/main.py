@@ -21,7 +21,7 @@ from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.chunkserver_service import ChunkserverService
 from vmstore.dfs.master.client_service import ClientService
 from vmstore.dfs.master.committer import GroupCommitter
-from vmstore.dfs.master.registry import Registry
+from vmstore.dfs.master.registry import STARTUP_GRACE_S, Registry
 from vmstore.dfs.metadata.chunks import ChunkTable
 from vmstore.dfs.metadata.namespace import Namespace
 from vmstore.dfs.metadata.sessions import SessionTable
@@ -59,7 +59,7 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
         chunk_manager = ChunkManager(committer, ChunkTable(writer), reader_chunks, registry,
                                      random.Random(settings.seed))
         chunkservers = ChunkserverService(committer, ChunkTable(writer), chunk_manager, registry)
-        clients = ClientService(committer, Namespace(writer), Namespace(reader),
+        clients = ClientService(committer, Namespace(writer, registry.is_open), Namespace(reader),
                                 SessionTable(writer), chunk_manager, registry,
                                 f"{settings.listen_host}:{settings.port}")
 
@@ -75,6 +75,7 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
             clients.master_address = f"{settings.listen_host}:{port}"
             await nursery.start(chunkservers.liveness_loop)
             nursery.start_soon(chunk_manager.deletion_loop)
+            nursery.start_soon(clients.sweep_orphans_after_restart, STARTUP_GRACE_S)
             log.info("master serving on %s:%d, metadata in %s", settings.listen_host, port,
                      database)
             task_status.started(port)

@@ -60,6 +60,26 @@ class Registry:
         self.started_s = time.monotonic()
         self.chunkservers: dict[ServerId, ChunkserverEntry] = {}
         self.sessions: dict[SessionId, SessionEntry] = {}
+        # Which sessions have a file open. Memory only: clients re-declare
+        # their open files when they reconnect (ClientToMasterOpenSession).
+        self.holds: dict[int, set[SessionId]] = {}
+
+    def is_open(self, inode: int) -> bool:
+        return bool(self.holds.get(inode))
+
+    def hold(self, inode: int, session_id: SessionId) -> None:
+        self.holds.setdefault(inode, set()).add(session_id)
+
+    def release(self, inode: int, session_id: SessionId) -> bool:
+        """Drop a hold; True when nobody holds the file any more."""
+        holders = self.holds.get(inode)
+        if holders is None:
+            return False
+        holders.discard(session_id)
+        if holders:
+            return False
+        del self.holds[inode]
+        return True
 
     def known(self, server_id: ServerId, host: str, port: int, host_label: str) -> None:
         """A server from the database, before it registers in this master's life."""

@@ -26,6 +26,8 @@ Caveats:
 
 from __future__ import annotations
 
+import stat
+from collections.abc import Callable
 from typing import Any
 
 from vmstore.dfs.constants import (
@@ -148,8 +150,11 @@ def _check_xattr_name(name: bytes) -> None:
 class Namespace:
     """The directory tree, inodes and xattrs of one ``MetadataStore``."""
 
-    def __init__(self, store: MetadataStore) -> None:
+    def __init__(self, store: MetadataStore,
+                 is_open: Callable[[InodeId], bool] = lambda inode: False) -> None:
         self._store = store
+        # Whether some client has the file open (the master's in-memory holds).
+        self.is_open = is_open
 
     # --- reading -------------------------------------------------------------
     def getattr(self, inode: InodeId) -> FileAttrs:
@@ -675,10 +680,31 @@ class Namespace:
                 "UPDATE inodes SET nlink = nlink - 1, ctime_ns = ? WHERE id = ?", (now_ns, inode)
             )
             return []
+        if self.is_open(inode):
+            # POSIX: an open file outlives its last name. It stays, nameless
+            # (nlink 0), until ``delete_orphan`` when the last holder closes it.
+            self._store.execute(
+                "UPDATE inodes SET nlink = 0, ctime_ns = ? WHERE id = ?", (now_ns, inode)
+            )
+            return []
+        return self._delete_file_inode(inode)
+
+    def _delete_file_inode(self, inode: InodeId) -> FreedChunks:
         freed = self._free_chunks(inode, 0)
         self._store.execute("DELETE FROM xattrs WHERE inode_id = ?", (inode,))
         self._store.execute("DELETE FROM inodes WHERE id = ?", (inode,))
         return freed
+
+    def delete_orphan(self, inode: InodeId) -> FreedChunks:
+        """Delete a file that lost its last name while open, once nobody holds it."""
+        row = self._store.one("SELECT nlink, mode FROM inodes WHERE id = ?", (inode,))
+        if row is None or row[0] > 0 or self.is_open(inode):
+            return []  # gone already, linked again, or opened again meanwhile
+        assert stat.S_ISDIR(row[1]) is False, f"directory {inode} cannot be an orphan"
+        return self._delete_file_inode(inode)
+
+    def orphans(self) -> list[InodeId]:
+        return [InodeId(row[0]) for row in self._store.all("SELECT id FROM inodes WHERE nlink = 0")]
 
     def _delete_directory_inode(self, inode: InodeId) -> None:
         self._store.execute("DELETE FROM xattrs WHERE inode_id = ?", (inode,))

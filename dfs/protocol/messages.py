@@ -136,6 +136,7 @@ class ClientToMasterOpenSession(Request, frozen=True, kw_only=True):
     mount_point: str
     pid: int
     resume_session_id: int  # 0 for a new session
+    open_inodes: list[int] = []  # files this client has open (kept alive if unlinked)
 
 
 class MasterToClientSession(Message, frozen=True, kw_only=True):
@@ -144,6 +145,20 @@ class MasterToClientSession(Message, frozen=True, kw_only=True):
 
 
 ClientToMasterOpenSession.REPLY = MasterToClientSession
+
+
+class ClientToMasterHold(Request, frozen=True, kw_only=True):
+    """This client opened (``held``) or closed its last handle on ``inode``.
+
+    A held file that loses its last name stays readable and writable until
+    its last holder closes it, as POSIX promises for open files.
+    """
+
+    TYPE: ClassVar[int] = 103
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    session_id: int
+    inode: int
+    held: bool
 
 
 class ClientToMasterLookup(Request, frozen=True, kw_only=True):
