@@ -80,7 +80,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def local_up(directory: Path, chunkservers: int) -> str:
+def local_up(directory: Path, chunkservers: int, mountpoint: Path | None = None) -> str:
+    """Start master, chunkservers and (if ``mountpoint``) the mount; the master's address."""
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     if any((directory / "run").glob("*.pid")):
@@ -106,12 +107,26 @@ def local_up(directory: Path, chunkservers: int) -> str:
         names.append(name)
     for name in names:
         wait_ready(directory / "run" / f"{name}.addr", name, directory)
+    if mountpoint is not None:
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        ready = spawn(directory, "mount", [
+            "mount", "--foreground", str(mountpoint), "--master", master,
+            "--key-file", str(key_file), "--host-label", "local0"])
+        wait_ready(ready, "mount", directory)
     return master
 
 
 def local_down(directory: Path) -> int:
     """Stop every daemon of the local cluster; returns how many were running."""
-    pid_files = sorted((directory.resolve() / "run").glob("*.pid"))
+    run = directory.resolve() / "run"
+    mount_ready = run / "mount.addr"
+    if mount_ready.exists():
+        # Unmount first, so nothing writes to daemons that are going away; a
+        # busy mount is detached lazily: `local down` means down.
+        mountpoint = mount_ready.read_text().strip()
+        if subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", mountpoint], capture_output=True)
+    pid_files = sorted(run.glob("*.pid"))
     pids = {path: int(path.read_text()) for path in pid_files}
     for pid in pids.values():
         try:
@@ -133,8 +148,11 @@ def local_down(directory: Path) -> int:
 
 def run_local(args: argparse.Namespace) -> int:
     if args.action == "up":
-        master = local_up(args.dir, args.chunkservers)
+        mountpoint = None if args.no_mount else (args.mount or args.dir / "mnt").absolute()
+        master = local_up(args.dir, args.chunkservers, mountpoint)
         print(f"vmstore local cluster up: master {master}, {args.chunkservers} chunkservers")
+        if mountpoint is not None:
+            print(f"  mounted at:    {mountpoint} (fuse.vmstore)")
         print(f"  data and logs: {args.dir.resolve()}")
         print(f"  use it:        export VMSTORE_CONFIG={args.dir.resolve() / 'vmstore.toml'}")
         return 0
@@ -146,10 +164,13 @@ def run_local(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     local = subparsers.add_parser(
         "local", help="a whole cluster on this machine",
-        description="Start or stop a master and N chunkservers on loopback, data under DIR.",
+        description="Start or stop a master, N chunkservers and a FUSE mount on this machine,"
+        " data under DIR.",
         epilog="example: vmstore local up --dir /tmp/vms && "
                "VMSTORE_CONFIG=/tmp/vms/vmstore.toml vmstore status")
     local.add_argument("action", choices=["up", "down"])
     local.add_argument("--dir", required=True, type=Path, help="data, logs and config go here")
     local.add_argument("--chunkservers", type=int, default=3, help="how many (default 3)")
+    local.add_argument("--mount", type=Path, help="mount point (default DIR/mnt)")
+    local.add_argument("--no-mount", action="store_true", help="daemons only, no FUSE mount")
     local.set_defaults(handler=run_local)

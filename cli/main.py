@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vmstore.cli import daemons, files, local_cluster, mount_command, status
+from vmstore.cli import daemons, file_info, files, local_cluster, mount_command, status
 from vmstore.dfs import __version__
 from vmstore.dfs.errors import DfsError
 
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="The configuration file is /etc/vmstore/vmstore.toml, or $VMSTORE_CONFIG.")
     parser.add_argument("--version", action="version", version=f"vmstore {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (daemons, local_cluster, mount_command, status, files):
+    for module in (daemons, local_cluster, mount_command, status, files, file_info):
         module.register(subparsers)
     return parser
 

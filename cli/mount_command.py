@@ -46,7 +46,13 @@ def mount_in_foreground(args: argparse.Namespace) -> int:
                              key=load_key(config.key_file),
                              host_label=args.host_label or config.host_label,
                              read_only=args.read_only)
-    trio.run(run_mount, settings)
+    async def mount_and_report() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_mount, settings)
+            if args.ready_file:
+                Path(args.ready_file).write_text(f"{settings.mountpoint}\n")
+
+    trio.run(mount_and_report)
     return 0
 
 
@@ -124,6 +130,8 @@ def register(subparsers: Any) -> None:
     mount.add_argument("--log-file", help="background mode: log here"
                        " (default /var/log/vmstore-mount-NAME.log)")
     mount.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    mount.add_argument("--ready-file", help="foreground mode: write the mount point here"
+                       " once mounted (for scripts)")
     mount.set_defaults(handler=run_mount_command)
     umount = subparsers.add_parser("umount", help="unmount a vmstore mount",
                                    epilog="example: vmstore umount /var/lib/vmstore")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quickstart: install what vmstore needs, start a whole cluster on this
-# machine (master + 3 chunkservers on loopback, data under DIR), store a disk
-# image on it with 2 replicas, read it back, and show the cluster's health.
+# machine (master + 3 chunkservers on loopback, data under DIR, mounted at
+# DIR/mnt), put guest images on it with qemu-img, check them, show where
+# their replicas live and the cluster's health.
 #
 # Usage: sudo deploy/quickstart.sh [DIR]     (default DIR: /var/tmp/vmstore-quickstart)
 # The cluster keeps running; stop it with: vmstore local down --dir DIR
@@ -13,27 +14,33 @@ vmstore() { "$PYTHON" -m vmstore.cli.main "$@"; }
 
 bash "$REPO/deploy/install-deps.sh"
 
-echo "==> quickstart: starting a local cluster in $DIR"
+echo "==> quickstart: starting a local cluster in $DIR (master, 3 chunkservers, FUSE mount)"
 vmstore local down --dir "$DIR" >/dev/null 2>&1 || true
 vmstore local up --dir "$DIR" --chunkservers 3
 export VMSTORE_CONFIG="$DIR/vmstore.toml"
+MNT="$DIR/mnt"
 
-echo "==> quickstart: making a 256 MiB raw guest image (data and zeros) with qemu-img"
-image="$DIR/guest.img"
-rm -f "$image"
-qemu-img create -q -f raw "$image" 256M
-head -c 64M /dev/urandom | dd of="$image" bs=1M seek=16 conv=notrunc status=none
-echo "==> quickstart: storing it in the cluster (acknowledged = on both replicas, fsynced)"
-vmstore put "$image" /images/guest.img
-echo "==> quickstart: reading it back and comparing"
-vmstore get /images/guest.img "$DIR/guest.readback.img"
-cmp "$image" "$DIR/guest.readback.img" && echo "    identical: $(sha256sum < "$image" | cut -c1-16)…"
+echo "==> quickstart: a 256 MiB raw guest image on local disk (64 MiB of data, the rest zeros)"
+source_image="$DIR/guest-source.img"
+rm -f "$source_image"
+qemu-img create -q -f raw "$source_image" 256M
+head -c 64M /dev/urandom | dd of="$source_image" bs=1M seek=16 conv=notrunc status=none
+echo "==> quickstart: qemu-img convert onto the mount, as qcow2 and raw"
+mkdir -p "$MNT/images"
+qemu-img convert -O qcow2 "$source_image" "$MNT/images/guest.qcow2"
+qemu-img convert -O raw "$source_image" "$MNT/images/guest.img"
+qemu-img compare -q "$source_image" "$MNT/images/guest.qcow2" && echo "    qcow2 copy identical"
+qemu-img compare -q "$source_image" "$MNT/images/guest.img" && echo "    raw copy identical"
+qemu-img create -q -f raw "$MNT/images/big-sparse.img" 100G
+ls -ls "$MNT/images"
+echo "==> quickstart: where the raw image's chunks live (2 replicas on distinct hosts)"
+vmstore fileinfo "$MNT/images/guest.img"
 echo "==> quickstart: cluster health"
 vmstore status || true
 cat <<DONE
 
-The cluster is still running. Try:
+The cluster is still running, mounted at $MNT. Try:
   export VMSTORE_CONFIG=$DIR/vmstore.toml
   vmstore status --json
-  vmstore local down --dir $DIR      # stop it
+  vmstore local down --dir $DIR      # unmount and stop it
 DONE
