@@ -89,7 +89,30 @@ def mount_in_background(args: argparse.Namespace) -> int:
     return 0
 
 
+IGNORED_MOUNT_OPTIONS = {"defaults", "rw", "_netdev", "nofail", "auto", "noauto", "user",
+                         "users", "nouser", "exec", "noexec", "suid", "nosuid", "dev", "nodev"}
+
+
+def apply_mount_options(args: argparse.Namespace) -> None:
+    """Fold `-o a,b=c` (from mount(8) and fstab) and the source into the flags."""
+    if args.source and args.source != "vmstore" and not args.master:
+        args.master = args.source  # `mount -t fuse.vmstore HOST:PORT /mnt`
+    for option in filter(None, (args.options or "").split(",")):
+        name, _, value = option.partition("=")
+        if name == "ro":
+            args.read_only = True
+        elif name == "config":
+            os.environ["VMSTORE_CONFIG"] = value
+        elif name in ("master", "key_file", "host_label") and value:
+            setattr(args, name, value)
+        elif name in IGNORED_MOUNT_OPTIONS or name.startswith("x-"):
+            continue
+        else:
+            raise ConfigError(f"unknown mount option {option!r}")
+
+
 def run_mount_command(args: argparse.Namespace) -> int:
+    apply_mount_options(args)
     return mount_in_foreground(args) if args.foreground else mount_in_background(args)
 
 
@@ -123,8 +146,13 @@ def register(subparsers: Any) -> None:
         epilog="example: vmstore mount /var/lib/vmstore")
     mount.add_argument("mountpoint")
     mount.add_argument("--master", help="master HOST:PORT (default: from the config file)")
-    mount.add_argument("--key-file", help="cluster key file (default: from the config file)")
-    mount.add_argument("--host-label", help="this host's failure domain (default: hostname)")
+    mount.add_argument("--key-file", dest="key_file",
+                       help="cluster key file (default: from the config file)")
+    mount.add_argument("--host-label", dest="host_label",
+                       help="this host's failure domain (default: hostname)")
+    mount.add_argument("--source", help="mount(8)'s SOURCE: 'vmstore' or HOST:PORT")
+    mount.add_argument("--options", "-o", help="mount(8) options: config=F, master=A,"
+                       " key_file=F, host_label=L, ro")
     mount.add_argument("--foreground", action="store_true", help="stay in the foreground")
     mount.add_argument("--read-only", action="store_true", help="mount read-only")
     mount.add_argument("--log-file", help="background mode: log here"

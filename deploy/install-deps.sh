@@ -104,4 +104,14 @@ step "pip install -e $REPO[test] with $("$PYTHON" -c 'import sys; print(sys.exec
 quietly "$PYTHON" -m pip install --root-user-action=ignore --disable-pip-version-check \
     -q -e "$REPO[test]"
 
+# mount(8) runs /usr/sbin/mount.fuse.vmstore for `mount -t fuse.vmstore` and
+# fstab lines; it must find this installation's vmstore without a PATH.
+vmstore_bin="$("$PYTHON" -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "vmstore"))')"
+if [[ $EUID -eq 0 ]]; then
+    sed "s|^VMSTORE=\${VMSTORE:-vmstore}|VMSTORE=\${VMSTORE:-$vmstore_bin}|" \
+        "$REPO/deploy/mount.fuse.vmstore" >/usr/sbin/mount.fuse.vmstore
+    chmod 0755 /usr/sbin/mount.fuse.vmstore
+    step "installed /usr/sbin/mount.fuse.vmstore (runs $vmstore_bin)"
+fi
+
 step "done"

@@ -125,9 +125,15 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         f"--- {name}\n{text[-3000:]}" for name, text in crashed.items())
 
 
+def require_fuse() -> None:
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("/dev/fuse is missing on this machine: FUSE mount tests cannot run")
+
+
 @pytest.fixture
 def mount(cluster: Cluster) -> Iterator[Mount]:
     """The cluster mounted at CLUSTER_DIR/mnt by a real mount process."""
+    require_fuse()
     mounted = Mount(cluster, cluster.directory / "mnt")
     try:
         yield mounted

@@ -114,3 +114,27 @@ async def test_local_up_and_down_with_a_mount(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     with open("/proc/mounts") as mounts:
         assert str(directory / "mnt") not in mounts.read()
+
+
+def test_mount_helper_and_fstab_style_options(cluster: Cluster) -> None:
+    helper = Path("/usr/sbin/mount.fuse.vmstore")
+    if not helper.exists():
+        pytest.skip("mount helper not installed (run deploy/install-deps.sh as root)")
+    target = cluster.directory / "helper-mnt"
+    target.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "fuse.vmstore", "vmstore", str(target), "-o",
+         f"defaults,_netdev,config={cluster.config_path},host_label=local2"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    try:
+        (target / "via-helper").write_bytes(b"mounted by mount(8)")
+        assert (target / "via-helper").read_bytes() == b"mounted by mount(8)"
+        with open("/proc/mounts") as mounts:
+            assert f"vmstore {target} fuse.vmstore" in mounts.read()
+    finally:
+        subprocess.run(["umount", str(target)], capture_output=True, timeout=60)
+    bad = subprocess.run(["mount", "-t", "fuse.vmstore", "vmstore", str(target), "-o",
+                          f"config={cluster.config_path},bogus=1"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "unknown mount option 'bogus=1'" in bad.stderr
