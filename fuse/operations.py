@@ -242,6 +242,14 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
         attrs = await self.client.getattr(inode)  # fresh: close-to-open
         if stat.S_ISDIR(attrs.mode):
             raise pyfuse3.FUSEError(errno.EISDIR)
+        if flags & os.O_TRUNC and attrs.size_bytes:
+            # libfuse 3 negotiates atomic O_TRUNC: the kernel sends no setattr,
+            # truncating is ours to do here.
+            attrs = await self.client.setattr(inode, size_bytes=0)
+            known = self.open_files.get(inode)
+            if known is not None:
+                known.size_bytes = 0
+                known.dirty = False
         known = self.open_files.get(inode)
         if known is not None and not known.dirty and known.size_bytes != attrs.size_bytes:
             pyfuse3.invalidate_inode(inode, attr_only=True)
