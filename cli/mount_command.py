@@ -45,7 +45,8 @@ def mount_in_foreground(args: argparse.Namespace) -> int:
                              master_host=config.master_host, master_port=config.master_port,
                              key=load_key(config.key_file),
                              host_label=args.host_label or config.host_label,
-                             read_only=args.read_only)
+                             read_only=args.read_only,
+                             writeback_cache=args.writeback_cache)
     async def mount_and_report() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(run_mount, settings)
@@ -72,6 +73,8 @@ def mount_in_background(args: argparse.Namespace) -> int:
             command += [flag, value]
     if args.read_only:
         command.append("--read-only")
+    if args.writeback_cache:
+        command.append("--writeback-cache")
     log_path = Path(args.log_file or f"/var/log/vmstore-mount-{mountpoint.name or 'root'}.log")
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
@@ -155,6 +158,9 @@ def register(subparsers: Any) -> None:
                        " key_file=F, host_label=L, ro")
     mount.add_argument("--foreground", action="store_true", help="stay in the foreground")
     mount.add_argument("--read-only", action="store_true", help="mount read-only")
+    mount.add_argument("--writeback-cache", action="store_true",
+                       help="kernel writeback cache: faster buffered writes, but other"
+                       " hosts' size changes stay hidden (single-host use only)")
     mount.add_argument("--log-file", help="background mode: log here"
                        " (default /var/log/vmstore-mount-NAME.log)")
     mount.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])

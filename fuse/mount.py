@@ -36,6 +36,7 @@ class MountSettings:
     key: bytes
     host_label: str
     read_only: bool = False
+    writeback_cache: bool = False  # see VmstoreOperations: breaks coherence across hosts
 
 
 def mount_options(settings: MountSettings) -> set[str]:
@@ -91,7 +92,7 @@ async def run_mount(settings: MountSettings, *,
                               mount_point=str(settings.mountpoint))
     async with open_client(settings.master_host, settings.master_port, settings.key,
                            identity) as client:
-        operations = VmstoreOperations(client)
+        operations = VmstoreOperations(client, settings.writeback_cache)
         pyfuse3.init(operations, str(settings.mountpoint), mount_options(settings))
         try:
             async with trio.open_nursery() as nursery:

@@ -104,9 +104,16 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, writeback_cache: bool = False) -> None:
         super().__init__()
         self.client = client
+        # The kernel's writeback cache batches buffered writes into large,
+        # concurrent requests (measured: 1 GiB dd with conv=fsync went from
+        # 62 to 129 MB/s; O_DIRECT I/O, QEMU cache=none, bypasses it). But
+        # with it the kernel trusts its own cached file size over the
+        # master's, so another host's appends stay invisible: off by default,
+        # for single-host use only.
+        self.enable_writeback_cache = writeback_cache
         self.open_files: dict[int, OpenFile] = {}
         self.handles: dict[int, Handle] = {}
         self._next_handle = 1
