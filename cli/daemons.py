@@ -12,6 +12,11 @@ import trio
 
 from vmstore.cli.config import DEFAULT_MASTER_PORT, load_config, parse_address
 from vmstore.dfs.chunkserver.main import ChunkserverSettings, run_chunkserver
+from vmstore.dfs.constants import (
+    REPLICATION_BANDWIDTH_BYTES_PER_S,
+    REPLICATION_DELAY_S,
+    SCRUB_RATE_BYTES_PER_S,
+)
 from vmstore.dfs.master.main import MasterSettings, run_master, run_until_signal
 from vmstore.dfs.protocol.auth import load_key
 
@@ -48,7 +53,8 @@ def run_master_command(args: argparse.Namespace) -> int:
     host, port = parse_address(args.listen, "--listen")
     key_file = load_config(key_file=args.key_file, need_master=False).key_file
     settings = MasterSettings(data_dir=args.data_dir, listen_host=host, port=port,
-                              key=load_key(key_file))
+                              key=load_key(key_file),
+                              replication_delay_s=args.replication_delay)
     trio.run(lambda: run_until_signal(run_master, settings,
                                       on_started=_write_ready_file(args.ready_file, host)))
     return 0
@@ -62,7 +68,9 @@ def run_chunkserver_command(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, listen_host=host, port=port, master_host=config.master_host,
         master_port=config.master_port, key=load_key(config.key_file),
         host_label=args.host_label or config.host_label or socket.gethostname(),
-        advertise_host=args.advertise or host)
+        advertise_host=args.advertise or host,
+        replication_bandwidth_bytes_per_s=args.replication_mib_per_s * 2**20,
+        scrub_rate_bytes_per_s=args.scrub_mib_per_s * 2**20)
     trio.run(lambda: run_until_signal(run_chunkserver, settings,
                                       on_started=_write_ready_file(args.ready_file, host)))
     return 0
@@ -76,6 +84,9 @@ def register(subparsers: Any) -> None:
     add_daemon_arguments(master)
     master.add_argument("--listen", default=f"0.0.0.0:{DEFAULT_MASTER_PORT}",
                         help="HOST:PORT to serve on (port 0: any free port)")
+    master.add_argument("--replication-delay", type=float, default=REPLICATION_DELAY_S,
+                        metavar="SECONDS", help="rebuild the replicas of a chunkserver down"
+                        f" this long (default {REPLICATION_DELAY_S:g})")
     master.set_defaults(handler=run_master_command)
 
     chunkserver = subparsers.add_parser(
@@ -89,4 +100,11 @@ def register(subparsers: Any) -> None:
                              " (default: the --listen host)")
     chunkserver.add_argument("--master", help="master HOST:PORT (default: from the config file)")
     chunkserver.add_argument("--host-label", help="failure domain (default: the hostname)")
+    chunkserver.add_argument("--replication-mib-per-s", type=float,
+                             default=REPLICATION_BANDWIDTH_BYTES_PER_S / 2**20,
+                             help="bandwidth for copying chunks here (default %(default)g)")
+    chunkserver.add_argument("--scrub-mib-per-s", type=float,
+                             default=SCRUB_RATE_BYTES_PER_S / 2**20,
+                             help="background checksum verification rate; 0 turns it off"
+                             " (default %(default)g)")
     chunkserver.set_defaults(handler=run_chunkserver_command)

@@ -80,7 +80,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def local_up(directory: Path, chunkservers: int, mountpoint: Path | None = None) -> str:
+def local_up(directory: Path, chunkservers: int, mountpoint: Path | None = None,
+             master_flags: tuple[str, ...] = (), chunkserver_flags: tuple[str, ...] = ()) -> str:
     """Start master, chunkservers and (if ``mountpoint``) the mount; the master's address."""
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -92,7 +93,7 @@ def local_up(directory: Path, chunkservers: int, mountpoint: Path | None = None)
         generate_key_file(key_file)
     ready = spawn(directory, "master", ["master", "--data-dir", str(directory / "master"),
                                         "--listen", f"127.0.0.1:{free_port()}",
-                                        "--key-file", str(key_file)])
+                                        "--key-file", str(key_file), *master_flags])
     master = wait_ready(ready, "master", directory)
     config = directory / "vmstore.toml"
     config.write_text(f'[cluster]\nmaster = "{master}"\nkey_file = "{key_file}"\n\n'
@@ -103,7 +104,8 @@ def local_up(directory: Path, chunkservers: int, mountpoint: Path | None = None)
         spawn(directory, name, [
             "chunkserver", "--data-dir", str(directory / name),
             "--listen", f"127.0.0.1:{free_port()}",
-            "--master", master, "--key-file", str(key_file), "--host-label", f"local{index}"])
+            "--master", master, "--key-file", str(key_file), "--host-label", f"local{index}",
+            *chunkserver_flags])
         names.append(name)
     for name in names:
         wait_ready(directory / "run" / f"{name}.addr", name, directory)

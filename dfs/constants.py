@@ -42,6 +42,17 @@ HEARTBEAT_INTERVAL_S = 1.0
 # A chunkserver silent for this long is marked down and leaves write chains.
 CHUNKSERVER_DOWN_AFTER_S = 5.0
 GROUP_COMMIT_BATCH_MAX = 256
+# A chunkserver down this long has its replicas rebuilt elsewhere; shorter
+# absences (a reboot) only cost a version bump when written meanwhile.
+REPLICATION_DELAY_S = 30.0
+REPLICATION_INTERVAL_S = 1.0
+REPLICATION_INFLIGHT_MAX = 4  # chunks being copied at once, cluster-wide
+REPLICATION_TIMEOUT_S = 600.0  # one whole chunk copy, throttled
+REPLICATION_PIECE_BYTES = 1024 * 1024
+# Default copy bandwidth per target chunkserver, so guests keep their I/O.
+REPLICATION_BANDWIDTH_BYTES_PER_S = 200 * 1024 * 1024
+# Background checksum verification per chunkserver: a 1 TB disk in ~1 day.
+SCRUB_RATE_BYTES_PER_S = 12 * 1024 * 1024
 REPLY_CACHE_PER_SESSION_MAX = 1024
 CHUNK_ALLOCATION_RETRIES_MAX = 5
 

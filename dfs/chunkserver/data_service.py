@@ -49,6 +49,8 @@ class DataService:
     def __init__(self, store: ChunkStore, peers: ConnectionPool,
                  server_id: Callable[[], int]) -> None:
         self.store = store
+        # Set by the chunkserver once its master link exists: bad replicas go there.
+        self.report_damaged: Callable[[int, int, str], None] = lambda *_: None
         self.peers = peers
         self.server_id = server_id
         self.range_locks = RangeLocks()
@@ -90,6 +92,7 @@ class DataService:
         except REPLICA_FAULTS as error:
             if isinstance(error, ChecksumMismatch):
                 log.error("chunk %d: %s", request.chunk_id, error)
+                self.report_damaged(request.chunk_id, request.version, str(error))
             raise self._fault(error, f"read of chunk {request.chunk_id}") from None
         self.bytes_read += len(payload)
         return m.ReadChunkReply(zero_ranges=zero_ranges), payload

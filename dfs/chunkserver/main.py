@@ -14,6 +14,9 @@ import trio
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
 from vmstore.dfs.chunkserver.data_service import DataService
 from vmstore.dfs.chunkserver.master_link import LinkSettings, MasterLink
+from vmstore.dfs.chunkserver.replicator import Replicator
+from vmstore.dfs.chunkserver.scrubber import Scrubber
+from vmstore.dfs.constants import REPLICATION_BANDWIDTH_BYTES_PER_S, SCRUB_RATE_BYTES_PER_S
 from vmstore.dfs.protocol.rpc import ConnectionPool, serve_connections
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,8 @@ class ChunkserverSettings:
     key: bytes
     host_label: str
     advertise_host: str = ""  # defaults to listen_host
+    replication_bandwidth_bytes_per_s: float = REPLICATION_BANDWIDTH_BYTES_PER_S
+    scrub_rate_bytes_per_s: float = SCRUB_RATE_BYTES_PER_S
 
 
 def server_uuid(data_dir: Path) -> str:
@@ -60,7 +65,12 @@ async def run_chunkserver(settings: ChunkserverSettings, *,
                 key=settings.key, server_uuid=server_uuid(settings.data_dir),
                 advertise_host=settings.advertise_host or settings.listen_host,
                 data_port=port, host_label=settings.host_label), store, data.disk)
+            link.replicator = Replicator(store, peers, data.disk,
+                                         settings.replication_bandwidth_bytes_per_s)
+            data.report_damaged = link.report_damaged
             await nursery.start(link.run)
+            nursery.start_soon(Scrubber(store, data.disk, settings.scrub_rate_bytes_per_s,
+                                        link.report_damaged).run)
             log.info("chunkserver %d serving %s on %s:%d", link.server_id, settings.data_dir,
                      settings.listen_host, port)
             task_status.started(port)

@@ -17,17 +17,25 @@ from typing import Any
 import trio
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
+from vmstore.dfs.chunkserver.replicator import Replicator
 from vmstore.dfs.constants import (
     HEARTBEAT_INTERVAL_S,
     RECONNECT_BACKOFF_MAX_S,
     RECONNECT_BACKOFF_MIN_S,
     RPC_TIMEOUT_S,
 )
-from vmstore.dfs.errors import ChunkNotFound, DfsError, PeerUnavailable, ProtocolError
+from vmstore.dfs.errors import (
+    ChunkNotFound,
+    DfsError,
+    PeerUnavailable,
+    ProtocolError,
+    unwrapped_errors,
+)
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import Connection, open_connection
 
 log = logging.getLogger(__name__)
+DAMAGE_REPORTS_QUEUED_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,9 @@ class MasterLink:
         self.server_id = 0
         self.registrations = 0
         self.chunk_count = 0  # as of the last registration, for the master's status
+        self.replicator: Replicator | None = None
+        self._damage_reports_in, self._damage_reports_out = trio.open_memory_channel[
+            tuple[int, int, str]](DAMAGE_REPORTS_QUEUED_MAX)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Stay registered forever; ``started`` after the first registration."""
@@ -63,12 +74,34 @@ class MasterLink:
                     if self.registrations == 1:
                         task_status.started()
                     backoff_s = RECONNECT_BACKOFF_MIN_S
-                    await self._heartbeat_until_closed(connection)
+                    with unwrapped_errors():
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(self._send_damage_reports, connection)
+                            await self._heartbeat_until_closed(connection)
+                            nursery.cancel_scope.cancel()
             except DfsError as error:
                 log.info("link to master %s down: %s; retrying in %.2f s", address, error,
                          backoff_s)
             await trio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, RECONNECT_BACKOFF_MAX_S)
+
+    def report_damaged(self, chunk_id: int, version: int, reason: str) -> None:
+        """Queue a report of a bad replica; dropped if the queue is full (scrub finds it again)."""
+        try:
+            self._damage_reports_in.send_nowait((chunk_id, version, reason))
+        except trio.WouldBlock:
+            log.warning("damage report queue full; chunk %d will be reported by scrub",
+                        chunk_id)
+
+    async def _send_damage_reports(self, connection: Connection) -> None:
+        async for chunk_id, version, reason in self._damage_reports_out:
+            try:
+                await connection.call(m.ChunkserverToMasterReportDamaged(
+                    server_id=self.server_id, chunk_id=chunk_id, version=version,
+                    reason=reason), timeout_s=RPC_TIMEOUT_S)
+            except DfsError:
+                self.report_damaged(chunk_id, version, reason)  # again on the next link
+                raise
 
     async def _register(self, connection: Connection) -> None:
         chunks = await self.disk(2**30, self.store.list_chunks)
@@ -107,6 +140,9 @@ class MasterLink:
             await self._delete(request.chunk_id, request.version)
         elif isinstance(request, m.MasterToChunkserverTruncateChunk):
             await self.disk(0, self._truncate, request)
+        elif isinstance(request, m.MasterToChunkserverReplicate) and self.replicator:
+            await self.replicator.replicate(request)
+            self.chunk_count += 1
         else:
             raise ProtocolError(f"{type(request).__name__} is not a master command")
         return m.EmptyReply(), b""

@@ -19,7 +19,12 @@ from collections.abc import Callable
 
 import trio
 
-from vmstore.dfs.constants import CHUNK_SIZE_BYTES, HEARTBEAT_INTERVAL_S, RPC_TIMEOUT_S
+from vmstore.dfs.constants import (
+    CHUNK_SIZE_BYTES,
+    HEARTBEAT_INTERVAL_S,
+    REPLICATION_TIMEOUT_S,
+    RPC_TIMEOUT_S,
+)
 from vmstore.dfs.errors import (
     DfsError,
     InvalidArgument,
@@ -37,6 +42,7 @@ from vmstore.dfs.protocol.messages import (
     ChunkReport,
     MasterToChunkserverCreateChunk,
     MasterToChunkserverDeleteChunk,
+    MasterToChunkserverReplicate,
     MasterToChunkserverSetVersion,
     MasterToChunkserverTruncateChunk,
     Request,
@@ -212,6 +218,78 @@ class ChunkManager:
             for server_id in servers:
                 nursery.start_soon(one, server_id)
         return [s for s in servers if s in succeeded]
+
+    # --- healing ------------------------------------------------------------------------
+    async def add_replica(self, chunk_id: ChunkId, goal: int) -> None:
+        """Copy the chunk to one more host.
+
+        The version moves on first, on the live replicas: writes in flight
+        with the old version fail, and their clients wait on this chunk's
+        lock for the new chain, which includes the copy. So the copy never
+        misses a write.
+        """
+        async with self.chunk_locks.hold(chunk_id):
+            version = self.chunks.version(chunk_id)
+            if version is None or self.chunks.is_deleted(chunk_id):
+                return
+            up = [s for s in self.chunks.replicas(chunk_id)
+                  if (e := self.registry.chunkservers.get(s)) is not None and e.up]
+            await self._change_chain(chunk_id, version, up)
+            version = ChunkVersion(version + 1)
+            holders = self.chunks.replicas(chunk_id)
+            keepers = [h for h in holders if not self.registry.chunkservers[h].draining]
+            if len(keepers) >= goal:
+                return
+            labels = frozenset(self.registry.chunkservers[h].host_label for h in holders)
+            candidates = [Candidate(e.server_id, e.host_label, e.bytes_free)
+                          for e in self.registry.up_servers() if not e.draining]
+            chosen = choose_servers(candidates, 1, "", self.rng, exclude_host_labels=labels)
+            if not chosen:
+                raise NoSpace(f"no host without a replica of chunk {chunk_id} has room")
+            target = self.registry.chunkservers[chosen[0]]
+            assert target.connection is not None
+            sources = [self.registry.chunkservers[h].address for h in holders]
+            await target.connection.call(MasterToChunkserverReplicate(
+                chunk_id=chunk_id, version=version, sources=sources),
+                timeout_s=REPLICATION_TIMEOUT_S)
+            await self.committer.run(lambda: self.writer_chunks.add_replica(chunk_id,
+                                                                            target.server_id))
+            log.info("chunk %d copied to chunkserver %d (now %d replicas)", chunk_id,
+                     target.server_id, len(holders) + 1)
+
+    async def remove_replicas(self, chunk_id: ChunkId, servers: tuple[ServerId, ...]) -> int:
+        """Delete surplus (or drained) replicas; returns how many went."""
+        async with self.chunk_locks.hold(chunk_id):
+            version = self.chunks.version(chunk_id)
+            holders = self.chunks.replicas(chunk_id)
+            doomed = [s for s in servers if s in holders]
+            if version is None or not doomed or len(holders) - len(doomed) < 1:
+                return 0
+
+            def forget() -> None:
+                for server_id in doomed:
+                    self.writer_chunks.remove_replica(chunk_id, server_id)
+
+            # Forget first: a client that still writes there fails and gets a new chain.
+            await self.committer.run(forget)
+            await self._command_all(doomed, lambda _: MasterToChunkserverDeleteChunk(
+                chunk_id=chunk_id, version=version))
+            return len(doomed)
+
+    async def drop_damaged(self, chunk_id: ChunkId, server_id: ServerId,
+                           version: ChunkVersion) -> None:
+        """A replica failed its checksums: it stops counting now and is rebuilt elsewhere."""
+        async with self.chunk_locks.hold(chunk_id):
+            if self.chunks.version(chunk_id) != version:
+                return  # already replaced by a newer version
+            if server_id not in self.chunks.replicas(chunk_id):
+                return
+            await self.committer.run(lambda: self.writer_chunks.remove_replica(chunk_id,
+                                                                               server_id))
+            log.warning("chunk %d: replica on chunkserver %d is damaged; dropped", chunk_id,
+                        server_id)
+            await self._command_all([server_id], lambda _: MasterToChunkserverDeleteChunk(
+                chunk_id=chunk_id, version=version))
 
     # --- chunkserver registration -----------------------------------------------------
     def reconcile_report(

@@ -21,7 +21,7 @@ from vmstore.dfs.master.registry import ChunkserverEntry, Registry
 from vmstore.dfs.metadata.chunks import ChunkTable
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import Connection, Handler
-from vmstore.dfs.types import ServerId
+from vmstore.dfs.types import ChunkId, ChunkVersion, ServerId
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ class ChunkserverService:
                 return await self.register(connection, request), b""
             if isinstance(request, m.ChunkserverToMasterHeartbeat):
                 return self.heartbeat(connection, request), b""
+            if isinstance(request, m.ChunkserverToMasterReportDamaged):
+                await self.chunk_manager.drop_damaged(ChunkId(request.chunk_id),
+                                                      ServerId(request.server_id),
+                                                      ChunkVersion(request.version))
+                return m.EmptyReply(), b""
             raise ProtocolError(f"{type(request).__name__} is not a chunkserver request")
 
         return handle

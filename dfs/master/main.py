@@ -17,11 +17,13 @@ from typing import Any
 
 import trio
 
+from vmstore.dfs.constants import REPLICATION_DELAY_S
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.chunkserver_service import ChunkserverService
 from vmstore.dfs.master.client_service import ClientService
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.registry import STARTUP_GRACE_S, Registry
+from vmstore.dfs.master.replication import ReplicationDriver
 from vmstore.dfs.metadata.chunks import ChunkTable
 from vmstore.dfs.metadata.namespace import Namespace
 from vmstore.dfs.metadata.sessions import SessionTable
@@ -39,6 +41,7 @@ class MasterSettings:
     port: int
     key: bytes
     seed: int | None = None  # placement RNG; None: from the OS
+    replication_delay_s: float = REPLICATION_DELAY_S
 
 
 async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_STATUS_IGNORED
@@ -75,6 +78,8 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
             clients.master_address = f"{settings.listen_host}:{port}"
             await nursery.start(chunkservers.liveness_loop)
             nursery.start_soon(chunk_manager.deletion_loop)
+            await nursery.start(ReplicationDriver(chunk_manager,
+                                                  settings.replication_delay_s).run)
             nursery.start_soon(clients.sweep_orphans_after_restart, STARTUP_GRACE_S)
             log.info("master serving on %s:%d, metadata in %s", settings.listen_host, port,
                      database)

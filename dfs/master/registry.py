@@ -33,6 +33,7 @@ class ChunkserverEntry:
     bytes_used: int = 0
     chunk_count: int = 0
     last_heartbeat_s: float = 0.0
+    draining: bool = False  # its replicas are being copied away; new chunks avoid it
 
     @property
     def up(self) -> bool:

@@ -554,6 +554,31 @@ class MasterToChunkserverTruncateChunk(Request, frozen=True, kw_only=True):
     length_bytes: int
 
 
+class MasterToChunkserverReplicate(Request, frozen=True, kw_only=True):
+    """Make a replica here by copying the chunk from ``sources`` (any of them).
+
+    The copy is built at ``version - 1`` (stale, never served or adopted)
+    and becomes ``version`` only when complete and durable.
+    """
+
+    TYPE: ClassVar[int] = 214
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    chunk_id: int
+    version: int
+    sources: list[ReplicaAddress]
+
+
+class ChunkserverToMasterReportDamaged(Request, frozen=True, kw_only=True):
+    """A replica here failed its checksums (on a read or a scrub): drop and rebuild it."""
+
+    TYPE: ClassVar[int] = 203
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    server_id: int
+    chunk_id: int
+    version: int
+    reason: str
+
+
 # --- data: client or chain member → chunkserver -------------------------------------------
 class ReadChunkReply(Message, frozen=True, kw_only=True):
     """The payload holds the blocks of the range not listed in ``zero_ranges``."""

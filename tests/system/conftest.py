@@ -29,9 +29,12 @@ DEATH_TIMEOUT_S = 10.0
 
 
 class Cluster:
-    def __init__(self, directory: Path, chunkservers: int) -> None:
+    def __init__(self, directory: Path, chunkservers: int,
+                 master_flags: tuple[str, ...] = (),
+                 chunkserver_flags: tuple[str, ...] = ()) -> None:
         self.directory = directory
-        self.master_address = local_up(directory, chunkservers)
+        self.master_address = local_up(directory, chunkservers, None, master_flags,
+                                       chunkserver_flags)
         self.master_host, self.master_port = parse_address(self.master_address, "master")
         self.key = load_key(directory / "cluster.key")
         self.chunkserver_names = [f"chunkserver{i}" for i in range(chunkservers)]

@@ -1,0 +1,94 @@
+"""Copies a chunk from a peer on the master's command (the target pulls, as in MooseFS).
+
+Promise: a replica made here becomes current only when it is complete and
+on stable storage. Until then it sits at the previous version, which the
+master already knows is stale: if this process dies mid-copy, the partial
+replica is reported stale at the next registration and deleted, never read.
+Copies are throttled to ``bandwidth_bytes_per_s`` so guests keep their I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from vmstore.dfs.chunkserver.chunk_store import ChunkStore
+from vmstore.dfs.constants import (
+    CHUNK_SIZE_BYTES,
+    DATA_RPC_TIMEOUT_S,
+    REPLICATION_PIECE_BYTES,
+)
+from vmstore.dfs.errors import ChunkNotFound, DfsError, ReplicaUnavailable
+from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.rpc import ConnectionPool
+
+log = logging.getLogger(__name__)
+Disk = Callable[..., Awaitable[Any]]
+
+
+class Replicator:
+    def __init__(self, store: ChunkStore, peers: ConnectionPool, disk: Disk,
+                 bandwidth_bytes_per_s: float) -> None:
+        self.store = store
+        self.peers = peers
+        self.disk = disk
+        self.bandwidth_bytes_per_s = bandwidth_bytes_per_s
+        self.bytes_copied = 0
+
+    async def replicate(self, request: m.MasterToChunkserverReplicate) -> None:
+        staging_version = request.version - 1
+        assert staging_version >= 1, "the master bumps the version before a copy"
+        await self.disk(0, self._start, request.chunk_id, staging_version)
+        try:
+            started = trio.current_time()
+            copied = 0
+            for offset in range(0, CHUNK_SIZE_BYTES, REPLICATION_PIECE_BYTES):
+                copied += await self._copy_piece(request, staging_version, offset)
+                # Throttle: never ahead of the allowed rate.
+                ahead_s = copied / self.bandwidth_bytes_per_s - (trio.current_time() - started)
+                if ahead_s > 0:
+                    await trio.sleep(ahead_s)
+            await self.disk(0, self.store.flush, request.chunk_id)
+            await self.disk(0, self.store.set_version, request.chunk_id, staging_version,
+                            request.version)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.disk(0, self._discard, request.chunk_id)
+            raise
+        log.info("replicated chunk %d version %d (%d bytes of data)", request.chunk_id,
+                 request.version, copied)
+
+    def _start(self, chunk_id: int, staging_version: int) -> None:
+        self._discard(chunk_id)  # a stale copy of ours is worth nothing
+        self.store.create(chunk_id, staging_version)
+
+    def _discard(self, chunk_id: int) -> None:
+        try:
+            self.store.delete(chunk_id)
+        except ChunkNotFound:
+            pass
+
+    async def _copy_piece(self, request: m.MasterToChunkserverReplicate, staging_version: int,
+                          offset: int) -> int:
+        errors: list[str] = []
+        for source in request.sources:
+            try:
+                connection = await self.peers.get(source.host, source.port)
+                reply, payload = await connection.call(m.ToChunkserverReadChunk(
+                    chunk_id=request.chunk_id, version=request.version, offset_bytes=offset,
+                    length_bytes=REPLICATION_PIECE_BYTES), timeout_s=DATA_RPC_TIMEOUT_S,
+                    reply_type=m.ReadChunkReply)
+            except DfsError as error:
+                errors.append(f"server {source.server_id}: {error}")
+                continue
+            if payload:
+                await self.disk(len(payload), self.store.write, request.chunk_id,
+                                staging_version, offset, REPLICATION_PIECE_BYTES, payload,
+                                [tuple(r) for r in reply.zero_ranges])
+            self.bytes_copied += len(payload)
+            return len(payload)
+        raise ReplicaUnavailable(f"copy of chunk {request.chunk_id} at {offset}: no source"
+                                 f" answered ({'; '.join(errors)})")

@@ -1,0 +1,131 @@
+"""Keeping every chunk at its goal: a pure planner and the loop that drives it.
+
+Promise: a chunk with fewer current replicas than its goal is copied to
+another host, most endangered first (one copy left before two), at most
+REPLICATION_INFLIGHT_MAX at once; a chunk with more than its goal loses
+the surplus. A replica on a chunkserver that is down counts for
+``replication_delay_s`` (a reboot should not cost a full copy), then no
+more. Every pass rescans, so a rebuild never stalls on chunks that failed
+once: they are simply tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from vmstore.dfs.constants import REPLICATION_INFLIGHT_MAX, REPLICATION_INTERVAL_S
+from vmstore.dfs.errors import DfsError
+from vmstore.dfs.master.chunk_manager import ChunkManager
+from vmstore.dfs.master.registry import ChunkserverEntry
+from vmstore.dfs.types import ChunkId, ServerId
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChunkNeed:
+    chunk_id: ChunkId
+    goal: int
+    sources: tuple[ServerId, ...]  # holders that are up and can be copied from
+    surplus: tuple[ServerId, ...] = ()  # holders to delete (over goal, or drained)
+
+
+def plan(
+    rows: Iterable[tuple[ChunkId, int, list[ServerId]]],
+    servers: dict[ServerId, ChunkserverEntry],
+    now_s: float,
+    delay_s: float,
+) -> tuple[list[ChunkNeed], list[ChunkNeed]]:
+    """(under goal, most endangered first; with replicas to remove) among ``rows``."""
+    under: list[ChunkNeed] = []
+    over: list[ChunkNeed] = []
+    for chunk_id, goal, holders in rows:
+        keepers: list[ServerId] = []  # up and staying: they count toward the goal
+        draining: list[ServerId] = []  # up but leaving: sources only
+        away = 0  # down for less than the delay: they count, but cannot serve
+        for holder in holders:
+            entry = servers.get(holder)
+            if entry is None:
+                continue
+            if entry.up:
+                (draining if entry.draining else keepers).append(holder)
+            elif now_s - entry.last_heartbeat_s < delay_s:
+                away += 1
+        sources = tuple(keepers + draining)
+        if sources and len(keepers) + away < goal:
+            under.append(ChunkNeed(chunk_id, goal, sources))
+        elif len(keepers) > goal or (draining and len(keepers) >= goal):
+            surplus = draining + keepers[goal:] if len(keepers) > goal else draining
+            over.append(ChunkNeed(chunk_id, goal, sources, tuple(surplus)))
+    under.sort(key=lambda need: (len(need.sources), need.chunk_id))
+    return under, over
+
+
+def monotonic_s() -> float:
+    return time.monotonic()
+
+
+class ReplicationDriver:
+    """Runs ``plan`` every REPLICATION_INTERVAL_S and carries it out, within limits."""
+
+    def __init__(self, chunk_manager: ChunkManager, delay_s: float) -> None:
+        self.chunk_manager = chunk_manager
+        self.registry = chunk_manager.registry
+        self.delay_s = delay_s
+        self._active: set[ChunkId] = set()
+        self._slots = trio.Semaphore(REPLICATION_INFLIGHT_MAX)
+        self.chunks_copied = 0
+        self.bytes_copied_estimate = 0
+        self.replicas_removed = 0
+        self.under_goal = 0
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                await trio.sleep(REPLICATION_INTERVAL_S)
+                if self.registry.in_startup_grace():
+                    continue  # chunkservers are still coming back
+                await self._one_pass(nursery)
+
+    async def _one_pass(self, nursery: trio.Nursery) -> None:
+        rows = self.chunk_manager.chunks.health_rows()
+        under, over = plan(rows, self.registry.chunkservers, monotonic_s(), self.delay_s)
+        self.under_goal = len(under)
+        for need in under:
+            if need.chunk_id in self._active:
+                continue
+            try:
+                self._slots.acquire_nowait()
+            except trio.WouldBlock:
+                break
+            self._active.add(need.chunk_id)
+            nursery.start_soon(self._copy, need)
+        for need in over[:REPLICATION_INFLIGHT_MAX * 4]:
+            if need.chunk_id not in self._active:
+                await self._remove(need)
+
+    async def _copy(self, need: ChunkNeed) -> None:
+        try:
+            await self.chunk_manager.add_replica(need.chunk_id, need.goal)
+            self.chunks_copied += 1
+        except DfsError as error:
+            log.warning("re-replication of chunk %d failed (will retry): %s", need.chunk_id,
+                        error)
+        finally:
+            self._active.discard(need.chunk_id)
+            self._slots.release()
+
+    async def _remove(self, need: ChunkNeed) -> None:
+        try:
+            removed = await self.chunk_manager.remove_replicas(need.chunk_id, need.surplus)
+            self.replicas_removed += removed
+        except DfsError as error:
+            log.warning("removing surplus replicas of chunk %d failed: %s", need.chunk_id,
+                        error)

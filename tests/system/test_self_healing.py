@@ -1,0 +1,169 @@
+"""Self-healing with real daemons: lost servers, rotten bytes, stale returns, goal changes.
+
+The cluster here rebuilds after 2 s (not 30) and scrubs fast, so that the
+tests wait seconds; the waits have generous limits and no timing is asserted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.system.conftest import Cluster
+from vmstore.cli.local_cluster import local_down
+from vmstore.dfs.client.client import Client
+from vmstore.dfs.constants import CHUNK_SIZE_BYTES
+
+pytestmark = pytest.mark.system
+HEAL_TIMEOUT_S = 120.0
+
+
+@pytest.fixture
+def healing_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path / "cluster", 3, master_flags=("--replication-delay", "2"),
+                      chunkserver_flags=("--scrub-mib-per-s", "2000"))
+    try:
+        yield cluster
+    finally:
+        local_down(cluster.directory)
+
+
+async def write_file(client: Client, path: str, chunks: int) -> tuple[int, bytes]:
+    """A file with data in each of ``chunks`` chunks; returns (inode, its bytes)."""
+    attrs = await client.create_file(path)
+    data = bytearray()
+    for index in range(chunks):
+        piece = os.urandom(3 * 2**20)
+        await client.write(attrs.inode, index * CHUNK_SIZE_BYTES, piece)
+        data += piece
+    await client.fsync(attrs.inode)
+    return attrs.inode, bytes(data)
+
+
+async def read_back(client: Client, inode: int, chunks: int) -> bytes:
+    size = (await client.getattr(inode)).size_bytes
+    parts = [await client.read(inode, index * CHUNK_SIZE_BYTES, 3 * 2**20, size)
+             for index in range(chunks)]
+    return b"".join(parts)
+
+
+async def wait_until_healthy(client: Client, inode: int, chunks: int, goal: int) -> None:
+    with trio.fail_after(HEAL_TIMEOUT_S):
+        while True:
+            locations = await client.chunk_locations(inode, 0, chunks)
+            if len(locations) == chunks and all(
+                    len({r.host_label for r in location.replicas}) == goal
+                    and len(location.replicas) == goal for location in locations):
+                status = await client.status()
+                if status.chunks.ok == status.chunks.total:
+                    return
+            await trio.sleep(0.2)
+
+
+def replica_files(cluster: Cluster, name: str) -> list[Path]:
+    return sorted((cluster.directory / name / "chunks").rglob("*.chunk"))
+
+
+async def test_lost_chunkserver_is_rebuilt_elsewhere(healing_cluster: Cluster) -> None:
+    cluster = healing_cluster
+    async with cluster.client() as client:
+        inode, data = await write_file(client, "/rebuild.img", 4)
+        await client.set_goal(inode, 2)
+        await trio.to_thread.run_sync(cluster.kill, "chunkserver0")
+        with trio.fail_after(30):
+            while (await client.status()).chunks.undergoal + \
+                    (await client.status()).chunks.endangered == 0:
+                await trio.sleep(0.2)  # the master notices the loss
+        await wait_until_healthy(client, inode, 4, goal=2)
+        assert await read_back(client, inode, 4) == data
+        for location in await client.chunk_locations(inode, 0, 4):
+            assert all(r.host_label != "local0" for r in location.replicas)
+
+
+async def test_rotten_bytes_are_never_returned_and_get_repaired(
+        healing_cluster: Cluster, expected_logs) -> None:  # type: ignore[no-untyped-def]
+    cluster = healing_cluster
+    async with cluster.client() as client:
+        inode, data = await write_file(client, "/rot.img", 2)
+        locations = await client.chunk_locations(inode, 0, 2)
+        # flip bytes inside the data of the first replica of every chunk
+        for location in locations:
+            victim = location.replicas[0]
+            name = f"chunkserver{int(victim.host_label.removeprefix('local'))}"
+            path = next(p for p in replica_files(cluster, name)
+                        if int(p.stem, 16) == location.chunk_id)
+            with open(path, "r+b") as replica:
+                replica.seek(4096 + 65536 + 12345)
+                original = replica.read(16)
+                replica.seek(4096 + 65536 + 12345)
+                replica.write(bytes(b ^ 0xFF for b in original))
+        assert await read_back(client, inode, 2) == data  # served from the good copies
+        await wait_until_healthy(client, inode, 2, goal=2)
+        assert await read_back(client, inode, 2) == data
+        for location in await client.chunk_locations(inode, 0, 2):
+            assert location.version > 1  # the rebuilt set is a new version
+
+
+async def test_scrub_finds_rot_nobody_reads(healing_cluster: Cluster) -> None:
+    cluster = healing_cluster
+    async with cluster.client() as client:
+        inode, data = await write_file(client, "/scrub.img", 1)
+        location = (await client.chunk_locations(inode, 0, 1))[0]
+        victim = location.replicas[-1]
+        name = f"chunkserver{int(victim.host_label.removeprefix('local'))}"
+        path = next(p for p in replica_files(cluster, name)
+                    if int(p.stem, 16) == location.chunk_id)
+        with open(path, "r+b") as replica:
+            replica.seek(4096 + 65536 + 2 * 2**20)
+            replica.write(b"\x00rot\x00")
+        with trio.fail_after(HEAL_TIMEOUT_S):
+            while (await client.chunk_locations(inode, 0, 1))[0].version == location.version:
+                await trio.sleep(0.2)  # the scrub reported it, the master moved on
+        await wait_until_healthy(client, inode, 1, goal=2)
+        assert await read_back(client, inode, 1) == data
+        assert "bad blocks" in cluster.logs()[name]
+
+
+async def test_returning_server_has_its_stale_replicas_deleted(
+        healing_cluster: Cluster) -> None:
+    cluster = healing_cluster
+    async with cluster.client() as client:
+        inode, _ = await write_file(client, "/stale.img", 2)
+        await client.set_goal(inode, 3)
+        await wait_until_healthy(client, inode, 2, goal=3)
+        chunk_ids = {loc.chunk_id for loc in await client.chunk_locations(inode, 0, 2)}
+        await trio.to_thread.run_sync(cluster.kill, "chunkserver2")
+        await client.set_goal(inode, 2)  # so that nothing is rebuilt onto it later
+        new_data = os.urandom(2**20)
+        for index in range(2):  # writes while it is away: its replicas go stale
+            await client.write(inode, index * CHUNK_SIZE_BYTES, new_data)
+        await client.fsync(inode)
+        await trio.to_thread.run_sync(cluster.restart, "chunkserver2")
+        with trio.fail_after(HEAL_TIMEOUT_S):
+            while {int(p.stem, 16) for p in replica_files(cluster, "chunkserver2")} & chunk_ids:
+                await trio.sleep(0.2)
+        size = (await client.getattr(inode)).size_bytes
+        for index in range(2):
+            assert await client.read(inode, index * CHUNK_SIZE_BYTES, 2**20, size) == new_data
+
+
+async def test_goal_changes_both_ways(healing_cluster: Cluster) -> None:
+    cluster = healing_cluster
+    async with cluster.client() as client:
+        inode, data = await write_file(client, "/goal.img", 3)
+        await client.set_goal(inode, 3)
+        await wait_until_healthy(client, inode, 3, goal=3)
+        await client.set_goal(inode, 1)
+        await wait_until_healthy(client, inode, 3, goal=1)
+        total = sum(len(replica_files(cluster, n)) for n in cluster.chunkserver_names)
+        with trio.fail_after(HEAL_TIMEOUT_S):
+            while total != 3:  # surplus replica files really go from the disks
+                await trio.sleep(0.2)
+                total = sum(len(replica_files(cluster, n)) for n in cluster.chunkserver_names)
+        assert hashlib.sha256(await read_back(client, inode, 3)).digest() == \
+            hashlib.sha256(data).digest()
