@@ -102,13 +102,24 @@ class ChunkManager:
             existing = self.chunks.chunk_at(inode, index)
             if existing is None:
                 return await self._allocate(inode, index, goal, writer_label)
-            chunk_id, version = existing
+            chunk_id, _ = existing
             async with self.chunk_locks.hold(chunk_id):
-                holders = self.chunks.replicas(chunk_id)
-                up, down = self.registry.split_live(holders)
-                if down:
-                    await self._change_chain(chunk_id, version, up)
-                return self._current_location(index, chunk_id, writer_label)
+                return await self._write_chain(index, chunk_id, writer_label)
+
+    async def _write_chain(self, index: int, chunk_id: ChunkId, label: str) -> ChunkLocation:
+        """The chain to write to: every holder, all live; else the version moves on first.
+
+        A holder that is down must not keep the current version while others
+        take writes, or it would come back looking current with old data.
+        The caller holds the chunk's lock.
+        """
+        version = self.chunks.version(chunk_id)
+        if version is None:
+            raise NotFound(f"chunk {chunk_id} was deleted meanwhile")
+        up, down = self.registry.split_live(self.chunks.replicas(chunk_id))
+        if down:
+            await self._change_chain(chunk_id, version, up)
+        return self._current_location(index, chunk_id, label)
 
     def _current_location(self, index: int, chunk_id: ChunkId, label: str) -> ChunkLocation:
         version = self.chunks.version(chunk_id)
@@ -153,7 +164,7 @@ class ChunkManager:
                 up, _ = self.registry.split_live(holders)
                 survivors = [s for s in up if s not in failed]
                 await self._change_chain(chunk_id, current, survivors)
-            return self._current_location(index, chunk_id, writer_label)
+            return await self._write_chain(index, chunk_id, writer_label)
 
     async def _change_chain(
         self, chunk_id: ChunkId, version: ChunkVersion, keep: list[ServerId]
