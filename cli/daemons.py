@@ -18,6 +18,7 @@ from vmstore.dfs.constants import (
     SCRUB_RATE_BYTES_PER_S,
 )
 from vmstore.dfs.master.main import MasterSettings, run_master, run_until_signal
+from vmstore.dfs.master.registry import STARTUP_GRACE_S
 from vmstore.dfs.protocol.auth import load_key
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def run_master_command(args: argparse.Namespace) -> int:
     key_file = load_config(key_file=args.key_file, need_master=False).key_file
     settings = MasterSettings(data_dir=args.data_dir, listen_host=host, port=port,
                               key=load_key(key_file),
-                              replication_delay_s=args.replication_delay)
+                              replication_delay_s=args.replication_delay,
+                              startup_grace_s=args.startup_grace)
     trio.run(lambda: run_until_signal(run_master, settings,
                                       on_started=_write_ready_file(args.ready_file, host)))
     return 0
@@ -87,6 +89,10 @@ def register(subparsers: Any) -> None:
     master.add_argument("--replication-delay", type=float, default=REPLICATION_DELAY_S,
                         metavar="SECONDS", help="rebuild the replicas of a chunkserver down"
                         f" this long (default {REPLICATION_DELAY_S:g})")
+    master.add_argument("--startup-grace", type=float, default=STARTUP_GRACE_S,
+                        metavar="SECONDS", help="after a restart, time for chunkservers to"
+                        f" re-register before their replicas count as missing"
+                        f" (default {STARTUP_GRACE_S:g})")
     master.set_defaults(handler=run_master_command)
 
     chunkserver = subparsers.add_parser(

@@ -42,6 +42,9 @@ class MasterSettings:
     key: bytes
     seed: int | None = None  # placement RNG; None: from the OS
     replication_delay_s: float = REPLICATION_DELAY_S
+    # After a restart: how long chunkservers have to come back before their
+    # replicas count as missing.
+    startup_grace_s: float = STARTUP_GRACE_S
 
 
 async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_STATUS_IGNORED
@@ -55,7 +58,7 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
         reader = MetadataStore(database)
         stack.callback(reader.close)
         committer = GroupCommitter(writer)
-        registry = Registry()
+        registry = Registry(settings.startup_grace_s)
         reader_chunks = ChunkTable(reader)
         for server_id, _uuid, host, port, label in reader_chunks.servers():
             registry.known(server_id, host, port, label)
@@ -80,7 +83,7 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
             nursery.start_soon(chunk_manager.deletion_loop)
             await nursery.start(ReplicationDriver(chunk_manager,
                                                   settings.replication_delay_s).run)
-            nursery.start_soon(clients.sweep_orphans_after_restart, STARTUP_GRACE_S)
+            nursery.start_soon(clients.sweep_orphans_after_restart, settings.startup_grace_s)
             log.info("master serving on %s:%d, metadata in %s", settings.listen_host, port,
                      database)
             task_status.started(port)

@@ -57,8 +57,9 @@ class SessionEntry:
 
 
 class Registry:
-    def __init__(self) -> None:
+    def __init__(self, startup_grace_s: float = STARTUP_GRACE_S) -> None:
         self.started_s = time.monotonic()
+        self.startup_grace_s = startup_grace_s
         self.chunkservers: dict[ServerId, ChunkserverEntry] = {}
         self.sessions: dict[SessionId, SessionEntry] = {}
         # Which sessions have a file open. Memory only: clients re-declare
@@ -90,7 +91,7 @@ class Registry:
         return [entry for entry in self.chunkservers.values() if entry.up]
 
     def in_startup_grace(self) -> bool:
-        return time.monotonic() - self.started_s < STARTUP_GRACE_S
+        return time.monotonic() - self.started_s < self.startup_grace_s
 
     def split_live(self, servers: list[ServerId]) -> tuple[list[ServerId], list[ServerId]]:
         """(up, down) among ``servers``; raises while one may still register.

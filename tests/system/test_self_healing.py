@@ -27,7 +27,8 @@ HEAL_TIMEOUT_S = 120.0
 
 @pytest.fixture
 def healing_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path / "cluster", 3, master_flags=("--replication-delay", "2"),
+    cluster = Cluster(tmp_path / "cluster", 3, master_flags=("--replication-delay", "2",
+                                                     "--startup-grace", "2"),
                       chunkserver_flags=("--scrub-mib-per-s", "2000"))
     try:
         yield cluster
