@@ -17,6 +17,7 @@ from vmstore.dfs.constants import (
     REPLICATION_DELAY_S,
     SCRUB_RATE_BYTES_PER_S,
 )
+from vmstore.dfs.errors import ConfigError
 from vmstore.dfs.master.main import MasterSettings, run_master, run_until_signal
 from vmstore.dfs.master.registry import STARTUP_GRACE_S
 from vmstore.dfs.protocol.auth import load_key
@@ -42,14 +43,15 @@ def _write_ready_file(path: str | None, host: str) -> Any:
 
 
 def add_daemon_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", required=True, type=Path,
-                        help="where this daemon keeps its data")
+    parser.add_argument("--data-dir", type=Path, help="where this daemon keeps its data")
     parser.add_argument("--key-file", help="cluster key file (default: from the config file)")
     parser.add_argument("--ready-file", help="write HOST:PORT here once serving (for scripts)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
 
 
 def run_master_command(args: argparse.Namespace) -> int:
+    if args.data_dir is None:
+        raise ConfigError("vmstore master needs --data-dir")
     setup_logging(args.log_level)
     host, port = parse_address(args.listen, "--listen")
     key_file = load_config(key_file=args.key_file, need_master=False).key_file
@@ -63,6 +65,10 @@ def run_master_command(args: argparse.Namespace) -> int:
 
 
 def run_chunkserver_command(args: argparse.Namespace) -> int:
+    if args.action is not None:
+        return run_drain(args)
+    if args.data_dir is None:
+        raise ConfigError("vmstore chunkserver needs --data-dir (or: drain|undrain ID)")
     setup_logging(args.log_level)
     config = load_config(master=args.master, key_file=args.key_file)
     host, port = parse_address(args.listen, "--listen")
@@ -75,6 +81,28 @@ def run_chunkserver_command(args: argparse.Namespace) -> int:
         scrub_rate_bytes_per_s=args.scrub_mib_per_s * 2**20)
     trio.run(lambda: run_until_signal(run_chunkserver, settings,
                                       on_started=_write_ready_file(args.ready_file, host)))
+    return 0
+
+
+def run_drain(args: argparse.Namespace) -> int:
+    from vmstore.cli.cluster_client import with_client
+    from vmstore.dfs.protocol import messages as m
+
+    if args.server_id is None:
+        raise ConfigError(f"vmstore chunkserver {args.action} needs a chunkserver ID")
+    draining = args.action == "drain"
+
+    async def drain(client: Any) -> None:
+        await client.master.call(m.ClientToMasterDrain(server_id=args.server_id,
+                                                       draining=draining),
+                                 reply_type=m.EmptyReply)
+
+    with_client(args.master, drain, role="admin")
+    if draining:
+        print(f"chunkserver {args.server_id} is draining: its replicas are being copied to"
+              " other hosts; `vmstore status` shows when it holds nothing that is needed")
+    else:
+        print(f"chunkserver {args.server_id} takes new chunks again")
     return 0
 
 
@@ -96,9 +124,14 @@ def register(subparsers: Any) -> None:
     master.set_defaults(handler=run_master_command)
 
     chunkserver = subparsers.add_parser(
-        "chunkserver", help="run a chunkserver for one disk",
-        description="Run a chunkserver in the foreground, storing replicas under --data-dir.",
-        epilog="example: vmstore chunkserver --data-dir /srv/disk1 --master 10.0.0.1:9420")
+        "chunkserver", help="run a chunkserver for one disk, or drain one",
+        description="Run a chunkserver in the foreground, storing replicas under --data-dir;"
+        " or `drain ID` to copy every replica of chunkserver ID elsewhere before removing"
+        " it (`undrain ID` to stop).",
+        epilog="examples: vmstore chunkserver --data-dir /srv/disk1 --master 10.0.0.1:9420\n"
+        "          vmstore chunkserver drain 3")
+    chunkserver.add_argument("action", nargs="?", choices=["drain", "undrain"])
+    chunkserver.add_argument("server_id", nargs="?", type=int, metavar="ID")
     add_daemon_arguments(chunkserver)
     chunkserver.add_argument("--listen", default="0.0.0.0:9422",
                              help="HOST:PORT for data traffic")

@@ -6,19 +6,27 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vmstore.cli import daemons, file_info, files, local_cluster, mount_command, status
+from vmstore.cli import (
+    daemons,
+    file_info,
+    files,
+    fsck,
+    local_cluster,
+    mount_command,
+    status,
+)
 from vmstore.dfs import __version__
 from vmstore.dfs.errors import DfsError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="vmstore",
+        prog="vmstore", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="A replicated filesystem for KVM guest images, mounted on every host.",
         epilog="The configuration file is /etc/vmstore/vmstore.toml, or $VMSTORE_CONFIG.")
     parser.add_argument("--version", action="version", version=f"vmstore {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (daemons, local_cluster, mount_command, status, files, file_info):
+    for module in (daemons, local_cluster, mount_command, status, fsck, files, file_info):
         module.register(subparsers)
     return parser
 

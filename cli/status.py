@@ -49,7 +49,8 @@ def status_text(status: StatusReply) -> str:
         f" {'CHUNKS':>7}",
     ]
     for server in status.chunkservers:
-        lines.append(f"{server.id:>4} {server.state:<6} {server.address:<22} {server.host:<12}"
+        state = "drain" if server.draining and server.state == "up" else server.state
+        lines.append(f"{server.id:>4} {state:<6} {server.address:<22} {server.host:<12}"
                      f" {_size(server.bytes_used):>11} {_size(server.bytes_total):>11}"
                      f" {server.chunk_count:>7}")
     lines.append("")

@@ -29,6 +29,8 @@ MAX_FRAME_PAYLOAD_BYTES = 4 * 1024 * 1024
 # Payloads smaller than this are never compressed: lz4's header and the
 # extra call cost more than they save.
 COMPRESS_MIN_BYTES = 8 * 1024
+# One data request moves at most this much; longer reads and writes are split.
+DATA_REQUEST_BYTES_MAX = 1024 * 1024
 INFLIGHT_REQUESTS_PER_CONNECTION_MAX = 256
 AUTH_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0

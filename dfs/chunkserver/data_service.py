@@ -24,7 +24,7 @@ import trio
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
 from vmstore.dfs.chunkserver.range_lock import RangeLocks
-from vmstore.dfs.constants import DATA_RPC_TIMEOUT_S
+from vmstore.dfs.constants import DATA_REQUEST_BYTES_MAX, DATA_RPC_TIMEOUT_S
 from vmstore.dfs.errors import (
     ChecksumMismatch,
     ChunkNotFound,
@@ -85,6 +85,9 @@ class DataService:
         return ReplicaUnavailable(message, self.server_id())
 
     async def read(self, request: m.ToChunkserverReadChunk) -> tuple[m.Message, bytes]:
+        if request.length_bytes > DATA_REQUEST_BYTES_MAX:
+            raise InvalidArgument(f"read of {request.length_bytes} bytes: at most"
+                                  f" {DATA_REQUEST_BYTES_MAX} per request")
         try:
             payload, zero_ranges = await self.disk(
                 request.length_bytes, self.store.read, request.chunk_id, request.version,

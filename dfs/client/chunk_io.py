@@ -26,6 +26,7 @@ from vmstore.dfs.client.master_client import MasterClient
 from vmstore.dfs.client.zero_ranges import join_zero_ranges, split_zero_blocks
 from vmstore.dfs.constants import (
     CHUNK_SIZE_BYTES,
+    DATA_REQUEST_BYTES_MAX,
     DATA_RPC_TIMEOUT_S,
     LOCATION_CACHE_ENTRIES_MAX,
     READ_RETRIES_MAX,
@@ -48,13 +49,17 @@ LOCATION_PREFETCH_CHUNKS = 16
 
 
 def chunk_pieces(offset: int, length: int) -> list[tuple[int, int, int, int]]:
-    """Split a file range into (chunk index, offset in chunk, length, offset in buffer)."""
+    """Split a file range into (chunk index, offset in chunk, length, offset in buffer).
+
+    No piece crosses a chunk or exceeds DATA_REQUEST_BYTES_MAX: one piece is
+    one request to a chunkserver.
+    """
     pieces = []
     cursor = offset
     end = offset + length
     while cursor < end:
         index, inner = divmod(cursor, CHUNK_SIZE_BYTES)
-        size = min(CHUNK_SIZE_BYTES - inner, end - cursor)
+        size = min(CHUNK_SIZE_BYTES - inner, end - cursor, DATA_REQUEST_BYTES_MAX)
         pieces.append((index, inner, size, cursor - offset))
         cursor += size
     return pieces

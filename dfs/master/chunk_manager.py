@@ -134,7 +134,7 @@ class ChunkManager:
         self, inode: InodeId, index: int, goal: int, writer_label: str
     ) -> ChunkLocation:
         candidates = [Candidate(e.server_id, e.host_label, e.bytes_free)
-                      for e in self.registry.up_servers()]
+                      for e in self.registry.up_servers() if not e.draining]
         chosen = choose_servers(candidates, goal, writer_label, self.rng)
         if not chosen:
             raise NoSpace(f"no chunkserver can take chunk {index} of inode {inode}"

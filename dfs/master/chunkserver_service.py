@@ -51,19 +51,21 @@ class ChunkserverService:
 
     async def register(self, connection: Connection,
                        request: m.ChunkserverToMasterRegister) -> m.Message:
-        def change() -> tuple[ServerId, list[m.ChunkReport]]:
+        def change() -> tuple[ServerId, list[m.ChunkReport], bool]:
             server_id = self.writer_chunks.register_server(
                 request.server_uuid, request.host, request.port, request.host_label)
-            return server_id, self.chunk_manager.reconcile_report(server_id, request.chunks)
+            stale = self.chunk_manager.reconcile_report(server_id, request.chunks)
+            return server_id, stale, self.writer_chunks.is_draining(server_id)
 
-        server_id, stale = await self.committer.run(change)
+        server_id, stale, draining = await self.committer.run(change)
         previous = self.registry.chunkservers.get(server_id)
         if previous is not None and previous.connection is not None:
             previous.connection.close()  # the same server reconnected: the old link is dead
         entry = ChunkserverEntry(
             server_id, request.host, request.port, request.host_label, connection,
             pid=request.pid, bytes_total=request.bytes_total, bytes_used=request.bytes_used,
-            chunk_count=len(request.chunks) - len(stale), last_heartbeat_s=time.monotonic())
+            chunk_count=len(request.chunks) - len(stale), last_heartbeat_s=time.monotonic(),
+            draining=draining)
         self.registry.chunkservers[server_id] = entry
         log.info("chunkserver %d (%s:%d, host %s) registered with %d chunks, %d stale",
                  server_id, request.host, request.port, request.host_label,

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
-from vmstore.dfs.errors import InvalidArgument, ProtocolError
+from vmstore.dfs.errors import InvalidArgument, NotFound, ProtocolError
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.registry import Registry, SessionEntry
+from vmstore.dfs.metadata import fsck
 from vmstore.dfs.metadata.namespace import Namespace
 from vmstore.dfs.metadata.sessions import SessionTable
 from vmstore.dfs.protocol import messages as m
@@ -47,6 +48,7 @@ class ClientService:
         self.chunk_manager = chunk_manager
         self.registry = registry
         self.master_address = master_address
+        self.healing: HealingReporter | None = None  # the replication driver, once started
 
     def handler_for(self, connection: Connection) -> Handler:
         async def handle(request: m.Request, payload: bytes) -> Reply:
@@ -164,34 +166,65 @@ class ClientService:
         return await self._mutate(request, _setattr)
 
     def status(self, request: Any) -> m.Message:
-        total = ok = undergoal = endangered = lost = 0
+        counts = {"ok": 0, "undergoal": 0, "endangered": 0, "lost": 0}
         up = {e.server_id for e in self.registry.up_servers()}
         for _chunk_id, goal, holders in self.chunk_manager.chunks.health_rows():
-            live = sum(1 for h in holders if h in up)
-            total += 1
-            if live == 0:
-                lost += 1
-            elif live == 1 and goal >= 2:
-                endangered += 1
-            elif live < goal:
-                undergoal += 1
-            else:
-                ok += 1
+            counts[_chunk_state(sum(1 for h in holders if h in up), goal)] += 1
         return m.StatusReply(
             master_address=self.master_address,
             chunkservers=self.registry.chunkserver_statuses(),
-            chunks=m.ChunkHealth(total=total, ok=ok, undergoal=undergoal,
-                                 endangered=endangered, lost=lost),
+            chunks=m.ChunkHealth(total=sum(counts.values()), **counts),
             clients=[s.status for s in self.registry.sessions.values()
                      if any(not c.closed.is_set() for c in s.connections)],
             inodes=self.namespace.inode_count(),
+            healing=None if self.healing is None else self.healing.status(),
         )
+
+    def fsck(self, request: Any) -> m.Message:
+        up = {e.server_id for e in self.registry.up_servers()}
+        store = self.namespace.store
+        holders = fsck.holders(store)
+        problems: list[m.FsckProblem] = []
+        chunks = fsck.file_chunks(store)
+        for inode, index, chunk_id, goal in chunks:
+            live = sum(1 for h in holders.get(chunk_id, []) if h in up)
+            state = _chunk_state(live, goal)
+            if state != "ok":
+                problems.append(m.FsckProblem(
+                    path=fsck.path_of(store, inode), inode=inode, chunk_index=index,
+                    chunk_id=chunk_id, state=state, live_replicas=live, goal=goal))
+        errors = fsck.namespace_errors(store, self.registry.is_open)
+        return m.FsckReply(chunks_checked=len(chunks), problems=problems,
+                           namespace_errors=errors)
+
+    async def drain(self, connection: Connection, request: Any) -> m.Message:
+        server_id = ServerId(request.server_id)
+        entry = self.registry.chunkservers.get(server_id)
+        if entry is None:
+            raise NotFound(f"no chunkserver {server_id}")
+        await self.committer.run(
+            lambda: self.chunk_manager.writer_chunks.set_draining(server_id, request.draining))
+        entry.draining = request.draining
+        return m.EmptyReply()
 
     def statfs(self, request: Any) -> m.Message:
         servers = self.registry.up_servers()
         return m.StatFsReply(total_bytes=sum(s.bytes_total for s in servers),
                              free_bytes=sum(s.bytes_free for s in servers),
                              inodes_used=self.namespace.inode_count())
+
+
+class HealingReporter(Protocol):
+    def status(self) -> m.HealingStatus: ...
+
+
+def _chunk_state(live: int, goal: int) -> str:
+    """A chunk counts in exactly one of ok / undergoal / endangered / lost."""
+    if live == 0:
+        return "lost"
+    if live == 1 and goal >= 2:
+        return "endangered"
+    return "undergoal" if live < goal else "ok"
 
 
 ChangeFunction = Callable[[Namespace, Any, int, list[tuple[ChunkId, ChunkVersion]]], m.Message]
@@ -280,11 +313,13 @@ _QUERIES: dict[type[m.Message], Callable[[ClientService, Any], m.Message]] = {
                                             s.host_label_of(r.session_id))),
     m.ClientToMasterStatFs: ClientService.statfs,
     m.ClientToMasterStatus: ClientService.status,
+    m.ClientToMasterFsck: ClientService.fsck,
 }
 
 _SPECIAL: dict[type[m.Message], Callable[[ClientService, Connection, Any], Any]] = {
     m.ClientToMasterOpenSession: ClientService.open_session,
     m.ClientToMasterHold: ClientService.hold,
+    m.ClientToMasterDrain: ClientService.drain,
     m.ClientToMasterChunkForWrite: ClientService.chunk_for_write,
     m.ClientToMasterReportBadChain: ClientService.report_bad_chain,
     m.ClientToMasterSetAttr: ClientService.setattr,

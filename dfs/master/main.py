@@ -60,8 +60,9 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
         committer = GroupCommitter(writer)
         registry = Registry(settings.startup_grace_s)
         reader_chunks = ChunkTable(reader)
-        for server_id, _uuid, host, port, label in reader_chunks.servers():
+        for server_id, _uuid, host, port, label, draining in reader_chunks.servers():
             registry.known(server_id, host, port, label)
+            registry.chunkservers[server_id].draining = draining
         chunk_manager = ChunkManager(committer, ChunkTable(writer), reader_chunks, registry,
                                      random.Random(settings.seed))
         chunkservers = ChunkserverService(committer, ChunkTable(writer), chunk_manager, registry)
@@ -81,8 +82,9 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
             clients.master_address = f"{settings.listen_host}:{port}"
             await nursery.start(chunkservers.liveness_loop)
             nursery.start_soon(chunk_manager.deletion_loop)
-            await nursery.start(ReplicationDriver(chunk_manager,
-                                                  settings.replication_delay_s).run)
+            healing = ReplicationDriver(chunk_manager, settings.replication_delay_s)
+            clients.healing = healing
+            await nursery.start(healing.run)
             nursery.start_soon(clients.sweep_orphans_after_restart, settings.startup_grace_s)
             log.info("master serving on %s:%d, metadata in %s", settings.listen_host, port,
                      database)

@@ -133,6 +133,7 @@ class Registry:
                 bytes_total=entry.bytes_total,
                 bytes_used=entry.bytes_used,
                 chunk_count=entry.chunk_count,
+                draining=entry.draining,
             )
             for entry in sorted(self.chunkservers.values(), key=lambda e: e.server_id)
         ]

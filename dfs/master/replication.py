@@ -19,13 +19,19 @@ from typing import Any
 
 import trio
 
-from vmstore.dfs.constants import REPLICATION_INFLIGHT_MAX, REPLICATION_INTERVAL_S
+from vmstore.dfs.constants import (
+    CHUNK_SIZE_BYTES,
+    REPLICATION_INFLIGHT_MAX,
+    REPLICATION_INTERVAL_S,
+)
 from vmstore.dfs.errors import DfsError
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.registry import ChunkserverEntry
+from vmstore.dfs.protocol.messages import HealingStatus
 from vmstore.dfs.types import ChunkId, ServerId
 
 log = logging.getLogger(__name__)
+RATE_WINDOW_S = 60.0  # the rebuild rate is an average over this long (in chunks)
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,15 @@ class ReplicationDriver:
         self.bytes_copied_estimate = 0
         self.replicas_removed = 0
         self.under_goal = 0
+        self._copied_at: list[float] = []  # completion times, for the rate
+
+    def status(self) -> HealingStatus:
+        now_s = monotonic_s()
+        self._copied_at = [t for t in self._copied_at if now_s - t < RATE_WINDOW_S]
+        return HealingStatus(
+            under_goal=self.under_goal, copying=len(self._active),
+            chunks_copied=self.chunks_copied, replicas_removed=self.replicas_removed,
+            copied_bytes_per_s=len(self._copied_at) * CHUNK_SIZE_BYTES / RATE_WINDOW_S)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -115,6 +130,7 @@ class ReplicationDriver:
         try:
             await self.chunk_manager.add_replica(need.chunk_id, need.goal)
             self.chunks_copied += 1
+            self._copied_at.append(monotonic_s())
         except DfsError as error:
             log.warning("re-replication of chunk %d failed (will retry): %s", need.chunk_id,
                         error)

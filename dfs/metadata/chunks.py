@@ -142,6 +142,16 @@ class ChunkTable:
         )
         return ServerId(row[0])
 
-    def servers(self) -> list[tuple[ServerId, str, str, int, str]]:
-        rows = self.store.all("SELECT id, uuid, host, port, host_label FROM servers ORDER BY id")
-        return [(ServerId(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+    def servers(self) -> list[tuple[ServerId, str, str, int, str, bool]]:
+        rows = self.store.all(
+            "SELECT id, uuid, host, port, host_label, draining FROM servers ORDER BY id")
+        return [(ServerId(r[0]), r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+
+    def set_draining(self, server_id: ServerId, draining: bool) -> bool:
+        cursor = self.store.execute("UPDATE servers SET draining = ? WHERE id = ?",
+                                    (int(draining), server_id))
+        return cursor.rowcount == 1
+
+    def is_draining(self, server_id: ServerId) -> bool:
+        row = self.store.one("SELECT draining FROM servers WHERE id = ?", (server_id,))
+        return bool(row and row[0])

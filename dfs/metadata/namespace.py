@@ -156,6 +156,10 @@ class Namespace:
         # Whether some client has the file open (the master's in-memory holds).
         self.is_open = is_open
 
+    @property
+    def store(self) -> MetadataStore:
+        return self._store
+
     # --- reading -------------------------------------------------------------
     def getattr(self, inode: InodeId) -> FileAttrs:
         row = self._store.one(f"SELECT {_ATTR_COLUMNS} FROM inodes AS i WHERE i.id = ?", (inode,))

@@ -84,7 +84,8 @@ CREATE TABLE IF NOT EXISTS servers (
     uuid        TEXT NOT NULL UNIQUE,  -- identity kept in the chunkserver's data directory
     host        TEXT NOT NULL,         -- last address it registered with
     port        INTEGER NOT NULL,
-    host_label  TEXT NOT NULL          -- failure domain (one physical host)
+    host_label  TEXT NOT NULL,         -- failure domain (one physical host)
+    draining    INTEGER NOT NULL DEFAULT 0  -- 1: move its replicas away, place nothing new
 );
 
 CREATE TABLE IF NOT EXISTS replicas (

@@ -451,6 +451,15 @@ class ChunkserverStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=Tr
     bytes_total: int
     bytes_used: int
     chunk_count: int
+    draining: bool = False
+
+
+class HealingStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    under_goal: int  # chunks waiting for a copy (as of the last pass)
+    copying: int  # copies running now
+    chunks_copied: int  # since the master started
+    replicas_removed: int
+    copied_bytes_per_s: float  # over the last minute
 
 
 class ChunkHealth(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -477,6 +486,38 @@ class StatusReply(Message, frozen=True, kw_only=True):
     chunks: ChunkHealth
     clients: list[ClientStatus]
     inodes: int
+    healing: HealingStatus | None = None
+
+
+class ClientToMasterDrain(Request, frozen=True, kw_only=True):
+    """Start (``draining``) or stop moving every replica off a chunkserver."""
+
+    TYPE: ClassVar[int] = 152
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    server_id: int
+    draining: bool
+
+
+class FsckProblem(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    path: str  # "" when the file has no name any more (open but unlinked)
+    inode: int
+    chunk_index: int
+    chunk_id: int
+    state: str  # "lost" | "endangered" | "undergoal"
+    live_replicas: int
+    goal: int
+
+
+class FsckReply(Message, frozen=True, kw_only=True):
+    TYPE: ClassVar[int] = 153
+    chunks_checked: int
+    problems: list[FsckProblem]
+    namespace_errors: list[str]  # broken invariants (nlink counts, dangling entries)
+
+
+class ClientToMasterFsck(Request, frozen=True, kw_only=True):
+    TYPE: ClassVar[int] = 154
+    REPLY: ClassVar[type[Message]] = FsckReply
 
 
 class ClientToMasterStatus(Request, frozen=True, kw_only=True):

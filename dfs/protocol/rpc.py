@@ -248,8 +248,13 @@ class Connection:
                     reply = ErrorReply(code=error.code, message=error.message,
                                         server_id=error.server_id)
             try:
-                await self._send(encode_frame(reply, request_id, response=True,
-                                              payload=reply_payload, compress=self.compress))
+                frame = encode_frame(reply, request_id, response=True, payload=reply_payload,
+                                     compress=self.compress)
+            except ProtocolError as error:  # a reply too large for a frame: say so instead
+                frame = encode_frame(ErrorReply(code=error.code, message=error.message),
+                                     request_id, response=True)
+            try:
+                await self._send(frame)
             except PeerUnavailable:
                 pass  # the reader sees the broken connection and ends it
         finally:

@@ -7,6 +7,7 @@ tests wait seconds; the waits have generous limits and no timing is asserted.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.system.conftest import Cluster
+from tests.system.conftest import Cluster, vmstore_command
 from vmstore.cli.local_cluster import local_down
 from vmstore.dfs.client.client import Client
 from vmstore.dfs.client.zero_ranges import join_zero_ranges
@@ -171,3 +172,73 @@ async def test_goal_changes_both_ways(healing_cluster: Cluster) -> None:
                 total = sum(len(replica_files(cluster, n)) for n in cluster.chunkserver_names)
         assert hashlib.sha256(await read_back(client, inode, 3)).digest() == \
             hashlib.sha256(data).digest()
+
+
+async def test_drain_while_a_writer_is_busy(healing_cluster: Cluster) -> None:
+    cluster = healing_cluster
+    async with cluster.client() as client:
+        inode, data = await write_file(client, "/drain.img", 3)
+        status = await client.status()
+        drained = next(s.id for s in status.chunkservers if s.host == "local0")
+        busy = await client.create_file("/busy.img")
+        written: list[bytes] = []
+
+        async def writer() -> None:
+            for number in range(60):
+                block = os.urandom(256 * 1024)
+                await client.write(busy.inode, number * len(block), block)
+                written.append(block)
+                await trio.sleep(0.02)
+            await client.fsync(busy.inode)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            result = await trio.to_thread.run_sync(lambda: vmstore_command(
+                "chunkserver", "drain", str(drained), config=cluster.config_path))
+            assert result.returncode == 0, result.stderr
+            with trio.fail_after(HEAL_TIMEOUT_S):
+                while True:
+                    locations = await client.chunk_locations(inode, 0, 3)
+                    locations += await client.chunk_locations(busy.inode, 0, 1)
+                    if all(len(loc.replicas) == 2 and
+                           all(r.server_id != drained for r in loc.replicas)
+                           for loc in locations):
+                        break
+                    await trio.sleep(0.2)
+        assert await read_back(client, inode, 3) == data
+        size = (await client.getattr(busy.inode)).size_bytes
+        assert await client.read(busy.inode, 0, size, size) == b"".join(written)
+        status = await client.status()
+        assert next(s for s in status.chunkservers if s.id == drained).draining
+        assert status.chunks.ok == status.chunks.total
+        with trio.fail_after(HEAL_TIMEOUT_S):  # its replica files really go
+            while replica_files(cluster, "chunkserver0"):
+                await trio.sleep(0.2)
+
+
+async def test_fsck_names_lost_files(healing_cluster: Cluster) -> None:
+    cluster = healing_cluster
+    async with cluster.client(host_label="local0") as client:
+        await client.makedirs("/vms/web")
+        inode, _ = await write_file(client, "/vms/web/lonely.img", 1)
+        await client.set_goal(inode, 1)
+        await wait_until_healthy(client, inode, 1, goal=1)
+        holder = (await client.chunk_locations(inode, 0, 1))[0].replicas[0].host_label
+        name = f"chunkserver{int(holder.removeprefix('local'))}"
+        clean = await trio.to_thread.run_sync(lambda: vmstore_command(
+            "fsck", "--json", config=cluster.config_path))
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        await trio.to_thread.run_sync(cluster.kill, name)
+        with trio.fail_after(30):
+            while (await client.status()).chunks.lost == 0:
+                await trio.sleep(0.2)
+    result = await trio.to_thread.run_sync(lambda: vmstore_command(
+        "fsck", "--json", config=cluster.config_path))
+    assert result.returncode == 2
+    report = json.loads(result.stdout)
+    assert [(p["path"], p["state"]) for p in report["problems"]] == \
+        [("/vms/web/lonely.img", "lost")]
+    assert report["namespace_errors"] == []
+    text = await trio.to_thread.run_sync(lambda: vmstore_command(
+        "fsck", config=cluster.config_path))
+    assert "LOST       /vms/web/lonely.img" in text.stdout
