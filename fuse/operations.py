@@ -34,7 +34,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from vmstore.dfs.client.client import Client
-from vmstore.dfs.errors import DfsError
+from vmstore.dfs.errors import DfsError, NoSuchAttribute
 from vmstore.dfs.protocol.messages import FileAttrs
 from vmstore.fuse.errors import to_fuse_error
 
@@ -46,6 +46,8 @@ ATTR_TIMEOUT_S = 1.0
 ENTRY_TIMEOUT_S = 1.0
 BLOCK_SIZE_FOR_TOOLS = 65536  # st_blksize: tools size their I/O by it
 READDIR_BATCH = 512
+CAPABILITY_XATTR = b"security.capability"
+CAPABILITY_CACHE_MAX = 65536
 # readdir positions: 1 after ".", 2 after "..", cookie + 2 after a real entry.
 _DOT_POSITIONS = 2
 
@@ -117,6 +119,12 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
         self.open_files: dict[int, OpenFile] = {}
         self.handles: dict[int, Handle] = {}
         self._next_handle = 1
+        # The kernel asks for security.capability before every write (to drop
+        # file capabilities); files without one are remembered here so that a
+        # write costs no master round trip for it. Another host setting a
+        # capability is seen after a remount: capabilities on guest images
+        # do not matter, a round trip per write does.
+        self.without_capabilities: set[int] = set()
 
     # --- attributes ---------------------------------------------------------------
     def _entry(self, attrs: FileAttrs) -> pyfuse3.EntryAttributes:
@@ -322,10 +330,23 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
     # --- extended attributes -------------------------------------------------------------
     @translated
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        return await self.client.getxattr(inode, name)
+        if name == CAPABILITY_XATTR and inode in self.without_capabilities:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # fast path: asked on every write
+        try:
+            return await self.client.getxattr(inode, name)
+        except NoSuchAttribute:
+            if name == CAPABILITY_XATTR:
+                self._remember_no_capabilities(inode)
+            raise
+
+    def _remember_no_capabilities(self, inode: int) -> None:
+        if len(self.without_capabilities) >= CAPABILITY_CACHE_MAX:
+            self.without_capabilities.clear()
+        self.without_capabilities.add(inode)
 
     @translated
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        self.without_capabilities.discard(inode)
         await self.client.setxattr(inode, name, value)
 
     @translated
@@ -334,6 +355,7 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translated
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        self.without_capabilities.discard(inode)
         await self.client.removexattr(inode, name)
 
     # --- the filesystem -------------------------------------------------------------

@@ -69,6 +69,7 @@ class ChunkManager:
         self.rng = rng
         self.chunk_locks = KeyedLock()
         self.deletions_wanted = trio.Event()
+        self.allocating: set[ChunkId] = set()
 
     # --- reading -----------------------------------------------------------------
     def location(
@@ -139,7 +140,22 @@ class ChunkManager:
         if not chosen:
             raise NoSpace(f"no chunkserver can take chunk {index} of inode {inode}"
                           f" ({len(candidates)} up, all full or none)")
-        chunk_id = await self.committer.run(self.writer_chunks.reserve_chunk_id)
+        def reserve() -> ChunkId:
+            # Reserved ids sit in chunk_deletions (so a crash here leaks
+            # nothing); this set keeps the deletion loop off them while we
+            # live. It is filled before the commit makes the row visible.
+            reserved = self.writer_chunks.reserve_chunk_id()
+            self.allocating.add(reserved)
+            return reserved
+
+        chunk_id = await self.committer.run(reserve)
+        try:
+            return await self._create_and_attach(inode, index, chunk_id, chosen, writer_label)
+        finally:
+            self.allocating.discard(chunk_id)
+
+    async def _create_and_attach(self, inode: InodeId, index: int, chunk_id: ChunkId,
+                                 chosen: list[ServerId], writer_label: str) -> ChunkLocation:
         created = await self._command_all(
             chosen, lambda _: MasterToChunkserverCreateChunk(chunk_id=chunk_id, version=1))
         if not created:
@@ -342,6 +358,8 @@ class ChunkManager:
 
     async def _delete_pass(self) -> None:
         for chunk_id, version, holders in self.chunks.pending_deletions(DELETIONS_PER_PASS_MAX):
+            if chunk_id in self.allocating:
+                continue  # being created right now, not deleted
             live = [h for h in holders if (e := self.registry.chunkservers.get(h)) and e.up]
             command: Request = MasterToChunkserverDeleteChunk(chunk_id=chunk_id, version=version)
 

@@ -123,6 +123,8 @@ class ChunkTable:
 
     def finish_deletion(self, chunk_id: ChunkId) -> None:
         """Every holder confirmed the delete: the chunk is gone for good."""
+        if not self.is_deleted(chunk_id):
+            return  # attached to a file meanwhile: not ours to delete
         self.store.execute("DELETE FROM replicas WHERE chunk_id = ?", (chunk_id,))
         self.store.execute("DELETE FROM chunk_deletions WHERE chunk_id = ?", (chunk_id,))
         self.store.execute("DELETE FROM chunks WHERE id = ?", (chunk_id,))
