@@ -214,7 +214,8 @@ class ChunkManager:
         chunk_id, _ = existing
         async with self.chunk_locks.hold(chunk_id):
             version = self.chunks.version(chunk_id)
-            assert version is not None
+            if version is None:
+                return  # the file lost this chunk meanwhile: nothing to cut
             up, _ = self.registry.split_live(self.chunks.replicas(chunk_id))
             new_version = ChunkVersion(version + 1)
             survivors = await self._command_all(up, lambda _: MasterToChunkserverTruncateChunk(
