@@ -43,11 +43,11 @@ SOURCE_DATA_BYTES = (SOURCE_BYTES // DATA_EVERY_BYTES) * DATA_REGION_BYTES \
 TOOL_TIMEOUT_S = 180.0  # one tool run; each takes seconds here
 
 
-def run(*command: str | Path, timeout_s: float = TOOL_TIMEOUT_S) -> str:
+def run(*command: str | Path, timeout_s: float = TOOL_TIMEOUT_S, cwd: Path | None = None) -> str:
     """Run a tool to completion (check=True); its output goes into any failure."""
     try:
         result = subprocess.run([str(part) for part in command], check=True, timeout=timeout_s,
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, cwd=cwd)
     except subprocess.CalledProcessError as error:
         raise AssertionError(f"{command[0]} exited {error.returncode}: {command}\n"
                              f"stdout: {error.stdout[-3000:]}\n"
@@ -182,11 +182,14 @@ BUFFERED = ("--ioengine=psync",)
 DIRECT = ("--direct=1", "--ioengine=libaio", "--iodepth=16")
 
 
-def fio(directory: Path, *options: str, output: Path,
-        timeout_s: float = TOOL_TIMEOUT_S) -> list[dict[str, Any]]:
-    run("fio", "--name=verify", f"--directory={directory}", "--verify=crc32c",
-        "--do_verify=1", "--output-format=json", f"--output={output}", *options,
-        timeout_s=timeout_s)
+def fio_command(directory: Path, output: Path, *options: str) -> list[str]:
+    return ["fio", "--name=verify", f"--directory={directory}", "--verify=crc32c",
+            "--do_verify=1", "--output-format=json", f"--output={output}", *options]
+
+
+def fio(directory: Path, *options: str, output: Path) -> list[dict[str, Any]]:
+    # cwd: where fio leaves its verify state files, if any
+    run(*fio_command(directory, output, *options), cwd=output.parent)
     jobs: list[dict[str, Any]] = json.loads(output.read_text())["jobs"]
     return jobs
 
@@ -232,10 +235,8 @@ def test_chunkserver_killed_during_verifying_fio(cluster: Cluster, mount: Mount,
     size = 256 * MiB
     job = ("--rw=randwrite", "--bssplit=4k/20:64k/80", *DIRECT, f"--size={size}")
     output = tmp_path / "fio.json"
-    command = ["fio", "--name=verify", f"--directory={mount.path}", "--verify=crc32c",
-               "--do_verify=1", "--output-format=json", f"--output={output}", *job]
-    writer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    writer = subprocess.Popen(fio_command(mount.path, output, *job), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         # Wait until the writes have reached the chunkservers, then a little more.
         deadline = time.monotonic() + 60
