@@ -89,7 +89,8 @@ def decode_header(data: bytes | bytearray | memoryview) -> FrameHeader:
 def decode_body(header: FrameHeader, body: bytes | bytearray | memoryview) -> Message:
     try:
         return _decoders[header.message_type].decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+    # msgspec lets invalid UTF-8 in a str field out as UnicodeDecodeError.
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
         name = MESSAGE_BY_TYPE[header.message_type].__name__
         raise ProtocolError(f"malformed {name} body: {error}") from None
 

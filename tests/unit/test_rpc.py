@@ -178,3 +178,10 @@ def test_lz4_bomb_is_refused() -> None:
         codec.decode_payload(header, struct.pack("<I", 2**31) + b"\x00" * 4)
     with pytest.raises(ProtocolError, match="corrupt lz4"):
         codec.decode_payload(header, struct.pack("<I", 100) + b"\xff" * 4)
+
+
+def test_invalid_utf8_in_a_string_field_is_a_protocol_error() -> None:
+    """Found by the fuzz test: msgspec raises UnicodeDecodeError, not DecodeError."""
+    hello = codec.FrameHeader(0, 10, 0, 4, 0)  # AuthHello(role: str, nonce: bytes)
+    with pytest.raises(ProtocolError, match="malformed AuthHello"):
+        codec.decode_body(hello, b"\x92\xa1\x80\xc4")
