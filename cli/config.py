@@ -13,6 +13,7 @@ Every error names the file, the key and what is wrong, in one line.
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import tomllib
@@ -34,6 +35,12 @@ class Config:
     master_port: int
     key_file: Path
     host_label: str
+
+
+def add_master_argument(parser: argparse.ArgumentParser) -> None:
+    """The --master flag every command that talks to a cluster takes."""
+    parser.add_argument("--master", metavar="HOST:PORT",
+                        help="the master (default: from the config file)")
 
 
 def parse_address(text: str, what: str) -> tuple[str, int]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import trio
 
-from vmstore.cli.config import DEFAULT_MASTER_PORT, load_config, parse_address
+from vmstore.cli.config import DEFAULT_MASTER_PORT, add_master_argument, load_config, parse_address
 from vmstore.dfs.chunkserver.main import ChunkserverSettings, run_chunkserver
 from vmstore.dfs.constants import (
     REPLICATION_BANDWIDTH_BYTES_PER_S,
@@ -137,7 +137,7 @@ def register(subparsers: Any) -> None:
                              help="HOST:PORT for data traffic")
     chunkserver.add_argument("--advertise", help="address clients use to reach us"
                              " (default: the --listen host)")
-    chunkserver.add_argument("--master", help="master HOST:PORT (default: from the config file)")
+    add_master_argument(chunkserver)
     chunkserver.add_argument("--host-label", help="failure domain (default: the hostname)")
     chunkserver.add_argument("--replication-mib-per-s", type=float,
                              default=REPLICATION_BANDWIDTH_BYTES_PER_S / 2**20,

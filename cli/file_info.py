@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from vmstore.cli.cluster_client import with_client
+from vmstore.cli.config import add_master_argument
 from vmstore.dfs.client.client import Client
 from vmstore.dfs.constants import CHUNK_SIZE_BYTES
 from vmstore.dfs.errors import ConfigError
@@ -79,7 +80,7 @@ def register(subparsers: Any) -> None:
         epilog="example: vmstore fileinfo /var/lib/vmstore/images/web.img --json")
     info.add_argument("paths", nargs="+", metavar="PATH")
     info.add_argument("--json", action="store_true")
-    info.add_argument("--master", help="master HOST:PORT (default: from the config file)")
+    add_master_argument(info)
     info.set_defaults(handler=run_fileinfo)
     goal_parser = subparsers.add_parser(
         "goal", help="show or set the replication goal of a file or directory",
@@ -89,5 +90,5 @@ def register(subparsers: Any) -> None:
     goal_parser.add_argument("path")
     goal_parser.add_argument("goal", nargs="?", type=int, metavar="N")
     goal_parser.add_argument("--recursive", action="store_true")
-    goal_parser.add_argument("--master", help="master HOST:PORT (default: from the config file)")
+    add_master_argument(goal_parser)
     goal_parser.set_defaults(handler=run_goal)

@@ -9,6 +9,7 @@ from typing import Any
 import trio
 
 from vmstore.cli.cluster_client import with_client
+from vmstore.cli.config import add_master_argument
 from vmstore.dfs.client.client import Client
 from vmstore.dfs.errors import NotFound
 
@@ -68,11 +69,11 @@ def register(subparsers: Any) -> None:
                                        epilog="example: vmstore put disk.img /images/disk.img")
     put_parser.add_argument("source")
     put_parser.add_argument("destination", help="path in the cluster, e.g. /images/a.img")
-    put_parser.add_argument("--master", help="master HOST:PORT")
+    add_master_argument(put_parser)
     put_parser.set_defaults(handler=run_put)
     get_parser = subparsers.add_parser("get", help="copy a file out of the cluster",
                                        epilog="example: vmstore get /images/disk.img copy.img")
     get_parser.add_argument("source", help="path in the cluster")
     get_parser.add_argument("destination", help="local path, or - for stdout")
-    get_parser.add_argument("--master", help="master HOST:PORT")
+    add_master_argument(get_parser)
     get_parser.set_defaults(handler=run_get)

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from vmstore.cli.cluster_client import with_client
+from vmstore.cli.config import add_master_argument
 from vmstore.cli.status import as_builtins
 from vmstore.dfs.protocol import messages as m
 
@@ -44,5 +45,5 @@ def register(subparsers: Any) -> None:
         " Exit code: 0 clean, 1 some chunks under goal, 2 data lost or metadata broken.",
         epilog="example: vmstore fsck --json | jq '.problems[].path'")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--master", help="master HOST:PORT (default: from the config file)")
+    add_master_argument(parser)
     parser.set_defaults(handler=run_fsck)

@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from vmstore.cli.config import load_config
+from vmstore.cli.config import add_master_argument, load_config
 from vmstore.cli.daemons import setup_logging
 from vmstore.dfs.errors import Busy, ConfigError, DfsError
 from vmstore.dfs.protocol.auth import load_key
@@ -148,7 +148,7 @@ def register(subparsers: Any) -> None:
         " Runs in the background unless --foreground (for systemd).",
         epilog="example: vmstore mount /var/lib/vmstore")
     mount.add_argument("mountpoint")
-    mount.add_argument("--master", help="master HOST:PORT (default: from the config file)")
+    add_master_argument(mount)
     mount.add_argument("--key-file", dest="key_file",
                        help="cluster key file (default: from the config file)")
     mount.add_argument("--host-label", dest="host_label",

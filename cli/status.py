@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from vmstore.cli.cluster_client import with_client
+from vmstore.cli.config import add_master_argument
 from vmstore.dfs.protocol.messages import StatusReply
 
 
@@ -73,6 +74,6 @@ def register(subparsers: Any) -> None:
         "status", help="cluster health: chunkservers, chunks, clients",
         description="Show cluster health. Exit code: 0 healthy, 1 degraded, 2 data lost.",
         epilog="example: vmstore status --json | jq .chunks")
-    parser.add_argument("--master", help="master HOST:PORT (default: from the config file)")
+    add_master_argument(parser)
     parser.add_argument("--json", action="store_true", help="complete, machine-readable output")
     parser.set_defaults(handler=run_status)
