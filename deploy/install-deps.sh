@@ -24,6 +24,7 @@
 #                          pgrep/kill, losetup/mount and mkfs.ext4 for small
 #                          loop-mounted filesystems (chunkserver disk-full tests)
 #   kmod                   modprobe fuse when /dev/fuse is missing
+#   systemd                systemd-analyze verify for the units in deploy/systemd
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,7 +51,7 @@ quietly() {
 
 command -v "$PYTHON" >/dev/null 2>&1 || die "no interpreter '$PYTHON' on PATH (set PYTHON=...)"
 
-packages=(fuse3 libfuse3-dev pkg-config gcc qemu-utils fio iproute2 procps util-linux e2fsprogs kmod)
+packages=(fuse3 libfuse3-dev pkg-config gcc qemu-utils fio iproute2 procps util-linux e2fsprogs kmod systemd)
 if ! "$PYTHON" -c 'import os, sys, sysconfig
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
     packages+=(python3-dev)
