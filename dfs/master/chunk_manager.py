@@ -137,6 +137,13 @@ class ChunkManager:
         candidates = [Candidate(e.server_id, e.host_label, e.bytes_free)
                       for e in self.registry.up_servers() if not e.draining]
         chosen = choose_servers(candidates, goal, writer_label, self.rng)
+        if len(chosen) < goal and self.registry.in_startup_grace():
+            # Right after a restart most chunkservers have not registered yet:
+            # a reason to wait (clients retry this), not to say the disk is full.
+            raise ReplicaUnavailable("waiting for chunkservers to register after a restart")
+        if not candidates:
+            raise ReplicaUnavailable(f"no chunkserver is up to take chunk {index} of inode"
+                                     f" {inode}")
         if not chosen:
             raise NoSpace(f"no chunkserver can take chunk {index} of inode {inode}"
                           f" ({len(candidates)} up, all full or none)")
