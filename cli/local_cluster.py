@@ -126,8 +126,10 @@ def local_down(directory: Path) -> int:
         # Unmount first, so nothing writes to daemons that are going away; a
         # busy mount is detached lazily: `local down` means down.
         mountpoint = mount_ready.read_text().strip()
-        if subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True).returncode:
-            subprocess.run(["umount", "-l", mountpoint], capture_output=True)
+        unmounted = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True,
+                                   timeout=STOP_GRACE_S)
+        if unmounted.returncode:
+            subprocess.run(["umount", "-l", mountpoint], capture_output=True, timeout=STOP_GRACE_S)
     pid_files = sorted(run.glob("*.pid"))
     pids = {path: int(path.read_text()) for path in pid_files}
     for pid in pids.values():

@@ -18,6 +18,7 @@ from vmstore.dfs.errors import Busy, ConfigError, DfsError
 from vmstore.dfs.protocol.auth import load_key
 
 MOUNT_READY_TIMEOUT_S = 30.0
+UNMOUNT_TIMEOUT_S = 60.0
 FS_TYPE = "fuse.vmstore"
 
 
@@ -124,7 +125,7 @@ def unmount(mountpoint: Path) -> None:
     if not is_mounted(mountpoint):
         raise ConfigError(f"{mountpoint} is not a vmstore mount")
     result = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True,
-                            text=True)
+                            text=True, timeout=UNMOUNT_TIMEOUT_S)
     if result.returncode != 0:
         if "busy" in result.stderr.lower():
             raise Busy(f"{mountpoint} is busy: files are open on it"
