@@ -365,9 +365,14 @@ class ChunkManager:
             await self._delete_pass()
 
     async def _delete_pass(self) -> None:
-        for chunk_id, version, holders in self.chunks.pending_deletions(DELETIONS_PER_PASS_MAX):
-            if chunk_id in self.allocating:
-                continue  # being created right now, not deleted
+        for chunk_id, version in self.chunks.pending_deletions(DELETIONS_PER_PASS_MAX):
+            # The list above is a snapshot and earlier deletes awaited: decide
+            # on this chunk now, with no await between the check and the send.
+            # A reserved id is skipped while its allocation runs, and once
+            # attached it is no longer listed for deletion at all.
+            if chunk_id in self.allocating or not self.chunks.is_deleted(chunk_id):
+                continue
+            holders = self.chunks.replicas(chunk_id)
             live = [h for h in holders if (e := self.registry.chunkservers.get(h)) and e.up]
             command: Request = MasterToChunkserverDeleteChunk(chunk_id=chunk_id, version=version)
 

@@ -49,11 +49,11 @@ class ChunkTable:
         rows = self.store.all("SELECT chunk_id FROM replicas WHERE server_id = ?", (server_id,))
         return {ChunkId(row[0]) for row in rows}
 
-    def pending_deletions(self, limit: int) -> list[tuple[ChunkId, ChunkVersion, list[ServerId]]]:
+    def pending_deletions(self, limit: int) -> list[tuple[ChunkId, ChunkVersion]]:
         rows = self.store.all(
             "SELECT chunk_id, version FROM chunk_deletions ORDER BY chunk_id LIMIT ?", (limit,)
         )
-        return [(ChunkId(c), ChunkVersion(v), self.replicas(ChunkId(c))) for c, v in rows]
+        return [(ChunkId(c), ChunkVersion(v)) for c, v in rows]
 
     def is_deleted(self, chunk_id: ChunkId) -> bool:
         return self.store.one("SELECT 1 FROM chunk_deletions WHERE chunk_id = ?",
