@@ -13,6 +13,9 @@ import trio
 from vmstore.cli.config import DEFAULT_MASTER_PORT, add_master_argument, load_config, parse_address
 from vmstore.dfs.chunkserver.main import ChunkserverSettings, run_chunkserver
 from vmstore.dfs.constants import (
+    CLOCK_SKEW_MAX_S,
+    LEASE_EXPIRY_MIN_S,
+    LEASE_EXPIRY_S,
     REPLICATION_BANDWIDTH_BYTES_PER_S,
     REPLICATION_DELAY_S,
     SCRUB_RATE_BYTES_PER_S,
@@ -52,13 +55,18 @@ def add_daemon_arguments(parser: argparse.ArgumentParser) -> None:
 def run_master_command(args: argparse.Namespace) -> int:
     if args.data_dir is None:
         raise ConfigError("vmstore master needs --data-dir")
+    if args.lease_expiry < LEASE_EXPIRY_MIN_S:
+        raise ConfigError(f"--lease-expiry {args.lease_expiry:g}: at least"
+                          f" {LEASE_EXPIRY_MIN_S:g} s (write tokens live"
+                          f" {CLOCK_SKEW_MAX_S:g} s less)")
     setup_logging(args.log_level)
     host, port = parse_address(args.listen, "--listen")
     key_file = load_config(key_file=args.key_file, need_master=False).key_file
     settings = MasterSettings(data_dir=args.data_dir, listen_host=host, port=port,
                               key=load_key(key_file),
                               replication_delay_s=args.replication_delay,
-                              startup_grace_s=args.startup_grace)
+                              startup_grace_s=args.startup_grace,
+                              lease_expiry_s=args.lease_expiry)
     trio.run(lambda: run_until_signal(run_master, settings,
                                       on_started=_write_ready_file(args.ready_file, host)))
     return 0
@@ -121,6 +129,10 @@ def register(subparsers: Any) -> None:
                         metavar="SECONDS", help="after a restart, time for chunkservers to"
                         f" re-register before their replicas count as missing"
                         f" (default {STARTUP_GRACE_S:g})")
+    master.add_argument("--lease-expiry", type=float, default=LEASE_EXPIRY_S,
+                        metavar="SECONDS", help="a client silent this long loses its write"
+                        " leases, and another host may write its files; its write tokens"
+                        f" expire {CLOCK_SKEW_MAX_S:g} s earlier (default {LEASE_EXPIRY_S:g})")
     master.set_defaults(handler=run_master_command)
 
     chunkserver = subparsers.add_parser(

@@ -18,14 +18,21 @@ COPY_INFLIGHT_MAX = 8
 
 
 async def put(client: Client, source: str, destination: str) -> int:
-
-
     try:
         attrs = await client.resolve(destination)
-        await client.setattr(attrs.inode, size_bytes=0)
     except NotFound:
         await client.makedirs(destination.rpartition("/")[0])
         attrs = await client.create_file(destination)
+    await client.opened(attrs.inode, writable=True)  # EBUSY if another host writes it
+    try:
+        if attrs.size_bytes:
+            await client.setattr(attrs.inode, size_bytes=0)
+        return await _copy_in(client, source, attrs.inode)
+    finally:
+        await client.closed(attrs.inode, writable=True)
+
+
+async def _copy_in(client: Client, source: str, inode: int) -> int:
     copied = 0
     limiter = trio.Semaphore(COPY_INFLIGHT_MAX)
     with open(source, "rb") as source_file:
@@ -35,13 +42,13 @@ async def put(client: Client, source: str, destination: str) -> int:
 
                 async def write(offset: int = copied, data: bytes = block) -> None:
                     try:
-                        await client.write(attrs.inode, offset, data)
+                        await client.write(inode, offset, data)
                     finally:
                         limiter.release()
 
                 nursery.start_soon(write)
                 copied += len(block)
-    await client.fsync(attrs.inode)
+    await client.fsync(inode)
     return copied
 
 

@@ -34,19 +34,25 @@ def free_port() -> int:
         return port
 
 
-def spawn(directory: Path, name: str, arguments: list[str] | None = None) -> Path:
-    """Start one daemon detached (again, with its saved arguments if none are given)."""
+def spawn(directory: Path, name: str, arguments: list[str] | None = None,
+          prefix: list[str] | None = None) -> Path:
+    """Start one daemon detached (again, as saved if no ``arguments`` are given).
+
+    ``prefix`` runs it through another command first, such as ``nsenter
+    --net=...`` to start it inside a network namespace (a test's "host").
+    """
     (directory / "logs").mkdir(parents=True, exist_ok=True)
     (directory / "run").mkdir(parents=True, exist_ok=True)
     saved = directory / "run" / f"{name}.args"
     if arguments is None:
-        arguments = json.loads(saved.read_text())
-    saved.write_text(json.dumps(arguments))
+        arguments, prefix = json.loads(saved.read_text())
+    saved.write_text(json.dumps([arguments, prefix or []]))
     ready = directory / "run" / f"{name}.addr"
     ready.unlink(missing_ok=True)
     with open(directory / "logs" / f"{name}.log", "ab") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "vmstore.cli.main", *arguments, "--ready-file", str(ready)],
+            [*(prefix or []), sys.executable, "-m", "vmstore.cli.main", *arguments,
+             "--ready-file", str(ready)],
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
     (directory / "run" / f"{name}.pid").write_text(f"{process.pid}\n")

@@ -57,6 +57,16 @@ REPLICATION_BANDWIDTH_BYTES_PER_S = 200 * 1024 * 1024
 SCRUB_RATE_BYTES_PER_S = 12 * 1024 * 1024
 REPLY_CACHE_PER_SESSION_MAX = 1024
 CHUNK_ALLOCATION_RETRIES_MAX = 5
+# Write leases. A client session silent this long loses its leases; a write
+# token lives this long minus CLOCK_SKEW_MAX_S, the most the clocks of the
+# master and a chunkserver may disagree (NTP keeps them within milliseconds).
+LEASE_EXPIRY_S = 20.0
+LEASE_EXPIRY_MIN_S = 4.0
+CLOCK_SKEW_MAX_S = 2.0
+SESSION_EXPIRY_CHECK_INTERVAL_S = 0.5
+# Clients renew this many times per expiry period, so a few lost renewals
+# (a busy master, a dropped packet) do not cost the lease.
+LEASE_RENEWALS_PER_EXPIRY = 4
 
 # --- client --------------------------------------------------------------
 # How long metadata calls keep retrying while the master is away (restart,

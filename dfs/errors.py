@@ -79,6 +79,12 @@ class Busy(DfsError):
     code = 13
 
 
+class LeaseHeld(Busy):
+    """Another client session holds the file's write lease; the message names its host."""
+
+    code = 17
+
+
 class CrossDevice(DfsError):
     code = 14
 
@@ -120,6 +126,22 @@ class WriteRefused(DfsError):
     """A chunkserver refused a write (not in the chain, bad token, ...)."""
 
     code = 24
+
+
+class LeaseLost(DfsError):
+    """This client no longer holds the file's write lease: it is fenced.
+
+    Never retried: another host may be writing the file now, so a write from
+    here must not land anywhere. The file must be opened again.
+    """
+
+    code = 25
+
+
+class TokenExpired(DfsError):
+    """A write token is past its life (or older than the chunkserver): get a fresh one."""
+
+    code = 26
 
 
 # --- connections -------------------------------------------------------------

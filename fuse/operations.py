@@ -34,7 +34,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from vmstore.dfs.client.client import Client
-from vmstore.dfs.errors import DfsError, NoSuchAttribute
+from vmstore.dfs.errors import DfsError, LeaseHeld, NoSuchAttribute
 from vmstore.dfs.protocol.messages import FileAttrs
 from vmstore.fuse.errors import to_fuse_error
 
@@ -257,6 +257,22 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
         attrs = await self.client.getattr(inode)  # fresh: close-to-open
         if stat.S_ISDIR(attrs.mode):
             raise pyfuse3.FUSEError(errno.EISDIR)
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        await self._opened(inode, writable, ctx)
+        try:
+            return await self._open_file(inode, flags, attrs)
+        except BaseException:
+            await self.client.closed(inode, writable)
+            raise
+
+    async def _opened(self, inode: int, writable: bool, ctx: Any) -> None:
+        try:
+            await self.client.opened(inode, writable)
+        except LeaseHeld as error:
+            log.warning("open for writing by pid %d refused: %s", ctx.pid, error.message)
+            raise
+
+    async def _open_file(self, inode: int, flags: int, attrs: FileAttrs) -> pyfuse3.FileInfo:
         if flags & os.O_TRUNC and attrs.size_bytes:
             # libfuse 3 negotiates atomic O_TRUNC: the kernel sends no setattr,
             # truncating is ours to do here.
@@ -268,14 +284,13 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
         known = self.open_files.get(inode)
         if known is not None and not known.dirty and known.size_bytes != attrs.size_bytes:
             pyfuse3.invalidate_inode(inode, attr_only=True)
-        await self.client.opened(inode)
         return self._new_handle(attrs, flags)
 
     @translated
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         attrs = await self.client.create(parent_inode, name, mode, ctx.uid, ctx.gid)
-        await self.client.opened(attrs.inode)
+        await self._opened(attrs.inode, flags & os.O_ACCMODE != os.O_RDONLY, ctx)
         return self._new_handle(attrs, flags), self._entry(attrs)
 
     @translated
@@ -320,12 +335,12 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
         handle = self.handles.pop(fh)
         open_file = self.open_files[handle.inode]
         open_file.handles -= 1
-        if open_file.handles == 0:
-            del self.open_files[handle.inode]
-            try:
+        try:
+            if open_file.handles == 0:
+                del self.open_files[handle.inode]
                 await self._publish_file(open_file)
-            finally:
-                await self.client.closed(handle.inode)
+        finally:
+            await self.client.closed(handle.inode, handle.writable)
 
     # --- extended attributes -------------------------------------------------------------
     @translated

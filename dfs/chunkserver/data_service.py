@@ -8,6 +8,11 @@ Promises:
   version is the one asked for.
 * A flush is answered only after the chunk's data is on stable storage here
   and down the chain.
+* A write lands only with a valid write token of a current lease epoch
+  (``write_fence``). If this replica applied a write that a member down the
+  chain refused because its writer was fenced, nobody will repeat that
+  write, so this replica no longer matches its peers: it reports itself
+  damaged and the master rebuilds it from them.
 
 Disk calls on small buffers run inline (a pwrite to the page cache costs
 less than a thread hop); fsync and big transfers go to a worker thread.
@@ -24,15 +29,19 @@ import trio
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
 from vmstore.dfs.chunkserver.range_lock import RangeLocks
-from vmstore.dfs.constants import DATA_REQUEST_BYTES_MAX, DATA_RPC_TIMEOUT_S
+from vmstore.dfs.chunkserver.write_fence import WriteFence
+from vmstore.dfs.constants import CHUNK_SIZE_BYTES, DATA_REQUEST_BYTES_MAX, DATA_RPC_TIMEOUT_S
 from vmstore.dfs.errors import (
     ChecksumMismatch,
     ChunkNotFound,
     DfsError,
     InvalidArgument,
+    LeaseLost,
     ProtocolError,
     ReplicaUnavailable,
     StaleChunkVersion,
+    TokenExpired,
+    WriteRefused,
     unwrapped_errors,
 )
 from vmstore.dfs.protocol import messages as m
@@ -42,13 +51,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Errors that mean "this replica cannot take part", as opposed to a bad request.
 REPLICA_FAULTS = (ChunkNotFound, StaleChunkVersion, ChecksumMismatch, OSError)
+# Refusals of the writer, not of a replica: the client must not drop anyone.
+WRITER_REFUSED = (LeaseLost, TokenExpired, WriteRefused)
 INLINE_DISK_BYTES_MAX = 256 * 1024
 
 
 class DataService:
-    def __init__(self, store: ChunkStore, peers: ConnectionPool,
+    def __init__(self, store: ChunkStore, peers: ConnectionPool, fence: WriteFence,
                  server_id: Callable[[], int]) -> None:
         self.store = store
+        self.fence = fence
         # Set by the chunkserver once its master link exists: bad replicas go there.
         self.report_damaged: Callable[[int, int, str], None] = lambda *_: None
         self.peers = peers
@@ -101,13 +113,24 @@ class DataService:
         return m.ReadChunkReply(zero_ranges=zero_ranges), payload
 
     async def write(self, request: m.ToChunkserverWriteChunk, payload: bytes) -> m.Message:
+        applied = trio.Event()
         async with self.range_locks.hold(request.chunk_id, request.offset_bytes,
                                          request.length_bytes):
-            with unwrapped_errors():
-                async with trio.open_nursery() as nursery:
-                    if request.chain_rest:
-                        nursery.start_soon(self._forward_write, request, payload)
-                    await self._write_local(request, payload)
+            self.fence.admit(request.token, request.chunk_id)
+            try:
+                with unwrapped_errors():
+                    async with trio.open_nursery() as nursery:
+                        if request.chain_rest:
+                            nursery.start_soon(self._forward_write, request, payload)
+                        await self._write_local(request, payload)
+                        applied.set()
+            except WRITER_REFUSED as error:
+                if applied.is_set():
+                    reason = f"applied a write the chain refused ({error})"
+                    log.warning("chunk %d: %s; reporting this replica damaged",
+                                request.chunk_id, reason)
+                    self.report_damaged(request.chunk_id, request.version, reason)
+                raise
         self.bytes_written += len(payload)
         return m.EmptyReply()
 
@@ -120,6 +143,15 @@ class DataService:
             raise
         except REPLICA_FAULTS as error:
             raise self._fault(error, f"write to chunk {request.chunk_id}") from None
+
+    async def raise_fence(self, request: m.MasterToChunkserverFence) -> m.Message:
+        """Refuse older epochs from now on, then wait out the writes already admitted."""
+        for chunk_id in request.chunk_ids:
+            self.fence.raise_epoch(chunk_id, request.epoch)
+        for chunk_id in request.chunk_ids:
+            async with self.range_locks.hold(chunk_id, 0, CHUNK_SIZE_BYTES):
+                pass
+        return m.EmptyReply()
 
     async def _forward_write(self, request: m.ToChunkserverWriteChunk, payload: bytes) -> None:
         next_member, rest = request.chain_rest[0], request.chain_rest[1:]
@@ -135,7 +167,7 @@ class DataService:
             connection = await self.peers.get(member.host, member.port)
             await connection.call(request, payload, timeout_s=DATA_RPC_TIMEOUT_S)
         except DfsError as error:
-            if error.server_id or isinstance(error, InvalidArgument):
+            if error.server_id or isinstance(error, (InvalidArgument, *WRITER_REFUSED)):
                 raise  # already names the member at fault, or nobody is
             raise ReplicaUnavailable(
                 f"chain member {member.server_id} ({member.host}:{member.port}): {error}",

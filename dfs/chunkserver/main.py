@@ -16,6 +16,7 @@ from vmstore.dfs.chunkserver.data_service import DataService
 from vmstore.dfs.chunkserver.master_link import LinkSettings, MasterLink
 from vmstore.dfs.chunkserver.replicator import Replicator
 from vmstore.dfs.chunkserver.scrubber import Scrubber
+from vmstore.dfs.chunkserver.write_fence import WriteFence
 from vmstore.dfs.constants import REPLICATION_BANDWIDTH_BYTES_PER_S, SCRUB_RATE_BYTES_PER_S
 from vmstore.dfs.protocol.rpc import ConnectionPool, serve_connections
 
@@ -57,14 +58,15 @@ async def run_chunkserver(settings: ChunkserverSettings, *,
         async with trio.open_nursery() as nursery:
             peers = ConnectionPool(nursery, settings.key, "chunkserver", compress=False)
             link: MasterLink | None = None
-            data = DataService(store, peers, lambda: link.server_id if link else 0)
+            data = DataService(store, peers, WriteFence(settings.key),
+                               lambda: link.server_id if link else 0)
             port = await nursery.start(serve_connections, settings.listen_host, settings.port,
                                        settings.key, ROLES, data.handler_for)
             link = MasterLink(LinkSettings(
                 master_host=settings.master_host, master_port=settings.master_port,
                 key=settings.key, server_uuid=server_uuid(settings.data_dir),
                 advertise_host=settings.advertise_host or settings.listen_host,
-                data_port=port, host_label=settings.host_label), store, data.disk)
+                data_port=port, host_label=settings.host_label), store, data)
             link.replicator = Replicator(store, peers, data.disk,
                                          settings.replication_bandwidth_bytes_per_s)
             data.report_damaged = link.report_damaged

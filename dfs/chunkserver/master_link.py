@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
+from vmstore.dfs.chunkserver.data_service import DataService
 from vmstore.dfs.chunkserver.replicator import Replicator
 from vmstore.dfs.constants import (
     HEARTBEAT_INTERVAL_S,
@@ -50,10 +51,11 @@ class LinkSettings:
 
 
 class MasterLink:
-    def __init__(self, settings: LinkSettings, store: ChunkStore, disk: Any) -> None:
+    def __init__(self, settings: LinkSettings, store: ChunkStore, data: DataService) -> None:
         self.settings = settings
         self.store = store
-        self.disk = disk  # DataService.disk: store calls go through its one thread
+        self.data = data
+        self.disk = data.disk  # store calls go through its one thread
         self.server_id = 0
         self.registrations = 0
         self.chunk_count = 0  # as of the last registration, for the master's status
@@ -140,6 +142,8 @@ class MasterLink:
             await self._delete(request.chunk_id, request.version)
         elif isinstance(request, m.MasterToChunkserverTruncateChunk):
             await self.disk(0, self._truncate, request)
+        elif isinstance(request, m.MasterToChunkserverFence):
+            await self.data.raise_fence(request)
         elif isinstance(request, m.MasterToChunkserverReplicate) and self.replicator:
             await self.replicator.replicate(request)
             self.chunk_count += 1
@@ -166,6 +170,7 @@ class MasterLink:
                 return  # already gone: deletes are idempotent
             if version == 0 or current <= version:
                 self.store.delete(chunk_id)
+                self.data.fence.forget(chunk_id)
                 self.chunk_count -= 1
 
         await self.disk(0, delete)

@@ -9,6 +9,9 @@ Promises:
   trying each replica before asking the master again; holes read as zeros.
 * ``flush`` returns when every chunk written since the last flush is on
   stable storage on every replica of its chain.
+* Every write carries a token of the file's write lease (``leases``),
+  refreshed from the master at half its life; a write refused because the
+  lease is gone (LeaseLost) is never retried and drops nobody from a chain.
 
 Chunk locations are cached (bounded); a cached location is dropped as soon
 as a chunkserver says it is stale.
@@ -22,6 +25,7 @@ from typing import Any
 
 import trio
 
+from vmstore.dfs.client.leases import ClientLeases
 from vmstore.dfs.client.master_client import MasterClient
 from vmstore.dfs.client.zero_ranges import join_zero_ranges, split_zero_blocks
 from vmstore.dfs.constants import (
@@ -37,7 +41,11 @@ from vmstore.dfs.constants import (
 from vmstore.dfs.errors import (
     DfsError,
     InvalidArgument,
+    LeaseHeld,
+    LeaseLost,
     ReplicaUnavailable,
+    TokenExpired,
+    WriteRefused,
     unwrapped_errors,
 )
 from vmstore.dfs.protocol import messages as m
@@ -65,6 +73,20 @@ def chunk_pieces(offset: int, length: int) -> list[tuple[int, int, int, int]]:
     return pieces
 
 
+@dataclass(frozen=True)
+class _WriteTarget:
+    """A write chain, the token its members check, and when to get a fresh one."""
+
+    location: m.ChunkLocation
+    token: m.WriteToken
+    refresh_at_s: float  # trio clock: half the token's life after it arrived
+
+    @classmethod
+    def from_reply(cls, reply: m.WriteLocationReply) -> _WriteTarget:
+        life_s = (reply.token.expires_ns - reply.token.issued_ns) / 1e9
+        return cls(reply.location, reply.token, trio.current_time() + life_s / 2)
+
+
 @dataclass
 class _Unflushed:
     """Chunks written since the last flush of a file, and how far it grew."""
@@ -74,11 +96,13 @@ class _Unflushed:
 
 
 class ChunkIO:
-    def __init__(self, master: MasterClient, chunkservers: ConnectionPool) -> None:
+    def __init__(self, master: MasterClient, chunkservers: ConnectionPool,
+                 leases: ClientLeases) -> None:
         self.master = master
         self.chunkservers = chunkservers
+        self.leases = leases
         self._read_locations: dict[tuple[int, int], m.ChunkLocation | None] = {}
-        self._write_locations: dict[tuple[int, int], m.ChunkLocation] = {}
+        self._write_targets: dict[tuple[int, int], _WriteTarget] = {}
         self.unflushed: dict[int, _Unflushed] = {}
 
     # --- locations ------------------------------------------------------------
@@ -95,24 +119,34 @@ class ChunkIO:
             self._read_locations[(inode, i)] = found.get(i)
         return found.get(index)
 
-    async def _location_for_write(self, inode: int, index: int) -> m.ChunkLocation:
-        location = self._write_locations.get((inode, index))
-        if location is None:
-            reply = await self.master.mutate(m.ClientToMasterChunkForWrite,
-                                             reply_type=m.ChunkLocationReply,
-                                             inode=inode, index=index)
-            location = reply.location
-            self._trim_cache(self._write_locations)
-            self._remember(inode, location)
-        return location
+    async def _target_for_write(self, inode: int, index: int) -> _WriteTarget:
+        target = self._write_targets.get((inode, index))
+        if target is None or trio.current_time() >= target.refresh_at_s:
+            target = await self._ask_for_write(inode, m.ClientToMasterChunkForWrite,
+                                               index=index)
+        return target
 
-    def _remember(self, inode: int, location: m.ChunkLocation) -> None:
-        self._write_locations[(inode, location.index)] = location
-        self._read_locations[(inode, location.index)] = location
+    async def _ask_for_write(self, inode: int, request_type: type[m.Request],
+                             **fields: Any) -> _WriteTarget:
+        """ChunkForWrite or ReportBadChain, under this client's lease of the file."""
+        epoch = self.leases.epoch_for_write(inode)
+        try:
+            reply = await self.master.mutate(request_type, reply_type=m.WriteLocationReply,
+                                             inode=inode, lease_epoch=epoch, **fields)
+        except LeaseLost as error:
+            self.leases.lost(inode, error.message)
+            raise
+        if epoch == 0:
+            self.leases.took(inode, reply.token.epoch)
+        target = _WriteTarget.from_reply(reply)
+        self._trim_cache(self._write_targets)
+        self._write_targets[(inode, target.location.index)] = target
+        self._read_locations[(inode, target.location.index)] = target.location
+        return target
 
     def forget(self, inode: int) -> None:
         """Drop cached locations of a file (it was truncated or removed elsewhere)."""
-        for cache in (self._read_locations, self._write_locations):
+        for cache in (self._read_locations, self._write_targets):
             for key in [k for k in cache if k[0] == inode]:
                 del cache[key]
 
@@ -182,23 +216,31 @@ class ChunkIO:
 
     async def _write_piece(self, inode: int, index: int, inner: int, data: memoryview) -> None:
         zero_ranges, payload = split_zero_blocks(inner, data)
-        if not payload and (inode, index) not in self._write_locations:
+        self.leases.epoch_for_write(inode)  # a fenced file takes no writes, zeros included
+        if not payload and (inode, index) not in self._write_targets:
             if await self._location_for_read(inode, index) is None:
                 return  # zeros into a hole: nothing to store, nothing to allocate
         last_error: DfsError | None = None
         for _attempt in range(WRITE_RETRIES_MAX):
-            location = await self._location_for_write(inode, index)
+            target = await self._target_for_write(inode, index)
+            location = target.location
             head, rest = location.replicas[0], location.replicas[1:]
             try:
                 connection = await self.chunkservers.get(head.host, head.port)
                 await connection.call(m.ToChunkserverWriteChunk(
                     chunk_id=location.chunk_id, version=location.version, offset_bytes=inner,
-                    length_bytes=len(data), zero_ranges=zero_ranges, chain_rest=rest),
-                    payload, timeout_s=DATA_RPC_TIMEOUT_S)
+                    length_bytes=len(data), zero_ranges=zero_ranges, chain_rest=rest,
+                    token=target.token), payload, timeout_s=DATA_RPC_TIMEOUT_S)
                 self.unflushed.setdefault(inode, _Unflushed()).chunks[index] = location
                 return
-            except InvalidArgument:
+            except (InvalidArgument, WriteRefused, LeaseHeld):
                 raise
+            except LeaseLost as error:
+                self.leases.lost(inode, error.message)
+                raise
+            except TokenExpired as error:
+                last_error = error
+                self._write_targets.pop((inode, index), None)  # a fresh token next time
             except DfsError as error:
                 last_error = error
                 failed = error.server_id or head.server_id
@@ -208,12 +250,12 @@ class ChunkIO:
         raise ReplicaUnavailable(f"write to chunk {index} of inode {inode} failed"
                                  f" {WRITE_RETRIES_MAX} times; last: {last_error}")
 
-    async def _replace_chain(self, inode: int, location: m.ChunkLocation, failed: int) -> None:
-        reply = await self.master.mutate(
-            m.ClientToMasterReportBadChain, reply_type=m.ChunkLocationReply, inode=inode,
-            index=location.index, chunk_id=location.chunk_id, version=location.version,
-            failed_server_ids=[failed])
-        self._remember(inode, reply.location)
+    async def _replace_chain(self, inode: int, location: m.ChunkLocation, failed: int
+                             ) -> m.ChunkLocation:
+        target = await self._ask_for_write(
+            inode, m.ClientToMasterReportBadChain, index=location.index,
+            chunk_id=location.chunk_id, version=location.version, failed_server_ids=[failed])
+        return target.location
 
     # --- flushing ----------------------------------------------------------------
     def pending_size(self, inode: InodeId) -> int:
@@ -222,6 +264,7 @@ class ChunkIO:
 
     async def flush(self, inode: InodeId) -> int:
         """Make this file's acknowledged writes durable; returns the size they reach."""
+        self.leases.epoch_for_write(inode)  # after a fence, "durable" would be a lie
         unflushed = self.unflushed.pop(inode, None)
         if unflushed is None:
             return 0
@@ -254,6 +297,6 @@ class ChunkIO:
             except DfsError as error:
                 # The survivors acknowledged every write, so flushing them is enough.
                 last_error = error
-                await self._replace_chain(inode, location, error.server_id or head.server_id)
-                location = self._write_locations[(inode, location.index)]
+                location = await self._replace_chain(inode, location,
+                                                     error.server_id or head.server_id)
         raise ReplicaUnavailable(f"flush of chunk {location.chunk_id} failed: {last_error}")

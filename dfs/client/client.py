@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 from vmstore.dfs.client.chunk_io import ChunkIO
+from vmstore.dfs.client.leases import ClientLeases
 from vmstore.dfs.client.master_client import ClientIdentity, MasterClient
 from vmstore.dfs.constants import MASTER_RECONNECT_TIMEOUT_S
 from vmstore.dfs.errors import NotADirectory, NotFound, unwrapped_errors
@@ -25,12 +26,14 @@ from vmstore.dfs.protocol.rpc import ConnectionPool
 from vmstore.dfs.types import ROOT_INODE, InodeId
 
 READDIR_BATCH = 512
+CLOSE_SESSION_TIMEOUT_S = 5.0
 
 
 class Client:
     def __init__(self, master: MasterClient, chunk_io: ChunkIO) -> None:
         self.master = master
         self.io = chunk_io
+        self.leases = chunk_io.leases
 
     # --- namespace by inode ------------------------------------------------------------
     async def lookup(self, parent: int, name: bytes) -> m.FileAttrs:
@@ -157,8 +160,14 @@ class Client:
                                      inode=inode, size_bytes=size_bytes,
                                      mtime_ns=time.time_ns())
 
-    async def opened(self, inode: int) -> None:
-        """A handle on ``inode`` opened here: the master keeps the file while any is open."""
+    async def opened(self, inode: int, writable: bool = False) -> None:
+        """A handle on ``inode`` opened here: the master keeps the file while any is open.
+
+        A writable handle needs the file's write lease: LeaseHeld (EBUSY)
+        if another host has it.
+        """
+        if writable:
+            await self.leases.opened_for_write(inode)
         count = self.master.open_inodes.get(inode, 0)
         self.master.open_inodes[inode] = count + 1
         if count == 0:
@@ -166,7 +175,10 @@ class Client:
                 session_id=self.master.session_id, inode=inode, held=True),
                 reply_type=m.EmptyReply)
 
-    async def closed(self, inode: int) -> None:
+    async def closed(self, inode: int, writable: bool = False) -> None:
+        """One handle closed (every ``opened`` has one ``closed``)."""
+        if writable:
+            await self.leases.closed_for_write(inode)
         count = self.master.open_inodes.pop(inode)
         if count > 1:
             self.master.open_inodes[inode] = count - 1
@@ -174,6 +186,23 @@ class Client:
         await self.master.call(m.ClientToMasterHold(
             session_id=self.master.session_id, inode=inode, held=False),
             reply_type=m.EmptyReply)
+
+    async def lease_info(self, inode: int) -> m.LeaseInfo:
+        reply = await self.master.call(m.ClientToMasterLeaseInfo(inode=inode),
+                                       reply_type=m.LeaseInfoReply)
+        return reply.lease
+
+    async def lease_handover(self, inode: int, to_host: str) -> m.LeaseInfo:
+        """Let ``to_host``'s first write take the lease (and fence the holder from then on)."""
+        reply = await self.master.call(m.ClientToMasterLeaseHandover(
+            inode=inode, to_host=to_host), reply_type=m.LeaseInfoReply)
+        return reply.lease
+
+    async def lease_break(self, inode: int) -> m.LeaseInfo:
+        """Take the lease from its holder now and fence it (its host is known dead)."""
+        reply = await self.master.call(m.ClientToMasterLeaseBreak(inode=inode),
+                                       reply_type=m.LeaseInfoReply)
+        return reply.lease
 
     async def publish_size(self, inode: int) -> None:
         """Tell the master how far this client's acknowledged writes reach (close-to-open).
@@ -222,10 +251,16 @@ async def open_client(host: str, port: int, key: bytes, identity: ClientIdentity
         async with trio.open_nursery() as nursery:
             master = MasterClient(nursery, host, port, key, identity, reconnect_timeout_s)
             chunkservers = ConnectionPool(nursery, key, "client", compress)
-            client = Client(master, ChunkIO(master, chunkservers))
+            leases = ClientLeases(master)
+            client = Client(master, ChunkIO(master, chunkservers, leases))
             await master.call(m.ClientToMasterStatFs(), reply_type=m.StatFsReply)  # session up
+            if master.session_id:
+                nursery.start_soon(leases.renew_loop)
             try:
                 yield client
             finally:
+                with trio.CancelScope(shield=True):
+                    await master.close_session(timeout_s=CLOSE_SESSION_TIMEOUT_S)
                 master.close()
                 chunkservers.close_all()
+                nursery.cancel_scope.cancel()

@@ -12,18 +12,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
 
 from vmstore.dfs.constants import (
+    LEASE_EXPIRY_S,
     MASTER_RECONNECT_TIMEOUT_S,
     RECONNECT_BACKOFF_MAX_S,
     RECONNECT_BACKOFF_MIN_S,
     RPC_TIMEOUT_S,
 )
-from vmstore.dfs.errors import MasterUnavailable, PeerUnavailable, ReplicaUnavailable
+from vmstore.dfs.errors import DfsError, MasterUnavailable, PeerUnavailable, ReplicaUnavailable
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import Connection, open_connection
 
@@ -57,6 +59,10 @@ class MasterClient:
         # Files this client has open, with handle counts: declared again to
         # a restarted master so that it keeps unlinked open files alive.
         self.open_inodes: dict[int, int] = {}
+        self.lease_expiry_s = LEASE_EXPIRY_S  # the master's, learned with the session
+        # Called when the master no longer knew our session (it expired):
+        # whatever the old session held is gone.
+        self.on_session_replaced: list[Callable[[], None]] = []
         self._connect_lock = trio.Lock()
 
     @property
@@ -114,12 +120,28 @@ class MasterClient:
                 mount_point=self.identity.mount_point, pid=os.getpid(),
                 resume_session_id=self.session_id, open_inodes=list(self.open_inodes)),
                 reply_type=m.MasterToClientSession)
-            if self.session_id and reply.session_id != self.session_id:
-                log.warning("master did not know session %d; now session %d",
+            replaced = self.session_id and reply.session_id != self.session_id
+            if replaced:
+                log.warning("master did not know session %d (it expired); now session %d",
                             self.session_id, reply.session_id)
             self.session_id = reply.session_id
+            self.lease_expiry_s = reply.lease_expiry_ms / 1000
+            if replaced:
+                for callback in self.on_session_replaced:
+                    callback()
             task_status.started(connection)
             await connection.closed.wait()
+
+    async def close_session(self, timeout_s: float) -> None:
+        """End the session at the master now (leases, open files), if it can be reached."""
+        connection = self._connection
+        if not self.session_id or connection is None or connection.closed.is_set():
+            return
+        try:
+            await connection.call(m.ClientToMasterCloseSession(session_id=self.session_id),
+                                  timeout_s=timeout_s)
+        except DfsError as error:
+            log.info("could not close session %d (%s); it will expire", self.session_id, error)
 
     def close(self) -> None:
         if self._connection is not None:

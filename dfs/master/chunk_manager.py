@@ -22,6 +22,7 @@ import trio
 from vmstore.dfs.constants import (
     CHUNK_SIZE_BYTES,
     HEARTBEAT_INTERVAL_S,
+    MAX_FILE_SIZE_BYTES,
     REPLICATION_TIMEOUT_S,
     RPC_TIMEOUT_S,
 )
@@ -42,6 +43,7 @@ from vmstore.dfs.protocol.messages import (
     ChunkReport,
     MasterToChunkserverCreateChunk,
     MasterToChunkserverDeleteChunk,
+    MasterToChunkserverFence,
     MasterToChunkserverReplicate,
     MasterToChunkserverSetVersion,
     MasterToChunkserverTruncateChunk,
@@ -51,6 +53,7 @@ from vmstore.dfs.types import ChunkId, ChunkVersion, InodeId, ServerId
 
 log = logging.getLogger(__name__)
 DELETIONS_PER_PASS_MAX = 256
+FENCE_CHUNKS_PER_MESSAGE_MAX = 65536  # keeps a fence of a huge file inside one frame
 
 
 class ChunkManager:
@@ -231,6 +234,43 @@ class ChunkManager:
             if not survivors:
                 raise ReplicaUnavailable(f"cannot truncate chunk {chunk_id}: no live replica")
             await self._commit_version(chunk_id, new_version, survivors)
+
+    async def fence_file(self, inode: InodeId, epoch: int) -> None:
+        """Make every replica of the file refuse writes of lease epochs before ``epoch``.
+
+        A replica that cannot be told (its server is down or does not
+        answer) leaves its chunk's replica set by a version bump, as after a
+        failed write: the fenced writer may still reach it, but nobody will
+        read what it writes there.
+        """
+        rows = self.chunks.chunks_in_range(inode, 0, MAX_FILE_SIZE_BYTES // CHUNK_SIZE_BYTES)
+        by_server: dict[ServerId, list[int]] = {}
+        for _index, chunk_id, _version in rows:
+            for server_id in self.chunks.replicas(chunk_id):
+                by_server.setdefault(server_id, []).append(chunk_id)
+        unfenced: set[ServerId] = set()
+        for start in range(0, max(map(len, by_server.values()), default=0),
+                           FENCE_CHUNKS_PER_MESSAGE_MAX):
+            servers = [s for s, ids in by_server.items() if len(ids) > start]
+            def batch(server_id: ServerId, start: int = start) -> Request:
+                return MasterToChunkserverFence(epoch=epoch, chunk_ids=by_server[server_id][
+                    start:start + FENCE_CHUNKS_PER_MESSAGE_MAX])
+
+            told = await self._command_all(servers, batch)
+            unfenced.update(set(servers) - set(told))
+        if not unfenced:
+            return
+        for _index, chunk_id, _version in rows:
+            async with self.chunk_locks.hold(chunk_id):
+                version = self.chunks.version(chunk_id)
+                holders = self.chunks.replicas(chunk_id)
+                if version is None or not unfenced.intersection(holders):
+                    continue
+                keep = [h for h in holders if h not in unfenced]
+                log.warning("chunk %d: chunkservers %s could not be fenced; they leave its"
+                            " replica set", chunk_id, sorted(unfenced.intersection(holders)))
+                if keep:
+                    await self._change_chain(chunk_id, version, keep)
 
     async def _command_all(
         self, servers: list[ServerId], make: Callable[[ServerId], Request]

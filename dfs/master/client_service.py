@@ -17,6 +17,7 @@ import trio
 from vmstore.dfs.errors import InvalidArgument, NotFound, ProtocolError
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
+from vmstore.dfs.master.lease_manager import LeaseManager
 from vmstore.dfs.master.registry import Registry, SessionEntry
 from vmstore.dfs.metadata import fsck
 from vmstore.dfs.metadata.namespace import Namespace
@@ -39,6 +40,7 @@ class ClientService:
         writer_sessions: SessionTable,
         chunk_manager: ChunkManager,
         registry: Registry,
+        leases: LeaseManager,
         master_address: str,
     ) -> None:
         self.committer = committer
@@ -47,6 +49,7 @@ class ClientService:
         self.sessions = writer_sessions
         self.chunk_manager = chunk_manager
         self.registry = registry
+        self.leases = leases
         self.master_address = master_address
         self.healing: HealingReporter | None = None  # the replication driver, once started
 
@@ -104,17 +107,17 @@ class ClientService:
             session_id = await self.committer.run(lambda: self.sessions.open(
                 request.hostname, request.host_label, request.mount_point, request.pid,
                 time.time_ns()))
-        entry = self.registry.sessions.get(session_id)
-        if entry is None:
-            status = m.ClientStatus(session_id=session_id, hostname=request.hostname,
-                                    host_label=request.host_label,
-                                    mount_point=request.mount_point, pid=request.pid,
-                                    address=connection.peer)
-            entry = self.registry.sessions[session_id] = SessionEntry(status)
+        status = m.ClientStatus(session_id=session_id, hostname=request.hostname,
+                                host_label=request.host_label, mount_point=request.mount_point,
+                                pid=request.pid, address=connection.peer)
+        entry = self.registry.sessions.setdefault(session_id, SessionEntry(status))
+        entry.status = status  # after a master restart, the address is known again
         entry.connections.add(connection)
+        self.leases.touch(session_id)
         for inode in request.open_inodes:
             self.registry.hold(inode, session_id)
-        return m.MasterToClientSession(session_id=session_id)
+        return m.MasterToClientSession(session_id=session_id,
+                                       lease_expiry_ms=int(self.leases.lease_expiry_s * 1000))
 
     async def hold(self, connection: Connection, request: Any) -> m.Message:
         inode = InodeId(request.inode)
@@ -143,23 +146,61 @@ class ClientService:
             await self.delete_orphans(orphans)
 
     async def chunk_for_write(self, connection: Connection, request: Any) -> m.Message:
-        attrs = self.namespace.getattr(InodeId(request.inode))
+        inode, session_id = InodeId(request.inode), SessionId(request.session_id)
+        attrs = self.namespace.getattr(inode)
         if attrs.mode & 0o170000 != 0o100000:
             raise InvalidArgument(f"inode {request.inode} is not a regular file")
+        epoch = await self.leases.authorize_write(session_id, inode, request.lease_epoch)
         location = await self.chunk_manager.chunk_for_write(
-            InodeId(request.inode), request.index, attrs.goal,
-            self.host_label_of(request.session_id))
-        return m.ChunkLocationReply(location=location)
+            inode, request.index, attrs.goal, self.host_label_of(session_id))
+        return m.WriteLocationReply(location=location, token=self.leases.token(
+            session_id, ChunkId(location.chunk_id), epoch))
 
     async def report_bad_chain(self, connection: Connection, request: Any) -> m.Message:
+        inode, session_id = InodeId(request.inode), SessionId(request.session_id)
+        epoch = await self.leases.authorize_write(session_id, inode, request.lease_epoch)
         location = await self.chunk_manager.report_bad_chain(
-            InodeId(request.inode), request.index, ChunkId(request.chunk_id),
+            inode, request.index, ChunkId(request.chunk_id),
             ChunkVersion(request.version), [ServerId(s) for s in request.failed_server_ids],
-            self.host_label_of(request.session_id))
-        return m.ChunkLocationReply(location=location)
+            self.host_label_of(session_id))
+        return m.WriteLocationReply(location=location, token=self.leases.token(
+            session_id, ChunkId(location.chunk_id), epoch))
+
+    async def write_end(self, connection: Connection, request: Any) -> m.Message:
+        self.leases.check_writer(SessionId(request.session_id), InodeId(request.inode))
+        return await self._mutate(request, _write_end)
+
+    # --- write leases ---------------------------------------------------------------
+    async def acquire_lease(self, connection: Connection, request: Any) -> m.Message:
+        self._check_regular_file(InodeId(request.inode))
+        return m.LeaseReply(epoch=await self.leases.acquire(SessionId(request.session_id),
+                                                            InodeId(request.inode)))
+
+    async def release_lease(self, connection: Connection, request: Any) -> m.Message:
+        await self.leases.release(SessionId(request.session_id), InodeId(request.inode),
+                                  request.epoch)
+        return m.EmptyReply()
+
+    async def close_session(self, connection: Connection, request: Any) -> m.Message:
+        if SessionId(request.session_id) in self.registry.sessions:
+            await self.leases.end_session(SessionId(request.session_id), "closed by its client")
+        return m.EmptyReply()
+
+    async def lease_handover(self, connection: Connection, request: Any) -> m.Message:
+        self._check_regular_file(InodeId(request.inode))
+        return m.LeaseInfoReply(lease=await self.leases.handover(InodeId(request.inode),
+                                                                 request.to_host))
+
+    async def lease_break(self, connection: Connection, request: Any) -> m.Message:
+        return m.LeaseInfoReply(lease=await self.leases.break_lease(InodeId(request.inode)))
+
+    def _check_regular_file(self, inode: InodeId) -> None:
+        if self.namespace.getattr(inode).mode & 0o170000 != 0o100000:
+            raise InvalidArgument(f"inode {inode} is not a regular file: leases are for files")
 
     async def setattr(self, connection: Connection, request: Any) -> m.Message:
         if request.size_bytes is not None:
+            self.leases.check_writer(SessionId(request.session_id), InodeId(request.inode))
             attrs = self.namespace.getattr(InodeId(request.inode))
             if 0 <= request.size_bytes < attrs.size_bytes:
                 await self.chunk_manager.cut_chunk(InodeId(request.inode), request.size_bytes)
@@ -178,6 +219,7 @@ class ClientService:
                      if any(not c.closed.is_set() for c in s.connections)],
             inodes=self.namespace.inode_count(),
             healing=None if self.healing is None else self.healing.status(),
+            write_leases=self.leases.held_count(),
         )
 
     def fsck(self, request: Any) -> m.Message:
@@ -290,7 +332,6 @@ _CHANGES: dict[type[m.Message], ChangeFunction] = {
     m.ClientToMasterRename: _rename,
     m.ClientToMasterSetXattr: _setxattr,
     m.ClientToMasterRemoveXattr: _removexattr,
-    m.ClientToMasterWriteEnd: _write_end,
     m.ClientToMasterSetGoal: lambda ns, r, now_ns, freed: m.CountReply(
         count=ns.set_goal(InodeId(r.inode), r.goal, r.recursive, now_ns)),
 }
@@ -314,6 +355,10 @@ _QUERIES: dict[type[m.Message], Callable[[ClientService, Any], m.Message]] = {
     m.ClientToMasterStatFs: ClientService.statfs,
     m.ClientToMasterStatus: ClientService.status,
     m.ClientToMasterFsck: ClientService.fsck,
+    m.ClientToMasterRenewSession: lambda s, r: m.RenewReply(
+        lost_inodes=s.leases.renew(SessionId(r.session_id), r.leases)),
+    m.ClientToMasterLeaseInfo: lambda s, r: m.LeaseInfoReply(
+        lease=s.leases.info(InodeId(r.inode))),
 }
 
 _SPECIAL: dict[type[m.Message], Callable[[ClientService, Connection, Any], Any]] = {
@@ -323,5 +368,11 @@ _SPECIAL: dict[type[m.Message], Callable[[ClientService, Connection, Any], Any]]
     m.ClientToMasterChunkForWrite: ClientService.chunk_for_write,
     m.ClientToMasterReportBadChain: ClientService.report_bad_chain,
     m.ClientToMasterSetAttr: ClientService.setattr,
+    m.ClientToMasterWriteEnd: ClientService.write_end,
+    m.ClientToMasterAcquireLease: ClientService.acquire_lease,
+    m.ClientToMasterReleaseLease: ClientService.release_lease,
+    m.ClientToMasterCloseSession: ClientService.close_session,
+    m.ClientToMasterLeaseHandover: ClientService.lease_handover,
+    m.ClientToMasterLeaseBreak: ClientService.lease_break,
 }
 

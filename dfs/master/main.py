@@ -17,14 +17,16 @@ from typing import Any
 
 import trio
 
-from vmstore.dfs.constants import REPLICATION_DELAY_S
+from vmstore.dfs.constants import LEASE_EXPIRY_S, REPLICATION_DELAY_S
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.chunkserver_service import ChunkserverService
 from vmstore.dfs.master.client_service import ClientService
 from vmstore.dfs.master.committer import GroupCommitter
+from vmstore.dfs.master.lease_manager import LeaseManager
 from vmstore.dfs.master.registry import STARTUP_GRACE_S, Registry
 from vmstore.dfs.master.replication import ReplicationDriver
 from vmstore.dfs.metadata.chunks import ChunkTable
+from vmstore.dfs.metadata.leases import LeaseTable
 from vmstore.dfs.metadata.namespace import Namespace
 from vmstore.dfs.metadata.sessions import SessionTable
 from vmstore.dfs.metadata.store import MetadataStore
@@ -45,6 +47,8 @@ class MasterSettings:
     # After a restart: how long chunkservers have to come back before their
     # replicas count as missing.
     startup_grace_s: float = STARTUP_GRACE_S
+    # A client silent this long loses its write leases (and its tokens expired before).
+    lease_expiry_s: float = LEASE_EXPIRY_S
 
 
 async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_STATUS_IGNORED
@@ -66,8 +70,13 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
         chunk_manager = ChunkManager(committer, ChunkTable(writer), reader_chunks, registry,
                                      random.Random(settings.seed))
         chunkservers = ChunkserverService(committer, ChunkTable(writer), chunk_manager, registry)
+        leases = LeaseManager(committer, LeaseTable(writer), LeaseTable(reader),
+                              SessionTable(writer), registry, chunk_manager, settings.key,
+                              settings.lease_expiry_s,
+                              files_released=lambda inodes: clients.delete_orphans(inodes))
+        leases.adopt_sessions_after_restart()
         clients = ClientService(committer, Namespace(writer, registry.is_open), Namespace(reader),
-                                SessionTable(writer), chunk_manager, registry,
+                                SessionTable(writer), chunk_manager, registry, leases,
                                 f"{settings.listen_host}:{settings.port}")
 
         def handler_for(connection: Connection) -> Handler:
@@ -81,6 +90,7 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
                                        settings.key, ROLES, handler_for)
             clients.master_address = f"{settings.listen_host}:{port}"
             await nursery.start(chunkservers.liveness_loop)
+            await nursery.start(leases.expiry_loop)
             nursery.start_soon(chunk_manager.deletion_loop)
             healing = ReplicationDriver(chunk_manager, settings.replication_delay_s)
             clients.healing = healing

@@ -54,6 +54,7 @@ class ChunkserverEntry:
 class SessionEntry:
     status: ClientStatus
     connections: set[Connection] = field(default_factory=set)
+    last_seen_s: float = field(default_factory=time.monotonic)  # for lease expiry
 
 
 class Registry:
@@ -82,6 +83,14 @@ class Registry:
             return False
         del self.holds[inode]
         return True
+
+    def release_all(self, session_id: SessionId) -> list[int]:
+        """Drop every hold of a session; the files nobody holds any more."""
+        unheld = []
+        for inode in [i for i, holders in self.holds.items() if session_id in holders]:
+            if self.release(inode, session_id):
+                unheld.append(inode)
+        return unheld
 
     def known(self, server_id: ServerId, host: str, port: int, host_label: str) -> None:
         """A server from the database, before it registers in this master's life."""

@@ -114,6 +114,17 @@ CREATE TABLE IF NOT EXISTS sessions (
     pid         INTEGER NOT NULL,
     opened_ns   INTEGER NOT NULL
 );
+-- Write leases: the one client session that may write a file. A row exists
+-- while someone holds the lease or a handover waits for its new holder.
+-- Epochs come from meta 'last_lease_epoch': cluster-wide, they only grow, so
+-- an epoch a chunkserver has seen is never handed out again.
+CREATE TABLE IF NOT EXISTS leases (
+    inode_id        INTEGER PRIMARY KEY,
+    epoch           INTEGER NOT NULL,  -- of the current holder (or of the last one)
+    holder_session  INTEGER NOT NULL,  -- sessions.id; 0: free, a handover waits
+    holder_host     TEXT NOT NULL,     -- the holder's host label, for operators
+    handover_host   TEXT NOT NULL      -- host (label or hostname) allowed to take it; '' none
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS reply_cache (
     session_id  INTEGER NOT NULL,
     op_id       INTEGER NOT NULL,  -- client-chosen, increasing per session

@@ -26,6 +26,16 @@ class SessionTable:
         )
         return SessionId(cursor.lastrowid or 0)
 
+    def close(self, session_id: SessionId) -> None:
+        """The session ended (unmounted, or expired): it can no longer be resumed."""
+        self.store.execute("DELETE FROM reply_cache WHERE session_id = ?", (session_id,))
+        self.store.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    def all(self) -> list[tuple[SessionId, str, str, str, int]]:
+        """(id, hostname, host label, mount point, pid) of every open session."""
+        rows = self.store.all("SELECT id, hostname, host_label, mount_point, pid FROM sessions")
+        return [(SessionId(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
     def exists(self, session_id: SessionId) -> bool:
         return self.store.one("SELECT 1 FROM sessions WHERE id = ?", (session_id,)) is not None
 

@@ -115,6 +115,22 @@ class ChunkLocation(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     replicas: list[ReplicaAddress]
 
 
+class WriteToken(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """The master's permission to write one chunk under one lease epoch, until a time.
+
+    ``mac`` is HMAC-SHA256 over the other fields with a key derived from the
+    cluster key (``protocol.write_token``); every chunkserver of the chain
+    checks it, the chunk, the expiry and the epoch before writing.
+    """
+
+    chunk_id: int
+    epoch: int  # the write lease's epoch; a chunkserver refuses epochs older than it has seen
+    session_id: int  # the lease holder, for logs
+    issued_ns: int  # master wall clock
+    expires_ns: int
+    mac: bytes
+
+
 class ChunkReport(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     chunk_id: int
     version: int
@@ -142,6 +158,8 @@ class ClientToMasterOpenSession(Request, frozen=True, kw_only=True):
 class MasterToClientSession(Message, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 102
     session_id: int
+    # A session silent this long loses its write leases; renew well inside it.
+    lease_expiry_ms: int = 20_000
 
 
 ClientToMasterOpenSession.REPLY = MasterToClientSession
@@ -381,18 +399,29 @@ class ChunkLocationReply(Message, frozen=True, kw_only=True):
     location: ChunkLocation
 
 
+class WriteLocationReply(Message, frozen=True, kw_only=True):
+    """A write chain (head first) and the token every member of it checks."""
+
+    TYPE: ClassVar[int] = 146
+    location: ChunkLocation
+    token: WriteToken
+
+
 class ClientToMasterChunkForWrite(Request, frozen=True, kw_only=True):
     """Where to write chunk ``index`` of ``inode``: allocates it if needed.
 
-    The reply's replicas are the write chain, head first.
+    Needs the file's write lease: ``lease_epoch`` is the epoch this client
+    holds (the reply is LeaseLost if the lease moved on since), or 0 to take
+    the lease now if it is free or handed over to this client's host.
     """
 
     TYPE: ClassVar[int] = 141
-    REPLY: ClassVar[type[Message]] = ChunkLocationReply
+    REPLY: ClassVar[type[Message]] = WriteLocationReply
     session_id: int
     op_id: int
     inode: int
     index: int
+    lease_epoch: int = 0
 
 
 class ChunkLocationsReply(Message, frozen=True, kw_only=True):
@@ -419,7 +448,7 @@ class ClientToMasterReportBadChain(Request, frozen=True, kw_only=True):
     """
 
     TYPE: ClassVar[int] = 144
-    REPLY: ClassVar[type[Message]] = ChunkLocationReply
+    REPLY: ClassVar[type[Message]] = WriteLocationReply
     session_id: int
     op_id: int
     inode: int
@@ -427,6 +456,7 @@ class ClientToMasterReportBadChain(Request, frozen=True, kw_only=True):
     chunk_id: int
     version: int
     failed_server_ids: list[int]
+    lease_epoch: int = 0  # as in ClientToMasterChunkForWrite; only the holder may change chains
 
 
 class ClientToMasterWriteEnd(Request, frozen=True, kw_only=True):
@@ -439,6 +469,104 @@ class ClientToMasterWriteEnd(Request, frozen=True, kw_only=True):
     inode: int
     size_bytes: int
     mtime_ns: int
+
+
+# --- write leases: one writer per file, cluster-wide ------------------------------------
+class LeaseReply(Message, frozen=True, kw_only=True):
+    """The lease's epoch, now held by the asking session.
+
+    0: not taken, but a handover to this client's host allows its first
+    write to take it (ClientToMasterChunkForWrite with ``lease_epoch`` 0).
+    """
+
+    TYPE: ClassVar[int] = 160
+    epoch: int
+
+
+class ClientToMasterAcquireLease(Request, frozen=True, kw_only=True):
+    """Opening ``inode`` for writing: take its write lease, or fail with LeaseHeld (EBUSY)."""
+
+    TYPE: ClassVar[int] = 161
+    REPLY: ClassVar[type[Message]] = LeaseReply
+    session_id: int
+    inode: int
+
+
+class ClientToMasterReleaseLease(Request, frozen=True, kw_only=True):
+    """The last write handle closed: give the lease up if still held at ``epoch``."""
+
+    TYPE: ClassVar[int] = 162
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    session_id: int
+    inode: int
+    epoch: int
+
+
+class RenewReply(Message, frozen=True, kw_only=True):
+    TYPE: ClassVar[int] = 163
+    lost_inodes: list[int]  # leases listed in the request that this session no longer holds
+
+
+class ClientToMasterRenewSession(Request, frozen=True, kw_only=True):
+    """The session is alive: keeps its leases; asks which of ``leases`` it lost."""
+
+    TYPE: ClassVar[int] = 164
+    REPLY: ClassVar[type[Message]] = RenewReply
+    session_id: int
+    leases: list[tuple[int, int]]  # (inode, epoch) this client believes it holds
+
+
+class ClientToMasterCloseSession(Request, frozen=True, kw_only=True):
+    """A clean unmount: release the session's leases and open files now."""
+
+    TYPE: ClassVar[int] = 165
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    session_id: int
+
+
+class LeaseInfo(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """Who may write a file (``vmstore lease``). Empty holder fields: nobody."""
+
+    inode: int
+    epoch: int
+    holder_session: int
+    holder_host: str  # host label
+    holder_hostname: str
+    holder_address: str
+    handover_host: str  # the host allowed to take the lease with its first write, or ""
+    silent_ms: int  # how long the holder has not been heard from
+
+
+class LeaseInfoReply(Message, frozen=True, kw_only=True):
+    TYPE: ClassVar[int] = 166
+    lease: LeaseInfo
+
+
+class ClientToMasterLeaseInfo(Request, frozen=True, kw_only=True):
+    TYPE: ClassVar[int] = 167
+    REPLY: ClassVar[type[Message]] = LeaseInfoReply
+    inode: int
+
+
+class ClientToMasterLeaseHandover(Request, frozen=True, kw_only=True):
+    """Allow host ``to_host`` (label or hostname) to take the lease with its first write.
+
+    From that write on, the old holder is fenced. Used by the migration
+    coordinator; an empty ``to_host`` cancels a handover not yet taken.
+    """
+
+    TYPE: ClassVar[int] = 168
+    REPLY: ClassVar[type[Message]] = LeaseInfoReply
+    inode: int
+    to_host: str
+
+
+class ClientToMasterLeaseBreak(Request, frozen=True, kw_only=True):
+    """Take the lease from its holder now and fence it (its host is known to be dead)."""
+
+    TYPE: ClassVar[int] = 169
+    REPLY: ClassVar[type[Message]] = LeaseInfoReply
+    inode: int
 
 
 # --- status (operators) --------------------------------------------------------------
@@ -487,6 +615,7 @@ class StatusReply(Message, frozen=True, kw_only=True):
     clients: list[ClientStatus]
     inodes: int
     healing: HealingStatus | None = None
+    write_leases: int = 0  # files with a write lease held
 
 
 class ClientToMasterDrain(Request, frozen=True, kw_only=True):
@@ -609,6 +738,19 @@ class MasterToChunkserverReplicate(Request, frozen=True, kw_only=True):
     sources: list[ReplicaAddress]
 
 
+class MasterToChunkserverFence(Request, frozen=True, kw_only=True):
+    """Refuse writes to these chunks with a lease epoch older than ``epoch``.
+
+    Answered only once every write already running on them has finished, so
+    that after the reply no write of an older epoch can land here.
+    """
+
+    TYPE: ClassVar[int] = 215
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    epoch: int
+    chunk_ids: list[int]
+
+
 class ChunkserverToMasterReportDamaged(Request, frozen=True, kw_only=True):
     """A replica here failed its checksums (on a read or a scrub): drop and rebuild it."""
 
@@ -655,7 +797,7 @@ class ToChunkserverWriteChunk(Request, frozen=True, kw_only=True):
     length_bytes: int
     zero_ranges: list[tuple[int, int]]
     chain_rest: list[ReplicaAddress]
-    token: bytes = b""  # write lease token (filled by the lease issue)
+    token: WriteToken | None = None  # every write needs one; None is refused
 
 
 class ToChunkserverFlushChunk(Request, frozen=True, kw_only=True):

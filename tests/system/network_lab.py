@@ -1,0 +1,157 @@
+"""Several "hosts" on one machine: network namespaces on one bridge.
+
+Each host is a network namespace with one veth link to a bridge in the root
+namespace; the master listens on the bridge's address in the root
+namespace. A host runs its own chunkserver and its own `vmstore mount`
+(started with ``nsenter --net``, so the FUSE mount itself is visible in the
+root mount namespace at a path of its own). ``cut`` takes a host's link
+down, which cuts it off from the master and every other host at once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from vmstore.cli.local_cluster import free_port, local_down, spawn, wait_ready
+from vmstore.dfs.protocol.auth import generate_key_file, load_key
+
+SUBNET = "10.77.0"
+BRIDGE = "vmslab0"
+BRIDGE_ADDRESS = f"{SUBNET}.254"
+NAMESPACE_PREFIX = "vmslab-"
+UNMOUNT_TIMEOUT_S = 10.0
+
+
+def require_network_namespaces() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root: multi-host tests cannot run")
+    if shutil.which("ip") is None or shutil.which("nsenter") is None:
+        pytest.skip("iproute2 or nsenter is missing: multi-host tests cannot run")
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("/dev/fuse is missing on this machine: FUSE mount tests cannot run")
+
+
+def _ip(*arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["ip", *arguments], capture_output=True, text=True, timeout=30)
+    if check and result.returncode != 0:
+        raise AssertionError(f"ip {' '.join(arguments)}: {result.stderr.strip()}")
+    return result
+
+
+def remove_leftovers() -> None:
+    """A lab a killed test run left behind."""
+    for line in _ip("netns", "list").stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if name.startswith(NAMESPACE_PREFIX):
+            _ip("netns", "delete", name, check=False)
+    _ip("link", "delete", BRIDGE, check=False)
+
+
+class NetworkLab:
+    """A master in the root namespace and ``hosts`` namespaces, each with a chunkserver."""
+
+    def __init__(self, directory: Path, hosts: list[str],
+                 master_flags: tuple[str, ...] = ()) -> None:
+        self.directory = directory.resolve()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.hosts = hosts
+        self.mountpoints: dict[str, Path] = {}
+        remove_leftovers()
+        _ip("link", "add", BRIDGE, "type", "bridge")
+        _ip("addr", "add", f"{BRIDGE_ADDRESS}/24", "dev", BRIDGE)
+        _ip("link", "set", BRIDGE, "up")
+        for number, host in enumerate(hosts, start=1):
+            namespace = NAMESPACE_PREFIX + host
+            _ip("netns", "add", namespace)
+            _ip("link", "add", self._link(host), "type", "veth", "peer", "name", "eth0",
+                "netns", namespace)
+            _ip("link", "set", self._link(host), "master", BRIDGE, "up")
+            _ip("-n", namespace, "addr", "add", f"{self.address(host)}/24", "dev", "eth0")
+            _ip("-n", namespace, "link", "set", "eth0", "up")
+            _ip("-n", namespace, "link", "set", "lo", "up")
+            assert number < 254
+        self.key_file = self.directory / "cluster.key"
+        generate_key_file(self.key_file)
+        self.key = load_key(self.key_file)
+        ready = spawn(self.directory, "master", [
+            "master", "--data-dir", str(self.directory / "master"),
+            "--listen", f"{BRIDGE_ADDRESS}:{free_port()}", "--key-file", str(self.key_file),
+            *master_flags])
+        self.master_address = wait_ready(ready, "master", self.directory)
+        for host in hosts:
+            self._write_config(host)
+            name = f"chunkserver-{host}"
+            spawn(self.directory, name, [
+                "chunkserver", "--data-dir", str(self.directory / name),
+                "--listen", f"{self.address(host)}:9422", "--master", self.master_address,
+                "--key-file", str(self.key_file), "--host-label", host], self.prefix(host))
+        for host in hosts:
+            name = f"chunkserver-{host}"
+            wait_ready(self.directory / "run" / f"{name}.addr", name, self.directory)
+
+    @staticmethod
+    def _link(host: str) -> str:
+        return f"vl-{host}"[:15]
+
+    def address(self, host: str) -> str:
+        return f"{SUBNET}.{self.hosts.index(host) + 1}"
+
+    def prefix(self, host: str) -> list[str]:
+        """Run a command with this host's network (the mount namespace stays shared)."""
+        return ["nsenter", f"--net=/run/netns/{NAMESPACE_PREFIX}{host}"]
+
+    def config(self, host: str) -> Path:
+        return self.directory / f"{host}.toml"
+
+    def _write_config(self, host: str) -> None:
+        self.config(host).write_text(
+            f'[cluster]\nmaster = "{self.master_address}"\nkey_file = "{self.key_file}"\n\n'
+            f'[client]\nhost_label = "{host}"\n')
+
+    def mount(self, host: str) -> Path:
+        """This host's own `vmstore mount`, at DIR/mnt-HOST; returns the mountpoint."""
+        mountpoint = self.directory / f"mnt-{host}"
+        mountpoint.mkdir(exist_ok=True)
+        name = f"mount-{host}"
+        ready = spawn(self.directory, name, [
+            "mount", "--foreground", str(mountpoint), "--master", self.master_address,
+            "--key-file", str(self.key_file), "--host-label", host], self.prefix(host))
+        wait_ready(ready, name, self.directory)
+        self.mountpoints[host] = mountpoint
+        return mountpoint
+
+    def cut(self, host: str) -> None:
+        _ip("link", "set", self._link(host), "down")
+
+    def reconnect(self, host: str) -> None:
+        _ip("link", "set", self._link(host), "up")
+
+    def logs(self) -> dict[str, str]:
+        return {path.stem: path.read_text(errors="replace")
+                for path in (self.directory / "logs").glob("*.log")}
+
+    def close(self) -> None:
+        for mountpoint in self.mountpoints.values():
+            unmounted = subprocess.run(["fusermount3", "-u", str(mountpoint)],
+                                       capture_output=True, timeout=UNMOUNT_TIMEOUT_S)
+            if unmounted.returncode:
+                subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True,
+                               timeout=UNMOUNT_TIMEOUT_S)
+        local_down(self.directory)
+        remove_leftovers()
+
+
+def wait_until(condition: object, timeout_s: float, what: str) -> None:
+    """Poll ``condition()`` until true; fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
