@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import inspect
 import mmap
 import os
 import pickle
 import stat
+import struct
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -1000,3 +1002,38 @@ def tst_mkfifo(root: Path) -> None:
     expect_errno(errno.EEXIST, os.mkfifo, fifo)
     os.unlink(fifo)
     assert os.listdir(root) == ["regular"]
+
+
+def tst_image_locks_exclude_a_second_opener(root: Path) -> None:
+    """QEMU locks images with OFD locks (bytes 100+ and 200+); flock is the other kind.
+
+    Both belong to an open file description, so two opens in one process
+    conflict as two processes would. On a FUSE mount without lock
+    operations the kernel keeps them, per host: what QEMU needs there.
+    """
+    f_ofd_setlk = 37  # <fcntl.h>; the fcntl module does not name it
+    path = root / "disk.img"
+    path.write_bytes(bytes(4096))
+
+    def ofd_lock(fd: int, lock_type: int, start: int) -> None:
+        fcntl.fcntl(fd, f_ofd_setlk, struct.pack("hhqqi4x", lock_type, os.SEEK_SET, start,
+                                                 1, 0))
+
+    first, second = os.open(path, os.O_RDWR), os.open(path, os.O_RDWR)
+    try:
+        ofd_lock(first, fcntl.F_WRLCK, 201)
+        expect_errno(errno.EAGAIN, ofd_lock, second, fcntl.F_RDLCK, 201)
+        ofd_lock(second, fcntl.F_RDLCK, 100)  # other bytes are free
+        ofd_lock(first, fcntl.F_UNLCK, 201)
+        ofd_lock(second, fcntl.F_RDLCK, 201)
+        fcntl.flock(first, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        expect_errno(errno.EWOULDBLOCK, fcntl.flock, second, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    finally:
+        os.close(first)
+        os.close(second)
+    third = os.open(path, os.O_RDWR)  # closing released everything
+    try:
+        fcntl.flock(third, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        ofd_lock(third, fcntl.F_WRLCK, 201)
+    finally:
+        os.close(third)

@@ -102,9 +102,13 @@ class ClientLeases:
                     reply = await self.master.call(m.ClientToMasterRenewSession(
                         session_id=self.master.session_id, leases=believed),
                         reply_type=m.RenewReply, timeout_s=interval_s * 2)
-            except (DfsError, trio.TooSlowError) as error:
+            except DfsError as error:
                 log.info("renewing session %d failed (%s); trying again",
                          self.master.session_id, error)
+                continue
+            except trio.TooSlowError:
+                log.info("renewing session %d: no answer within %.1f s; trying again",
+                         self.master.session_id, interval_s * 2)
                 continue
             for inode in reply.lost_inodes:
                 lease = self._leases.get(inode)

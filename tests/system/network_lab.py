@@ -106,6 +106,10 @@ class NetworkLab:
         """Run a command with this host's network (the mount namespace stays shared)."""
         return ["nsenter", f"--net=/run/netns/{NAMESPACE_PREFIX}{host}"]
 
+    def address_of_master(self) -> tuple[str, int]:
+        host, _, port = self.master_address.rpartition(":")
+        return host, int(port)
+
     def config(self, host: str) -> Path:
         return self.directory / f"{host}.toml"
 
