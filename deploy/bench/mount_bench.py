@@ -129,10 +129,10 @@ def run_fio(workload: Workload, directory: Path, scratch: Path, runtime_s: float
     return job
 
 
-def measure(label: str, directory: Path, scratch: Path,
-            runtime_s: float) -> dict[str, float]:
+def measure(label: str, directory: Path, scratch: Path, runtime_s: float,
+            workloads: tuple[Workload, ...]) -> dict[str, float]:
     results: dict[str, float] = {}
-    for workload in WORKLOADS:
+    for workload in workloads:
         job = run_fio(workload, directory, scratch, runtime_s)
         for name, metric in workload.metrics:
             results[name] = metric(job)
@@ -152,7 +152,17 @@ def main() -> int:
                         "measure (default: a new temp dir under /var/tmp, removed after)")
     parser.add_argument("--runtime", type=float, default=10.0,
                         help="seconds per random / fsync workload (default 10)")
+    parser.add_argument("--workloads", help="comma-separated names to run, in table order"
+                        f" (default: all of {', '.join(w.name for w in WORKLOADS)}); random"
+                        " and fsync jobs need seq-write first, which lays the file out")
     args = parser.parse_args()
+    chosen = WORKLOADS
+    if args.workloads:
+        names = set(args.workloads.split(","))
+        unknown = names - {w.name for w in WORKLOADS}
+        if unknown:
+            parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+        chosen = tuple(w for w in WORKLOADS if w.name in names)
     if shutil.which("fio") is None:
         parser.error("fio is not installed (deploy/install-deps.sh installs it)")
     directory = args.dir or Path(tempfile.mkdtemp(prefix="vmstore-mount-bench-",
@@ -161,12 +171,12 @@ def main() -> int:
     local_dir = directory / "local"
     local_dir.mkdir(parents=True, exist_ok=True)
 
-    local = measure("local disk", local_dir, directory, args.runtime)
+    local = measure("local disk", local_dir, directory, args.runtime, chosen)
     cluster = Cluster(directory / "cluster", 3)
     try:
         mount = Mount(cluster, directory / "cluster" / "mnt")
         try:
-            remote = measure("vmstore mount", mount.path, directory, args.runtime)
+            remote = measure("vmstore mount", mount.path, directory, args.runtime, chosen)
         finally:
             mount.force_unmount()
     finally:
