@@ -9,6 +9,12 @@ Every error names the file, the key and what is wrong, in one line.
 
     [client]
     host_label = "rack1-host3"       # this host's failure domain
+    mount = "/var/lib/vmstore"       # where every host mounts the cluster
+
+    [hosts.host2]                    # for `vmstore migrate` and friends, one per host
+    libvirt = "qemu+ssh://root@host2/system"   # how this command reaches its libvirtd
+    migration = "qemu+tcp://host2/system"      # how the other libvirtd reaches it
+    label = "host2"                  # its vmstore host label (default: the name)
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from vmstore.dfs.errors import ConfigError
+from vmstore.dfs.migration.hosts import Fleet, MigrationHost
 
 DEFAULT_CONFIG_PATH = Path("/etc/vmstore/vmstore.toml")
 DEFAULT_MASTER_PORT = 9420
-_KNOWN = {"cluster": {"master", "key_file"}, "client": {"host_label"}}
+DEFAULT_MOUNT = "/var/lib/vmstore"
+_KNOWN = {"cluster": {"master", "key_file"}, "client": {"host_label", "mount"}}
+_HOST_KEYS = {"libvirt", "migration", "label"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,8 @@ class Config:
     master_port: int
     key_file: Path
     host_label: str
+    mount: str = DEFAULT_MOUNT
+    fleet: Fleet = Fleet()
 
 
 def add_master_argument(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +76,8 @@ def load_config(path: Path | None = None, *, master: str | None = None,
         except (tomllib.TOMLDecodeError, OSError) as error:
             raise ConfigError(f"{path}: {error}") from None
         for section, values in data.items():
+            if section == "hosts" and isinstance(values, dict):
+                continue
             if section not in _KNOWN or not isinstance(values, dict):
                 raise ConfigError(f"{path}: unknown section [{section}]")
             for key in values:
@@ -80,5 +93,26 @@ def load_config(path: Path | None = None, *, master: str | None = None,
     key_text = key_file or cluster.get("key_file")
     if not key_text:
         raise ConfigError(f"no key file: pass --key-file or set [cluster] key_file in {path}")
-    label = data.get("client", {}).get("host_label") or socket.gethostname()
-    return Config(path if path.exists() else None, host, port, Path(key_text), str(label))
+    client = data.get("client", {})
+    label = client.get("host_label") or socket.gethostname()
+    mount = str(client.get("mount", DEFAULT_MOUNT))
+    if not mount.startswith("/"):
+        raise ConfigError(f"{path}: [client] mount {mount!r} is not an absolute path")
+    return Config(path if path.exists() else None, host, port, Path(key_text), str(label),
+                  mount.rstrip("/") or "/", Fleet(_hosts(path, data.get("hosts", {}))))
+
+
+def _hosts(path: Path, sections: dict[str, Any]) -> tuple[MigrationHost, ...]:
+    hosts = []
+    for name, values in sections.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: [hosts.{name}] must be a table")
+        unknown = set(values) - _HOST_KEYS
+        if unknown:
+            raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]!r} in [hosts.{name}]")
+        if not isinstance(values.get("libvirt"), str):
+            raise ConfigError(f"{path}: [hosts.{name}] needs libvirt = \"URI\"")
+        hosts.append(MigrationHost(name=name, libvirt_uri=values["libvirt"],
+                                migration_uri=str(values.get("migration", values["libvirt"])),
+                                label=str(values.get("label", name))))
+    return tuple(hosts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 from typing import Any
@@ -51,7 +52,7 @@ def file_info_text(info: dict[str, Any]) -> str:
 
 
 def run_fileinfo(args: argparse.Namespace) -> int:
-    infos = [with_client(args.master, lambda client, p=path: file_info(client, p), role="admin")
+    infos = [with_client(args.master, functools.partial(file_info, path=path), role="admin")
              for path in args.paths]
     if args.json:
         print(json.dumps(infos[0] if len(infos) == 1 else infos, indent=2))

@@ -13,6 +13,7 @@ from vmstore.cli import (
     fsck,
     lease,
     local_cluster,
+    migrate_command,
     mount_command,
     status,
 )
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vmstore {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (daemons, local_cluster, mount_command, status, fsck, files, file_info,
-                   lease):
+                   lease, migrate_command):
         module.register(subparsers)
     return parser
 
