@@ -11,6 +11,7 @@ from vmstore.cli import (
     file_info,
     files,
     fsck,
+    init_command,
     lease,
     local_cluster,
     migrate_command,
@@ -28,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="The configuration file is /etc/vmstore/vmstore.toml, or $VMSTORE_CONFIG.")
     parser.add_argument("--version", action="version", version=f"vmstore {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (daemons, local_cluster, mount_command, status, fsck, files, file_info,
-                   lease, migrate_command):
+    for module in (init_command, daemons, local_cluster, mount_command, status, fsck, files,
+                   file_info, lease, migrate_command):
         module.register(subparsers)
     return parser
 

@@ -55,10 +55,11 @@ def run_evacuate(args: argparse.Namespace) -> int:
         raise _libvirt_missing() from None
     reports = evacuate(_access(config), config.fleet, args.host, _options(args),
                        ProgressDisplay())
+    moved = sum(1 for report in reports if report.outcome == "moved")
     if args.json:
         print(json.dumps([asdict(report) for report in reports], indent=2))
-    moved = sum(1 for report in reports if report.outcome == "moved")
-    print(f"{args.host}: {moved} of {len(reports)} guests moved")
+    else:
+        print(f"{args.host}: {moved} of {len(reports)} guests moved")
     return 0 if moved == len(reports) else 1
 
 
@@ -71,10 +72,11 @@ def run_failover(args: argparse.Namespace) -> int:
         raise _libvirt_missing() from None
     results = failover(_access(config), config.fleet, args.host, fenced=args.fenced,
                        wait_s=args.wait, display=ProgressDisplay())
+    restarted = sum(1 for result in results if result.destination)
     if args.json:
         print(json.dumps([asdict(result) for result in results], indent=2))
-    restarted = sum(1 for result in results if result.destination)
-    print(f"{args.host}: {restarted} of {len(results)} guests restarted elsewhere")
+    else:
+        print(f"{args.host}: {restarted} of {len(results)} guests restarted elsewhere")
     return 0 if restarted == len(results) else 1
 
 

@@ -1,0 +1,60 @@
+"""The `vmstore` command's configuration: `init`, and errors that name file, key and fault."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vmstore.cli.config import load_config
+from vmstore.dfs.protocol.auth import load_key
+
+
+def vmstore(*arguments: str, config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmstore.cli.main", *arguments],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "VMSTORE_CONFIG": str(config)})
+
+
+def test_init_writes_a_private_key_and_a_config_that_loads(tmp_path: Path) -> None:
+    config = tmp_path / "etc" / "vmstore.toml"
+    result = vmstore("init", "--master", "10.0.0.1:9420", "--host-label", "h7", config=config)
+    assert result.returncode == 0, result.stderr
+    key_file = tmp_path / "etc" / "cluster.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(load_key(key_file)) >= 32
+    loaded = load_config(config)
+    assert (loaded.master_host, loaded.master_port, loaded.host_label, loaded.key_file) == (
+        "10.0.0.1", 9420, "h7", key_file)
+    again = vmstore("init", "--master", "10.0.0.1:9420", config=config)
+    assert again.returncode == 1
+    assert again.stderr.strip() == (f"vmstore init: {config} exists; pass --force to replace"
+                                    " it (a new key locks every host with the old one out)")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('[cluster]\nmaster = "10.0.0.1:9420"\nkey_file = "{missing}"\n',
+     "cannot read cluster key file {missing}: No such file or directory"),
+    ('[cluster]\nmaster = "10.0.0.1"\nkey_file = "{key}"\n',
+     "{config} [cluster] master: '10.0.0.1' is not host:port"),
+    ('[cluster]\nmaster = "10.0.0.1:9420"\nkey_file = "{key}"\nmastr = "x"\n',
+     "{config}: unknown key 'mastr' in [cluster]"),
+    ('[clustr]\n', "{config}: unknown section [clustr]"),
+    ('[cluster\n', "{config}: Expected ']' at the end of a table declaration (at line 1,"
+     " column 9)"),
+])
+def test_config_errors_are_one_clear_line(tmp_path: Path, text: str, expected: str) -> None:
+    key = tmp_path / "cluster.key"
+    key.write_text("ab" * 32 + "\n")
+    key.chmod(0o600)
+    config = tmp_path / "vmstore.toml"
+    values = {"missing": tmp_path / "nope.key", "key": key, "config": config}
+    config.write_text(text.format(**values))
+    result = vmstore("status", config=config)
+    assert result.returncode == 1
+    assert result.stderr == f"vmstore status: {expected.format(**values)}\n"
+    assert result.stdout == ""
