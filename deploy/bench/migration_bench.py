@@ -116,6 +116,7 @@ def copy_storage_case(lab: LibvirtLab, size_gib: int, fraction: float) -> dict[s
     name = f"copy{size_gib}"
     image = f"/var/lib/libvirt/images/{name}.img"
     for host in ("h1", "h2"):
+        lab.run_in(host, "mkdir", "-p", "/var/lib/libvirt/images")
         lab.run_in(host, "truncate", "-s", f"{size_gib}G", image)
     fill(lab.path_in("h1", image), size_gib * GIB, fraction)
     boot(lab, name, image, lab.directory / f"{name}.console")

@@ -136,12 +136,18 @@ class GuestRecords:
 
         return trio.run(main)
 
-    def save(self, records: list[GuestRecord]) -> None:
+    def save(self, records: list[GuestRecord], forget: frozenset[str] = frozenset()) -> None:
+        """Write ``records``; drop the records of guests named in ``forget``."""
         async def work(client: Client) -> None:
-            await client.makedirs(RECORDS_DIRECTORY)
+            directory = await client.makedirs(RECORDS_DIRECTORY)
             for record in records:
                 await _write_whole(client, f"{RECORDS_DIRECTORY}/{record.name}.json",
                                    json.dumps(dataclasses.asdict(record)).encode())
+            for name in forget - {record.name for record in records}:
+                try:
+                    await client.unlink(directory.inode, f"{name}.json".encode())
+                except NotFound:
+                    pass
 
         self._run(work)
 

@@ -3,7 +3,8 @@
 Promises:
 * ``record`` writes, for every guest of every reachable configured host,
   its persistent definition and where it runs to the cluster itself
-  (``GuestRecords``), so a dead host's guests are known without it.
+  (``GuestRecords``), so a dead host's guests are known without it; the
+  records of guests no longer on a host that answered are dropped.
 * ``evacuate`` moves every running guest off a host, biggest first, each to
   the host with the most free memory that passes the preflight; one guest's
   failure does not stop the others, and each outcome is reported.
@@ -68,7 +69,11 @@ def record(access: ClusterAccess, fleet: Fleet, display: ProgressDisplay) -> lis
                     xml=domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
     finally:
         _close(connections)
-    GuestRecords(access).save(records)
+    # Guests gone from a host that answered are forgotten; a silent host's stay.
+    answered = {host.label for host, _connection in connections.values()}
+    store = GuestRecords(access)
+    gone = {r.name for r in store.load() if r.host in answered}
+    store.save(records, forget=frozenset(gone))
     return records
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ SUBNET = "10.77.0"
 BRIDGE = "vmslab0"
 BRIDGE_ADDRESS = f"{SUBNET}.254"
 NAMESPACE_PREFIX = "vmslab-"
+LINK_PREFIX = "vl-"  # a host's veth end in the root namespace
 UNMOUNT_TIMEOUT_S = 10.0
 
 
@@ -45,11 +47,20 @@ def _ip(*arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]
 
 
 def remove_leftovers() -> None:
-    """A lab a killed test run left behind."""
+    """A lab a killed test run left behind: its processes, namespaces and links."""
     for line in _ip("netns", "list").stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
         if name.startswith(NAMESPACE_PREFIX):
+            for pid in _ip("netns", "pids", name, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             _ip("netns", "delete", name, check=False)
+    for line in _ip("-o", "link", "show").stdout.splitlines():
+        link = line.split(":")[1].strip().split("@")[0] if line.count(":") >= 2 else ""
+        if link.startswith(LINK_PREFIX):
+            _ip("link", "delete", link, check=False)
     _ip("link", "delete", BRIDGE, check=False)
 
 
@@ -63,6 +74,14 @@ class NetworkLab:
         self.hosts = hosts
         self.mountpoints: dict[str, Path] = {}
         remove_leftovers()
+        try:
+            self._start(master_flags)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, master_flags: tuple[str, ...]) -> None:
+        hosts = self.hosts
         _ip("link", "add", BRIDGE, "type", "bridge")
         _ip("addr", "add", f"{BRIDGE_ADDRESS}/24", "dev", BRIDGE)
         _ip("link", "set", BRIDGE, "up")
@@ -97,7 +116,7 @@ class NetworkLab:
 
     @staticmethod
     def _link(host: str) -> str:
-        return f"vl-{host}"[:15]
+        return f"{LINK_PREFIX}{host}"[:15]
 
     def address(self, host: str) -> str:
         return f"{SUBNET}.{self.hosts.index(host) + 1}"
