@@ -23,16 +23,29 @@ from vmstore.dfs.errors import LeaseLost, TokenExpired
 from vmstore.dfs.protocol import write_token
 from vmstore.dfs.protocol.messages import WriteToken
 
+VERIFIED_TOKENS_MAX = 65536
+
 
 class WriteFence:
     def __init__(self, cluster_key: bytes) -> None:
         self._key = write_token.token_key(cluster_key)
         self.started_ns = time.time_ns()
         self._epochs: dict[int, int] = {}  # chunk id -> newest lease epoch seen
+        # A writer sends the same token with every write to a chunk for
+        # seconds: its signature is checked once (the token is immutable).
+        self._signed: set[WriteToken] = set()
 
     def admit(self, token: WriteToken | None, chunk_id: int) -> None:
         """Raise unless ``token`` may write ``chunk_id`` now; remember its epoch."""
-        write_token.check(self._key, token, chunk_id, time.time_ns())
+        now_ns = time.time_ns()
+        known = (token is not None and token.chunk_id == chunk_id
+                 and now_ns <= token.expires_ns and token in self._signed)
+        if not known:
+            write_token.check(self._key, token, chunk_id, now_ns)
+            assert token is not None
+            if len(self._signed) >= VERIFIED_TOKENS_MAX:
+                self._signed.clear()
+            self._signed.add(token)
         assert token is not None
         if token.issued_ns < self.started_ns:
             raise TokenExpired(f"write token for chunk {chunk_id} predates this chunkserver's"

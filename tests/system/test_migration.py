@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -246,9 +247,29 @@ def test_non_converging_guest_gets_each_policy(lab: LibvirtLab) -> None:
         assert postcopy.returncode == 0, postcopy.stderr
         assert json.loads(postcopy.stdout)["stall_policy_applied"] == "postcopy"
         assert guest.running_on() == ["h1"]
+
+        # Ctrl-C during the copy: it stops, and the guest stays where it was.
+        interrupted = subprocess.Popen(
+            [sys.executable, "-m", "vmstore.cli.main", "migrate", "dirtier", "--to", "h2",
+             "--bandwidth", "4", "--stall-after", "600"], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "VMSTORE_CONFIG": str(coordinator_config(lab))})
+        wait_until(lambda: "memory" in (interrupted.stderr.readline() if interrupted.stderr
+                                        else ""), 60, "the copy to start")
+        interrupted.send_signal(signal.SIGINT)
+        _, errors = interrupted.communicate(timeout=COMMAND_TIMEOUT_S)
+        assert interrupted.returncode == 1, errors
+        assert "aborted; it keeps running on h1" in errors
+        assert guest.running_on() == ["h1"]
+
+        offline = vmstore(lab, "migrate", "dirtier", "--to", "h2", "--offline", "--json")
+        assert offline.returncode == 0, offline.stderr
+        report = json.loads(offline.stdout)
+        assert report["downtime_ms"] == int(report["total_s"] * 1000)  # paused throughout
+        assert guest.running_on() == ["h2"]
     finally:
         guest.stop()
-    guest.check_disk("h1")
+    guest.check_disk("h2")
 
 
 def test_evacuate_moves_every_guest(lab: LibvirtLab) -> None:

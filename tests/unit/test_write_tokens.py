@@ -50,6 +50,18 @@ def test_a_token_for_another_chunk_is_refused() -> None:
         WriteFence(CLUSTER_KEY).admit(token_for(5, 1), 6)  # type: ignore[arg-type]
 
 
+def test_a_token_checked_once_is_still_bound_to_its_chunk_and_expiry() -> None:
+    fence = WriteFence(CLUSTER_KEY)
+    token = token_for(5, 1, life_ns=SECOND_NS // 5)
+    fence.admit(token, 5)  # type: ignore[arg-type]
+    fence.admit(token, 5)  # type: ignore[arg-type]  # from the cache of checked tokens
+    with pytest.raises(WriteRefused, match="for chunk 5, not 6"):
+        fence.admit(token, 6)  # type: ignore[arg-type]
+    time.sleep(0.3)
+    with pytest.raises(TokenExpired):
+        fence.admit(token, 5)  # type: ignore[arg-type]
+
+
 def test_absurd_field_values_are_refused_not_crashed_on() -> None:
     token = msgspec.structs.replace(token_for(5, 1), epoch=-1)  # type: ignore[type-var]
     with pytest.raises(WriteRefused, match="out of range"):
