@@ -23,6 +23,7 @@ from vmstore.dfs.constants import (
 from vmstore.dfs.errors import ConfigError
 from vmstore.dfs.master.main import MasterSettings, run_master, run_until_signal
 from vmstore.dfs.master.registry import STARTUP_GRACE_S
+from vmstore.dfs.metrics import serve
 from vmstore.dfs.protocol.auth import load_key
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,22 @@ def _write_ready_file(path: str | None, host: str) -> Any:
     return on_started
 
 
+def add_metrics_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics", metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any"
+                        " free port, logged); off unless given")
+
+
+def serve_metrics(address: str | None) -> None:
+    """Start the /metrics endpoint if asked; the address bound goes to the log."""
+    if address:
+        host, port = parse_address(address, "--metrics")
+        bound = serve(host, port)
+        log.info("serving metrics at http://%s:%d/metrics", host, bound)
+
+
 def add_daemon_arguments(parser: argparse.ArgumentParser) -> None:
+    add_metrics_argument(parser)
     parser.add_argument("--data-dir", type=Path, help="where this daemon keeps its data")
     parser.add_argument("--key-file", help="cluster key file (default: from the config file)")
     parser.add_argument("--ready-file", help="write HOST:PORT here once serving (for scripts)")
@@ -67,6 +83,7 @@ def run_master_command(args: argparse.Namespace) -> int:
                               replication_delay_s=args.replication_delay,
                               startup_grace_s=args.startup_grace,
                               lease_expiry_s=args.lease_expiry)
+    serve_metrics(args.metrics)
     trio.run(lambda: run_until_signal(run_master, settings,
                                       on_started=_write_ready_file(args.ready_file, host)))
     return 0
@@ -87,6 +104,7 @@ def run_chunkserver_command(args: argparse.Namespace) -> int:
         advertise_host=args.advertise or host,
         replication_bandwidth_bytes_per_s=args.replication_mib_per_s * 2**20,
         scrub_rate_bytes_per_s=args.scrub_mib_per_s * 2**20)
+    serve_metrics(args.metrics)
     trio.run(lambda: run_until_signal(run_chunkserver, settings,
                                       on_started=_write_ready_file(args.ready_file, host)))
     return 0

@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from vmstore.cli.config import add_master_argument, load_config
-from vmstore.cli.daemons import setup_logging
+from vmstore.cli.daemons import add_metrics_argument, serve_metrics, setup_logging
 from vmstore.dfs.errors import Busy, ConfigError, DfsError
 from vmstore.dfs.protocol.auth import load_key
 
@@ -41,6 +41,7 @@ def mount_in_foreground(args: argparse.Namespace) -> int:
     from vmstore.fuse.mount import MountSettings, run_mount  # pyfuse3 only where needed
 
     setup_logging(args.log_level)
+    serve_metrics(args.metrics)
     config = load_config(master=args.master, key_file=args.key_file)
     settings = MountSettings(mountpoint=absolute(args.mountpoint),
                              master_host=config.master_host, master_port=config.master_port,
@@ -72,6 +73,8 @@ def mount_in_background(args: argparse.Namespace) -> int:
                         ("--host-label", args.host_label)):
         if value:
             command += [flag, value]
+    if args.metrics:
+        command += ["--metrics", args.metrics]
     if args.read_only:
         command.append("--read-only")
     if args.writeback_cache:
@@ -107,7 +110,7 @@ def apply_mount_options(args: argparse.Namespace) -> None:
             args.read_only = True
         elif name == "config":
             os.environ["VMSTORE_CONFIG"] = value
-        elif name in ("master", "key_file", "host_label") and value:
+        elif name in ("master", "key_file", "host_label", "metrics") and value:
             setattr(args, name, value)
         elif name in IGNORED_MOUNT_OPTIONS or name.startswith("x-"):
             continue
@@ -158,6 +161,7 @@ def register(subparsers: Any) -> None:
     mount.add_argument("--options", "-o", help="mount(8) options: config=F, master=A,"
                        " key_file=F, host_label=L, ro")
     mount.add_argument("--foreground", action="store_true", help="stay in the foreground")
+    add_metrics_argument(mount)
     mount.add_argument("--read-only", action="store_true", help="mount read-only")
     mount.add_argument("--writeback-cache", action="store_true",
                        help="kernel writeback cache: faster buffered writes, but other"

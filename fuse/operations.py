@@ -27,14 +27,17 @@ import functools
 import logging
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
+from prometheus_client import Counter, Histogram
 
 from vmstore.dfs.client.client import Client
 from vmstore.dfs.errors import DfsError, LeaseHeld, NoSuchAttribute
+from vmstore.dfs.metrics import LATENCY_BUCKETS_S, REGISTRY
 from vmstore.dfs.protocol.messages import FileAttrs
 from vmstore.fuse.errors import to_fuse_error
 
@@ -52,15 +55,35 @@ CAPABILITY_CACHE_MAX = 65536
 _DOT_POSITIONS = 2
 
 
+OPERATION_SECONDS = Histogram("vmstore_mount_operation_seconds",
+                              "Time to answer a kernel request, by FUSE operation",
+                              ["operation"], buckets=LATENCY_BUCKETS_S, registry=REGISTRY)
+OPERATION_ERRORS = Counter("vmstore_mount_operation_errors_total",
+                           "Kernel requests answered with an error, by operation and errno",
+                           ["operation", "errno"], registry=REGISTRY)
+DATA_BYTES = Counter("vmstore_mount_data_bytes_total", "Bytes read and written through the"
+                     " mount", ["direction"], registry=REGISTRY)
+
+
 def translated(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Operating errors become errno values here, and only here."""
+    """Operating errors become errno values here, and only here; each call is measured."""
+    operation = handler.__name__
+    seconds = OPERATION_SECONDS.labels(operation)
 
     @functools.wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        started = time.perf_counter()
         try:
             return await handler(*args, **kwargs)
         except DfsError as error:
-            raise to_fuse_error(error) from None
+            fuse_error = to_fuse_error(error)
+            OPERATION_ERRORS.labels(operation, errno.errorcode.get(fuse_error.errno, "?")).inc()
+            raise fuse_error from None
+        except pyfuse3.FUSEError as error:
+            OPERATION_ERRORS.labels(operation, errno.errorcode.get(error.errno, "?")).inc()
+            raise
+        finally:
+            seconds.observe(time.perf_counter() - started)
 
     return wrapper
 
@@ -296,13 +319,16 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
     @translated
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.handles[fh]
-        return await self.client.read(handle.inode, off, size,
+        data = await self.client.read(handle.inode, off, size,
                                       self.open_files[handle.inode].size_bytes)
+        DATA_BYTES.labels("read").inc(len(data))
+        return data
 
     @translated
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self.handles[fh]
         written = await self.client.write(handle.inode, off, buf)
+        DATA_BYTES.labels("written").inc(written)
         open_file = self.open_files[handle.inode]
         open_file.size_bytes = max(open_file.size_bytes, off + written)
         open_file.dirty = True

@@ -194,7 +194,7 @@ RULES = [
     Rule(
         "fuse-thin",
         "fuse/ imports from vmstore only vmstore.fuse, vmstore.dfs.{client,types,errors,"
-        "constants} and vmstore.dfs.protocol.messages",
+        "constants,metrics} and vmstore.dfs.protocol.messages",
         lambda p: _in_dir(p, "fuse"),
         _vmstore_outside(
             "vmstore.fuse",
@@ -202,6 +202,7 @@ RULES = [
             "vmstore.dfs.types",
             "vmstore.dfs.errors",
             "vmstore.dfs.constants",
+            "vmstore.dfs.metrics",
             "vmstore.dfs.protocol.messages",
         ),
     ),

@@ -22,10 +22,12 @@ The store is used from one thread at a time (``_disk`` limiter).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import trio
+from prometheus_client import Counter, Histogram
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
 from vmstore.dfs.chunkserver.range_lock import RangeLocks
@@ -44,6 +46,7 @@ from vmstore.dfs.errors import (
     WriteRefused,
     unwrapped_errors,
 )
+from vmstore.dfs.metrics import LATENCY_BUCKETS_S, REGISTRY
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import Connection, ConnectionPool, Handler
 
@@ -54,6 +57,19 @@ REPLICA_FAULTS = (ChunkNotFound, StaleChunkVersion, ChecksumMismatch, OSError)
 # Refusals of the writer, not of a replica: the client must not drop anyone.
 WRITER_REFUSED = (LeaseLost, TokenExpired, WriteRefused)
 INLINE_DISK_BYTES_MAX = 256 * 1024
+
+REQUEST_SECONDS = Histogram(
+    "vmstore_chunkserver_request_seconds",
+    "Time to serve a data request; a write's includes the rest of its chain",
+    ["operation"], buckets=LATENCY_BUCKETS_S, registry=REGISTRY)
+REQUEST_ERRORS = Counter(
+    "vmstore_chunkserver_request_errors_total", "Data requests answered with an error",
+    ["operation", "error"], registry=REGISTRY)
+DATA_BYTES = Counter("vmstore_chunkserver_data_bytes_total",
+                     "Chunk bytes served to readers and stored for writers", ["direction"],
+                     registry=REGISTRY)
+OPERATION_OF = {m.ToChunkserverReadChunk: "read", m.ToChunkserverWriteChunk: "write",
+                m.ToChunkserverFlushChunk: "flush"}
 
 
 class DataService:
@@ -72,13 +88,22 @@ class DataService:
 
     def handler_for(self, connection: Connection) -> Handler:
         async def handle(request: m.Request, payload: bytes) -> tuple[m.Message, bytes]:
-            if isinstance(request, m.ToChunkserverReadChunk):
-                return await self.read(request)
-            if isinstance(request, m.ToChunkserverWriteChunk):
-                return await self.write(request, payload), b""
-            if isinstance(request, m.ToChunkserverFlushChunk):
+            operation = OPERATION_OF.get(type(request))
+            if operation is None:
+                raise ProtocolError(f"{type(request).__name__} is not a data request")
+            started = time.perf_counter()
+            try:
+                if isinstance(request, m.ToChunkserverReadChunk):
+                    return await self.read(request)
+                if isinstance(request, m.ToChunkserverWriteChunk):
+                    return await self.write(request, payload), b""
+                assert isinstance(request, m.ToChunkserverFlushChunk)
                 return await self.flush(request), b""
-            raise ProtocolError(f"{type(request).__name__} is not a data request")
+            except DfsError as error:
+                REQUEST_ERRORS.labels(operation, type(error).__name__).inc()
+                raise
+            finally:
+                REQUEST_SECONDS.labels(operation).observe(time.perf_counter() - started)
 
         return handle
 
@@ -110,6 +135,7 @@ class DataService:
                 self.report_damaged(request.chunk_id, request.version, str(error))
             raise self._fault(error, f"read of chunk {request.chunk_id}") from None
         self.bytes_read += len(payload)
+        DATA_BYTES.labels("read").inc(len(payload))
         return m.ReadChunkReply(zero_ranges=zero_ranges), payload
 
     async def write(self, request: m.ToChunkserverWriteChunk, payload: bytes) -> m.Message:
@@ -132,6 +158,7 @@ class DataService:
                     self.report_damaged(request.chunk_id, request.version, reason)
                 raise
         self.bytes_written += len(payload)
+        DATA_BYTES.labels("written").inc(len(payload))
         return m.EmptyReply()
 
     async def _write_local(self, request: m.ToChunkserverWriteChunk, payload: bytes) -> None:

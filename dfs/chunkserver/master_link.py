@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
+from prometheus_client import Gauge
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
 from vmstore.dfs.chunkserver.data_service import DataService
@@ -32,11 +33,19 @@ from vmstore.dfs.errors import (
     ProtocolError,
     unwrapped_errors,
 )
+from vmstore.dfs.metrics import REGISTRY
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import Connection, open_connection
 
 log = logging.getLogger(__name__)
 DAMAGE_REPORTS_QUEUED_MAX = 1024
+
+
+CHUNKS = Gauge("vmstore_chunkserver_chunks", "Replicas stored here", registry=REGISTRY)
+DISK_BYTES = Gauge("vmstore_chunkserver_disk_bytes", "The data directory's file system",
+                   ["kind"], registry=REGISTRY)
+LINKED = Gauge("vmstore_chunkserver_master_connected", "1 while registered with the master",
+               registry=REGISTRY)
 
 
 @dataclass(frozen=True)
@@ -123,13 +132,20 @@ class MasterLink:
                  self.server_id, len(chunks), len(reply.stale_chunks))
 
     async def _heartbeat_until_closed(self, connection: Connection) -> None:
-        while not connection.closed.is_set():
-            bytes_total, bytes_used = self.store.space()
-            await connection.call(m.ChunkserverToMasterHeartbeat(
-                server_id=self.server_id, bytes_total=bytes_total, bytes_used=bytes_used,
-                chunk_count=self.chunk_count), timeout_s=RPC_TIMEOUT_S)
-            with trio.move_on_after(HEARTBEAT_INTERVAL_S):
-                await connection.closed.wait()
+        try:
+            while not connection.closed.is_set():
+                bytes_total, bytes_used = self.store.space()
+                await connection.call(m.ChunkserverToMasterHeartbeat(
+                    server_id=self.server_id, bytes_total=bytes_total, bytes_used=bytes_used,
+                    chunk_count=self.chunk_count), timeout_s=RPC_TIMEOUT_S)
+                LINKED.set(1)
+                CHUNKS.set(self.chunk_count)
+                DISK_BYTES.labels("total").set(bytes_total)
+                DISK_BYTES.labels("used").set(bytes_used)
+                with trio.move_on_after(HEARTBEAT_INTERVAL_S):
+                    await connection.closed.wait()
+        finally:
+            LINKED.set(0)
         raise PeerUnavailable(f"master closed the link: {connection.close_reason}")
 
     async def handle(self, request: m.Request, payload: bytes) -> tuple[m.Message, bytes]:

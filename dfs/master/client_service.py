@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import trio
+from prometheus_client import Counter, Gauge, Histogram
 
 from vmstore.dfs.errors import InvalidArgument, NotFound, ProtocolError
 from vmstore.dfs.master.chunk_manager import ChunkManager
@@ -22,6 +23,7 @@ from vmstore.dfs.master.registry import Registry, SessionEntry
 from vmstore.dfs.metadata import fsck
 from vmstore.dfs.metadata.namespace import Namespace
 from vmstore.dfs.metadata.sessions import SessionTable
+from vmstore.dfs.metrics import LATENCY_BUCKETS_S, REGISTRY
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.codec import decode_stored_message, encode_stored_message
 from vmstore.dfs.protocol.rpc import Connection, Handler
@@ -29,6 +31,27 @@ from vmstore.dfs.types import ChunkId, ChunkVersion, InodeId, ServerId, SessionI
 
 READDIR_LIMIT_MAX = 1024
 Reply = tuple[m.Message, bytes]
+GAUGE_INTERVAL_S = 2.0
+
+REQUEST_SECONDS = Histogram(
+    "vmstore_master_request_seconds", "Time to answer a client request (mutations: durable)",
+    ["request"], buckets=LATENCY_BUCKETS_S, registry=REGISTRY)
+REQUEST_ERRORS = Counter("vmstore_master_request_errors_total",
+                         "Client requests answered with an error", ["request", "error"],
+                         registry=REGISTRY)
+CHUNKS = Gauge("vmstore_chunks", "Chunks by health (each counts in one state)", ["state"],
+               registry=REGISTRY)
+CHUNKSERVERS = Gauge("vmstore_chunkservers", "Known chunkservers", ["state"],
+                     registry=REGISTRY)
+CLIENTS = Gauge("vmstore_client_sessions", "Connected client sessions (mounts, tools)",
+                registry=REGISTRY)
+LEASES = Gauge("vmstore_write_leases", "Files with a write lease held", registry=REGISTRY)
+REBUILD = Gauge("vmstore_rebuild", "Re-replication: chunks waiting for a copy, copies"
+                " running", ["kind"], registry=REGISTRY)
+REBUILD_RATE = Gauge("vmstore_rebuild_bytes_per_second",
+                     "Bytes copied by re-replication, over the last minute", registry=REGISTRY)
+REBUILT = Gauge("vmstore_rebuild_chunks_copied", "Chunks copied since the master started",
+                registry=REGISTRY)
 
 
 class ClientService:
@@ -60,6 +83,17 @@ class ClientService:
         return handle
 
     async def handle(self, connection: Connection, request: m.Request) -> Reply:
+        name = type(request).__name__.removeprefix("ClientToMaster")
+        started = time.perf_counter()
+        try:
+            return await self._answer(connection, request)
+        except Exception as error:
+            REQUEST_ERRORS.labels(name, type(error).__name__).inc()
+            raise
+        finally:
+            REQUEST_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+    async def _answer(self, connection: Connection, request: m.Request) -> Reply:
         query = _QUERIES.get(type(request))
         if query is not None:
             return query(self, request), b""
@@ -221,6 +255,26 @@ class ClientService:
             healing=None if self.healing is None else self.healing.status(),
             write_leases=self.leases.held_count(),
         )
+
+    async def gauge_loop(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the health gauges of /metrics current (a scrape must not touch SQLite)."""
+        task_status.started()
+        while True:
+            status = self.status(None)
+            assert isinstance(status, m.StatusReply)
+            for state in ("ok", "undergoal", "endangered", "lost"):
+                CHUNKS.labels(state).set(getattr(status.chunks, state))
+            for state in ("up", "down"):
+                CHUNKSERVERS.labels(state).set(
+                    sum(1 for c in status.chunkservers if c.state == state))
+            CLIENTS.set(len(status.clients))
+            LEASES.set(status.write_leases)
+            if status.healing is not None:
+                REBUILD.labels("waiting").set(status.healing.under_goal)
+                REBUILD.labels("running").set(status.healing.copying)
+                REBUILD_RATE.set(status.healing.copied_bytes_per_s)
+                REBUILT.set(status.healing.chunks_copied)
+            await trio.sleep(GAUGE_INTERVAL_S)
 
     def fsck(self, request: Any) -> m.Message:
         up = {e.server_id for e in self.registry.up_servers()}

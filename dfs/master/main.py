@@ -96,6 +96,7 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
             clients.healing = healing
             await nursery.start(healing.run)
             nursery.start_soon(clients.sweep_orphans_after_restart, settings.startup_grace_s)
+            await nursery.start(clients.gauge_loop)
             log.info("master serving on %s:%d, metadata in %s", settings.listen_host, port,
                      database)
             task_status.started(port)

@@ -92,13 +92,15 @@ def vmstore_command(*arguments: str, config: Path,
 class Mount:
     """A real `vmstore mount` process serving ``path``."""
 
-    def __init__(self, cluster: Cluster, path: Path, host_label: str = "local0") -> None:
+    def __init__(self, cluster: Cluster, path: Path, host_label: str = "local0",
+                 extra_arguments: tuple[str, ...] = ()) -> None:
         self.cluster = cluster
         self.path = path
         self.log = cluster.directory / "logs" / f"mount-{path.name}.log"
         path.mkdir(parents=True, exist_ok=True)
         result = vmstore_command("mount", str(path), "--log-file", str(self.log),
-                                 "--host-label", host_label, config=cluster.config_path)
+                                 "--host-label", host_label, *extra_arguments,
+                                 config=cluster.config_path)
         assert result.returncode == 0, result.stderr
         self.pid = int(result.stdout.split("(pid ")[1].split(",")[0])
 
