@@ -11,6 +11,7 @@ from vmstore.cli import (
     file_info,
     files,
     fsck,
+    import_command,
     init_command,
     lease,
     local_cluster,
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vmstore {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (init_command, daemons, local_cluster, mount_command, status, fsck, files,
-                   file_info, lease, migrate_command):
+                   import_command, file_info, lease, migrate_command):
         module.register(subparsers)
     return parser
 

@@ -1,4 +1,5 @@
-"""Live progress of a migration: one rewritten line on a terminal, plain lines otherwise."""
+"""Live progress of long work (a migration, an import): one rewritten line on a
+terminal, a plain line every few seconds otherwise (logs, pipes)."""
 
 from __future__ import annotations
 
@@ -39,9 +40,11 @@ class ProgressDisplay:
         self._shown = False
 
     def update(self, stats: dict[str, Any]) -> None:
-        if not stats.get("memory_total"):
-            return  # not started yet
-        line = describe(stats)
+        if stats.get("memory_total"):  # else: not started yet
+            self.show(describe(stats))
+
+    def show(self, line: str) -> None:
+        """The current state: rewritten in place on a terminal, every 2 s otherwise."""
         if self.terminal:
             self.stream.write("\r\x1b[K" + line)
             self._shown = True

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.system.conftest import Cluster, Mount
+from tests.system.conftest import Cluster, Mount, vmstore_command
 
 pytestmark = pytest.mark.system
 
@@ -177,6 +177,24 @@ def test_qemu_img_bench_writes_and_reads(mount: Mount, image_format: str, cache:
         "-c", f"read -P 0xa5 0 {written}", "-c", f"read -P 0 {written} {MiB}", image)
     if image_format == "qcow2":
         run("qemu-img", "check", image)
+
+
+def test_vmstore_import_converts_skips_zeros_and_refuses_bad_targets(
+        mount: Mount, source_image: Path, tmp_path: Path) -> None:
+    target = mount.path / "imported.qcow2"
+    result = vmstore_command("import", str(source_image), str(target), "--format", "qcow2",
+                             config=mount.cluster.config_path)
+    assert result.returncode == 0, result.stderr
+    assert "of 2.00 GiB" in result.stderr  # the progress line (plain: not a terminal)
+    assert "qcow2, 2.00 GiB virtual" in result.stdout
+    run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", source_image, target)
+    assert allocated_bytes(target) < SOURCE_BYTES // 2  # the zeros were not written
+    again = vmstore_command("import", str(source_image), str(target),
+                            config=mount.cluster.config_path)
+    assert again.returncode == 1 and "exists; pass --force" in again.stderr
+    elsewhere = vmstore_command("import", str(source_image), str(tmp_path / "local.img"),
+                                config=mount.cluster.config_path)
+    assert elsewhere.returncode == 1 and "not on a vmstore mount" in elsewhere.stderr
 
 
 # --- fio with verification -------------------------------------------------------------
