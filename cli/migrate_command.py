@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from dataclasses import asdict
 from typing import Any
@@ -29,17 +30,17 @@ def _options(args: argparse.Namespace) -> Any:
                             trust_ownership=args.trust_ownership)
 
 
-def _libvirt_missing() -> ConfigError:
-    return ConfigError("libvirt-python is not installed: pip install 'vmstore[migration]'"
-                       " (it needs libvirt-dev and pkg-config to build)")
+def _require_libvirt() -> None:
+    """The coordinator's modules import libvirt; say how to get it rather than crash."""
+    if importlib.util.find_spec("libvirt") is None:
+        raise ConfigError("libvirt-python is not installed: pip install 'vmstore[migration]'"
+                          " (it needs libvirt-dev and pkg-config to build)")
 
 
 def run_migrate(args: argparse.Namespace) -> int:
     config = load_config(master=args.master)
-    try:
-        from vmstore.dfs.migration.coordinator import migrate
-    except ImportError:
-        raise _libvirt_missing() from None
+    _require_libvirt()
+    from vmstore.dfs.migration.coordinator import migrate
     report = migrate(_access(config), config.fleet, args.guest, args.to, args.source,
                      _options(args))
     print(json.dumps(asdict(report), indent=2) if args.json else report.text())
@@ -48,11 +49,9 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 def run_evacuate(args: argparse.Namespace) -> int:
     config = load_config(master=args.master)
-    try:
-        from vmstore.dfs.migration.fleet import evacuate
-        from vmstore.dfs.migration.progress import ProgressDisplay
-    except ImportError:
-        raise _libvirt_missing() from None
+    _require_libvirt()
+    from vmstore.dfs.migration.fleet import evacuate
+    from vmstore.dfs.migration.progress import ProgressDisplay
     reports = evacuate(_access(config), config.fleet, args.host, _options(args),
                        ProgressDisplay())
     moved = sum(1 for report in reports if report.outcome == "moved")
@@ -65,11 +64,9 @@ def run_evacuate(args: argparse.Namespace) -> int:
 
 def run_failover(args: argparse.Namespace) -> int:
     config = load_config(master=args.master)
-    try:
-        from vmstore.dfs.migration.fleet import failover
-        from vmstore.dfs.migration.progress import ProgressDisplay
-    except ImportError:
-        raise _libvirt_missing() from None
+    _require_libvirt()
+    from vmstore.dfs.migration.fleet import failover
+    from vmstore.dfs.migration.progress import ProgressDisplay
     results = failover(_access(config), config.fleet, args.host, fenced=args.fenced,
                        wait_s=args.wait, display=ProgressDisplay())
     restarted = sum(1 for result in results if result.destination)
@@ -82,12 +79,10 @@ def run_failover(args: argparse.Namespace) -> int:
 
 def run_guests(args: argparse.Namespace) -> int:
     config = load_config(master=args.master)
-    try:
-        from vmstore.dfs.migration.cluster_view import GuestRecords
-        from vmstore.dfs.migration.fleet import record
-        from vmstore.dfs.migration.progress import ProgressDisplay
-    except ImportError:
-        raise _libvirt_missing() from None
+    _require_libvirt()
+    from vmstore.dfs.migration.cluster_view import GuestRecords
+    from vmstore.dfs.migration.fleet import record
+    from vmstore.dfs.migration.progress import ProgressDisplay
     if args.action == "record":
         records = record(_access(config), config.fleet, ProgressDisplay())
     else:

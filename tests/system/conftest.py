@@ -124,8 +124,13 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield started
     finally:
         local_down(started.directory)
-    crashed = {name: text for name, text in started.logs().items() if "Traceback" in text}
     # (mount logs are under logs/ too: a mount that crashed fails the test as well)
+    assert_no_crash(started.logs())
+
+
+def assert_no_crash(logs: dict[str, str]) -> None:
+    """A traceback in any daemon's log fails the test: a crash is never expected."""
+    crashed = {name: text for name, text in logs.items() if "Traceback" in text}
     assert not crashed, "a daemon crashed:\n" + "\n".join(
         f"--- {name}\n{text[-3000:]}" for name, text in crashed.items())
 

@@ -26,6 +26,7 @@ from tests.guest.tiny_guest import (
     domain_xml,
     file_reader,
 )
+from tests.system.conftest import assert_no_crash
 from tests.system.libvirt_lab import LibvirtLab, require_libvirt
 from tests.system.network_lab import require_network_namespaces, wait_until
 
@@ -50,9 +51,7 @@ def lab(tmp_path: Path) -> Iterator[LibvirtLab]:
         yield started
     finally:
         started.close()
-    crashed = {name: text for name, text in started.logs().items() if "Traceback" in text}
-    assert not crashed, "a daemon crashed:\n" + "\n".join(
-        f"--- {name}\n{text[-3000:]}" for name, text in crashed.items())
+    assert_no_crash(started.logs())
 
 
 def sessions(lab: LibvirtLab) -> set[tuple[str, str, str]]:

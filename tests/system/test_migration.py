@@ -34,6 +34,7 @@ from tests.guest.tiny_guest import (
     file_reader,
     record_problem,
 )
+from tests.system.conftest import assert_no_crash
 from tests.system.libvirt_lab import LibvirtLab, require_libvirt
 from tests.system.network_lab import require_network_namespaces, wait_until
 
@@ -58,9 +59,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LibvirtLab]:
         yield started
     finally:
         started.close()
-    crashed = {name: text for name, text in started.logs().items() if "Traceback" in text}
-    assert not crashed, "a daemon crashed:\n" + "\n".join(
-        f"--- {name}\n{text[-3000:]}" for name, text in crashed.items())
+    assert_no_crash(started.logs())
 
 
 def coordinator_config(lab: LibvirtLab) -> Path:

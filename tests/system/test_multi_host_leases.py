@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.system.conftest import assert_no_crash
 from tests.system.network_lab import NetworkLab, require_network_namespaces, wait_until
 from tests.system.replicas import every_replica
 from vmstore.dfs.client.client import open_client
@@ -41,9 +42,7 @@ def lab(tmp_path: Path) -> Iterator[NetworkLab]:
         yield started
     finally:
         started.close()
-    crashed = {name: text for name, text in started.logs().items() if "Traceback" in text}
-    assert not crashed, "a daemon crashed:\n" + "\n".join(
-        f"--- {name}\n{text[-3000:]}" for name, text in crashed.items())
+    assert_no_crash(started.logs())
 
 
 def lease_command(lab: NetworkLab, path: Path, *options: str) -> str:
