@@ -27,6 +27,7 @@ from vmstore.dfs.metrics import serve
 from vmstore.dfs.protocol.auth import load_key
 
 log = logging.getLogger(__name__)
+DRAIN_POLL_INTERVAL_S = 1.0
 
 
 def setup_logging(level: str) -> None:
@@ -110,6 +111,25 @@ def run_chunkserver_command(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _wait_drained(client: Any, server_id: int) -> None:
+    """Until the chunkserver holds no replica, with a progress line."""
+    from vmstore.dfs.progress import ProgressDisplay
+
+    display = ProgressDisplay()
+    while True:
+        status = await client.status()
+        server = next((s for s in status.chunkservers if s.id == server_id), None)
+        if server is None:
+            raise ConfigError(f"no chunkserver {server_id}")
+        if server.chunk_count == 0:
+            display.finish()
+            return
+        rate = status.healing.copied_bytes_per_s if status.healing else 0.0
+        display.show(f"chunkserver {server_id}: {server.chunk_count} replicas left,"
+                     f" copying at {rate / 2**20:,.0f} MiB/s")
+        await trio.sleep(DRAIN_POLL_INTERVAL_S)
+
+
 def run_drain(args: argparse.Namespace) -> int:
     from vmstore.cli.cluster_client import with_client
     from vmstore.dfs.protocol import messages as m
@@ -122,9 +142,13 @@ def run_drain(args: argparse.Namespace) -> int:
         await client.master.call(m.ClientToMasterDrain(server_id=args.server_id,
                                                        draining=draining),
                                  reply_type=m.EmptyReply)
+        if draining and args.wait:
+            await _wait_drained(client, args.server_id)
 
     with_client(args.master, drain, role="admin")
-    if draining:
+    if draining and args.wait:
+        print(f"chunkserver {args.server_id} is drained: it holds no replica; stop it now")
+    elif draining:
         print(f"chunkserver {args.server_id} is draining: its replicas are being copied to"
               " other hosts; `vmstore status` shows when it holds nothing that is needed")
     else:
@@ -162,6 +186,8 @@ def register(subparsers: Any) -> None:
         "          vmstore chunkserver drain 3")
     chunkserver.add_argument("action", nargs="?", choices=["drain", "undrain"])
     chunkserver.add_argument("server_id", nargs="?", type=int, metavar="ID")
+    chunkserver.add_argument("--wait", action="store_true",
+                             help="drain: wait until it holds no replica, showing progress")
     add_daemon_arguments(chunkserver)
     chunkserver.add_argument("--listen", default="0.0.0.0:9422",
                              help="HOST:PORT for data traffic")

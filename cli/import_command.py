@@ -20,7 +20,7 @@ from typing import Any
 
 from vmstore.cli.mount_command import FS_TYPE
 from vmstore.dfs.errors import ConfigError, DfsError
-from vmstore.dfs.migration.progress import ProgressDisplay
+from vmstore.dfs.progress import ProgressDisplay
 
 PERCENT = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 READ_BYTES = 256

@@ -51,7 +51,7 @@ def run_evacuate(args: argparse.Namespace) -> int:
     config = load_config(master=args.master)
     _require_libvirt()
     from vmstore.dfs.migration.fleet import evacuate
-    from vmstore.dfs.migration.progress import ProgressDisplay
+    from vmstore.dfs.progress import ProgressDisplay
     reports = evacuate(_access(config), config.fleet, args.host, _options(args),
                        ProgressDisplay())
     moved = sum(1 for report in reports if report.outcome == "moved")
@@ -66,7 +66,7 @@ def run_failover(args: argparse.Namespace) -> int:
     config = load_config(master=args.master)
     _require_libvirt()
     from vmstore.dfs.migration.fleet import failover
-    from vmstore.dfs.migration.progress import ProgressDisplay
+    from vmstore.dfs.progress import ProgressDisplay
     results = failover(_access(config), config.fleet, args.host, fenced=args.fenced,
                        wait_s=args.wait, display=ProgressDisplay())
     restarted = sum(1 for result in results if result.destination)
@@ -82,7 +82,7 @@ def run_guests(args: argparse.Namespace) -> int:
     _require_libvirt()
     from vmstore.dfs.migration.cluster_view import GuestRecords
     from vmstore.dfs.migration.fleet import record
-    from vmstore.dfs.migration.progress import ProgressDisplay
+    from vmstore.dfs.progress import ProgressDisplay
     if args.action == "record":
         records = record(_access(config), config.fleet, ProgressDisplay())
     else:

@@ -7,10 +7,16 @@ import json
 from typing import Any
 
 import msgspec
+import trio
 
 from vmstore.cli.cluster_client import with_client
 from vmstore.cli.config import add_master_argument
+from vmstore.dfs.client.client import Client
+from vmstore.dfs.constants import CHUNK_SIZE_BYTES
+from vmstore.dfs.progress import ProgressDisplay
 from vmstore.dfs.protocol.messages import StatusReply
+
+WATCH_INTERVAL_S = 1.0
 
 
 def as_builtins(value: Any) -> Any:
@@ -55,6 +61,9 @@ def status_text(status: StatusReply) -> str:
                      f" {_size(server.bytes_used):>11} {_size(server.bytes_total):>11}"
                      f" {server.chunk_count:>7}")
     lines.append("")
+    if status.healing is not None:
+        lines.append(healing_text(status))
+    lines.append(f"write leases held: {status.write_leases}")
     lines.append(f"clients: {len(status.clients)}")
     for client in status.clients:
         lines.append(f"  session {client.session_id} {client.hostname} ({client.host_label})"
@@ -62,11 +71,50 @@ def status_text(status: StatusReply) -> str:
     return "\n".join(lines)
 
 
+def healing_text(status: StatusReply) -> str:
+    healing = status.healing
+    assert healing is not None
+    pending = healing.under_goal + healing.copying
+    rate = healing.copied_bytes_per_s
+    left = f", about {_duration(pending * CHUNK_SIZE_BYTES / rate)} left" if (
+        pending and rate) else ""
+    return (f"healing: {healing.under_goal} chunks waiting for a copy, {healing.copying}"
+            f" copying at {rate / 2**20:,.0f} MiB/s{left}; {healing.chunks_copied} copied,"
+            f" {healing.replicas_removed} surplus removed since the master started")
+
+
+def _duration(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
+def degraded(status: StatusReply) -> bool:
+    return bool(status.chunks.endangered or status.chunks.undergoal)
+
+
+def wait_until_healthy(args: argparse.Namespace) -> StatusReply:
+    """Poll until no chunk is under goal, showing the healing progress."""
+    display = ProgressDisplay()
+
+    async def watch(client: Client) -> StatusReply:
+        while True:
+            status = await client.status()
+            if not degraded(status) or status.chunks.lost:
+                display.finish()
+                return status
+            display.show(healing_text(status) if status.healing else "waiting for healing")
+            await trio.sleep(WATCH_INTERVAL_S)
+
+    return with_client(args.master, watch, role="admin")
+
+
 def run_status(args: argparse.Namespace) -> int:
-    status = with_client(args.master, lambda client: client.status(), role="admin")
+    if args.wait_healthy:
+        status = wait_until_healthy(args)
+    else:
+        status = with_client(args.master, lambda client: client.status(), role="admin")
     print(json.dumps(status_json(status), indent=2) if args.json else status_text(status))
     chunks = status.chunks
-    return 2 if chunks.lost else (1 if chunks.endangered or chunks.undergoal else 0)
+    return 2 if chunks.lost else (1 if degraded(status) else 0)
 
 
 def register(subparsers: Any) -> None:
@@ -76,4 +124,7 @@ def register(subparsers: Any) -> None:
         epilog="example: vmstore status --json | jq .chunks")
     add_master_argument(parser)
     parser.add_argument("--json", action="store_true", help="complete, machine-readable output")
+    parser.add_argument("--wait-healthy", action="store_true",
+                        help="first wait, showing the rebuild's progress, until no chunk is"
+                        " under goal (or one is lost)")
     parser.set_defaults(handler=run_status)

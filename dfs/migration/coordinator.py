@@ -30,7 +30,8 @@ from vmstore.dfs.migration.cluster_view import ClusterView, GuestRecord, GuestRe
 from vmstore.dfs.migration.domain import parse_domain
 from vmstore.dfs.migration.hosts import ClusterAccess, Fleet, MigrationHost
 from vmstore.dfs.migration.preflight import Plan, check
-from vmstore.dfs.migration.progress import ProgressDisplay
+from vmstore.dfs.migration.progress import describe
+from vmstore.dfs.progress import ProgressDisplay
 
 POLL_INTERVAL_S = 0.5
 STALL_POLICIES = ("pause", "postcopy", "auto-converge", "abort")
@@ -251,7 +252,8 @@ class Migration:
                 stats = domain.jobStats()
             except libvirt.libvirtError:
                 continue  # the job ended meanwhile
-            self.display.update(stats)
+            if stats.get("memory_total"):  # else: not started yet
+                self.display.show(describe(stats))
             stalled = time.monotonic() - started > self.options.stall_after_s
             if stalled and not applied and not self.options.offline and worker.is_alive():
                 applied = True

@@ -34,7 +34,7 @@ from vmstore.dfs.migration.coordinator import (
 from vmstore.dfs.migration.domain import parse_domain
 from vmstore.dfs.migration.hosts import ClusterAccess, Fleet, MigrationHost
 from vmstore.dfs.migration.preflight import PreflightFailed
-from vmstore.dfs.migration.progress import ProgressDisplay
+from vmstore.dfs.progress import ProgressDisplay
 
 LEASE_POLL_INTERVAL_S = 1.0
 

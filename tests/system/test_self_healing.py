@@ -242,3 +242,36 @@ async def test_fsck_names_lost_files(healing_cluster: Cluster) -> None:
     text = await trio.to_thread.run_sync(lambda: vmstore_command(
         "fsck", config=cluster.config_path))
     assert "LOST       /vms/web/lonely.img" in text.stdout
+
+
+async def test_status_waits_for_the_rebuild_showing_its_progress(
+        healing_cluster: Cluster) -> None:
+    cluster = healing_cluster
+    async with cluster.client() as client:
+        inode, data = await write_file(client, "/watched.img", 3)
+        await trio.to_thread.run_sync(cluster.kill, "chunkserver0")
+        with trio.fail_after(30):
+            while (await client.status()).chunks.ok == (await client.status()).chunks.total:
+                await trio.sleep(0.2)  # the master notices the loss
+        result = await trio.to_thread.run_sync(lambda: vmstore_command(
+            "status", "--wait-healthy", config=cluster.config_path))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "healing:" in result.stderr  # the progress, a plain line (not a terminal)
+        assert ": healthy" in result.stdout
+        assert await read_back(client, inode, 3) == data
+
+
+async def test_drain_waits_until_the_server_holds_nothing(healing_cluster: Cluster) -> None:
+    cluster = healing_cluster
+    async with cluster.client() as client:
+        await write_file(client, "/drained.img", 3)
+        status = await client.status()
+        drained = next(s.id for s in status.chunkservers if s.host == "local0")
+        result = await trio.to_thread.run_sync(lambda: vmstore_command(
+            "chunkserver", "drain", str(drained), "--wait", config=cluster.config_path))
+        assert result.returncode == 0, result.stderr
+        assert f"chunkserver {drained} is drained" in result.stdout
+        assert "replicas left" in result.stderr  # the progress line
+        status = await client.status()
+        assert next(s for s in status.chunkservers if s.id == drained).chunk_count == 0
+        assert status.chunks.ok == status.chunks.total
