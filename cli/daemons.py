@@ -121,11 +121,11 @@ async def _wait_drained(client: Any, server_id: int) -> None:
         server = next((s for s in status.chunkservers if s.id == server_id), None)
         if server is None:
             raise ConfigError(f"no chunkserver {server_id}")
-        if server.chunk_count == 0:
+        if server.replicas == 0:
             display.finish()
             return
         rate = status.healing.copied_bytes_per_s if status.healing else 0.0
-        display.show(f"chunkserver {server_id}: {server.chunk_count} replicas left,"
+        display.show(f"chunkserver {server_id}: {server.replicas} replicas left,"
                      f" copying at {rate / 2**20:,.0f} MiB/s")
         await trio.sleep(DRAIN_POLL_INTERVAL_S)
 

@@ -247,7 +247,8 @@ class ClientService:
             counts[_chunk_state(sum(1 for h in holders if h in up), goal)] += 1
         return m.StatusReply(
             master_address=self.master_address,
-            chunkservers=self.registry.chunkserver_statuses(),
+            chunkservers=self.registry.chunkserver_statuses(
+                self.chunk_manager.chunks.replica_counts()),
             chunks=m.ChunkHealth(total=sum(counts.values()), **counts),
             clients=[s.status for s in self.registry.sessions.values()
                      if any(not c.closed.is_set() for c in s.connections)],

@@ -131,7 +131,8 @@ class Registry:
                 expired.append(entry)
         return expired
 
-    def chunkserver_statuses(self) -> list[ChunkserverStatus]:
+    def chunkserver_statuses(self, replicas: dict[ServerId, int] | None = None
+                             ) -> list[ChunkserverStatus]:
         return [
             ChunkserverStatus(
                 id=entry.server_id,
@@ -143,6 +144,7 @@ class Registry:
                 bytes_used=entry.bytes_used,
                 chunk_count=entry.chunk_count,
                 draining=entry.draining,
+                replicas=(replicas or {}).get(entry.server_id, 0),
             )
             for entry in sorted(self.chunkservers.values(), key=lambda e: e.server_id)
         ]

@@ -45,6 +45,11 @@ class ChunkTable:
         )
         return [ServerId(row[0]) for row in rows]
 
+    def replica_counts(self) -> dict[ServerId, int]:
+        """How many current replicas each chunkserver holds, as the master counts them."""
+        rows = self.store.all("SELECT server_id, COUNT(*) FROM replicas GROUP BY server_id")
+        return {ServerId(row[0]): int(row[1]) for row in rows}
+
     def chunks_on_server(self, server_id: ServerId) -> set[ChunkId]:
         rows = self.store.all("SELECT chunk_id FROM replicas WHERE server_id = ?", (server_id,))
         return {ChunkId(row[0]) for row in rows}

@@ -578,8 +578,9 @@ class ChunkserverStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=Tr
     pid: int
     bytes_total: int
     bytes_used: int
-    chunk_count: int
+    chunk_count: int  # replica files it reported (heartbeat)
     draining: bool = False
+    replicas: int = 0  # replicas the master counts on it (current or awaiting deletion)
 
 
 class HealingStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):

@@ -271,7 +271,7 @@ async def test_drain_waits_until_the_server_holds_nothing(healing_cluster: Clust
             "chunkserver", "drain", str(drained), "--wait", config=cluster.config_path))
         assert result.returncode == 0, result.stderr
         assert f"chunkserver {drained} is drained" in result.stdout
-        assert "replicas left" in result.stderr  # the progress line
+        assert "replicas left" in result.stderr, result.stdout  # the progress line
         status = await client.status()
-        assert next(s for s in status.chunkservers if s.id == drained).chunk_count == 0
+        assert next(s for s in status.chunkservers if s.id == drained).replicas == 0
         assert status.chunks.ok == status.chunks.total
