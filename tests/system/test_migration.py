@@ -107,15 +107,27 @@ class Guest:
                    f"{count} ACKs from guest {self.name}")
 
     def running_on(self) -> list[str]:
-        hosts = []
-        for host in self.lab.libvirt_hosts:
-            connection = libvirt_connection(self.lab, host)
-            try:
-                if any(d.name() == self.name and d.isActive()
-                       for d in connection.listAllDomains()):
-                    hosts.append(host)
-            finally:
-                connection.close()
+        """The hosts where it runs (an aborted incoming copy may linger briefly)."""
+        import libvirt
+
+        def settled() -> bool:
+            hosts.clear()
+            for host in self.lab.libvirt_hosts:
+                connection = libvirt_connection(self.lab, host)
+                try:
+                    domain = connection.lookupByName(self.name)
+                    if domain.isActive() and domain.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+                        hosts.append(host)
+                except libvirt.libvirtError:
+                    pass  # not there, or gone between the lookup and the question
+                finally:
+                    connection.close()
+            return len(hosts) == 1
+
+        hosts: list[str] = []
+        deadline = time.monotonic() + PROGRESS_TIMEOUT_S
+        while not settled() and time.monotonic() < deadline:
+            time.sleep(0.5)
         return hosts
 
     def stop(self) -> None:
