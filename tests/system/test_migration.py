@@ -359,3 +359,20 @@ def test_failover_restarts_a_cut_off_hosts_guest_and_fences_the_old_copy(
     tail_start = max(new_highest, last_old_ack) + 2
     tail = read(tail_start * RECORD_BYTES, 64 * RECORD_BYTES)
     assert tail == bytes(len(tail)), f"records past {tail_start - 1} reached the disk"
+
+
+def test_qemu_image_locks_still_work_on_one_host(lab: LibvirtLab) -> None:
+    """Two guests on one host with one image: QEMU's own OFD lock refuses the second."""
+    import libvirt
+
+    guest = start_guest(lab, "locked")
+    connection = libvirt_connection(lab, "h1")
+    try:
+        twin = connection.defineXML(domain_xml("locked-twin", guest.image,
+                                               lab.directory / "twin-console.log"))
+        with pytest.raises(libvirt.libvirtError, match='Failed to get "write" lock'):
+            twin.create()
+        twin.undefine()
+    finally:
+        connection.close()
+        guest.stop()
