@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,8 @@ def run_import(args: argparse.Namespace) -> int:
                str(source), str(destination)]
     display = ProgressDisplay()
     started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    errors_file = tempfile.TemporaryFile()  # a pipe could fill and stall qemu-img
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors_file)
     assert process.stdout is not None
     buffer = b""
     while chunk := os.read(process.stdout.fileno(), READ_BYTES):
@@ -83,8 +85,11 @@ def run_import(args: argparse.Namespace) -> int:
             left = (1 - fraction) * virtual_bytes / rate if rate else 0.0
             display.show(f"{fraction:6.1%} of {virtual_bytes / 2**30:,.2f} GiB,"
                          f" {rate / 2**20:,.0f} MiB/s, {_time(left)} left")
-    errors = process.stderr.read().decode(errors="replace") if process.stderr else ""
-    if process.wait():
+    process.wait()
+    errors_file.seek(0)
+    errors = errors_file.read().decode(errors="replace")
+    errors_file.close()
+    if process.returncode:
         display.finish()
         raise ImportFailed(f"qemu-img convert failed: {errors.strip()}")
     elapsed = time.monotonic() - started

@@ -70,6 +70,10 @@ DATA_BYTES = Counter("vmstore_chunkserver_data_bytes_total",
                      registry=REGISTRY)
 OPERATION_OF = {m.ToChunkserverReadChunk: "read", m.ToChunkserverWriteChunk: "write",
                 m.ToChunkserverFlushChunk: "flush"}
+# Label lookups take a lock: done once here, not on every request.
+SECONDS_OF = {operation: REQUEST_SECONDS.labels(operation) for operation in OPERATION_OF.values()}
+BYTES_READ = DATA_BYTES.labels("read")
+BYTES_WRITTEN = DATA_BYTES.labels("written")
 
 
 class DataService:
@@ -103,7 +107,7 @@ class DataService:
                 REQUEST_ERRORS.labels(operation, type(error).__name__).inc()
                 raise
             finally:
-                REQUEST_SECONDS.labels(operation).observe(time.perf_counter() - started)
+                SECONDS_OF[operation].observe(time.perf_counter() - started)
 
         return handle
 
@@ -135,11 +139,11 @@ class DataService:
                 self.report_damaged(request.chunk_id, request.version, str(error))
             raise self._fault(error, f"read of chunk {request.chunk_id}") from None
         self.bytes_read += len(payload)
-        DATA_BYTES.labels("read").inc(len(payload))
+        BYTES_READ.inc(len(payload))
         return m.ReadChunkReply(zero_ranges=zero_ranges), payload
 
     async def write(self, request: m.ToChunkserverWriteChunk, payload: bytes) -> m.Message:
-        applied = trio.Event()
+        applied = False
         async with self.range_locks.hold(request.chunk_id, request.offset_bytes,
                                          request.length_bytes):
             self.fence.admit(request.token, request.chunk_id)
@@ -149,16 +153,16 @@ class DataService:
                         if request.chain_rest:
                             nursery.start_soon(self._forward_write, request, payload)
                         await self._write_local(request, payload)
-                        applied.set()
+                        applied = True
             except WRITER_REFUSED as error:
-                if applied.is_set():
+                if applied:
                     reason = f"applied a write the chain refused ({error})"
                     log.warning("chunk %d: %s; reporting this replica damaged",
                                 request.chunk_id, reason)
                     self.report_damaged(request.chunk_id, request.version, reason)
                 raise
         self.bytes_written += len(payload)
-        DATA_BYTES.labels("written").inc(len(payload))
+        BYTES_WRITTEN.inc(len(payload))
         return m.EmptyReply()
 
     async def _write_local(self, request: m.ToChunkserverWriteChunk, payload: bytes) -> None:

@@ -177,8 +177,13 @@ class Client:
 
     async def closed(self, inode: int, writable: bool = False) -> None:
         """One handle closed (every ``opened`` has one ``closed``)."""
-        if writable:
-            await self.leases.closed_for_write(inode)
+        try:
+            if writable:
+                await self.leases.closed_for_write(inode)
+        finally:
+            await self._drop_hold(inode)
+
+    async def _drop_hold(self, inode: int) -> None:
         count = self.master.open_inodes.pop(inode)
         if count > 1:
             self.master.open_inodes[inode] = count - 1

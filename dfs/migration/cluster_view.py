@@ -25,6 +25,18 @@ T = TypeVar("T")
 MASTER_TIMEOUT_S = 15.0
 
 
+def run_with_client(access: ClusterAccess, role: str,
+                    work: Callable[[Client], Awaitable[T]]) -> T:
+    """``work`` with a short session of ``role``, from synchronous code."""
+    async def main() -> T:
+        async with open_client(access.master_host, access.master_port, access.key,
+                               ClientIdentity(host_label=access.host_label, role=role),
+                               reconnect_timeout_s=MASTER_TIMEOUT_S) as client:
+            return await work(client)
+
+    return trio.run(main)
+
+
 @dataclass(frozen=True)
 class ImageFile:
     path: str  # as the guest's XML names it, under the mount point
@@ -39,15 +51,7 @@ class ClusterView:
         self.mount = access.mount
 
     def _run(self, work: Callable[[Client], Awaitable[T]]) -> T:
-        async def main() -> T:
-            async with open_client(self.access.master_host, self.access.master_port,
-                                   self.access.key,
-                                   ClientIdentity(host_label=self.access.host_label,
-                                                  role="admin"),
-                                   reconnect_timeout_s=MASTER_TIMEOUT_S) as client:
-                return await work(client)
-
-        return trio.run(main)
+        return run_with_client(self.access, "admin", work)
 
     def relative(self, path: str) -> str | None:
         """The path inside the cluster, or None when ``path`` is not on the mount."""
@@ -126,15 +130,8 @@ class GuestRecords:
         self.access = access
 
     def _run(self, work: Callable[[Client], Awaitable[T]]) -> T:
-        async def main() -> T:
-            # role "client": writing a record takes (and drops) its write lease
-            async with open_client(self.access.master_host, self.access.master_port,
-                                   self.access.key,
-                                   ClientIdentity(host_label=self.access.host_label),
-                                   reconnect_timeout_s=MASTER_TIMEOUT_S) as client:
-                return await work(client)
-
-        return trio.run(main)
+        # role "client": writing a record takes (and drops) its write lease
+        return run_with_client(self.access, "client", work)
 
     def save(self, records: list[GuestRecord], forget: frozenset[str] = frozenset()) -> None:
         """Write ``records``; drop the records of guests named in ``forget``."""

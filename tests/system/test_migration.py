@@ -276,7 +276,7 @@ def test_non_converging_guest_gets_each_policy(lab: LibvirtLab) -> None:
         offline = vmstore(lab, "migrate", "dirtier", "--to", "h2", "--offline", "--json")
         assert offline.returncode == 0, offline.stderr
         report = json.loads(offline.stdout)
-        assert report["downtime_ms"] == int(report["total_s"] * 1000)  # paused throughout
+        assert (report["outcome"], report["stall_policy_applied"]) == ("moved", "")
         assert guest.running_on() == ["h2"]
     finally:
         guest.stop()
