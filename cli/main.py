@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from vmstore.cli import (
+    bench,
     daemons,
     file_info,
     files,
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vmstore {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (init_command, daemons, local_cluster, mount_command, status, fsck, files,
-                   import_command, file_info, lease, migrate_command):
+                   import_command, file_info, lease, migrate_command, bench):
         module.register(subparsers)
     return parser
 
