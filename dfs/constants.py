@@ -33,6 +33,10 @@ COMPRESS_MIN_BYTES = 8 * 1024
 DATA_REQUEST_BYTES_MAX = 1024 * 1024
 INFLIGHT_REQUESTS_PER_CONNECTION_MAX = 256
 AUTH_TIMEOUT_S = 10.0
+# Once a frame's first byte arrives, the whole frame must follow within this
+# (12 MiB at most: 1.2 MB/s): a peer that announces a frame and goes silent
+# loses its connection instead of holding it, and its buffer, forever.
+FRAME_RECEIVE_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 RPC_TIMEOUT_S = 30.0
 # Data RPCs may wait behind a disk; a dead peer is found by the heartbeat

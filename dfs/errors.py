@@ -151,6 +151,16 @@ class ProtocolError(DfsError):
     code = 30
 
 
+class InvalidField(ProtocolError):
+    """A message that decoded with a field out of its range; the message names the field.
+
+    The frame itself was whole, so the stream is still in step: a request
+    is answered with InvalidArgument instead of the connection being lost.
+    """
+
+    code = 34
+
+
 class AuthenticationFailed(DfsError):
     code = 31
 

@@ -415,9 +415,17 @@ class ChunkStore:
     def _load(self, chunk_id: int) -> _Replica:
         path = self._path(chunk_id)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            # O_NOFOLLOW: a symlink planted here must not lead reads and
+            # writes out of the data directory.
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise ChunkNotFound(f"{_name(chunk_id)}: no replica") from None
+        except OSError as error:
+            if error.errno not in (errno.ELOOP, errno.EISDIR):
+                raise
+            self._move_aside(path, "not a regular file")
+            raise ChunkNotFound(f"{_name(chunk_id)}: replica damaged (not a regular file)"
+                                ) from None
         try:
             raw = _pread(fd, DATA_OFFSET, 0)
             version = _decode_header(raw[:HEADER_SIZE_BYTES], chunk_id)
@@ -460,7 +468,7 @@ class ChunkStore:
             cached = self._open.get(chunk_id)
             if cached is not None:
                 return ChunkId(chunk_id), ChunkVersion(cached.version)
-        fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
             header = _pread(fd, HEADER_SIZE_BYTES, 0)
         finally:

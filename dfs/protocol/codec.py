@@ -15,12 +15,15 @@ re-encoded. With FLAG_PAYLOAD_LZ4 it is an lz4 block with its size stored in
 front; a stored size over the limit is refused before anything is inflated.
 
 Everything here treats its input as hostile: every fault raises
-ProtocolError naming what was wrong, and nothing is allocated from a length
-before that length is checked.
+ProtocolError naming what was wrong (InvalidField, naming the message and
+field, when the body decoded but a value is out of the range its message
+declares), and nothing is allocated from a length before that length is
+checked.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -32,7 +35,7 @@ from vmstore.dfs.constants import (
     MAX_FRAME_BODY_BYTES,
     MAX_FRAME_PAYLOAD_BYTES,
 )
-from vmstore.dfs.errors import ProtocolError
+from vmstore.dfs.errors import InvalidField, ProtocolError
 from vmstore.dfs.protocol.messages import MESSAGE_BY_TYPE, Message
 
 MAGIC = b"VMS1"
@@ -43,6 +46,7 @@ _KNOWN_FLAGS = FLAG_RESPONSE | FLAG_PAYLOAD_LZ4
 HEADER = struct.Struct("<4sBBHIII")
 HEADER_BYTES = HEADER.size
 REQUEST_ID_MAX = 2**32 - 1
+_ERROR_PATH = re.compile(r" - at `\$\[(\d+)\](.*)`$")
 
 _encoder = msgspec.msgpack.Encoder()
 _decoders: dict[int, msgspec.msgpack.Decoder[Message]] = {
@@ -87,12 +91,26 @@ def decode_header(data: bytes | bytearray | memoryview) -> FrameHeader:
 
 
 def decode_body(header: FrameHeader, body: bytes | bytearray | memoryview) -> Message:
+    """The message; InvalidField (naming it) for a value out of range, else ProtocolError."""
+    cls = MESSAGE_BY_TYPE[header.message_type]
     try:
         return _decoders[header.message_type].decode(body)
+    except msgspec.ValidationError as error:
+        raise InvalidField(_describe(cls, str(error))) from None
     # msgspec lets invalid UTF-8 in a str field out as UnicodeDecodeError.
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
-        name = MESSAGE_BY_TYPE[header.message_type].__name__
-        raise ProtocolError(f"malformed {name} body: {error}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        raise ProtocolError(f"malformed {cls.__name__} body: {error}") from None
+
+
+def _describe(cls: type[Message], text: str) -> str:
+    """msgspec's "... - at `$[2][0]`" as "Cls.field[0]: ...": the field, by name."""
+    match = _ERROR_PATH.search(text)
+    if match is None:
+        return f"{cls.__name__}: {text}"
+    index, rest = int(match.group(1)), match.group(2)
+    fields = cls.__struct_fields__
+    field = fields[index] if index < len(fields) else f"[{index}]"
+    return f"{cls.__name__}.{field}{rest}: {text[: match.start()]}"
 
 
 def decode_payload(header: FrameHeader, payload: bytes) -> bytes:

@@ -15,9 +15,21 @@ bytes (names are bytes, as POSIX names are).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import msgspec
+
+from vmstore.dfs.constants import MAX_GOAL
+
+# Every integer on the wire is checked by the decoder, so that no handler
+# meets a value SQLite cannot store (OverflowError) or a negative id, size,
+# offset or count. A request that breaks these is answered InvalidArgument
+# naming the field (``codec.decode_body``).
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+U63 = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]  # ids, sizes, offsets, counts, modes
+Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]  # times (before 1970: < 0)
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -37,9 +49,9 @@ class ErrorReply(Message, frozen=True, kw_only=True):
     """``code`` is a ``dfs.errors`` code; ``message`` names what failed."""
 
     TYPE: ClassVar[int] = 2
-    code: int
+    code: U63
     message: str
-    server_id: int = 0  # the chunkserver at fault, if any (see DfsError.server_id)
+    server_id: U63 = 0  # the chunkserver at fault, if any (see DfsError.server_id)
 
 
 # --- authentication (before anything else, both directions) -------------------
@@ -77,41 +89,49 @@ class AuthAccepted(Message, frozen=True, kw_only=True):
 class FileAttrs(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """A file's attributes. Times are nanoseconds since the epoch."""
 
-    inode: int
-    mode: int  # S_IFMT kind bits | permission bits
-    nlink: int
-    uid: int
-    gid: int
-    rdev: int
-    size_bytes: int
-    allocated_bytes: int  # bytes in chunks that exist (for st_blocks; holes cost nothing)
-    atime_ns: int
-    mtime_ns: int
-    ctime_ns: int
-    goal: int  # replication goal of a file; inherited default of a directory
+    inode: U63
+    mode: U63  # S_IFMT kind bits | permission bits
+    nlink: U63
+    uid: U63
+    gid: U63
+    rdev: U63
+    size_bytes: U63
+    allocated_bytes: U63  # bytes in chunks that exist (for st_blocks; holes cost nothing)
+    atime_ns: Int64
+    mtime_ns: Int64
+    ctime_ns: Int64
+    goal: U63  # replication goal of a file; inherited default of a directory
 
 
 class DirEntry(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     name: bytes
     attrs: FileAttrs
-    cookie: int  # pass as ``after_cookie`` to continue after this entry
+    cookie: U63  # pass as ``after_cookie`` to continue after this entry
 
 
 class ReplicaAddress(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """Where one replica lives: a chunkserver and the host it runs on."""
 
-    server_id: int
+    server_id: U63
     host: str  # IP address to connect to
-    port: int
+    port: Port
     host_label: str  # failure domain: replicas of one chunk never share it
+
+
+# A write chain holds the replicas of one chunk: at most the largest goal,
+# and as many again while surplus copies (a drain, a rebuild) wait for
+# removal. The bound keeps a request from making a chunkserver forward (or
+# flush) round a long loop of itself.
+CHAIN_MEMBERS_MAX = 2 * MAX_GOAL
+Chain = Annotated[list[ReplicaAddress], msgspec.Meta(max_length=CHAIN_MEMBERS_MAX)]
 
 
 class ChunkLocation(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """Chunk ``index`` of a file, and its current replicas (chain order)."""
 
-    index: int
-    chunk_id: int
-    version: int
+    index: U63
+    chunk_id: U63
+    version: U63
     replicas: list[ReplicaAddress]
 
 
@@ -123,17 +143,17 @@ class WriteToken(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     checks it, the chunk, the expiry and the epoch before writing.
     """
 
-    chunk_id: int
-    epoch: int  # the write lease's epoch; a chunkserver refuses epochs older than it has seen
-    session_id: int  # the lease holder, for logs
-    issued_ns: int  # master wall clock
-    expires_ns: int
+    chunk_id: U63
+    epoch: U63  # the write lease's epoch; a chunkserver refuses epochs older than it has seen
+    session_id: U63  # the lease holder, for logs
+    issued_ns: U63  # master wall clock
+    expires_ns: U63
     mac: bytes
 
 
 class ChunkReport(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    chunk_id: int
-    version: int
+    chunk_id: U63
+    version: U63
 
 
 # --- client ↔ master: sessions and namespace ------------------------------------
@@ -150,16 +170,16 @@ class ClientToMasterOpenSession(Request, frozen=True, kw_only=True):
     host_label: str  # the client's failure domain, so that its own host gets replica 1
     hostname: str
     mount_point: str
-    pid: int
-    resume_session_id: int  # 0 for a new session
-    open_inodes: list[int] = []  # files this client has open (kept alive if unlinked)
+    pid: U63
+    resume_session_id: U63  # 0 for a new session
+    open_inodes: list[U63] = []  # files this client has open (kept alive if unlinked)
 
 
 class MasterToClientSession(Message, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 102
-    session_id: int
+    session_id: U63
     # A session silent this long loses its write leases; renew well inside it.
-    lease_expiry_ms: int = 20_000
+    lease_expiry_ms: U63 = 20_000
 
 
 ClientToMasterOpenSession.REPLY = MasterToClientSession
@@ -174,22 +194,22 @@ class ClientToMasterHold(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 103
     REPLY: ClassVar[type[Message]] = EmptyReply
-    session_id: int
-    inode: int
+    session_id: U63
+    inode: U63
     held: bool
 
 
 class ClientToMasterLookup(Request, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 110
     REPLY: ClassVar[type[Message]] = AttrsReply
-    parent: int
+    parent: U63
     name: bytes
 
 
 class ClientToMasterGetAttr(Request, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 111
     REPLY: ClassVar[type[Message]] = AttrsReply
-    inode: int
+    inode: U63
 
 
 class ClientToMasterSetAttr(Request, frozen=True, kw_only=True):
@@ -197,15 +217,15 @@ class ClientToMasterSetAttr(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 112
     REPLY: ClassVar[type[Message]] = AttrsReply
-    session_id: int
-    op_id: int
-    inode: int
-    mode: int | None = None  # permission bits only
-    uid: int | None = None
-    gid: int | None = None
-    size_bytes: int | None = None
-    atime_ns: int | None = None
-    mtime_ns: int | None = None
+    session_id: U63
+    op_id: U63
+    inode: U63
+    mode: U63 | None = None  # permission bits only
+    uid: U63 | None = None
+    gid: U63 | None = None
+    size_bytes: U63 | None = None
+    atime_ns: Int64 | None = None
+    mtime_ns: Int64 | None = None
 
 
 class ClientToMasterCreate(Request, frozen=True, kw_only=True):
@@ -213,65 +233,65 @@ class ClientToMasterCreate(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 113
     REPLY: ClassVar[type[Message]] = AttrsReply
-    session_id: int
-    op_id: int
-    parent: int
+    session_id: U63
+    op_id: U63
+    parent: U63
     name: bytes
-    mode: int  # kind bits | permission bits
-    uid: int
-    gid: int
-    rdev: int = 0
+    mode: U63  # kind bits | permission bits
+    uid: U63
+    gid: U63
+    rdev: U63 = 0
 
 
 class ClientToMasterMkdir(Request, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 114
     REPLY: ClassVar[type[Message]] = AttrsReply
-    session_id: int
-    op_id: int
-    parent: int
+    session_id: U63
+    op_id: U63
+    parent: U63
     name: bytes
-    mode: int  # permission bits
-    uid: int
-    gid: int
+    mode: U63  # permission bits
+    uid: U63
+    gid: U63
 
 
 class ClientToMasterSymlink(Request, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 115
     REPLY: ClassVar[type[Message]] = AttrsReply
-    session_id: int
-    op_id: int
-    parent: int
+    session_id: U63
+    op_id: U63
+    parent: U63
     name: bytes
     target: bytes
-    uid: int
-    gid: int
+    uid: U63
+    gid: U63
 
 
 class ClientToMasterLink(Request, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 116
     REPLY: ClassVar[type[Message]] = AttrsReply
-    session_id: int
-    op_id: int
-    inode: int
-    new_parent: int
+    session_id: U63
+    op_id: U63
+    inode: U63
+    new_parent: U63
     new_name: bytes
 
 
 class ClientToMasterUnlink(Request, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 117
     REPLY: ClassVar[type[Message]] = EmptyReply
-    session_id: int
-    op_id: int
-    parent: int
+    session_id: U63
+    op_id: U63
+    parent: U63
     name: bytes
 
 
 class ClientToMasterRmdir(Request, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 118
     REPLY: ClassVar[type[Message]] = EmptyReply
-    session_id: int
-    op_id: int
-    parent: int
+    session_id: U63
+    op_id: U63
+    parent: U63
     name: bytes
 
 
@@ -280,13 +300,13 @@ class ClientToMasterRename(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 119
     REPLY: ClassVar[type[Message]] = EmptyReply
-    session_id: int
-    op_id: int
-    parent: int
+    session_id: U63
+    op_id: U63
+    parent: U63
     name: bytes
-    new_parent: int
+    new_parent: U63
     new_name: bytes
-    flags: int = 0
+    flags: U63 = 0
 
 
 class ReadLinkReply(Message, frozen=True, kw_only=True):
@@ -297,7 +317,7 @@ class ReadLinkReply(Message, frozen=True, kw_only=True):
 class ClientToMasterReadLink(Request, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 121
     REPLY: ClassVar[type[Message]] = ReadLinkReply
-    inode: int
+    inode: U63
 
 
 class ReadDirReply(Message, frozen=True, kw_only=True):
@@ -314,9 +334,9 @@ class ClientToMasterReadDir(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 123
     REPLY: ClassVar[type[Message]] = ReadDirReply
-    inode: int
-    after_cookie: int
-    limit: int
+    inode: U63
+    after_cookie: U63
+    limit: U63
 
 
 class XattrReply(Message, frozen=True, kw_only=True):
@@ -327,7 +347,7 @@ class XattrReply(Message, frozen=True, kw_only=True):
 class ClientToMasterGetXattr(Request, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 125
     REPLY: ClassVar[type[Message]] = XattrReply
-    inode: int
+    inode: U63
     name: bytes
 
 
@@ -336,12 +356,12 @@ class ClientToMasterSetXattr(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 126
     REPLY: ClassVar[type[Message]] = EmptyReply
-    session_id: int
-    op_id: int
-    inode: int
+    session_id: U63
+    op_id: U63
+    inode: U63
     name: bytes
     value: bytes
-    flags: int = 0
+    flags: U63 = 0
 
 
 class XattrNamesReply(Message, frozen=True, kw_only=True):
@@ -352,21 +372,21 @@ class XattrNamesReply(Message, frozen=True, kw_only=True):
 class ClientToMasterListXattr(Request, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 128
     REPLY: ClassVar[type[Message]] = XattrNamesReply
-    inode: int
+    inode: U63
 
 
 class ClientToMasterRemoveXattr(Request, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 129
     REPLY: ClassVar[type[Message]] = EmptyReply
-    session_id: int
-    op_id: int
-    inode: int
+    session_id: U63
+    op_id: U63
+    inode: U63
     name: bytes
 
 
 class CountReply(Message, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 132
-    count: int
+    count: U63
 
 
 class ClientToMasterSetGoal(Request, frozen=True, kw_only=True):
@@ -374,18 +394,18 @@ class ClientToMasterSetGoal(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 133
     REPLY: ClassVar[type[Message]] = CountReply
-    session_id: int
-    op_id: int
-    inode: int
-    goal: int
+    session_id: U63
+    op_id: U63
+    inode: U63
+    goal: U63
     recursive: bool = False
 
 
 class StatFsReply(Message, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 130
-    total_bytes: int
-    free_bytes: int
-    inodes_used: int
+    total_bytes: U63
+    free_bytes: U63
+    inodes_used: U63
 
 
 class ClientToMasterStatFs(Request, frozen=True, kw_only=True):
@@ -417,11 +437,11 @@ class ClientToMasterChunkForWrite(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 141
     REPLY: ClassVar[type[Message]] = WriteLocationReply
-    session_id: int
-    op_id: int
-    inode: int
-    index: int
-    lease_epoch: int = 0
+    session_id: U63
+    op_id: U63
+    inode: U63
+    index: U63
+    lease_epoch: U63 = 0
 
 
 class ChunkLocationsReply(Message, frozen=True, kw_only=True):
@@ -434,10 +454,10 @@ class ClientToMasterChunkLocations(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 143
     REPLY: ClassVar[type[Message]] = ChunkLocationsReply
-    inode: int
-    first_index: int
-    count: int
-    session_id: int = 0  # so that replicas on the reader's own host come first
+    inode: U63
+    first_index: U63
+    count: U63
+    session_id: U63 = 0  # so that replicas on the reader's own host come first
 
 
 class ClientToMasterReportBadChain(Request, frozen=True, kw_only=True):
@@ -449,14 +469,14 @@ class ClientToMasterReportBadChain(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 144
     REPLY: ClassVar[type[Message]] = WriteLocationReply
-    session_id: int
-    op_id: int
-    inode: int
-    index: int
-    chunk_id: int
-    version: int
-    failed_server_ids: list[int]
-    lease_epoch: int = 0  # as in ClientToMasterChunkForWrite; only the holder may change chains
+    session_id: U63
+    op_id: U63
+    inode: U63
+    index: U63
+    chunk_id: U63
+    version: U63
+    failed_server_ids: Annotated[list[U63], msgspec.Meta(max_length=CHAIN_MEMBERS_MAX)]
+    lease_epoch: U63 = 0  # as in ClientToMasterChunkForWrite; only the holder may change chains
 
 
 class ClientToMasterWriteEnd(Request, frozen=True, kw_only=True):
@@ -464,11 +484,11 @@ class ClientToMasterWriteEnd(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 145
     REPLY: ClassVar[type[Message]] = AttrsReply
-    session_id: int
-    op_id: int
-    inode: int
-    size_bytes: int
-    mtime_ns: int
+    session_id: U63
+    op_id: U63
+    inode: U63
+    size_bytes: U63
+    mtime_ns: Int64
 
 
 # --- write leases: one writer per file, cluster-wide ------------------------------------
@@ -480,7 +500,7 @@ class LeaseReply(Message, frozen=True, kw_only=True):
     """
 
     TYPE: ClassVar[int] = 160
-    epoch: int
+    epoch: U63
 
 
 class ClientToMasterAcquireLease(Request, frozen=True, kw_only=True):
@@ -488,8 +508,8 @@ class ClientToMasterAcquireLease(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 161
     REPLY: ClassVar[type[Message]] = LeaseReply
-    session_id: int
-    inode: int
+    session_id: U63
+    inode: U63
 
 
 class ClientToMasterReleaseLease(Request, frozen=True, kw_only=True):
@@ -497,14 +517,14 @@ class ClientToMasterReleaseLease(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 162
     REPLY: ClassVar[type[Message]] = EmptyReply
-    session_id: int
-    inode: int
-    epoch: int
+    session_id: U63
+    inode: U63
+    epoch: U63
 
 
 class RenewReply(Message, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 163
-    lost_inodes: list[int]  # leases listed in the request that this session no longer holds
+    lost_inodes: list[U63]  # leases listed in the request that this session no longer holds
 
 
 class ClientToMasterRenewSession(Request, frozen=True, kw_only=True):
@@ -512,8 +532,8 @@ class ClientToMasterRenewSession(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 164
     REPLY: ClassVar[type[Message]] = RenewReply
-    session_id: int
-    leases: list[tuple[int, int]]  # (inode, epoch) this client believes it holds
+    session_id: U63
+    leases: list[tuple[U63, U63]]  # (inode, epoch) this client believes it holds
 
 
 class ClientToMasterCloseSession(Request, frozen=True, kw_only=True):
@@ -521,20 +541,20 @@ class ClientToMasterCloseSession(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 165
     REPLY: ClassVar[type[Message]] = EmptyReply
-    session_id: int
+    session_id: U63
 
 
 class LeaseInfo(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """Who may write a file (``vmstore lease``). Empty holder fields: nobody."""
 
-    inode: int
-    epoch: int
-    holder_session: int
+    inode: U63
+    epoch: U63
+    holder_session: U63
     holder_host: str  # host label
     holder_hostname: str
     holder_address: str
     handover_host: str  # the host allowed to take the lease with its first write, or ""
-    silent_ms: int  # how long the holder has not been heard from
+    silent_ms: U63  # how long the holder has not been heard from
 
 
 class LeaseInfoReply(Message, frozen=True, kw_only=True):
@@ -545,7 +565,7 @@ class LeaseInfoReply(Message, frozen=True, kw_only=True):
 class ClientToMasterLeaseInfo(Request, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 167
     REPLY: ClassVar[type[Message]] = LeaseInfoReply
-    inode: int
+    inode: U63
 
 
 class ClientToMasterLeaseHandover(Request, frozen=True, kw_only=True):
@@ -557,7 +577,7 @@ class ClientToMasterLeaseHandover(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 168
     REPLY: ClassVar[type[Message]] = LeaseInfoReply
-    inode: int
+    inode: U63
     to_host: str
 
 
@@ -566,45 +586,45 @@ class ClientToMasterLeaseBreak(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 169
     REPLY: ClassVar[type[Message]] = LeaseInfoReply
-    inode: int
+    inode: U63
 
 
 # --- status (operators) --------------------------------------------------------------
 class ChunkserverStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    id: int
+    id: U63
     address: str
     host: str
     state: str  # "up" | "down"
-    pid: int
-    bytes_total: int
-    bytes_used: int
-    chunk_count: int  # replica files it reported (heartbeat)
+    pid: U63
+    bytes_total: U63
+    bytes_used: U63
+    chunk_count: U63  # replica files it reported (heartbeat)
     draining: bool = False
-    replicas: int = 0  # replicas the master counts on it (current or awaiting deletion)
+    replicas: U63 = 0  # replicas the master counts on it (current or awaiting deletion)
 
 
 class HealingStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    under_goal: int  # chunks waiting for a copy (as of the last pass)
-    copying: int  # copies running now
-    chunks_copied: int  # since the master started
-    replicas_removed: int
+    under_goal: U63  # chunks waiting for a copy (as of the last pass)
+    copying: U63  # copies running now
+    chunks_copied: U63  # since the master started
+    replicas_removed: U63
     copied_bytes_per_s: float  # over the last minute
 
 
 class ChunkHealth(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    total: int
-    ok: int
-    undergoal: int
-    endangered: int
-    lost: int
+    total: U63
+    ok: U63
+    undergoal: U63
+    endangered: U63
+    lost: U63
 
 
 class ClientStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    session_id: int
+    session_id: U63
     hostname: str
     host_label: str
     mount_point: str
-    pid: int
+    pid: U63
     address: str
 
 
@@ -614,9 +634,9 @@ class StatusReply(Message, frozen=True, kw_only=True):
     chunkservers: list[ChunkserverStatus]
     chunks: ChunkHealth
     clients: list[ClientStatus]
-    inodes: int
+    inodes: U63
     healing: HealingStatus | None = None
-    write_leases: int = 0  # files with a write lease held
+    write_leases: U63 = 0  # files with a write lease held
 
 
 class ClientToMasterDrain(Request, frozen=True, kw_only=True):
@@ -624,23 +644,23 @@ class ClientToMasterDrain(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 152
     REPLY: ClassVar[type[Message]] = EmptyReply
-    server_id: int
+    server_id: U63
     draining: bool
 
 
 class FsckProblem(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     path: str  # "" when the file has no name any more (open but unlinked)
-    inode: int
-    chunk_index: int
-    chunk_id: int
+    inode: U63
+    chunk_index: U63
+    chunk_id: U63
     state: str  # "lost" | "endangered" | "undergoal"
-    live_replicas: int
-    goal: int
+    live_replicas: U63
+    goal: U63
 
 
 class FsckReply(Message, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 153
-    chunks_checked: int
+    chunks_checked: U63
     problems: list[FsckProblem]
     namespace_errors: list[str]  # broken invariants (nlink counts, dangling entries)
 
@@ -658,7 +678,7 @@ class ClientToMasterStatus(Request, frozen=True, kw_only=True):
 # --- chunkserver ↔ master --------------------------------------------------------------
 class MasterToChunkserverRegistered(Message, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 200
-    server_id: int
+    server_id: U63
     stale_chunks: list[ChunkReport]  # delete these: the master knows a newer version
 
 
@@ -669,21 +689,21 @@ class ChunkserverToMasterRegister(Request, frozen=True, kw_only=True):
     REPLY: ClassVar[type[Message]] = MasterToChunkserverRegistered
     server_uuid: str  # stable identity, kept in the data directory
     host: str  # IP address clients connect to
-    port: int
+    port: Port
     host_label: str
-    pid: int
-    bytes_total: int
-    bytes_used: int
+    pid: U63
+    bytes_total: U63
+    bytes_used: U63
     chunks: list[ChunkReport]
 
 
 class ChunkserverToMasterHeartbeat(Request, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 202
     REPLY: ClassVar[type[Message]] = EmptyReply
-    server_id: int
-    bytes_total: int
-    bytes_used: int
-    chunk_count: int
+    server_id: U63
+    bytes_total: U63
+    bytes_used: U63
+    chunk_count: U63
 
 
 class MasterToChunkserverCreateChunk(Request, frozen=True, kw_only=True):
@@ -691,8 +711,8 @@ class MasterToChunkserverCreateChunk(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 210
     REPLY: ClassVar[type[Message]] = EmptyReply
-    chunk_id: int
-    version: int
+    chunk_id: U63
+    version: U63
 
 
 class MasterToChunkserverSetVersion(Request, frozen=True, kw_only=True):
@@ -700,9 +720,9 @@ class MasterToChunkserverSetVersion(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 211
     REPLY: ClassVar[type[Message]] = EmptyReply
-    chunk_id: int
-    old_version: int
-    new_version: int
+    chunk_id: U63
+    old_version: U63
+    new_version: U63
 
 
 class MasterToChunkserverDeleteChunk(Request, frozen=True, kw_only=True):
@@ -710,8 +730,8 @@ class MasterToChunkserverDeleteChunk(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 212
     REPLY: ClassVar[type[Message]] = EmptyReply
-    chunk_id: int
-    version: int
+    chunk_id: U63
+    version: U63
 
 
 class MasterToChunkserverTruncateChunk(Request, frozen=True, kw_only=True):
@@ -719,10 +739,10 @@ class MasterToChunkserverTruncateChunk(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 213
     REPLY: ClassVar[type[Message]] = EmptyReply
-    chunk_id: int
-    old_version: int
-    new_version: int
-    length_bytes: int
+    chunk_id: U63
+    old_version: U63
+    new_version: U63
+    length_bytes: U63
 
 
 class MasterToChunkserverReplicate(Request, frozen=True, kw_only=True):
@@ -734,8 +754,8 @@ class MasterToChunkserverReplicate(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 214
     REPLY: ClassVar[type[Message]] = EmptyReply
-    chunk_id: int
-    version: int
+    chunk_id: U63
+    version: U63
     sources: list[ReplicaAddress]
 
 
@@ -748,8 +768,8 @@ class MasterToChunkserverFence(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 215
     REPLY: ClassVar[type[Message]] = EmptyReply
-    epoch: int
-    chunk_ids: list[int]
+    epoch: U63
+    chunk_ids: list[U63]
 
 
 class ChunkserverToMasterReportDamaged(Request, frozen=True, kw_only=True):
@@ -757,9 +777,9 @@ class ChunkserverToMasterReportDamaged(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 203
     REPLY: ClassVar[type[Message]] = EmptyReply
-    server_id: int
-    chunk_id: int
-    version: int
+    server_id: U63
+    chunk_id: U63
+    version: U63
     reason: str
 
 
@@ -768,7 +788,7 @@ class ReadChunkReply(Message, frozen=True, kw_only=True):
     """The payload holds the blocks of the range not listed in ``zero_ranges``."""
 
     TYPE: ClassVar[int] = 300
-    zero_ranges: list[tuple[int, int]]  # (offset, length) within the chunk, all zero
+    zero_ranges: list[tuple[U63, U63]]  # (offset, length) within the chunk, all zero
 
 
 class ToChunkserverReadChunk(Request, frozen=True, kw_only=True):
@@ -776,10 +796,10 @@ class ToChunkserverReadChunk(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 301
     REPLY: ClassVar[type[Message]] = ReadChunkReply
-    chunk_id: int
-    version: int
-    offset_bytes: int
-    length_bytes: int
+    chunk_id: U63
+    version: U63
+    offset_bytes: U63
+    length_bytes: U63
 
 
 class ToChunkserverWriteChunk(Request, frozen=True, kw_only=True):
@@ -792,12 +812,12 @@ class ToChunkserverWriteChunk(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 302
     REPLY: ClassVar[type[Message]] = EmptyReply
-    chunk_id: int
-    version: int
-    offset_bytes: int
-    length_bytes: int
-    zero_ranges: list[tuple[int, int]]
-    chain_rest: list[ReplicaAddress]
+    chunk_id: U63
+    version: U63
+    offset_bytes: U63
+    length_bytes: U63
+    zero_ranges: list[tuple[U63, U63]]
+    chain_rest: Chain
     token: WriteToken | None = None  # every write needs one; None is refused
 
 
@@ -806,9 +826,9 @@ class ToChunkserverFlushChunk(Request, frozen=True, kw_only=True):
 
     TYPE: ClassVar[int] = 303
     REPLY: ClassVar[type[Message]] = EmptyReply
-    chunk_id: int
-    version: int
-    chain_rest: list[ReplicaAddress]
+    chunk_id: U63
+    version: U63
+    chain_rest: Chain
 
 
 ALL_MESSAGES: tuple[type[Message], ...] = tuple(

@@ -4,7 +4,10 @@ Promise: ``Connection.call`` returns the peer's typed reply, raises the
 peer's ``DfsError``, or raises ``PeerUnavailable`` within its timeout — it
 never hangs and never returns a reply meant for another request. A peer
 that sends anything malformed is disconnected with a logged reason; the
-process goes on.
+process goes on. Two cases are softer and harder: a whole request with a
+field out of range (a negative size, an id over 64 bits) is answered
+InvalidArgument naming the field, and the connection serves on; a frame
+begun but not finished within FRAME_RECEIVE_TIMEOUT_S ends the connection.
 
 Either side may send requests on one connection (the master sends commands
 to a chunkserver on the connection the chunkserver opened), so every
@@ -29,12 +32,15 @@ import trio
 from vmstore.dfs.constants import (
     AUTH_TIMEOUT_S,
     CONNECT_TIMEOUT_S,
+    FRAME_RECEIVE_TIMEOUT_S,
     INFLIGHT_REQUESTS_PER_CONNECTION_MAX,
     RPC_TIMEOUT_S,
 )
 from vmstore.dfs.errors import (
     AuthenticationFailed,
     DfsError,
+    InvalidArgument,
+    InvalidField,
     PeerUnavailable,
     ProtocolError,
     error_from_code,
@@ -68,6 +74,7 @@ _RECEIVE_CHUNK_BYTES = 256 * 1024
 # Payloads up to this size are joined to the header in one send (one syscall
 # beats avoiding a small copy); bigger ones go as a second send.
 _JOIN_PAYLOAD_BYTES_MAX = 64 * 1024
+_ERROR_TEXT_MAX = 1000  # of a refusal's message (it may quote the peer's bytes)
 _CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -89,15 +96,36 @@ class FrameStream:
                 raise PeerUnavailable("connection closed by the peer")
             self._buffer += data
 
-    async def receive(self) -> tuple[FrameHeader, Message, bytes]:
+    async def receive(self) -> tuple[FrameHeader, Message | InvalidField, bytes]:
+        """The next frame. A request with a field out of range comes as its InvalidField.
+
+        Waits for a frame's first byte as long as it takes (an idle peer is
+        fine); the rest must follow within FRAME_RECEIVE_TIMEOUT_S.
+        """
+        if not self._buffer:
+            await self._fill(1)
+        with trio.move_on_after(FRAME_RECEIVE_TIMEOUT_S):
+            return await self._receive_rest()
+        raise ProtocolError(f"frame incomplete after {FRAME_RECEIVE_TIMEOUT_S} s"
+                            f" ({len(self._buffer)} bytes received)")
+
+    async def _receive_rest(self) -> tuple[FrameHeader, Message | InvalidField, bytes]:
         await self._fill(HEADER_BYTES)
         header = decode_header(self._buffer[:HEADER_BYTES])
         body_end = HEADER_BYTES + header.body_bytes
         frame_end = body_end + header.payload_bytes
         await self._fill(frame_end)
-        message = decode_body(header, memoryview(self._buffer)[HEADER_BYTES:body_end])
+        body = self._buffer[HEADER_BYTES:body_end]  # a copy: the frame leaves the buffer now
         payload = bytes(self._buffer[body_end:frame_end]) if header.payload_bytes else b""
         del self._buffer[:frame_end]
+        # The frame is consumed before its body is judged, so the stream stays
+        # in step and a bad request can be answered.
+        try:
+            message: Message | InvalidField = decode_body(header, body)
+        except InvalidField as error:
+            if header.is_response:
+                raise
+            message = error
         return header, message, decode_payload(header, payload)
 
     async def send(self, frame: tuple[bytes, bytes]) -> None:
@@ -213,6 +241,9 @@ class Connection:
         try:
             while True:
                 header, message, payload = await self.frames.receive()
+                if isinstance(message, InvalidField):
+                    await self._refuse(header.request_id, message)
+                    continue
                 if header.is_response:
                     self._resolve(header.request_id, message, payload)
                     continue
@@ -226,6 +257,13 @@ class Connection:
         except (PeerUnavailable, *_CONNECTION_ERRORS) as error:
             log.debug("connection to %s ended: %s", self.peer, error)
             self._close(str(error) or type(error).__name__)
+
+    async def _refuse(self, request_id: int, error: InvalidField) -> None:
+        """Answer a request that decoded with a field out of range; the connection lives on."""
+        log.warning("refused a request from %s (%s): %s", self.peer, self.role, error)
+        await self._send(encode_frame(
+            ErrorReply(code=InvalidArgument.code, message=error.message[:_ERROR_TEXT_MAX]),
+            request_id, response=True))
 
     def _resolve(self, request_id: int, message: Message, payload: bytes) -> None:
         pending = self._pending.get(request_id)
