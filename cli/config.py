@@ -56,7 +56,9 @@ def add_master_argument(parser: argparse.ArgumentParser) -> None:
 
 def parse_address(text: str, what: str) -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    # isdigit() alone lets "²" (int() refuses it) and other scripts' digits through.
+    if (not sep or not host or "\0" in host or not (port_text.isascii() and port_text.isdigit())
+            or not 0 <= int(port_text) <= 65535):
         raise ConfigError(f"{what}: {text!r} is not host:port")
     return host.strip("[]"), int(port_text)
 
@@ -72,7 +74,9 @@ def load_config(path: Path | None = None, *, master: str | None = None,
     data: dict[str, Any] = {}
     if path.exists():
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
         except (tomllib.TOMLDecodeError, OSError) as error:
             raise ConfigError(f"{path}: {error}") from None
         for section, values in data.items():
@@ -84,22 +88,32 @@ def load_config(path: Path | None = None, *, master: str | None = None,
                 if key not in _KNOWN[section]:
                     raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
     cluster = data.get("cluster", {})
-    master_text = master or cluster.get("master")
+    master_text = master or _text(path, cluster, "cluster", "master")
     host, port = "", 0
     if master_text:
-        host, port = parse_address(str(master_text), f"{path} [cluster] master")
+        host, port = parse_address(master_text, f"{path} [cluster] master")
     elif need_master:
         raise ConfigError(f"no master address: pass --master or set [cluster] master in {path}")
-    key_text = key_file or cluster.get("key_file")
+    key_text = key_file or _text(path, cluster, "cluster", "key_file")
     if not key_text:
         raise ConfigError(f"no key file: pass --key-file or set [cluster] key_file in {path}")
     client = data.get("client", {})
-    label = client.get("host_label") or socket.gethostname()
-    mount = str(client.get("mount", DEFAULT_MOUNT))
+    label = _text(path, client, "client", "host_label") or socket.gethostname()
+    mount = _text(path, client, "client", "mount") if "mount" in client else DEFAULT_MOUNT
     if not mount.startswith("/"):
         raise ConfigError(f"{path}: [client] mount {mount!r} is not an absolute path")
     return Config(path if path.exists() else None, host, port, Path(key_text), str(label),
                   mount.rstrip("/") or "/", Fleet(_hosts(path, data.get("hosts", {}))))
+
+
+def _text(path: Path, section: dict[str, Any], name: str, key: str) -> str:
+    """[name] key as a string ("" when absent); any other TOML type, or a NUL, is refused."""
+    value = section.get(key, "")
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: [{name}] {key} must be a string, not {type(value).__name__}")
+    if "\0" in value:
+        raise ConfigError(f"{path}: [{name}] {key} {value!r} contains NUL")
+    return value
 
 
 def _hosts(path: Path, sections: dict[str, Any]) -> tuple[MigrationHost, ...]:
