@@ -90,7 +90,8 @@ def _fio_job(name: str, options: tuple[str, ...], timed: bool, place: Place) -> 
                f"--size={place.size_bytes}", "--output-format=json", f"--output={output}",
                *options]
     if timed:
-        command += ["--time_based", f"--runtime={place.runtime_s:g}"]
+        # In milliseconds: fio reads a bare "0.5" as 0 s and refuses it.
+        command += ["--time_based", f"--runtime={max(1, round(place.runtime_s * 1000))}ms"]
     run_tool(command, f"fio {name} on {place.data_file}",
              place.runtime_s + TOOL_TIMEOUT_EXTRA_S)
     try:
