@@ -179,6 +179,12 @@ class ConfigError(DfsError):
     code = 40
 
 
+class DamagedMetadata(DfsError):
+    """The master's database holds something its schema does not allow; the message says what."""
+
+    code = 41
+
+
 _BY_CODE: dict[int, type[DfsError]] = {}
 
 

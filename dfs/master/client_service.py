@@ -15,7 +15,8 @@ from typing import Any, Protocol
 import trio
 from prometheus_client import Counter, Gauge, Histogram
 
-from vmstore.dfs.errors import InvalidArgument, NotFound, ProtocolError
+from vmstore.dfs.constants import CHUNK_SIZE_BYTES, MAX_FILE_SIZE_BYTES
+from vmstore.dfs.errors import FileTooLarge, InvalidArgument, NotFound, ProtocolError
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.lease_manager import LeaseManager
@@ -30,6 +31,9 @@ from vmstore.dfs.protocol.rpc import Connection, Handler
 from vmstore.dfs.types import ChunkId, ChunkVersion, InodeId, ServerId, SessionId
 
 READDIR_LIMIT_MAX = 1024
+# The decoder keeps indexes in 0..2**63-1; past the largest file they would
+# allocate chunks nobody can address, or overflow SQLite in index + count.
+CHUNK_INDEX_MAX = MAX_FILE_SIZE_BYTES // CHUNK_SIZE_BYTES - 1
 Reply = tuple[m.Message, bytes]
 GAUGE_INTERVAL_S = 2.0
 
@@ -180,6 +184,7 @@ class ClientService:
             await self.delete_orphans(orphans)
 
     async def chunk_for_write(self, connection: Connection, request: Any) -> m.Message:
+        _check_chunk_index(request.index)
         inode, session_id = InodeId(request.inode), SessionId(request.session_id)
         attrs = self.namespace.getattr(inode)
         if attrs.mode & 0o170000 != 0o100000:
@@ -191,6 +196,7 @@ class ClientService:
             session_id, ChunkId(location.chunk_id), epoch))
 
     async def report_bad_chain(self, connection: Connection, request: Any) -> m.Message:
+        _check_chunk_index(request.index)
         inode, session_id = InodeId(request.inode), SessionId(request.session_id)
         epoch = await self.leases.authorize_write(session_id, inode, request.lease_epoch)
         location = await self.chunk_manager.report_bad_chain(
@@ -315,6 +321,19 @@ class HealingReporter(Protocol):
     def status(self) -> m.HealingStatus: ...
 
 
+def _check_chunk_index(index: int) -> None:
+    if index > CHUNK_INDEX_MAX:
+        raise FileTooLarge(f"chunk index {index} is past the largest file"
+                           f" ({MAX_FILE_SIZE_BYTES} bytes)")
+
+
+def _chunk_locations(service: ClientService, request: Any) -> m.Message:
+    _check_chunk_index(request.first_index)
+    return m.ChunkLocationsReply(locations=service.chunk_manager.locations(
+        InodeId(request.inode), request.first_index, request.count,
+        service.host_label_of(request.session_id)))
+
+
 def _chunk_state(live: int, goal: int) -> str:
     """A chunk counts in exactly one of ok / undergoal / endangered / lost."""
     if live == 0:
@@ -404,9 +423,7 @@ _QUERIES: dict[type[m.Message], Callable[[ClientService, Any], m.Message]] = {
         value=s.namespace.getxattr(InodeId(r.inode), r.name)),
     m.ClientToMasterListXattr: lambda s, r: m.XattrNamesReply(
         names=s.namespace.listxattr(InodeId(r.inode))),
-    m.ClientToMasterChunkLocations: lambda s, r: m.ChunkLocationsReply(
-        locations=s.chunk_manager.locations(InodeId(r.inode), r.first_index, r.count,
-                                            s.host_label_of(r.session_id))),
+    m.ClientToMasterChunkLocations: _chunk_locations,
     m.ClientToMasterStatFs: ClientService.statfs,
     m.ClientToMasterStatus: ClientService.status,
     m.ClientToMasterFsck: ClientService.fsck,

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from vmstore.dfs.errors import DamagedMetadata
+
 SCHEMA_VERSION = 1
 
 SCHEMA_SQL = """
@@ -142,7 +144,8 @@ def create_tables(connection: sqlite3.Connection) -> None:
         connection.execute(
             "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
-    elif int(row[0]) != SCHEMA_VERSION:
-        raise RuntimeError(
-            f"metadata schema version {row[0]} is not {SCHEMA_VERSION}; no migration known"
+    elif str(row[0]) != str(SCHEMA_VERSION):
+        # Compared as text: a damaged value ("", "x", a blob) is named, not parsed.
+        raise DamagedMetadata(
+            f"metadata schema version {row[0]!r} is not {SCHEMA_VERSION}; no migration known"
         )
