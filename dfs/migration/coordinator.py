@@ -45,6 +45,30 @@ class MigrationFailed(DfsError):
     code = 51
 
 
+class JobStatistics:
+    """The latest ``jobStats()`` of a domain's job, polled by a thread of its own."""
+
+    def __init__(self, domain: Any) -> None:
+        self.domain = domain
+        self.latest: dict[str, Any] = {}
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="job statistics", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _poll(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self.latest = self.domain.jobStats()
+            except libvirt.libvirtError:
+                pass  # no job yet, or it has ended; keep the last figures
+            self._stopped.wait(POLL_INTERVAL_S)
+
+
 @dataclass(frozen=True)
 class MigrationOptions:
     max_downtime_ms: int | None = None
@@ -143,6 +167,8 @@ class Migration:
         self.report = MigrationReport(guest_name, source.name, destination.name, "aborted")
         self._error: BaseException | None = None
         self._unsafe_retried = False
+        self._stall_policy_error = ""
+        self._worker_done = threading.Event()
 
     def run(self) -> MigrationReport:
         if self.options.on_stall not in STALL_POLICIES:
@@ -210,13 +236,17 @@ class Migration:
                                   name=f"migrate {self.guest_name}", daemon=True)
         worker.start()
         try:
-            self._watch(domain, worker, started)
+            self._watch(domain, started)
         except KeyboardInterrupt:
             self.display.say(f"aborting the migration of {self.guest_name}...")
-            self._abort(domain)
-            worker.join()
-            raise MigrationFailed(f"{self.guest_name}: aborted; it keeps running on"
-                                  f" {self.source.name}") from None
+            # An abort before QEMU's own copy has started cancels nothing: repeat it.
+            while not self._worker_done.is_set():
+                self._abort(domain)
+                self._worker_done.wait(POLL_INTERVAL_S)
+            if self._error is not None:
+                raise MigrationFailed(f"{self.guest_name}: aborted; it keeps running on"
+                                      f" {self.source.name}") from None
+            self.report.notes.append("interrupted, but the move had already completed")
         finally:
             self.display.finish()
         self.report.total_s = time.monotonic() - started
@@ -243,27 +273,42 @@ class Migration:
                                      flags | libvirt.VIR_MIGRATE_UNSAFE)
         except BaseException as error:  # handed to the watching thread
             self._error = error
+        finally:
+            self._worker_done.set()
 
-    def _watch(self, domain: Any, worker: threading.Thread, started: float) -> None:
-        applied = False
-        while worker.is_alive():
-            worker.join(POLL_INTERVAL_S)
-            try:
-                stats = domain.jobStats()
-            except libvirt.libvirtError:
-                continue  # the job ended meanwhile
-            if stats.get("memory_total"):  # else: not started yet
-                self.display.show(describe(stats))
-            stalled = time.monotonic() - started > self.options.stall_after_s
-            if stalled and not applied and not self.options.offline and worker.is_alive():
-                applied = True
-                self._apply_stall_policy(domain)
+    def _watch(self, domain: Any, started: float) -> None:
+        """Show progress and apply the stall policy on time until the move ends.
 
-    def _apply_stall_policy(self, domain: Any) -> None:
+        Job statistics come from a thread of their own: libvirt may keep a
+        query waiting for the domain's job lock for up to 30 s, and the stall
+        policy must not wait with it.
+        """
+        statistics = JobStatistics(domain)
+        statistics.start()
+        deadline = started + self.options.stall_after_s
+        policy_due = not self.options.offline
+        try:
+            while not self._worker_done.wait(POLL_INTERVAL_S):
+                latest = statistics.latest
+                if latest.get("memory_total"):  # else: the copy has not started yet
+                    self.display.show(describe(latest))
+                if policy_due and time.monotonic() >= deadline:
+                    policy_due = self._apply_stall_policy(domain)
+        finally:
+            statistics.stop()
+
+    def _apply_stall_policy(self, domain: Any) -> bool:
+        """Apply the policy; True while it must be tried again on the next poll.
+
+        A policy asked for before QEMU's own copy has started is lost (an
+        abort then cancels nothing; post-copy is refused), so each is retried
+        until it took; an abort is repeated until the move has ended.
+        """
         policy = self.options.on_stall
-        self.report.stall_policy_applied = policy
-        self.display.say(f"{self.guest_name} has not converged in"
-                         f" {self.options.stall_after_s:g} s: {policy}")
+        if not self.report.stall_policy_applied:
+            self.report.stall_policy_applied = policy
+            self.display.say(f"{self.guest_name} has not converged in"
+                             f" {self.options.stall_after_s:g} s: {policy}")
         try:
             if policy == "pause":
                 domain.suspend()
@@ -271,14 +316,19 @@ class Migration:
                 domain.migrateStartPostCopy(0)
             elif policy == "abort":
                 domain.abortJob()
+                return True
         except libvirt.libvirtError as error:
-            self.report.notes.append(f"applying {policy} failed: {error.get_error_message()}")
+            self._stall_policy_error = error.get_error_message()
+            return True
+        self._stall_policy_error = ""
+        return False
 
-    def _abort(self, domain: Any) -> None:
+    @staticmethod
+    def _abort(domain: Any) -> None:
         try:
             domain.abortJob()
-        except libvirt.libvirtError as error:
-            self.report.notes.append(f"abort: {error.get_error_message()}")
+        except libvirt.libvirtError:
+            pass  # no job (yet, or any more): the caller asks again or sees the outcome
 
     # --- afterwards ---------------------------------------------------------------------
     def _finish(self, destination_connection: Any, plan: Plan) -> Any:
@@ -292,6 +342,9 @@ class Migration:
             if state == libvirt.VIR_DOMAIN_PAUSED:
                 moved.resume()
         self.report.outcome = "moved"
+        if self._stall_policy_error:
+            self.report.notes.append(f"applying {self.options.on_stall} failed:"
+                                     f" {self._stall_policy_error}")
         self.report.downtime_ms = int(stats.get("downtime", 0))
         if self.options.offline:
             self.report.downtime_ms = int(self.report.total_s * 1000)

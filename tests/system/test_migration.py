@@ -242,7 +242,7 @@ def test_non_converging_guest_gets_each_policy(lab: LibvirtLab) -> None:
         guest.wait_for_acks(20, BOOT_TIMEOUT_S)
         aborted = vmstore(lab, "migrate", "dirtier", "--to", "h2", "--on-stall", "abort",
                           *slow)
-        assert aborted.returncode == 1, aborted.stdout
+        assert aborted.returncode == 1, aborted.stdout + aborted.stderr
         assert guest.running_on() == ["h1"]
         ack = guest.highest_ack()
         guest.wait_for_acks(ack + 10)  # untouched on the source, writing on
@@ -265,11 +265,11 @@ def test_non_converging_guest_gets_each_policy(lab: LibvirtLab) -> None:
              "--bandwidth", "4", "--stall-after", "600"], stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True,
             env={**os.environ, "VMSTORE_CONFIG": str(coordinator_config(lab))})
-        wait_until(lambda: "memory" in (interrupted.stderr.readline() if interrupted.stderr
-                                        else ""), 60, "the copy to start")
+        wait_until(lambda: "MiB sent" in (interrupted.stderr.readline() if interrupted.stderr
+                                          else ""), 60, "the copy to start")
         interrupted.send_signal(signal.SIGINT)
-        _, errors = interrupted.communicate(timeout=COMMAND_TIMEOUT_S)
-        assert interrupted.returncode == 1, errors
+        output, errors = interrupted.communicate(timeout=COMMAND_TIMEOUT_S)
+        assert interrupted.returncode == 1, output + errors
         assert "aborted; it keeps running on h1" in errors
         assert guest.running_on() == ["h1"]
 
