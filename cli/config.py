@@ -15,6 +15,10 @@ Every error names the file, the key and what is wrong, in one line.
     libvirt = "qemu+ssh://root@host2/system"   # how this command reaches its libvirtd
     migration = "qemu+tcp://host2/system"      # how the other libvirtd reaches it
     label = "host2"                  # its vmstore host label (default: the name)
+
+    [logging]                        # daemons and the mount; flags override
+    level = "info"                   # debug | info | warning | error
+    format = "text"                  # text (people, journald) | json (log pipelines)
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vmstore.cli.log_setup import LOG_FORMATS, LOG_LEVELS
 from vmstore.dfs.errors import ConfigError
 from vmstore.dfs.migration.hosts import Fleet, MigrationHost
 
 DEFAULT_CONFIG_PATH = Path("/etc/vmstore/vmstore.toml")
 DEFAULT_MASTER_PORT = 9420
 DEFAULT_MOUNT = "/var/lib/vmstore"
-_KNOWN = {"cluster": {"master", "key_file"}, "client": {"host_label", "mount"}}
+_KNOWN = {"cluster": {"master", "key_file"}, "client": {"host_label", "mount"},
+          "logging": {"level", "format"}}
 _HOST_KEYS = {"libvirt", "migration", "label"}
 
 
@@ -46,6 +52,8 @@ class Config:
     host_label: str
     mount: str = DEFAULT_MOUNT
     fleet: Fleet = Fleet()
+    log_level: str = "info"
+    log_format: str = "text"
 
 
 def add_master_argument(parser: argparse.ArgumentParser) -> None:
@@ -102,8 +110,21 @@ def load_config(path: Path | None = None, *, master: str | None = None,
     mount = _text(path, client, "client", "mount") if "mount" in client else DEFAULT_MOUNT
     if not mount.startswith("/"):
         raise ConfigError(f"{path}: [client] mount {mount!r} is not an absolute path")
+    logging_section = data.get("logging", {})
     return Config(path if path.exists() else None, host, port, Path(key_text), str(label),
-                  mount.rstrip("/") or "/", Fleet(_hosts(path, data.get("hosts", {}))))
+                  mount.rstrip("/") or "/", Fleet(_hosts(path, data.get("hosts", {}))),
+                  log_level=_choice(path, logging_section, "level", LOG_LEVELS, "info"),
+                  log_format=_choice(path, logging_section, "format", LOG_FORMATS, "text"))
+
+
+def _choice(path: Path, section: dict[str, Any], key: str, choices: tuple[str, ...],
+            default: str) -> str:
+    """[logging] KEY: one of ``choices``; ``default`` when absent."""
+    value = section.get(key, default)
+    if value not in choices:
+        raise ConfigError(f"{path}: [logging] {key} {value!r} is not one of"
+                          f" {', '.join(choices)}")
+    return str(value)
 
 
 def _text(path: Path, section: dict[str, Any], name: str, key: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import trio
 
 from vmstore.cli.config import DEFAULT_MASTER_PORT, add_master_argument, load_config, parse_address
+from vmstore.cli.log_setup import add_logging_arguments, setup_logging_from
 from vmstore.dfs.chunkserver.main import ChunkserverSettings, run_chunkserver
 from vmstore.dfs.constants import (
     CLOCK_SKEW_MAX_S,
@@ -28,13 +29,6 @@ from vmstore.dfs.protocol.auth import load_key
 
 log = logging.getLogger(__name__)
 DRAIN_POLL_INTERVAL_S = 1.0
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-    )
 
 
 def _write_ready_file(path: str | None, host: str) -> Any:
@@ -66,7 +60,7 @@ def add_daemon_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="where this daemon keeps its data")
     parser.add_argument("--key-file", help="cluster key file (default: from the config file)")
     parser.add_argument("--ready-file", help="write HOST:PORT here once serving (for scripts)")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    add_logging_arguments(parser)
 
 
 def run_master_command(args: argparse.Namespace) -> int:
@@ -76,9 +70,10 @@ def run_master_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--lease-expiry {args.lease_expiry:g}: at least"
                           f" {LEASE_EXPIRY_MIN_S:g} s (write tokens live"
                           f" {CLOCK_SKEW_MAX_S:g} s less)")
-    setup_logging(args.log_level)
+    config = load_config(key_file=args.key_file, need_master=False)
+    setup_logging_from(args, config.log_level, config.log_format)
     host, port = parse_address(args.listen, "--listen")
-    key_file = load_config(key_file=args.key_file, need_master=False).key_file
+    key_file = config.key_file
     settings = MasterSettings(data_dir=args.data_dir, listen_host=host, port=port,
                               key=load_key(key_file),
                               replication_delay_s=args.replication_delay,
@@ -95,8 +90,8 @@ def run_chunkserver_command(args: argparse.Namespace) -> int:
         return run_drain(args)
     if args.data_dir is None:
         raise ConfigError("vmstore chunkserver needs --data-dir (or: drain|undrain ID)")
-    setup_logging(args.log_level)
     config = load_config(master=args.master, key_file=args.key_file)
+    setup_logging_from(args, config.log_level, config.log_format)
     host, port = parse_address(args.listen, "--listen")
     settings = ChunkserverSettings(
         data_dir=args.data_dir, listen_host=host, port=port, master_host=config.master_host,

@@ -13,7 +13,8 @@ from typing import Any
 import trio
 
 from vmstore.cli.config import add_master_argument, load_config
-from vmstore.cli.daemons import add_metrics_argument, serve_metrics, setup_logging
+from vmstore.cli.daemons import add_metrics_argument, serve_metrics
+from vmstore.cli.log_setup import add_logging_arguments, logging_flags, setup_logging_from
 from vmstore.dfs.errors import Busy, ConfigError, DfsError
 from vmstore.dfs.protocol.auth import load_key
 
@@ -40,9 +41,9 @@ def is_mounted(mountpoint: Path) -> bool:
 def mount_in_foreground(args: argparse.Namespace) -> int:
     from vmstore.fuse.mount import MountSettings, run_mount  # pyfuse3 only where needed
 
-    setup_logging(args.log_level)
-    serve_metrics(args.metrics)
     config = load_config(master=args.master, key_file=args.key_file)
+    setup_logging_from(args, config.log_level, config.log_format)
+    serve_metrics(args.metrics)
     settings = MountSettings(mountpoint=absolute(args.mountpoint),
                              master_host=config.master_host, master_port=config.master_port,
                              key=load_key(config.key_file),
@@ -68,7 +69,7 @@ def mount_in_background(args: argparse.Namespace) -> int:
         raise Busy(f"{mountpoint} is already a vmstore mount")
     load_config(master=args.master, key_file=args.key_file)  # fail here, not in the child
     command = [sys.executable, "-m", "vmstore.cli.main", "mount", "--foreground",
-               "--log-level", args.log_level, str(mountpoint)]
+               *logging_flags(args), str(mountpoint)]
     for flag, value in (("--master", args.master), ("--key-file", args.key_file),
                         ("--host-label", args.host_label)):
         if value:
@@ -168,7 +169,7 @@ def register(subparsers: Any) -> None:
                        " hosts' size changes stay hidden (single-host use only)")
     mount.add_argument("--log-file", help="background mode: log here"
                        " (default /var/log/vmstore-mount-NAME.log)")
-    mount.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    add_logging_arguments(mount)
     mount.add_argument("--ready-file", help="foreground mode: write the mount point here"
                        " once mounted (for scripts)")
     mount.set_defaults(handler=run_mount_command)

@@ -37,6 +37,7 @@ from prometheus_client import Counter, Histogram
 
 from vmstore.dfs.client.client import Client
 from vmstore.dfs.errors import DfsError, LeaseHeld, NoSuchAttribute
+from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import LATENCY_BUCKETS_S, REGISTRY
 from vmstore.dfs.protocol.messages import FileAttrs
 from vmstore.fuse.errors import to_fuse_error
@@ -294,7 +295,9 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
         try:
             await self.client.opened(inode, writable)
         except LeaseHeld as error:
-            log.warning("open for writing by pid %d refused: %s", ctx.pid, error.message)
+            log.warning("open for writing by pid %d refused: %s", ctx.pid, error.message,
+                        extra=about("open_refused_lease_held", inode=inode, pid=ctx.pid,
+                                    error=error.message))
             raise
 
     async def _open_file(self, inode: int, flags: int, attrs: FileAttrs) -> pyfuse3.FileInfo:

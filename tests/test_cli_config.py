@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -44,6 +45,8 @@ def test_init_writes_a_private_key_and_a_config_that_loads(tmp_path: Path) -> No
     ('[cluster]\nmaster = "10.0.0.1:9420"\nkey_file = "{key}"\nmastr = "x"\n',
      "{config}: unknown key 'mastr' in [cluster]"),
     ('[clustr]\n', "{config}: unknown section [clustr]"),
+    ('[cluster]\nmaster = "10.0.0.1:9420"\nkey_file = "{key}"\n[logging]\nformat = "xml"\n',
+     "{config}: [logging] format 'xml' is not one of text, json"),
     ('[cluster\n', "{config}: Expected ']' at the end of a table declaration (at line 1,"
      " column 9)"),
 ])
@@ -58,3 +61,34 @@ def test_config_errors_are_one_clear_line(tmp_path: Path, text: str, expected: s
     assert result.returncode == 1
     assert result.stderr == f"vmstore status: {expected.format(**values)}\n"
     assert result.stdout == ""
+
+
+def test_json_logs_carry_the_fields_of_what_failed(tmp_path: Path) -> None:
+    """A chunkserver whose master is not there logs, as JSON, which master and why."""
+    key = tmp_path / "cluster.key"
+    key.write_text("ab" * 32 + "\n")
+    key.chmod(0o600)
+    config = tmp_path / "vmstore.toml"
+    config.write_text(f'[cluster]\nmaster = "127.0.0.1:1"\nkey_file = "{key}"\n'
+                      '[logging]\nformat = "json"\n')
+    chunkserver = subprocess.Popen(
+        [sys.executable, "-m", "vmstore.cli.main", "chunkserver", "--data-dir",
+         str(tmp_path / "data"), "--listen", "127.0.0.1:0"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "VMSTORE_CONFIG": str(config)})
+    try:
+        assert chunkserver.stderr is not None
+        line = chunkserver.stderr.readline()
+        while '"master_link_down"' not in line:
+            assert line, "the chunkserver stopped without logging the dead master"
+            json.loads(line)  # every line is one JSON object
+            line = chunkserver.stderr.readline()
+    finally:
+        chunkserver.kill()
+        chunkserver.wait()
+    record = json.loads(line)
+    assert record["level"] == "info"
+    assert record["logger"] == "vmstore.dfs.chunkserver.master_link"
+    assert record["peer"] == "127.0.0.1:1"
+    assert record["error"].startswith("cannot connect to 127.0.0.1:1")
+    assert record["message"].startswith("link to master 127.0.0.1:1 down")
+    assert record["time"].endswith("Z") and record["pid"] == chunkserver.pid

@@ -194,7 +194,7 @@ RULES = [
     Rule(
         "fuse-thin",
         "fuse/ imports from vmstore only vmstore.fuse, vmstore.dfs.{client,types,errors,"
-        "constants,metrics} and vmstore.dfs.protocol.messages",
+        "constants,metrics,log_fields} and vmstore.dfs.protocol.messages",
         lambda p: _in_dir(p, "fuse"),
         _vmstore_outside(
             "vmstore.fuse",
@@ -203,6 +203,7 @@ RULES = [
             "vmstore.dfs.errors",
             "vmstore.dfs.constants",
             "vmstore.dfs.metrics",
+            "vmstore.dfs.log_fields",
             "vmstore.dfs.protocol.messages",
         ),
     ),

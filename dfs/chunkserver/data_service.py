@@ -46,6 +46,7 @@ from vmstore.dfs.errors import (
     WriteRefused,
     unwrapped_errors,
 )
+from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import LATENCY_BUCKETS_S, REGISTRY
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import Connection, ConnectionPool, Handler
@@ -135,7 +136,9 @@ class DataService:
                 request.offset_bytes, request.length_bytes)
         except REPLICA_FAULTS as error:
             if isinstance(error, ChecksumMismatch):
-                log.error("chunk %d: %s", request.chunk_id, error)
+                log.error("chunk %d: %s", request.chunk_id, error,
+                          extra=about("checksum_mismatch", chunk=request.chunk_id,
+                                      version=request.version, error=str(error)))
                 self.report_damaged(request.chunk_id, request.version, str(error))
             raise self._fault(error, f"read of chunk {request.chunk_id}") from None
         self.bytes_read += len(payload)
@@ -158,7 +161,9 @@ class DataService:
                 if applied:
                     reason = f"applied a write the chain refused ({error})"
                     log.warning("chunk %d: %s; reporting this replica damaged",
-                                request.chunk_id, reason)
+                                request.chunk_id, reason,
+                                extra=about("fenced_write_applied", chunk=request.chunk_id,
+                                            version=request.version, error=str(error)))
                     self.report_damaged(request.chunk_id, request.version, reason)
                 raise
         self.bytes_written += len(payload)

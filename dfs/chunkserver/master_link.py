@@ -33,6 +33,7 @@ from vmstore.dfs.errors import (
     ProtocolError,
     unwrapped_errors,
 )
+from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import REGISTRY
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import Connection, open_connection
@@ -92,7 +93,8 @@ class MasterLink:
                             nursery.cancel_scope.cancel()
             except DfsError as error:
                 log.info("link to master %s down: %s; retrying in %.2f s", address, error,
-                         backoff_s)
+                         backoff_s, extra=about("master_link_down", peer=address,
+                                                error=str(error)))
             await trio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, RECONNECT_BACKOFF_MAX_S)
 
@@ -102,7 +104,7 @@ class MasterLink:
             self._damage_reports_in.send_nowait((chunk_id, version, reason))
         except trio.WouldBlock:
             log.warning("damage report queue full; chunk %d will be reported by scrub",
-                        chunk_id)
+                        chunk_id, extra=about("damage_report_dropped", chunk=chunk_id))
 
     async def _send_damage_reports(self, connection: Connection) -> None:
         async for chunk_id, version, reason in self._damage_reports_out:

@@ -16,6 +16,7 @@ import trio
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
 from vmstore.dfs.constants import CHUNK_SIZE_BYTES, SCRUB_RATE_BYTES_PER_S
 from vmstore.dfs.errors import ChunkNotFound
+from vmstore.dfs.log_fields import about
 
 log = logging.getLogger(__name__)
 Disk = Callable[..., Awaitable[Any]]
@@ -53,5 +54,7 @@ class Scrubber:
         if bad_blocks:
             self.damaged_found += 1
             log.error("scrub: chunk %d version %d has %d bad blocks (first %d)", chunk_id,
-                      version, len(bad_blocks), bad_blocks[0])
+                      version, len(bad_blocks), bad_blocks[0],
+                      extra=about("scrub_found_damage", chunk=chunk_id, version=version,
+                                  bad_blocks=len(bad_blocks)))
             self.report_damaged(chunk_id, version, f"scrub found {len(bad_blocks)} bad blocks")

@@ -48,6 +48,7 @@ from vmstore.dfs.errors import (
     WriteRefused,
     unwrapped_errors,
 )
+from vmstore.dfs.log_fields import about
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import ConnectionPool
 from vmstore.dfs.types import InodeId
@@ -245,7 +246,9 @@ class ChunkIO:
                 last_error = error
                 failed = error.server_id or head.server_id
                 log.info("write to chunk %d failed at server %d (%s); asking for a new chain",
-                         location.chunk_id, failed, error)
+                         location.chunk_id, failed, error,
+                         extra=about("chain_write_failed", chunk=location.chunk_id,
+                                     server=failed, error=str(error)))
                 await self._replace_chain(inode, location, failed)
         raise ReplicaUnavailable(f"write to chunk {index} of inode {inode} failed"
                                  f" {WRITE_RETRIES_MAX} times; last: {last_error}")

@@ -23,6 +23,7 @@ import trio
 from vmstore.dfs.client.master_client import MasterClient
 from vmstore.dfs.constants import LEASE_RENEWALS_PER_EXPIRY
 from vmstore.dfs.errors import DfsError, LeaseLost
+from vmstore.dfs.log_fields import about
 from vmstore.dfs.protocol import messages as m
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ class ClientLeases:
     def lost(self, inode: int, reason: str) -> None:
         lease = self._leases.setdefault(inode, _Lease(epoch=0, writers=0))
         if not lease.lost:
-            log.error("inode %d: write lease lost: %s; writes to it now fail", inode, reason)
+            log.error("inode %d: write lease lost: %s; writes to it now fail", inode, reason,
+                      extra=about("lease_lost", inode=inode, reason=reason))
             lease.lost = reason or "lost"
 
     def _session_replaced(self) -> None:

@@ -26,6 +26,7 @@ from vmstore.dfs.constants import (
     RPC_TIMEOUT_S,
 )
 from vmstore.dfs.errors import DfsError, MasterUnavailable, PeerUnavailable, ReplicaUnavailable
+from vmstore.dfs.log_fields import about
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import Connection, open_connection
 
@@ -123,7 +124,9 @@ class MasterClient:
             replaced = self.session_id and reply.session_id != self.session_id
             if replaced:
                 log.warning("master did not know session %d (it expired); now session %d",
-                            self.session_id, reply.session_id)
+                            self.session_id, reply.session_id,
+                            extra=about("session_replaced", session=reply.session_id,
+                                        expired_session=self.session_id))
             self.session_id = reply.session_id
             self.lease_expiry_s = reply.lease_expiry_ms / 1000
             if replaced:

@@ -33,6 +33,7 @@ from vmstore.dfs.errors import (
     NotFound,
     ReplicaUnavailable,
 )
+from vmstore.dfs.log_fields import about
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.keyed_lock import KeyedLock
 from vmstore.dfs.master.placement import Candidate, choose_servers, order_for_reader
@@ -267,8 +268,11 @@ class ChunkManager:
                 if version is None or not unfenced.intersection(holders):
                     continue
                 keep = [h for h in holders if h not in unfenced]
+                left = sorted(unfenced.intersection(holders))
                 log.warning("chunk %d: chunkservers %s could not be fenced; they leave its"
-                            " replica set", chunk_id, sorted(unfenced.intersection(holders)))
+                            " replica set", chunk_id, left,
+                            extra=about("unfenced_replicas_dropped", chunk=chunk_id,
+                                        servers=left))
                 if keep:
                     await self._change_chain(chunk_id, version, keep)
 
@@ -286,8 +290,10 @@ class ChunkManager:
                 await entry.connection.call(make(server_id), timeout_s=RPC_TIMEOUT_S)
                 succeeded.add(server_id)
             except DfsError as error:
-                log.warning("chunkserver %d refused %s: %s", server_id,
-                            type(make(server_id)).__name__, error)
+                command = type(make(server_id)).__name__
+                log.warning("chunkserver %d refused %s: %s", server_id, command, error,
+                            extra=about("command_refused", server=server_id,
+                                        command=command, error=str(error)))
 
         async with trio.open_nursery() as nursery:
             for server_id in servers:
@@ -362,7 +368,8 @@ class ChunkManager:
             await self.committer.run(lambda: self.writer_chunks.remove_replica(chunk_id,
                                                                                server_id))
             log.warning("chunk %d: replica on chunkserver %d is damaged; dropped", chunk_id,
-                        server_id)
+                        server_id, extra=about("replica_damaged", chunk=chunk_id,
+                                               server=server_id))
             await self._command_all([server_id], lambda _: MasterToChunkserverDeleteChunk(
                 chunk_id=chunk_id, version=version))
 
@@ -386,7 +393,9 @@ class ChunkManager:
                 # A version bump reached this server but the master died before
                 # committing it: this replica is the newest data there is.
                 log.warning("chunk %d: server %d has version %d, master had %d; adopting",
-                            chunk_id, server_id, report.version, current)
+                            chunk_id, server_id, report.version, current,
+                            extra=about("newer_version_adopted", chunk=chunk_id,
+                                        server=server_id, version=report.version))
                 table.set_version(chunk_id, ChunkVersion(report.version))
                 table.set_replicas(chunk_id, [server_id])
             else:

@@ -15,6 +15,7 @@ import trio
 
 from vmstore.dfs.constants import HEARTBEAT_INTERVAL_S
 from vmstore.dfs.errors import ProtocolError
+from vmstore.dfs.log_fields import about
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.registry import ChunkserverEntry, Registry
@@ -69,7 +70,9 @@ class ChunkserverService:
         self.registry.chunkservers[server_id] = entry
         log.info("chunkserver %d (%s:%d, host %s) registered with %d chunks, %d stale",
                  server_id, request.host, request.port, request.host_label,
-                 len(request.chunks), len(stale))
+                 len(request.chunks), len(stale),
+                 extra=about("chunkserver_registered", server=server_id,
+                             peer=f"{request.host}:{request.port}", host=request.host_label))
         if stale:
             self.chunk_manager.deletions_wanted.set()
         return m.MasterToChunkserverRegistered(server_id=server_id, stale_chunks=stale)
@@ -92,4 +95,6 @@ class ChunkserverService:
             await trio.sleep(HEARTBEAT_INTERVAL_S)
             for entry in self.registry.expire_silent(time.monotonic()):
                 log.warning("chunkserver %d (%s:%d) missed its heartbeats; marked down",
-                            entry.server_id, entry.host, entry.port)
+                            entry.server_id, entry.host, entry.port,
+                            extra=about("chunkserver_down", server=entry.server_id,
+                                        peer=f"{entry.host}:{entry.port}"))

@@ -21,6 +21,7 @@ import trio
 
 from vmstore.dfs.constants import GROUP_COMMIT_BATCH_MAX
 from vmstore.dfs.errors import DfsError
+from vmstore.dfs.log_fields import about
 from vmstore.dfs.metadata.store import MetadataStore
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,9 @@ class GroupCommitter:
         except Exception as error:
             # The commit itself failed (disk full, I/O error): nothing of the
             # batch is durable, so nobody may be told it is.
-            log.error("metadata commit of %d changes failed: %s", len(batch), error)
+            log.error("metadata commit of %d changes failed: %s", len(batch), error,
+                      extra=about("metadata_commit_failed", changes=len(batch),
+                                  error=str(error)))
             for job in batch:
                 job.error = DfsError(f"metadata commit failed: {error}")
             return

@@ -31,6 +31,7 @@ import trio
 
 from vmstore.dfs.constants import CLOCK_SKEW_MAX_S, SESSION_EXPIRY_CHECK_INTERVAL_S
 from vmstore.dfs.errors import LeaseHeld, LeaseLost
+from vmstore.dfs.log_fields import about
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.keyed_lock import KeyedLock
@@ -120,7 +121,10 @@ class LeaseManager:
                 if not self._matches_host(session_id, lease.handover_host):
                     raise self._held_error(lease)
                 log.info("inode %d: handover to host %s taken by session %d; fencing session"
-                         " %d", inode, lease.handover_host, session_id, lease.holder_session)
+                         " %d", inode, lease.handover_host, session_id, lease.holder_session,
+                         extra=about("lease_handover_taken", inode=inode, session=session_id,
+                                     host=lease.handover_host,
+                                     fenced_session=lease.holder_session))
                 epoch = await self._grant(inode, session_id, lease)
                 await self.chunk_manager.fence_file(inode, epoch)
                 return epoch
@@ -144,7 +148,9 @@ class LeaseManager:
                      previous: LeaseRow | None) -> int:
         if previous is not None and previous.holder_session not in (0, session_id):
             log.info("inode %d: write lease of expired session %d passes to session %d",
-                     inode, previous.holder_session, session_id)
+                     inode, previous.holder_session, session_id,
+                     extra=about("lease_taken_from_expired", inode=inode, session=session_id,
+                                 expired_session=previous.holder_session))
         label = self._host_label(session_id)
         return await self.committer.run(lambda: self.writer_leases.grant(inode, session_id,
                                                                           label))
@@ -199,7 +205,8 @@ class LeaseManager:
     async def handover(self, inode: InodeId, host: str) -> m.LeaseInfo:
         async with self._locks.hold(inode):
             await self.committer.run(lambda: self.writer_leases.set_handover(inode, host))
-        log.info("inode %d: write lease may be taken by host %s", inode, host or "(cancelled)")
+        log.info("inode %d: write lease may be taken by host %s", inode, host or "(cancelled)",
+                 extra=about("lease_handover_offered", inode=inode, host=host))
         return self.info(inode)
 
     async def break_lease(self, inode: InodeId) -> m.LeaseInfo:
@@ -209,7 +216,9 @@ class LeaseManager:
                 epoch = await self.committer.run(lambda: self.writer_leases.revoke(inode))
                 await self.chunk_manager.fence_file(inode, epoch)
                 log.warning("inode %d: write lease of %s broken by an operator; fenced at"
-                            " epoch %d", inode, self._describe(lease), epoch)
+                            " epoch %d", inode, self._describe(lease), epoch,
+                            extra=about("lease_broken", inode=inode, epoch=epoch,
+                                        fenced_session=lease.holder_session))
         return self.info(inode)
 
     def held_count(self) -> int:
@@ -251,6 +260,8 @@ class LeaseManager:
         unheld = [InodeId(i) for i in self.registry.release_all(session_id)]
         log.info("session %d (%s) ended: %s; %d write leases and %d open files released",
                  session_id, "?" if entry is None else entry.status.hostname, reason,
-                 len(released), len(unheld))
+                 len(released), len(unheld),
+                 extra=about("session_ended", session=session_id, reason=reason,
+                             leases_released=len(released)))
         if unheld:
             await self._files_released(unheld)

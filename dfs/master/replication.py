@@ -25,6 +25,7 @@ from vmstore.dfs.constants import (
     REPLICATION_INTERVAL_S,
 )
 from vmstore.dfs.errors import DfsError
+from vmstore.dfs.log_fields import about
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.registry import ChunkserverEntry
 from vmstore.dfs.protocol.messages import HealingStatus
@@ -133,7 +134,8 @@ class ReplicationDriver:
             self._copied_at.append(monotonic_s())
         except DfsError as error:
             log.warning("re-replication of chunk %d failed (will retry): %s", need.chunk_id,
-                        error)
+                        error, extra=about("replication_failed", chunk=need.chunk_id,
+                                           error=str(error)))
         finally:
             self._active.discard(need.chunk_id)
             self._slots.release()
@@ -144,4 +146,5 @@ class ReplicationDriver:
             self.replicas_removed += removed
         except DfsError as error:
             log.warning("removing surplus replicas of chunk %d failed: %s", need.chunk_id,
-                        error)
+                        error, extra=about("surplus_removal_failed", chunk=need.chunk_id,
+                                           error=str(error)))
