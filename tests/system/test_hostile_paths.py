@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from tests.system.conftest import Cluster, Mount
-from vmstore.cli.config import parse_address
 from vmstore.dfs.client.client import Client
 from vmstore.dfs.constants import MAX_FILE_SIZE_BYTES
 from vmstore.dfs.errors import (
@@ -117,7 +116,8 @@ async def test_names_and_numbers_through_the_raw_protocol(cluster: Cluster) -> N
 
 
 async def chunk_ids_and_ranges(cluster: Cluster, real: m.ChunkLocation) -> None:
-    host, port = parse_address(cluster.address_of("chunkserver1"), "chunkserver")
+    """Hostile reads, writes and flushes at a chunkserver holding the real chunk."""
+    host, port = real.replicas[0].host, real.replicas[0].port  # a server that holds it
     loop = m.ReplicaAddress(server_id=9, host=host, port=port, host_label="x")
 
     def read(chunk_id: int = real.chunk_id, offset: int = 0,
