@@ -16,6 +16,16 @@ Every error names the file, the key and what is wrong, in one line.
     migration = "qemu+tcp://host2/system"      # how the other libvirtd reaches it
     label = "host2"                  # its vmstore host label (default: the name)
 
+    [master]                         # `vmstore master` defaults; its flags override
+    data_dir = "/var/lib/vmstore-master"
+    listen = "0.0.0.0:9420"
+    metrics = "127.0.0.1:9430"       # Prometheus endpoint
+    lease_expiry = 20                # seconds; also replication_delay, startup_grace
+
+    [chunkserver]                    # `vmstore chunkserver` defaults (every disk)
+    replication_mib_per_s = 200
+    scrub_mib_per_s = 8
+
     [logging]                        # daemons and the mount; flags override
     level = "info"                   # debug | info | warning | error
     format = "text"                  # text (people, journald) | json (log pipelines)
@@ -24,10 +34,11 @@ Every error names the file, the key and what is wrong, in one line.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +49,15 @@ from vmstore.dfs.migration.hosts import Fleet, MigrationHost
 DEFAULT_CONFIG_PATH = Path("/etc/vmstore/vmstore.toml")
 DEFAULT_MASTER_PORT = 9420
 DEFAULT_MOUNT = "/var/lib/vmstore"
+# [master] and [chunkserver] keys: the daemon's flag names, and the type each takes.
+DAEMON_OPTION_TYPES: dict[str, dict[str, type]] = {
+    "master": {"data_dir": Path, "listen": str, "metrics": str, "replication_delay": float,
+               "startup_grace": float, "lease_expiry": float},
+    "chunkserver": {"replication_mib_per_s": float, "scrub_mib_per_s": float},
+}
 _KNOWN = {"cluster": {"master", "key_file"}, "client": {"host_label", "mount"},
-          "logging": {"level", "format"}}
+          "logging": {"level", "format"},
+          **{section: set(types) for section, types in DAEMON_OPTION_TYPES.items()}}
 _HOST_KEYS = {"libvirt", "migration", "label"}
 
 
@@ -54,6 +72,7 @@ class Config:
     fleet: Fleet = Fleet()
     log_level: str = "info"
     log_format: str = "text"
+    daemon_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def add_master_argument(parser: argparse.ArgumentParser) -> None:
@@ -114,7 +133,30 @@ def load_config(path: Path | None = None, *, master: str | None = None,
     return Config(path if path.exists() else None, host, port, Path(key_text), str(label),
                   mount.rstrip("/") or "/", Fleet(_hosts(path, data.get("hosts", {}))),
                   log_level=_choice(path, logging_section, "level", LOG_LEVELS, "info"),
-                  log_format=_choice(path, logging_section, "format", LOG_FORMATS, "text"))
+                  log_format=_choice(path, logging_section, "format", LOG_FORMATS, "text"),
+                  daemon_options={section: _daemon_options(path, section, data.get(section, {}))
+                                  for section in DAEMON_OPTION_TYPES})
+
+
+def _daemon_options(path: Path, section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """[master] or [chunkserver], each value checked against the type its flag takes."""
+    options: dict[str, Any] = {}
+    for key, value in values.items():
+        wanted = DAEMON_OPTION_TYPES[section][key]
+        where = f"{path}: [{section}] {key}"
+        if wanted is float:
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or value < 0):
+                raise ConfigError(f"{where} {value!r} is not a number >= 0")
+            options[key] = float(value)
+        elif not isinstance(value, str) or not value:
+            raise ConfigError(f"{where} {value!r} is not a non-empty string")
+        elif wanted is Path:
+            options[key] = Path(value)
+        else:
+            parse_address(value, where)
+            options[key] = value
+    return options
 
 
 def _choice(path: Path, section: dict[str, Any], key: str, choices: tuple[str, ...],

@@ -10,7 +10,13 @@ from typing import Any
 
 import trio
 
-from vmstore.cli.config import DEFAULT_MASTER_PORT, add_master_argument, load_config, parse_address
+from vmstore.cli.config import (
+    DEFAULT_MASTER_PORT,
+    Config,
+    add_master_argument,
+    load_config,
+    parse_address,
+)
 from vmstore.cli.log_setup import add_logging_arguments, setup_logging_from
 from vmstore.dfs.chunkserver.main import ChunkserverSettings, run_chunkserver
 from vmstore.dfs.constants import (
@@ -29,6 +35,23 @@ from vmstore.dfs.protocol.auth import load_key
 
 log = logging.getLogger(__name__)
 DRAIN_POLL_INTERVAL_S = 1.0
+# What a flag not given takes when the config's [master] / [chunkserver] has no value.
+MASTER_DEFAULTS: dict[str, Any] = {
+    "data_dir": None, "listen": f"0.0.0.0:{DEFAULT_MASTER_PORT}", "metrics": None,
+    "replication_delay": REPLICATION_DELAY_S, "startup_grace": STARTUP_GRACE_S,
+    "lease_expiry": LEASE_EXPIRY_S}
+CHUNKSERVER_DEFAULTS: dict[str, Any] = {
+    "replication_mib_per_s": REPLICATION_BANDWIDTH_BYTES_PER_S / 2**20,
+    "scrub_mib_per_s": SCRUB_RATE_BYTES_PER_S / 2**20}
+
+
+def fill_from_config(args: argparse.Namespace, config: Config, section: str,
+                     defaults: dict[str, Any]) -> None:
+    """Flags not given take the config file's [section] value, else the built-in default."""
+    from_file = config.daemon_options.get(section, {})
+    for name, default in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, from_file.get(name, default))
 
 
 def _write_ready_file(path: str | None, host: str) -> Any:
@@ -64,18 +87,19 @@ def add_daemon_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_master_command(args: argparse.Namespace) -> int:
+    config = load_config(key_file=args.key_file, need_master=False)
+    fill_from_config(args, config, "master", MASTER_DEFAULTS)
     if args.data_dir is None:
-        raise ConfigError("vmstore master needs --data-dir")
+        raise ConfigError("vmstore master needs --data-dir (or [master] data_dir in the"
+                          " config file)")
     if args.lease_expiry < LEASE_EXPIRY_MIN_S:
-        raise ConfigError(f"--lease-expiry {args.lease_expiry:g}: at least"
+        raise ConfigError(f"lease expiry {args.lease_expiry:g}: at least"
                           f" {LEASE_EXPIRY_MIN_S:g} s (write tokens live"
                           f" {CLOCK_SKEW_MAX_S:g} s less)")
-    config = load_config(key_file=args.key_file, need_master=False)
     setup_logging_from(args, config.log_level, config.log_format)
     host, port = parse_address(args.listen, "--listen")
-    key_file = config.key_file
     settings = MasterSettings(data_dir=args.data_dir, listen_host=host, port=port,
-                              key=load_key(key_file),
+                              key=load_key(config.key_file),
                               replication_delay_s=args.replication_delay,
                               startup_grace_s=args.startup_grace,
                               lease_expiry_s=args.lease_expiry)
@@ -91,6 +115,7 @@ def run_chunkserver_command(args: argparse.Namespace) -> int:
     if args.data_dir is None:
         raise ConfigError("vmstore chunkserver needs --data-dir (or: drain|undrain ID)")
     config = load_config(master=args.master, key_file=args.key_file)
+    fill_from_config(args, config, "chunkserver", CHUNKSERVER_DEFAULTS)
     setup_logging_from(args, config.log_level, config.log_format)
     host, port = parse_address(args.listen, "--listen")
     settings = ChunkserverSettings(
@@ -157,16 +182,17 @@ def register(subparsers: Any) -> None:
                                    epilog="example: vmstore master --data-dir"
                                    " /var/lib/vmstore-master --listen 0.0.0.0:9420")
     add_daemon_arguments(master)
-    master.add_argument("--listen", default=f"0.0.0.0:{DEFAULT_MASTER_PORT}",
-                        help="HOST:PORT to serve on (port 0: any free port)")
-    master.add_argument("--replication-delay", type=float, default=REPLICATION_DELAY_S,
+    master.add_argument("--listen",
+                        help="HOST:PORT to serve on (port 0: any free port; default"
+                        f" {MASTER_DEFAULTS['listen']})")
+    master.add_argument("--replication-delay", type=float,
                         metavar="SECONDS", help="rebuild the replicas of a chunkserver down"
                         f" this long (default {REPLICATION_DELAY_S:g})")
-    master.add_argument("--startup-grace", type=float, default=STARTUP_GRACE_S,
+    master.add_argument("--startup-grace", type=float,
                         metavar="SECONDS", help="after a restart, time for chunkservers to"
                         f" re-register before their replicas count as missing"
                         f" (default {STARTUP_GRACE_S:g})")
-    master.add_argument("--lease-expiry", type=float, default=LEASE_EXPIRY_S,
+    master.add_argument("--lease-expiry", type=float,
                         metavar="SECONDS", help="a client silent this long loses its write"
                         " leases, and another host may write its files; its write tokens"
                         f" expire {CLOCK_SKEW_MAX_S:g} s earlier (default {LEASE_EXPIRY_S:g})")
@@ -191,10 +217,9 @@ def register(subparsers: Any) -> None:
     add_master_argument(chunkserver)
     chunkserver.add_argument("--host-label", help="failure domain (default: the hostname)")
     chunkserver.add_argument("--replication-mib-per-s", type=float,
-                             default=REPLICATION_BANDWIDTH_BYTES_PER_S / 2**20,
-                             help="bandwidth for copying chunks here (default %(default)g)")
+                             help="bandwidth for copying chunks here (default"
+                             f" {CHUNKSERVER_DEFAULTS['replication_mib_per_s']:g})")
     chunkserver.add_argument("--scrub-mib-per-s", type=float,
-                             default=SCRUB_RATE_BYTES_PER_S / 2**20,
                              help="background checksum verification rate; 0 turns it off"
-                             " (default %(default)g)")
+                             f" (default {CHUNKSERVER_DEFAULTS['scrub_mib_per_s']:g})")
     chunkserver.set_defaults(handler=run_chunkserver_command)

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,10 @@ def test_init_writes_a_private_key_and_a_config_that_loads(tmp_path: Path) -> No
     ('[cluster]\nmaster = "10.0.0.1:9420"\nkey_file = "{key}"\nmastr = "x"\n',
      "{config}: unknown key 'mastr' in [cluster]"),
     ('[clustr]\n', "{config}: unknown section [clustr]"),
+    ('[cluster]\nmaster = "10.0.0.1:9420"\nkey_file = "{key}"\n[master]\nlease_expiry = "soon"\n',
+     "{config}: [master] lease_expiry 'soon' is not a number >= 0"),
+    ('[cluster]\nmaster = "10.0.0.1:9420"\nkey_file = "{key}"\n[master]\nlisten = "nowhere"\n',
+     "{config}: [master] listen: 'nowhere' is not host:port"),
     ('[cluster]\nmaster = "10.0.0.1:9420"\nkey_file = "{key}"\n[logging]\nformat = "xml"\n',
      "{config}: [logging] format 'xml' is not one of text, json"),
     ('[cluster\n', "{config}: Expected ']' at the end of a table declaration (at line 1,"
@@ -92,3 +97,30 @@ def test_json_logs_carry_the_fields_of_what_failed(tmp_path: Path) -> None:
     assert record["error"].startswith("cannot connect to 127.0.0.1:1")
     assert record["message"].startswith("link to master 127.0.0.1:1 down")
     assert record["time"].endswith("Z") and record["pid"] == chunkserver.pid
+
+
+def test_master_takes_its_settings_from_the_config_file(tmp_path: Path) -> None:
+    key = tmp_path / "cluster.key"
+    key.write_text("ab" * 32 + "\n")
+    key.chmod(0o600)
+    config = tmp_path / "vmstore.toml"
+    base = f'[cluster]\nkey_file = "{key}"\n[master]\ndata_dir = "{tmp_path / "meta"}"\n'
+    config.write_text(base + 'listen = "127.0.0.1:0"\nlease_expiry = 2\n')
+    too_short = vmstore("master", config=config)
+    assert (too_short.returncode, too_short.stderr) == (
+        1, "vmstore master: lease expiry 2: at least 4 s (write tokens live 2 s less)\n")
+    assert vmstore("master", "--lease-expiry", "1", config=config).returncode == 1
+    config.write_text(base + 'listen = "127.0.0.1:0"\nlease_expiry = 6\n')
+    ready = tmp_path / "ready"
+    master = subprocess.Popen(
+        [sys.executable, "-m", "vmstore.cli.main", "master", "--ready-file", str(ready)],
+        env={**os.environ, "VMSTORE_CONFIG": str(config)})
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and master.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ready.read_text().startswith("127.0.0.1:")
+        assert any((tmp_path / "meta").iterdir())
+    finally:
+        master.terminate()
+        master.wait(timeout=30)
