@@ -182,13 +182,15 @@ RULES = [
     ),
     Rule(
         "protocol-bottom",
-        "dfs/protocol/ imports from vmstore only vmstore.dfs.{protocol,types,constants,errors}",
+        "dfs/protocol/ imports from vmstore only vmstore.dfs.{protocol,types,constants,errors,"
+        "log_fields}",
         lambda p: _in_dir(p, "dfs/protocol"),
         _vmstore_outside(
             "vmstore.dfs.protocol",
             "vmstore.dfs.types",
             "vmstore.dfs.constants",
             "vmstore.dfs.errors",
+            "vmstore.dfs.log_fields",
         ),
     ),
     Rule(

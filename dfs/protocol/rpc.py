@@ -46,6 +46,7 @@ from vmstore.dfs.errors import (
     error_from_code,
     unwrapped_errors,
 )
+from vmstore.dfs.log_fields import about
 from vmstore.dfs.protocol import auth
 from vmstore.dfs.protocol.codec import (
     HEADER_BYTES,
@@ -252,7 +253,9 @@ class Connection:
                 await self._inflight.acquire()
                 nursery.start_soon(self._handle, header.request_id, message, payload)
         except ProtocolError as error:
-            log.warning("closing connection from %s (%s): %s", self.peer, self.role, error)
+            log.warning("closing connection from %s (%s): %s", self.peer, self.role, error,
+                        extra=about("connection_closed_protocol_error", peer=self.peer,
+                                    role=self.role, error=str(error)))
             self._close(f"protocol error: {error}")
         except (PeerUnavailable, *_CONNECTION_ERRORS) as error:
             log.debug("connection to %s ended: %s", self.peer, error)
@@ -260,7 +263,9 @@ class Connection:
 
     async def _refuse(self, request_id: int, error: InvalidField) -> None:
         """Answer a request that decoded with a field out of range; the connection lives on."""
-        log.warning("refused a request from %s (%s): %s", self.peer, self.role, error)
+        log.warning("refused a request from %s (%s): %s", self.peer, self.role, error,
+                    extra=about("request_refused", peer=self.peer, role=self.role,
+                                error=str(error)))
         await self._send(encode_frame(
             ErrorReply(code=InvalidArgument.code, message=error.message[:_ERROR_TEXT_MAX]),
             request_id, response=True))
@@ -432,7 +437,9 @@ async def _serve_one(
         with trio.fail_after(AUTH_TIMEOUT_S):
             role = await _authenticate_acceptor(frames, key, peer, allowed_roles)
     except (trio.TooSlowError, DfsError, *_CONNECTION_ERRORS) as error:
-        log.warning("refused connection from %s: %s", peer, error or "handshake timed out")
+        reason = str(error) if error else "handshake timed out"
+        log.warning("refused connection from %s: %s", peer, reason,
+                    extra=about("connection_refused", peer=peer, error=reason))
         await trio.aclose_forcefully(stream)
         return
     connection = Connection(frames, peer, role, None, compress)
