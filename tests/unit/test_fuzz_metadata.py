@@ -51,7 +51,8 @@ def test_damaged_cached_replies(sessions: SessionTable, message: Message,
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.one_of(st.text(max_size=10), st.binary(max_size=10), st.integers(), st.floats()))
+@given(st.one_of(st.text(max_size=10), st.binary(max_size=10),
+                 st.integers(min_value=-2**63, max_value=2**63 - 1), st.floats()))
 def test_a_damaged_schema_version_is_named(value: object) -> None:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "metadata.db"
