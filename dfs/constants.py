@@ -32,6 +32,13 @@ COMPRESS_MIN_BYTES = 8 * 1024
 # One data request moves at most this much; longer reads and writes are split.
 DATA_REQUEST_BYTES_MAX = 1024 * 1024
 INFLIGHT_REQUESTS_PER_CONNECTION_MAX = 256
+# Bytes of requests a process holds read but unanswered: per connection, and
+# in all. Each is larger than the largest frame, so any one request fits.
+REQUEST_BYTES_PER_CONNECTION_MAX = 64 * 1024 * 1024
+REQUEST_BYTES_PER_PROCESS_MAX = 512 * 1024 * 1024
+# Connections a daemon admits (handshakes included): from one address, and in all.
+CONNECTIONS_PER_PEER_MAX = 256
+CONNECTIONS_MAX = 4096
 AUTH_TIMEOUT_S = 10.0
 # Once a frame's first byte arrives, the whole frame must follow within this
 # (12 MiB at most: 1.2 MB/s): a peer that announces a frame and goes silent

@@ -13,7 +13,17 @@ Either side may send requests on one connection (the master sends commands
 to a chunkserver on the connection the chunkserver opened), so every
 Connection has a reader task that routes responses to waiting callers and
 runs incoming requests, at most INFLIGHT_REQUESTS_PER_CONNECTION_MAX at a
-time: a peer that floods us stops being read, it does not grow our memory.
+time and at most REQUEST_BYTES_PER_CONNECTION_MAX bytes of them, within
+REQUEST_BYTES_PER_PROCESS_MAX for the whole process: a peer that floods us
+stops being read, it does not grow our memory. A listener admits at most
+CONNECTIONS_PER_PEER_MAX connections from one address (handshakes included)
+and CONNECTIONS_MAX in all; one over is closed at once, and the refusals are
+logged once per REFUSAL_LOG_INTERVAL_S per address.
+
+Caveat of the budgets: while a connection waits for budget it reads nothing,
+replies included; a handler that calls back over its own connection could
+wait on itself if that connection's budget were full of such handlers. None
+does today (chains and commands go over other connections).
 
 Caveat: a handler that raises something other than DfsError is a bug; it
 propagates and takes the process down loudly.
@@ -32,8 +42,12 @@ import trio
 from vmstore.dfs.constants import (
     AUTH_TIMEOUT_S,
     CONNECT_TIMEOUT_S,
+    CONNECTIONS_MAX,
+    CONNECTIONS_PER_PEER_MAX,
     FRAME_RECEIVE_TIMEOUT_S,
     INFLIGHT_REQUESTS_PER_CONNECTION_MAX,
+    REQUEST_BYTES_PER_CONNECTION_MAX,
+    REQUEST_BYTES_PER_PROCESS_MAX,
     RPC_TIMEOUT_S,
 )
 from vmstore.dfs.errors import (
@@ -57,6 +71,7 @@ from vmstore.dfs.protocol.codec import (
     decode_payload,
     encode_frame,
 )
+from vmstore.dfs.protocol.limits import ByteBudget, PeerConnections
 from vmstore.dfs.protocol.messages import (
     AuthAccepted,
     AuthChallenge,
@@ -77,6 +92,9 @@ _RECEIVE_CHUNK_BYTES = 256 * 1024
 _JOIN_PAYLOAD_BYTES_MAX = 64 * 1024
 _ERROR_TEXT_MAX = 1000  # of a refusal's message (it may quote the peer's bytes)
 _CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+# Bytes of requests read but not yet answered, over all connections of this
+# process: the most a flood of large requests can make it hold.
+PROCESS_REQUEST_BYTES = ByteBudget(REQUEST_BYTES_PER_PROCESS_MAX, "requests of this process")
 
 
 class FrameStream:
@@ -98,21 +116,36 @@ class FrameStream:
             self._buffer += data
 
     async def receive(self) -> tuple[FrameHeader, Message | InvalidField, bytes]:
-        """The next frame. A request with a field out of range comes as its InvalidField.
+        """The next whole frame (``receive_header`` then ``receive_body``)."""
+        header = await self.receive_header()
+        message, payload = await self.receive_body(header)
+        return header, message, payload
+
+    async def receive_header(self) -> FrameHeader:
+        """The next frame's header; its body stays unread until ``receive_body``.
 
         Waits for a frame's first byte as long as it takes (an idle peer is
-        fine); the rest must follow within FRAME_RECEIVE_TIMEOUT_S.
+        fine); the rest of the header must follow within FRAME_RECEIVE_TIMEOUT_S.
         """
         if not self._buffer:
             await self._fill(1)
         with trio.move_on_after(FRAME_RECEIVE_TIMEOUT_S):
-            return await self._receive_rest()
+            await self._fill(HEADER_BYTES)
+            return decode_header(self._buffer[:HEADER_BYTES])
+        raise ProtocolError(f"frame header incomplete after {FRAME_RECEIVE_TIMEOUT_S} s"
+                            f" ({len(self._buffer)} bytes received)")
+
+    async def receive_body(self, header: FrameHeader) -> tuple[Message | InvalidField, bytes]:
+        """The body and payload of the frame ``header`` began, within FRAME_RECEIVE_TIMEOUT_S.
+
+        A request with a field out of range comes as its InvalidField.
+        """
+        with trio.move_on_after(FRAME_RECEIVE_TIMEOUT_S):
+            return await self._receive_body(header)
         raise ProtocolError(f"frame incomplete after {FRAME_RECEIVE_TIMEOUT_S} s"
                             f" ({len(self._buffer)} bytes received)")
 
-    async def _receive_rest(self) -> tuple[FrameHeader, Message | InvalidField, bytes]:
-        await self._fill(HEADER_BYTES)
-        header = decode_header(self._buffer[:HEADER_BYTES])
+    async def _receive_body(self, header: FrameHeader) -> tuple[Message | InvalidField, bytes]:
         body_end = HEADER_BYTES + header.body_bytes
         frame_end = body_end + header.payload_bytes
         await self._fill(frame_end)
@@ -127,7 +160,7 @@ class FrameStream:
             if header.is_response:
                 raise
             message = error
-        return header, message, decode_payload(header, payload)
+        return message, decode_payload(header, payload)
 
     async def send(self, frame: tuple[bytes, bytes]) -> None:
         head, payload = frame
@@ -173,6 +206,8 @@ class Connection:
         self._pending: dict[int, _PendingCall] = {}
         self._next_request_id = 1
         self._inflight = trio.Semaphore(INFLIGHT_REQUESTS_PER_CONNECTION_MAX)
+        self._request_bytes = ByteBudget(REQUEST_BYTES_PER_CONNECTION_MAX,
+                                         f"requests from {peer}")
         self._cancel_scope: trio.CancelScope | None = None
         self.closed = trio.Event()
         self.close_reason = ""
@@ -241,17 +276,28 @@ class Connection:
     async def _read_loop(self, nursery: trio.Nursery) -> None:
         try:
             while True:
-                header, message, payload = await self.frames.receive()
-                if isinstance(message, InvalidField):
-                    await self._refuse(header.request_id, message)
-                    continue
+                header = await self.frames.receive_header()
                 if header.is_response:
-                    self._resolve(header.request_id, message, payload)
+                    reply, payload = await self.frames.receive_body(header)
+                    if isinstance(reply, InvalidField):  # receive_body raises it for replies
+                        raise reply
+                    self._resolve(header.request_id, reply, payload)
                     continue
-                if not isinstance(message, Request):
-                    raise ProtocolError(f"{type(message).__name__} sent as a request")
-                await self._inflight.acquire()
-                nursery.start_soon(self._handle, header.request_id, message, payload)
+                held_bytes = header.body_bytes + header.payload_bytes
+                await self._admit_request(held_bytes)  # may wait: then we stop reading
+                try:
+                    message, payload = await self.frames.receive_body(header)
+                    if isinstance(message, InvalidField):
+                        await self._refuse(header.request_id, message)
+                        self._release_request(held_bytes)
+                        continue
+                    if not isinstance(message, Request):
+                        raise ProtocolError(f"{type(message).__name__} sent as a request")
+                except BaseException:
+                    self._release_request(held_bytes)
+                    raise
+                nursery.start_soon(self._handle, header.request_id, message, payload,
+                                   held_bytes)
         except ProtocolError as error:
             log.warning("closing connection from %s (%s): %s", self.peer, self.role, error,
                         extra=about("connection_closed_protocol_error", peer=self.peer,
@@ -260,6 +306,26 @@ class Connection:
         except (PeerUnavailable, *_CONNECTION_ERRORS) as error:
             log.debug("connection to %s ended: %s", self.peer, error)
             self._close(str(error) or type(error).__name__)
+
+    async def _admit_request(self, held_bytes: int) -> None:
+        """Wait for a request slot and for its bytes in this connection's and the
+        process's budgets, in that order; all or nothing."""
+        await self._inflight.acquire()
+        try:
+            await self._request_bytes.acquire(held_bytes)
+            try:
+                await PROCESS_REQUEST_BYTES.acquire(held_bytes)
+            except BaseException:
+                self._request_bytes.release(held_bytes)
+                raise
+        except BaseException:
+            self._inflight.release()
+            raise
+
+    def _release_request(self, held_bytes: int) -> None:
+        PROCESS_REQUEST_BYTES.release(held_bytes)
+        self._request_bytes.release(held_bytes)
+        self._inflight.release()
 
     async def _refuse(self, request_id: int, error: InvalidField) -> None:
         """Answer a request that decoded with a field out of range; the connection lives on."""
@@ -278,7 +344,8 @@ class Connection:
         pending.payload = payload
         pending.done.set()
 
-    async def _handle(self, request_id: int, request: Request, payload: bytes) -> None:
+    async def _handle(self, request_id: int, request: Request, payload: bytes,
+                      held_bytes: int) -> None:
         try:
             reply: Message
             reply_payload = b""
@@ -301,16 +368,16 @@ class Connection:
             except PeerUnavailable:
                 pass  # the reader sees the broken connection and ends it
         finally:
-            self._inflight.release()
+            self._release_request(held_bytes)
 
     def _close(self, reason: str) -> None:
         if self.closed.is_set():
             return
         self.close_reason = reason
         self.closed.set()
-        error = PeerUnavailable(f"connection to {self.peer} lost: {reason}")
         for pending in self._pending.values():
-            pending.error = error
+            # One error each: a shared one would collect every caller's traceback.
+            pending.error = PeerUnavailable(f"connection to {self.peer} lost: {reason}")
             pending.done.set()
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
@@ -415,7 +482,9 @@ async def serve_connections(
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_port = listeners[0].socket.getsockname()[1]
     task_status.started(bound_port)
-    serve_one = functools.partial(_serve_one, key, allowed_roles, handler_factory, compress)
+    admission = PeerConnections(CONNECTIONS_PER_PEER_MAX, CONNECTIONS_MAX)
+    serve_one = functools.partial(_serve_one, key, allowed_roles, handler_factory, compress,
+                                  admission)
     await trio.serve_listeners(serve_one, listeners)
 
 
@@ -424,6 +493,7 @@ async def _serve_one(
     allowed_roles: frozenset[str],
     handler_factory: HandlerFactory,
     compress: bool,
+    admission: PeerConnections,
     stream: trio.SocketStream,
 ) -> None:
     try:
@@ -432,19 +502,28 @@ async def _serve_one(
     except OSError:
         await trio.aclose_forcefully(stream)
         return
-    frames = FrameStream(stream)
-    try:
-        with trio.fail_after(AUTH_TIMEOUT_S):
-            role = await _authenticate_acceptor(frames, key, peer, allowed_roles)
-    except (trio.TooSlowError, DfsError, *_CONNECTION_ERRORS) as error:
-        reason = str(error) if error else "handshake timed out"
-        log.warning("refused connection from %s: %s", peer, reason,
-                    extra=about("connection_refused", peer=peer, error=reason))
-        await trio.aclose_forcefully(stream)
-        return
-    connection = Connection(frames, peer, role, None, compress)
-    connection.handler = handler_factory(connection)
-    await connection.serve()
+    with admission.admit(address[0]) as refusal:
+        if refusal:
+            refused = admission.refusals_to_log(address[0], trio.current_time())
+            if refused:
+                log.warning("refused %d connection(s) from %s: %s", refused, address[0],
+                            refusal, extra=about("connection_limit", peer=address[0],
+                                                 refused=refused, error=refusal))
+            await trio.aclose_forcefully(stream)
+            return
+        frames = FrameStream(stream)
+        try:
+            with trio.fail_after(AUTH_TIMEOUT_S):
+                role = await _authenticate_acceptor(frames, key, peer, allowed_roles)
+        except (trio.TooSlowError, DfsError, *_CONNECTION_ERRORS) as error:
+            reason = str(error) if error else "handshake timed out"
+            log.warning("refused connection from %s: %s", peer, reason,
+                        extra=about("connection_refused", peer=peer, error=reason))
+            await trio.aclose_forcefully(stream)
+            return
+        connection = Connection(frames, peer, role, None, compress)
+        connection.handler = handler_factory(connection)
+        await connection.serve()
 
 
 class ConnectionPool:
