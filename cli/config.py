@@ -26,6 +26,12 @@ Every error names the file, the key and what is wrong, in one line.
     replication_mib_per_s = 200
     scrub_mib_per_s = 8
 
+    [tls]                            # optional; see README "TLS"
+    mode = "on"                      # off | on (TLS out, both in) | required
+    ca_file = "/etc/vmstore/tls/ca.crt"
+    cert_file = "/etc/vmstore/tls/host1.crt"
+    key_file = "/etc/vmstore/tls/host1.key"
+
     [logging]                        # daemons and the mount; flags override
     level = "info"                   # debug | info | warning | error
     format = "text"                  # text (people, journald) | json (log pipelines)
@@ -45,6 +51,7 @@ from typing import Any
 from vmstore.cli.log_setup import LOG_FORMATS, LOG_LEVELS
 from vmstore.dfs.errors import ConfigError
 from vmstore.dfs.migration.hosts import Fleet, MigrationHost
+from vmstore.dfs.protocol.tls import TLS_MODES, TlsSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/vmstore/vmstore.toml")
 DEFAULT_MASTER_PORT = 9420
@@ -56,7 +63,7 @@ DAEMON_OPTION_TYPES: dict[str, dict[str, type]] = {
     "chunkserver": {"replication_mib_per_s": float, "scrub_mib_per_s": float},
 }
 _KNOWN = {"cluster": {"master", "key_file"}, "client": {"host_label", "mount"},
-          "logging": {"level", "format"},
+          "logging": {"level", "format"}, "tls": {"mode", "cert_file", "key_file", "ca_file"},
           **{section: set(types) for section, types in DAEMON_OPTION_TYPES.items()}}
 _HOST_KEYS = {"libvirt", "migration", "label"}
 
@@ -98,22 +105,7 @@ def load_config(path: Path | None = None, *, master: str | None = None,
                 key_file: str | None = None, need_master: bool = True) -> Config:
     """The config file with command-line overrides; the file may be absent if flags suffice."""
     path = path or config_path()
-    data: dict[str, Any] = {}
-    if path.exists():
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as error:
-            raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
-        except (tomllib.TOMLDecodeError, OSError) as error:
-            raise ConfigError(f"{path}: {error}") from None
-        for section, values in data.items():
-            if section == "hosts" and isinstance(values, dict):
-                continue
-            if section not in _KNOWN or not isinstance(values, dict):
-                raise ConfigError(f"{path}: unknown section [{section}]")
-            for key in values:
-                if key not in _KNOWN[section]:
-                    raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
+    data = _read(path)
     cluster = data.get("cluster", {})
     master_text = master or _text(path, cluster, "cluster", "master")
     host, port = "", 0
@@ -167,6 +159,39 @@ def _choice(path: Path, section: dict[str, Any], key: str, choices: tuple[str, .
         raise ConfigError(f"{path}: [logging] {key} {value!r} is not one of"
                           f" {', '.join(choices)}")
     return str(value)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The file's sections, each known and a table; {} when there is no file."""
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except (tomllib.TOMLDecodeError, OSError) as error:
+        raise ConfigError(f"{path}: {error}") from None
+    for section, values in data.items():
+        if section == "hosts" and isinstance(values, dict):
+            continue
+        if section not in _KNOWN or not isinstance(values, dict):
+            raise ConfigError(f"{path}: unknown section [{section}]")
+        for key in values:
+            if key not in _KNOWN[section]:
+                raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
+    return data
+
+
+def load_tls_settings(path: Path | None = None) -> TlsSettings:
+    """[tls] of the config file (mode off when there is no file or no section)."""
+    path = path or config_path()
+    section = _read(path).get("tls", {})
+    mode = _text(path, section, "tls", "mode") or "off"
+    if mode not in TLS_MODES:
+        raise ConfigError(f"{path}: [tls] mode {mode!r} is not one of {', '.join(TLS_MODES)}")
+    files = {key: Path(value) if (value := _text(path, section, "tls", key)) else None
+             for key in ("cert_file", "key_file", "ca_file")}
+    return TlsSettings(mode=mode, **files)
 
 
 def _text(path: Path, section: dict[str, Any], name: str, key: str) -> str:

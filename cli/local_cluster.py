@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vmstore.cli.tls_command import create_ca, issue_host_certificate
 from vmstore.dfs.errors import ConfigError
 from vmstore.dfs.protocol.auth import generate_key_file
 
@@ -35,18 +36,19 @@ def free_port() -> int:
 
 
 def spawn(directory: Path, name: str, arguments: list[str] | None = None,
-          prefix: list[str] | None = None) -> Path:
+          prefix: list[str] | None = None, environment: dict[str, str] | None = None) -> Path:
     """Start one daemon detached (again, as saved if no ``arguments`` are given).
 
     ``prefix`` runs it through another command first, such as ``nsenter
-    --net=...`` to start it inside a network namespace (a test's "host").
+    --net=...`` to start it inside a network namespace (a test's "host");
+    ``environment`` adds to (or overrides) this process's environment.
     """
     (directory / "logs").mkdir(parents=True, exist_ok=True)
     (directory / "run").mkdir(parents=True, exist_ok=True)
     saved = directory / "run" / f"{name}.args"
     if arguments is None:
-        arguments, prefix = json.loads(saved.read_text())
-    saved.write_text(json.dumps([arguments, prefix or []]))
+        arguments, prefix, environment = json.loads(saved.read_text())
+    saved.write_text(json.dumps([arguments, prefix or [], environment or {}]))
     ready = directory / "run" / f"{name}.addr"
     ready.unlink(missing_ok=True)
     with open(directory / "logs" / f"{name}.log", "ab") as log_file:
@@ -54,7 +56,7 @@ def spawn(directory: Path, name: str, arguments: list[str] | None = None,
             [*(prefix or []), sys.executable, "-m", "vmstore.cli.main", *arguments,
              "--ready-file", str(ready)],
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            start_new_session=True, env={**os.environ, **(environment or {})})
     (directory / "run" / f"{name}.pid").write_text(f"{process.pid}\n")
     return ready
 
@@ -87,8 +89,13 @@ def _alive(pid: int) -> bool:
 
 
 def local_up(directory: Path, chunkservers: int, mountpoint: Path | None = None,
-             master_flags: tuple[str, ...] = (), chunkserver_flags: tuple[str, ...] = ()) -> str:
-    """Start master, chunkservers and (if ``mountpoint``) the mount; the master's address."""
+             master_flags: tuple[str, ...] = (), chunkserver_flags: tuple[str, ...] = (),
+             tls: bool = False) -> str:
+    """Start master, chunkservers and (if ``mountpoint``) the mount; the master's address.
+
+    Every daemon reads DIR/vmstore.toml; with ``tls`` it names a CA and a
+    certificate made in DIR/tls, and TLS is required on every connection.
+    """
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     if any((directory / "run").glob("*.pid")):
@@ -97,13 +104,16 @@ def local_up(directory: Path, chunkservers: int, mountpoint: Path | None = None,
     key_file = directory / "cluster.key"
     if not key_file.exists():
         generate_key_file(key_file)
-    ready = spawn(directory, "master", ["master", "--data-dir", str(directory / "master"),
-                                        "--listen", f"127.0.0.1:{free_port()}",
-                                        "--key-file", str(key_file), *master_flags])
-    master = wait_ready(ready, "master", directory)
+    master = f"127.0.0.1:{free_port()}"
     config = directory / "vmstore.toml"
     config.write_text(f'[cluster]\nmaster = "{master}"\nkey_file = "{key_file}"\n\n'
-                      f'[client]\nhost_label = "local0"\n')
+                      f'[client]\nhost_label = "local0"\n' + (_tls_section(directory) if tls
+                                                              else ""))
+    environment = {"VMSTORE_CONFIG": str(config)}
+    ready = spawn(directory, "master", ["master", "--data-dir", str(directory / "master"),
+                                        "--listen", master, "--key-file", str(key_file),
+                                        *master_flags], environment=environment)
+    wait_ready(ready, "master", directory)
     names = []
     for index in range(chunkservers):
         name = f"chunkserver{index}"
@@ -111,7 +121,7 @@ def local_up(directory: Path, chunkservers: int, mountpoint: Path | None = None,
             "chunkserver", "--data-dir", str(directory / name),
             "--listen", f"127.0.0.1:{free_port()}",
             "--master", master, "--key-file", str(key_file), "--host-label", f"local{index}",
-            *chunkserver_flags])
+            *chunkserver_flags], environment=environment)
         names.append(name)
     for name in names:
         wait_ready(directory / "run" / f"{name}.addr", name, directory)
@@ -119,9 +129,20 @@ def local_up(directory: Path, chunkservers: int, mountpoint: Path | None = None,
         mountpoint.mkdir(parents=True, exist_ok=True)
         ready = spawn(directory, "mount", [
             "mount", "--foreground", str(mountpoint), "--master", master,
-            "--key-file", str(key_file), "--host-label", "local0"])
+            "--key-file", str(key_file), "--host-label", "local0"], environment=environment)
         wait_ready(ready, "mount", directory)
     return master
+
+
+def _tls_section(directory: Path) -> str:
+    """A CA and one certificate for 127.0.0.1 in DIR/tls (made once), as a [tls] section."""
+    certificates = directory / "tls"
+    if not (certificates / "ca.crt").exists():
+        create_ca(certificates)
+        issue_host_certificate(certificates, "local", ["127.0.0.1", "localhost"])
+    return (f'\n[tls]\nmode = "required"\nca_file = "{certificates / "ca.crt"}"\n'
+            f'cert_file = "{certificates / "local.crt"}"\n'
+            f'key_file = "{certificates / "local.key"}"\n')
 
 
 def local_down(directory: Path) -> int:
@@ -159,7 +180,7 @@ def local_down(directory: Path) -> int:
 def run_local(args: argparse.Namespace) -> int:
     if args.action == "up":
         mountpoint = None if args.no_mount else (args.mount or args.dir / "mnt").absolute()
-        master = local_up(args.dir, args.chunkservers, mountpoint)
+        master = local_up(args.dir, args.chunkservers, mountpoint, tls=args.tls)
         print(f"vmstore local cluster up: master {master}, {args.chunkservers} chunkservers")
         if mountpoint is not None:
             print(f"  mounted at:    {mountpoint} (fuse.vmstore)")
@@ -183,4 +204,6 @@ def register(subparsers: Any) -> None:
     local.add_argument("--chunkservers", type=int, default=3, help="how many (default 3)")
     local.add_argument("--mount", type=Path, help="mount point (default DIR/mnt)")
     local.add_argument("--no-mount", action="store_true", help="daemons only, no FUSE mount")
+    local.add_argument("--tls", action="store_true", help="make a CA and a certificate in"
+                       " DIR/tls and require TLS on every connection")
     local.set_defaults(handler=run_local)

@@ -19,9 +19,16 @@ from vmstore.cli import (
     migrate_command,
     mount_command,
     status,
+    tls_command,
 )
+from vmstore.cli.config import load_tls_settings
 from vmstore.dfs import __version__
 from vmstore.dfs.errors import DfsError
+from vmstore.dfs.protocol import tls
+
+# These read or write the config file themselves and connect nowhere: a
+# [tls] they are about to fix must not stop them.
+COMMANDS_WITHOUT_CONNECTIONS = frozenset({"init", "tls", "bench", "umount", "local"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vmstore {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (init_command, daemons, local_cluster, mount_command, status, fsck, files,
-                   import_command, file_info, lease, migrate_command, bench):
+                   import_command, file_info, lease, migrate_command, bench, tls_command):
         module.register(subparsers)
     return parser
 
@@ -40,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command not in COMMANDS_WITHOUT_CONNECTIONS:
+            tls.configure(load_tls_settings())  # every connection this process makes or takes
         result: int = args.handler(args)
         return result
     except DfsError as error:

@@ -12,10 +12,11 @@ from typing import Any
 
 import trio
 
-from vmstore.cli.config import add_master_argument, load_config
+from vmstore.cli.config import add_master_argument, load_config, load_tls_settings
 from vmstore.cli.daemons import add_metrics_argument, serve_metrics
 from vmstore.cli.log_setup import add_logging_arguments, logging_flags, setup_logging_from
 from vmstore.dfs.errors import Busy, ConfigError, DfsError
+from vmstore.dfs.protocol import tls
 from vmstore.dfs.protocol.auth import load_key
 
 MOUNT_READY_TIMEOUT_S = 30.0
@@ -49,7 +50,8 @@ def mount_in_foreground(args: argparse.Namespace) -> int:
                              key=load_key(config.key_file),
                              host_label=args.host_label or config.host_label,
                              read_only=args.read_only,
-                             writeback_cache=args.writeback_cache)
+                             writeback_cache=args.writeback_cache,
+                             reload=lambda: tls.configure(load_tls_settings()))
     async def mount_and_report() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(run_mount, settings)

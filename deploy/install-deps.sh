@@ -25,6 +25,7 @@
 #                          loop-mounted filesystems (chunkserver disk-full tests)
 #   kmod                   modprobe fuse when /dev/fuse is missing
 #   systemd                systemd-analyze verify for the units in deploy/systemd
+#   openssl                `vmstore tls` makes the CA and host certificates with it
 #   qemu-system-x86, libvirt-daemon-system, libvirt-clients
 #                          real guests and live migrations (one libvirtd per
 #                          simulated host; the tests start them, not systemd)
@@ -59,7 +60,7 @@ quietly() {
 
 command -v "$PYTHON" >/dev/null 2>&1 || die "no interpreter '$PYTHON' on PATH (set PYTHON=...)"
 
-packages=(fuse3 libfuse3-dev pkg-config gcc qemu-utils fio iproute2 procps util-linux e2fsprogs kmod systemd
+packages=(fuse3 libfuse3-dev pkg-config gcc qemu-utils fio iproute2 procps util-linux e2fsprogs kmod systemd openssl
           qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev busybox-static libc6-dev)
 if ! "$PYTHON" -c 'import os, sys, sysconfig
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import trio
 
 from vmstore.dfs.client.client import open_client
 from vmstore.dfs.client.master_client import ClientIdentity
+from vmstore.dfs.errors import DfsError
 from vmstore.fuse.operations import VmstoreOperations
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,9 @@ class MountSettings:
     host_label: str
     read_only: bool = False
     writeback_cache: bool = False  # see VmstoreOperations: breaks coherence across hosts
+    # On SIGHUP (systemctl reload): re-read what may change live (TLS); new
+    # connections use it, open ones go on until they are remade.
+    reload: Callable[[], None] | None = None
 
 
 def mount_options(settings: MountSettings) -> set[str]:
@@ -97,6 +102,8 @@ async def run_mount(settings: MountSettings, *,
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_terminate_on_signal)
+                if settings.reload is not None:
+                    nursery.start_soon(_reload_on_signal, settings.reload)
                 nursery.start_soon(raise_readahead, settings.mountpoint)
                 log.info("mounted %s:%d at %s", settings.master_host, settings.master_port,
                          settings.mountpoint)
@@ -106,6 +113,17 @@ async def run_mount(settings: MountSettings, *,
         finally:
             pyfuse3.close(unmount=True)
             log.info("unmounted %s", settings.mountpoint)
+
+
+async def _reload_on_signal(reload: Callable[[], None]) -> None:
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            try:
+                reload()
+                log.info("SIGHUP: configuration reloaded")
+            except DfsError as error:
+                log.error("SIGHUP: configuration not reloaded, the old one stays: %s",
+                          error.message)
 
 
 async def _terminate_on_signal() -> None:

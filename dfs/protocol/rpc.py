@@ -61,7 +61,7 @@ from vmstore.dfs.errors import (
     unwrapped_errors,
 )
 from vmstore.dfs.log_fields import about
-from vmstore.dfs.protocol import auth
+from vmstore.dfs.protocol import auth, tls
 from vmstore.dfs.protocol.codec import (
     HEADER_BYTES,
     REQUEST_ID_MAX,
@@ -434,24 +434,32 @@ async def open_connection(
     handler: Handler | None = None,
     compress: bool = False,
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    security: tls.TransportSecurity | None = None,
 ) -> AsyncIterator[Connection]:
-    """Connect, authenticate both ways, and serve the connection while the block runs."""
+    """Connect (in TLS if this process's mode says so), authenticate both ways, and
+    serve the connection while the block runs."""
     peer = f"{host}:{port}"
-    try:
-        with trio.fail_after(connect_timeout_s):
-            stream = await trio.open_tcp_stream(host, port)
-    except (OSError, trio.TooSlowError) as error:
-        raise PeerUnavailable(f"cannot connect to {peer}: {error or 'timed out'}") from None
-    frames = FrameStream(stream)
+    security = security or tls.current()
+    stream: trio.abc.Stream = await _connect(host, port, connect_timeout_s)
     try:
         with trio.fail_after(AUTH_TIMEOUT_S):
+            try:
+                stream = await security.connector_stream(stream, host)
+            except tls.PeerSpeaksNoTls:
+                await trio.aclose_forcefully(stream)
+                if security.mode == "required":
+                    raise
+                stream = await _connect(host, port, connect_timeout_s)
+                security.note_plaintext_fallback(peer)
+            frames = FrameStream(stream)
             await _authenticate_connector(frames, key, role, peer)
     except AuthenticationFailed:
         await trio.aclose_forcefully(stream)
-        raise  # a wrong key is not a passing fault: never retried
+        raise  # a wrong key or certificate is not a passing fault: never retried
     except (trio.TooSlowError, DfsError, *_CONNECTION_ERRORS) as error:
         await trio.aclose_forcefully(stream)
-        raise PeerUnavailable(f"handshake with {peer} failed: {error or 'timed out'}") from None
+        reason = str(error) or type(error).__name__
+        raise PeerUnavailable(f"handshake with {peer} failed: {reason}") from None
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
@@ -465,6 +473,15 @@ async def open_connection(
                 connection.close()
 
 
+async def _connect(host: str, port: int, timeout_s: float) -> trio.SocketStream:
+    try:
+        with trio.fail_after(timeout_s):
+            return await trio.open_tcp_stream(host, port)
+    except (OSError, trio.TooSlowError) as error:
+        raise PeerUnavailable(f"cannot connect to {host}:{port}: {error or 'timed out'}"
+                              ) from None
+
+
 HandlerFactory = Callable[[Connection], Handler]
 
 
@@ -476,6 +493,7 @@ async def serve_connections(
     handler_factory: HandlerFactory,
     *,
     compress: bool = False,
+    security: tls.TransportSecurity | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on host:port; reports the bound port through ``task_status``."""
@@ -484,7 +502,7 @@ async def serve_connections(
     task_status.started(bound_port)
     admission = PeerConnections(CONNECTIONS_PER_PEER_MAX, CONNECTIONS_MAX)
     serve_one = functools.partial(_serve_one, key, allowed_roles, handler_factory, compress,
-                                  admission)
+                                  admission, security or tls.current())
     await trio.serve_listeners(serve_one, listeners)
 
 
@@ -494,6 +512,7 @@ async def _serve_one(
     handler_factory: HandlerFactory,
     compress: bool,
     admission: PeerConnections,
+    security: tls.TransportSecurity,
     stream: trio.SocketStream,
 ) -> None:
     try:
@@ -511,9 +530,9 @@ async def _serve_one(
                                                  refused=refused, error=refusal))
             await trio.aclose_forcefully(stream)
             return
-        frames = FrameStream(stream)
         try:
             with trio.fail_after(AUTH_TIMEOUT_S):
+                frames = FrameStream(await security.acceptor_stream(stream, peer))
                 role = await _authenticate_acceptor(frames, key, peer, allowed_roles)
         except (trio.TooSlowError, DfsError, *_CONNECTION_ERRORS) as error:
             reason = str(error) if error else "handshake timed out"

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from vmstore.cli.config import parse_address
+from vmstore.cli.config import load_tls_settings, parse_address
 from vmstore.cli.local_cluster import local_down, local_up, spawn, wait_ready
 from vmstore.dfs.client.client import Client, open_client
 from vmstore.dfs.client.master_client import ClientIdentity
+from vmstore.dfs.protocol import tls
 from vmstore.dfs.protocol.auth import load_key
 
 DEATH_TIMEOUT_S = 10.0
@@ -31,10 +32,11 @@ DEATH_TIMEOUT_S = 10.0
 class Cluster:
     def __init__(self, directory: Path, chunkservers: int,
                  master_flags: tuple[str, ...] = (),
-                 chunkserver_flags: tuple[str, ...] = ()) -> None:
+                 chunkserver_flags: tuple[str, ...] = (), tls: bool = False) -> None:
         self.directory = directory
         self.master_address = local_up(directory, chunkservers, None, master_flags,
-                                       chunkserver_flags)
+                                       chunkserver_flags, tls=tls)
+        self.tls = load_tls_settings(self.config_path)
         self.master_host, self.master_port = parse_address(self.master_address, "master")
         self.key = load_key(directory / "cluster.key")
         self.chunkserver_names = [f"chunkserver{i}" for i in range(chunkservers)]
@@ -75,10 +77,15 @@ class Cluster:
     @asynccontextmanager
     async def client(self, host_label: str = "local0",
                      reconnect_timeout_s: float = 60.0) -> AsyncIterator[Client]:
-        async with open_client(self.master_host, self.master_port, self.key,
-                               ClientIdentity(host_label=host_label),
-                               reconnect_timeout_s=reconnect_timeout_s) as client:
-            yield client
+        before = tls.current()
+        tls.configure(self.tls)  # this test process connects as the cluster's hosts do
+        try:
+            async with open_client(self.master_host, self.master_port, self.key,
+                                   ClientIdentity(host_label=host_label),
+                                   reconnect_timeout_s=reconnect_timeout_s) as client:
+                yield client
+        finally:
+            tls.restore(before)
 
 
 def vmstore_command(*arguments: str, config: Path,
