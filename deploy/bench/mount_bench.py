@@ -4,7 +4,7 @@
 Run from a checkout, as root (FUSE mount, allow_other), with fio and
 qemu-img installed (deploy/install-deps.sh):
 
-    python3 deploy/bench/mount_bench.py [--dir /var/tmp/vmstore-mount-bench] [--runtime 10]
+    python3 deploy/bench/mount_bench.py [--dir /var/tmp/vmstore-mount-bench] [--runtime 10] [--tls]
 
 It starts a local cluster (master + 3 chunkservers on loopback, goal 2 set
 with ``vmstore goal``) and mounts it with a real ``vmstore mount`` process,
@@ -41,9 +41,10 @@ GOAL = 2
 
 
 @contextmanager
-def vmstore_mount(directory: Path) -> Iterator[Path]:
-    """A local vmstore cluster (3 chunkservers, goal 2) mounted under ``directory``."""
-    cluster = Cluster(directory, CHUNKSERVERS)
+def vmstore_mount(directory: Path, tls: bool = False) -> Iterator[Path]:
+    """A local vmstore cluster (3 chunkservers, goal 2; TLS required if ``tls``)
+    mounted under ``directory``."""
+    cluster = Cluster(directory, CHUNKSERVERS, tls=tls)
     try:
         mount = Mount(cluster, directory / "mnt")
         try:
@@ -88,6 +89,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="rounds (default 1)")
     parser.add_argument("--workloads", help="comma-separated names (default: all; see"
                         " vmstore bench --help)")
+    parser.add_argument("--tls", action="store_true", help="also a second cluster with TLS"
+                        " required on every connection: the cost of TLS, in the same run")
     args = parser.parse_args()
     chosen = choose_workloads(args.workloads)
     directory = args.dir or Path(tempfile.mkdtemp(prefix="vmstore-mount-bench-",
@@ -101,10 +104,16 @@ def main() -> int:
     with vmstore_mount(directory / "cluster") as mounted:
         reports["vmstore"] = measure(mounted, chosen, args.size, args.runtime, args.repeat,
                                      directory)
+    ratios: tuple[tuple[str, str], ...] = (("vmstore", "local disk"),)
+    if args.tls:
+        with vmstore_mount(directory / "cluster-tls", tls=True) as mounted:
+            reports["vmstore TLS"] = measure(mounted, chosen, args.size, args.runtime,
+                                             args.repeat, directory)
+        ratios += (("vmstore TLS", "vmstore"),)
     tools = ", ".join(reports["vmstore"]["tools"].values())
     print(f"\n{tools}; {args.size / 2**20:,.0f} MiB file; timed jobs {args.runtime:g} s;"
           f" {args.repeat} round(s); local disk = {local_dir}; ↓ lower is better\n")
-    print(markdown_table(reports, (("vmstore", "local disk"),)))
+    print(markdown_table(reports, ratios))
     if args.dir is None:
         shutil.rmtree(directory)
     return 0
