@@ -90,7 +90,16 @@ class CrossDevice(DfsError):
 
 
 class ReadOnly(DfsError):
+    """A change asked of a read-only export (or a read-only mount)."""
+
     code = 15
+
+
+class AccessDenied(DfsError):
+    """The master's exports refuse this: an address not exported, an inode outside
+    the mount's directory, a request an admin connection may not make."""
+
+    code = 18
 
 
 class RangeTooLarge(DfsError):
@@ -123,7 +132,8 @@ class ChunkNotFound(DfsError):
 
 
 class WriteRefused(DfsError):
-    """A chunkserver refused a write (not in the chain, bad token, ...)."""
+    """A chunkserver refused a write or flush: its capability is missing, forged, or for
+    another chunk or operation."""
 
     code = 24
 
@@ -139,9 +149,17 @@ class LeaseLost(DfsError):
 
 
 class TokenExpired(DfsError):
-    """A write token is past its life (or older than the chunkserver): get a fresh one."""
+    """A capability is past its life (or a write one older than the chunkserver): get a
+    fresh one."""
 
     code = 26
+
+
+class ReadRefused(DfsError):
+    """A chunkserver refused a read: its capability is missing, forged, or for another
+    chunk or operation."""
+
+    code = 27
 
 
 # --- connections -------------------------------------------------------------

@@ -30,6 +30,7 @@ ERRNO_BY_ERROR: dict[type[errors.DfsError], int] = {
     errors.LeaseHeld: errno.EBUSY,
     errors.CrossDevice: errno.EXDEV,
     errors.ReadOnly: errno.EROFS,
+    errors.AccessDenied: errno.EACCES,
     errors.RangeTooLarge: errno.E2BIG,
     # Data that cannot be read or written right now: what a failing disk says.
     errors.StaleChunkVersion: errno.EIO,
@@ -39,6 +40,7 @@ ERRNO_BY_ERROR: dict[type[errors.DfsError], int] = {
     errors.WriteRefused: errno.EIO,
     errors.LeaseLost: errno.EIO,
     errors.TokenExpired: errno.EIO,
+    errors.ReadRefused: errno.EACCES,
     errors.ProtocolError: errno.EIO,
     errors.AuthenticationFailed: errno.EACCES,
     errors.PeerUnavailable: errno.EIO,

@@ -8,11 +8,16 @@ Promises:
   version is the one asked for.
 * A flush is answered only after the chunk's data is on stable storage here
   and down the chain.
-* A write lands only with a valid write token of a current lease epoch
-  (``write_fence``). If this replica applied a write that a member down the
-  chain refused because its writer was fenced, nobody will repeat that
-  write, so this replica no longer matches its peers: it reports itself
-  damaged and the master rebuilds it from them.
+* Nothing is served without the master's capability for the chunk and the
+  operation (``protocol.capability``): a read needs READ, a write and a
+  flush need WRITE; a write's also needs a current lease epoch
+  (``write_fence``). Forwarded writes and flushes carry the client's
+  capability, and each chain member checks it again. A refusal names what
+  was wrong (missing, forged, other chunk, other operation, expired).
+* If this replica applied a write that a member down the chain refused
+  because its writer was fenced, nobody will repeat that write, so this
+  replica no longer matches its peers: it reports itself damaged and the
+  master rebuilds it from them.
 
 Disk calls on small buffers run inline (a pwrite to the page cache costs
 less than a thread hop); fsync and big transfers go to a worker thread.
@@ -49,6 +54,7 @@ from vmstore.dfs.errors import (
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import LATENCY_BUCKETS_S, REGISTRY
 from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.capability import READ, WRITE
 from vmstore.dfs.protocol.rpc import Connection, ConnectionPool, Handler
 
 log = logging.getLogger(__name__)
@@ -127,6 +133,7 @@ class DataService:
         return ReplicaUnavailable(message, self.server_id())
 
     async def read(self, request: m.ToChunkserverReadChunk) -> tuple[m.Message, bytes]:
+        self.fence.capabilities.check(request.capability, request.chunk_id, READ)
         if request.length_bytes > DATA_REQUEST_BYTES_MAX:
             raise InvalidArgument(f"read of {request.length_bytes} bytes: at most"
                                   f" {DATA_REQUEST_BYTES_MAX} per request")
@@ -210,6 +217,9 @@ class DataService:
                 member.server_id) from None
 
     async def flush(self, request: m.ToChunkserverFlushChunk) -> m.Message:
+        # WRITE, but no epoch: a flush changes no bytes, and a fenced writer's
+        # flush only makes durable what its peers have anyway.
+        self.fence.capabilities.check(request.capability, request.chunk_id, WRITE)
         with unwrapped_errors():
             await self._flush_chain(request)
         return m.EmptyReply()
@@ -219,7 +229,7 @@ class DataService:
             if request.chain_rest:
                 forwarded = m.ToChunkserverFlushChunk(
                     chunk_id=request.chunk_id, version=request.version,
-                    chain_rest=request.chain_rest[1:])
+                    chain_rest=request.chain_rest[1:], capability=request.capability)
                 nursery.start_soon(self._call_next, request.chain_rest[0], forwarded)
             try:
                 version = self.store.version_of(request.chunk_id)

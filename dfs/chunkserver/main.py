@@ -18,6 +18,7 @@ from vmstore.dfs.chunkserver.replicator import Replicator
 from vmstore.dfs.chunkserver.scrubber import Scrubber
 from vmstore.dfs.chunkserver.write_fence import WriteFence
 from vmstore.dfs.constants import REPLICATION_BANDWIDTH_BYTES_PER_S, SCRUB_RATE_BYTES_PER_S
+from vmstore.dfs.protocol.capability import VerifiedCapabilities
 from vmstore.dfs.protocol.rpc import ConnectionPool, serve_connections
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,8 @@ async def run_chunkserver(settings: ChunkserverSettings, *,
         async with trio.open_nursery() as nursery:
             peers = ConnectionPool(nursery, settings.key, "chunkserver", compress=False)
             link: MasterLink | None = None
-            data = DataService(store, peers, WriteFence(settings.key),
-                               lambda: link.server_id if link else 0)
+            fence = WriteFence(VerifiedCapabilities(settings.key))
+            data = DataService(store, peers, fence, lambda: link.server_id if link else 0)
             port = await nursery.start(serve_connections, settings.listen_host, settings.port,
                                        settings.key, ROLES, data.handler_for)
             link = MasterLink(LinkSettings(

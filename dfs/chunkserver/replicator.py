@@ -5,6 +5,8 @@ on stable storage. Until then it sits at the previous version, which the
 master already knows is stale: if this process dies mid-copy, the partial
 replica is reported stale at the next registration and deleted, never read.
 Copies are throttled to ``bandwidth_bytes_per_s`` so guests keep their I/O.
+Every read from a source carries the READ capability the master put in its
+command: sources serve no copy the master did not order.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ class Replicator:
                 connection = await self.peers.get(source.host, source.port)
                 reply, payload = await connection.call(m.ToChunkserverReadChunk(
                     chunk_id=request.chunk_id, version=request.version, offset_bytes=offset,
-                    length_bytes=REPLICATION_PIECE_BYTES), timeout_s=DATA_RPC_TIMEOUT_S,
+                    length_bytes=REPLICATION_PIECE_BYTES, capability=request.capability),
+                    timeout_s=DATA_RPC_TIMEOUT_S,
                     reply_type=m.ReadChunkReply)
             except DfsError as error:
                 errors.append(f"server {source.server_id}: {error}")

@@ -9,12 +9,17 @@ Promises:
   trying each replica before asking the master again; holes read as zeros.
 * ``flush`` returns when every chunk written since the last flush is on
   stable storage on every replica of its chain.
-* Every write carries a token of the file's write lease (``leases``),
-  refreshed from the master at half its life; a write refused because the
-  lease is gone (LeaseLost) is never retried and drops nobody from a chain.
+* Every write and flush carries a WRITE capability ("token") of the file's
+  write lease (``leases``), refreshed from the master at half its life; a
+  write refused because the lease is gone (LeaseLost) is never retried and
+  drops nobody from a chain.
+* Every read carries the READ capability the master put in the chunk's
+  location; a cached location is asked for again at half its capability's
+  life, together with the next LOCATION_PREFETCH_CHUNKS - 1 chunks, so
+  steady reads pay one master round trip per prefetch batch per half-life.
 
 Chunk locations are cached (bounded); a cached location is dropped as soon
-as a chunkserver says it is stale.
+as a chunkserver says it is stale or refuses its capability.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from vmstore.dfs.errors import (
     InvalidArgument,
     LeaseHeld,
     LeaseLost,
+    ReadRefused,
     ReplicaUnavailable,
     TokenExpired,
     WriteRefused,
@@ -50,6 +56,7 @@ from vmstore.dfs.errors import (
 )
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.capability import READ_CAPABILITY_LIFE_S
 from vmstore.dfs.protocol.rpc import ConnectionPool
 from vmstore.dfs.types import InodeId
 
@@ -79,13 +86,27 @@ class _WriteTarget:
     """A write chain, the token its members check, and when to get a fresh one."""
 
     location: m.ChunkLocation
-    token: m.WriteToken
+    token: m.Capability
     refresh_at_s: float  # trio clock: half the token's life after it arrived
 
     @classmethod
     def from_reply(cls, reply: m.WriteLocationReply) -> _WriteTarget:
-        life_s = (reply.token.expires_ns - reply.token.issued_ns) / 1e9
-        return cls(reply.location, reply.token, trio.current_time() + life_s / 2)
+        return cls(reply.location, reply.token, _refresh_at_s(reply.token))
+
+
+@dataclass(frozen=True)
+class _ReadTarget:
+    """Where a chunk can be read (None: a hole), and when to ask the master again."""
+
+    location: m.ChunkLocation | None
+    refresh_at_s: float  # trio clock: half the read capability's life after it arrived
+
+
+def _refresh_at_s(capability: m.Capability | None) -> float:
+    """Half a capability's life from now (by the local clock: immune to clock skew)."""
+    life_s = (READ_CAPABILITY_LIFE_S if capability is None
+              else (capability.expires_ns - capability.issued_ns) / 1e9)
+    return trio.current_time() + life_s / 2
 
 
 @dataclass
@@ -102,22 +123,30 @@ class ChunkIO:
         self.master = master
         self.chunkservers = chunkservers
         self.leases = leases
-        self._read_locations: dict[tuple[int, int], m.ChunkLocation | None] = {}
+        self._read_locations: dict[tuple[int, int], _ReadTarget] = {}
         self._write_targets: dict[tuple[int, int], _WriteTarget] = {}
         self.unflushed: dict[int, _Unflushed] = {}
 
     # --- locations ------------------------------------------------------------
     async def _location_for_read(self, inode: int, index: int) -> m.ChunkLocation | None:
-        key = (inode, index)
-        if key in self._read_locations:
-            return self._read_locations[key]  # fast path; None caches a hole
+        cached = self._read_locations.get((inode, index))
+        if cached is not None and trio.current_time() < cached.refresh_at_s:
+            return cached.location  # fast path; None is a hole
         reply = await self.master.call(m.ClientToMasterChunkLocations(
             inode=inode, first_index=index, count=LOCATION_PREFETCH_CHUNKS,
             session_id=self.master.session_id), reply_type=m.ChunkLocationsReply)
         self._trim_cache(self._read_locations)
         found = {location.index: location for location in reply.locations}
+        # Holes are asked again as often as the chunks around them (another
+        # host may fill them; close-to-open needs no more).
+        hole_refresh_at_s = min((_refresh_at_s(location.read_capability)
+                                 for location in reply.locations),
+                                default=_refresh_at_s(None))
         for i in range(index, index + LOCATION_PREFETCH_CHUNKS):
-            self._read_locations[(inode, i)] = found.get(i)
+            location = found.get(i)
+            self._read_locations[(inode, i)] = _ReadTarget(
+                location, hole_refresh_at_s if location is None
+                else _refresh_at_s(location.read_capability))
         return found.get(index)
 
     async def _target_for_write(self, inode: int, index: int) -> _WriteTarget:
@@ -142,7 +171,8 @@ class ChunkIO:
         target = _WriteTarget.from_reply(reply)
         self._trim_cache(self._write_targets)
         self._write_targets[(inode, target.location.index)] = target
-        self._read_locations[(inode, target.location.index)] = target.location
+        self._read_locations[(inode, target.location.index)] = _ReadTarget(
+            target.location, _refresh_at_s(target.location.read_capability))
         return target
 
     def forget(self, inode: int) -> None:
@@ -187,9 +217,15 @@ class ChunkIO:
                     connection = await self.chunkservers.get(replica.host, replica.port)
                     reply, payload = await connection.call(m.ToChunkserverReadChunk(
                         chunk_id=location.chunk_id, version=location.version,
-                        offset_bytes=inner, length_bytes=size),
+                        offset_bytes=inner, length_bytes=size,
+                        capability=location.read_capability),
                         timeout_s=DATA_RPC_TIMEOUT_S, reply_type=m.ReadChunkReply)
                     return join_zero_ranges(inner, size, reply.zero_ranges, payload)
+                except ReadRefused:
+                    raise  # the master gave this session no (valid) capability: no retry helps
+                except TokenExpired as error:
+                    errors.append(f"server {replica.server_id}: {error}")
+                    break  # every replica would say so: a fresh capability first
                 except DfsError as error:
                     errors.append(f"server {replica.server_id}: {error}")
             self._read_locations.pop((inode, index), None)
@@ -292,11 +328,17 @@ class ChunkIO:
         for _attempt in range(WRITE_RETRIES_MAX):
             head, rest = location.replicas[0], location.replicas[1:]
             try:
+                token = (await self._target_for_write(inode, location.index)).token
                 connection = await self.chunkservers.get(head.host, head.port)
                 await connection.call(m.ToChunkserverFlushChunk(
-                    chunk_id=location.chunk_id, version=location.version, chain_rest=rest),
-                    timeout_s=DATA_RPC_TIMEOUT_S)
+                    chunk_id=location.chunk_id, version=location.version, chain_rest=rest,
+                    capability=token), timeout_s=DATA_RPC_TIMEOUT_S)
                 return
+            except (InvalidArgument, WriteRefused, LeaseHeld, LeaseLost):
+                raise
+            except TokenExpired as error:
+                last_error = error
+                self._write_targets.pop((inode, location.index), None)  # a fresh one next
             except DfsError as error:
                 # The survivors acknowledged every write, so flushing them is enough.
                 last_error = error

@@ -39,6 +39,7 @@ from vmstore.dfs.master.keyed_lock import KeyedLock
 from vmstore.dfs.master.placement import Candidate, choose_servers, order_for_reader
 from vmstore.dfs.master.registry import Registry
 from vmstore.dfs.metadata.chunks import ChunkTable
+from vmstore.dfs.protocol.capability import CapabilitySigner
 from vmstore.dfs.protocol.messages import (
     ChunkLocation,
     ChunkReport,
@@ -65,12 +66,14 @@ class ChunkManager:
         reader_chunks: ChunkTable,
         registry: Registry,
         rng: random.Random,
+        signer: CapabilitySigner,
     ) -> None:
         self.committer = committer
         self.writer_chunks = writer_chunks  # only inside committer changes
         self.chunks = reader_chunks
         self.registry = registry
         self.rng = rng
+        self.signer = signer  # read capabilities for the copies it orders
         self.chunk_locks = KeyedLock()
         self.deletions_wanted = trio.Event()
         self.allocating: set[ChunkId] = set()
@@ -330,8 +333,9 @@ class ChunkManager:
             target = self.registry.chunkservers[chosen[0]]
             assert target.connection is not None
             sources = [self.registry.chunkservers[h].address for h in holders]
+            capability = self.signer.read(0, chunk_id, life_s=REPLICATION_TIMEOUT_S)
             await target.connection.call(MasterToChunkserverReplicate(
-                chunk_id=chunk_id, version=version, sources=sources),
+                chunk_id=chunk_id, version=version, sources=sources, capability=capability),
                 timeout_s=REPLICATION_TIMEOUT_S)
             await self.committer.run(lambda: self.writer_chunks.add_replica(chunk_id,
                                                                             target.server_id))

@@ -4,6 +4,9 @@ Like MooseFS's matoclserv. Every mutating request runs as one change in the
 group committer, together with storing its reply for retries; the reply is
 sent only after that commit is durable. Requests that need chunkservers
 (allocation, chain changes, truncation) talk to them first, then commit.
+
+Chunk locations carry read capabilities and write chains a write
+capability (``protocol.capability``); admin connections get neither.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import msgspec
 import trio
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -192,8 +196,9 @@ class ClientService:
         epoch = await self.leases.authorize_write(session_id, inode, request.lease_epoch)
         location = await self.chunk_manager.chunk_for_write(
             inode, request.index, attrs.goal, self.host_label_of(session_id))
-        return m.WriteLocationReply(location=location, token=self.leases.token(
-            session_id, ChunkId(location.chunk_id), epoch))
+        return m.WriteLocationReply(location=self.readable(connection, session_id, location),
+                                    token=self.leases.token(session_id,
+                                                            ChunkId(location.chunk_id), epoch))
 
     async def report_bad_chain(self, connection: Connection, request: Any) -> m.Message:
         _check_chunk_index(request.index)
@@ -203,8 +208,25 @@ class ClientService:
             inode, request.index, ChunkId(request.chunk_id),
             ChunkVersion(request.version), [ServerId(s) for s in request.failed_server_ids],
             self.host_label_of(session_id))
-        return m.WriteLocationReply(location=location, token=self.leases.token(
-            session_id, ChunkId(location.chunk_id), epoch))
+        return m.WriteLocationReply(location=self.readable(connection, session_id, location),
+                                    token=self.leases.token(session_id,
+                                                            ChunkId(location.chunk_id), epoch))
+
+    async def chunk_locations(self, connection: Connection, request: Any) -> m.Message:
+        _check_chunk_index(request.first_index)
+        locations = self.chunk_manager.locations(
+            InodeId(request.inode), request.first_index, request.count,
+            self.host_label_of(request.session_id))
+        return m.ChunkLocationsReply(locations=[
+            self.readable(connection, request.session_id, location) for location in locations])
+
+    def readable(self, connection: Connection, session_id: int,
+                 location: m.ChunkLocation) -> m.ChunkLocation:
+        """``location`` with a read capability, unless the connection is an admin's."""
+        if connection.role == "admin":
+            return location  # operators look at locations; they never read data
+        return msgspec.structs.replace(location, read_capability=self.leases.signer.read(
+            session_id, location.chunk_id))
 
     async def write_end(self, connection: Connection, request: Any) -> m.Message:
         self.leases.check_writer(SessionId(request.session_id), InodeId(request.inode))
@@ -327,13 +349,6 @@ def _check_chunk_index(index: int) -> None:
                            f" ({MAX_FILE_SIZE_BYTES} bytes)")
 
 
-def _chunk_locations(service: ClientService, request: Any) -> m.Message:
-    _check_chunk_index(request.first_index)
-    return m.ChunkLocationsReply(locations=service.chunk_manager.locations(
-        InodeId(request.inode), request.first_index, request.count,
-        service.host_label_of(request.session_id)))
-
-
 def _chunk_state(live: int, goal: int) -> str:
     """A chunk counts in exactly one of ok / undergoal / endangered / lost."""
     if live == 0:
@@ -423,7 +438,6 @@ _QUERIES: dict[type[m.Message], Callable[[ClientService, Any], m.Message]] = {
         value=s.namespace.getxattr(InodeId(r.inode), r.name)),
     m.ClientToMasterListXattr: lambda s, r: m.XattrNamesReply(
         names=s.namespace.listxattr(InodeId(r.inode))),
-    m.ClientToMasterChunkLocations: _chunk_locations,
     m.ClientToMasterStatFs: ClientService.statfs,
     m.ClientToMasterStatus: ClientService.status,
     m.ClientToMasterFsck: ClientService.fsck,
@@ -439,6 +453,7 @@ _SPECIAL: dict[type[m.Message], Callable[[ClientService, Connection, Any], Any]]
     m.ClientToMasterDrain: ClientService.drain,
     m.ClientToMasterChunkForWrite: ClientService.chunk_for_write,
     m.ClientToMasterReportBadChain: ClientService.report_bad_chain,
+    m.ClientToMasterChunkLocations: ClientService.chunk_locations,
     m.ClientToMasterSetAttr: ClientService.setattr,
     m.ClientToMasterWriteEnd: ClientService.write_end,
     m.ClientToMasterAcquireLease: ClientService.acquire_lease,

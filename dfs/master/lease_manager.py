@@ -2,7 +2,7 @@
 
 Promises:
 * At most one client session holds a file's write lease. Only the holder
-  gets write tokens, changes the file's write chains, truncates it or
+  gets write capabilities (tokens), changes the file's write chains, truncates it or
   publishes its size; another session asking gets LeaseHeld (EBUSY), which
   names the holder's host.
 * A session silent for ``lease_expiry_s`` is expired: it loses its leases
@@ -39,7 +39,7 @@ from vmstore.dfs.master.registry import Registry, SessionEntry
 from vmstore.dfs.metadata.leases import LeaseRow, LeaseTable
 from vmstore.dfs.metadata.sessions import SessionTable
 from vmstore.dfs.protocol import messages as m
-from vmstore.dfs.protocol import write_token
+from vmstore.dfs.protocol.capability import CapabilitySigner
 from vmstore.dfs.types import ChunkId, InodeId, SessionId
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ FilesReleased = Callable[[list[InodeId]], Awaitable[None]]
 class LeaseManager:
     def __init__(self, committer: GroupCommitter, writer_leases: LeaseTable,
                  reader_leases: LeaseTable, writer_sessions: SessionTable, registry: Registry,
-                 chunk_manager: ChunkManager, cluster_key: bytes, lease_expiry_s: float,
+                 chunk_manager: ChunkManager, signer: CapabilitySigner, lease_expiry_s: float,
                  files_released: FilesReleased) -> None:
         assert lease_expiry_s > CLOCK_SKEW_MAX_S, "checked by the master's settings"
         self.committer = committer
@@ -59,8 +59,8 @@ class LeaseManager:
         self.registry = registry
         self.chunk_manager = chunk_manager
         self.lease_expiry_s = lease_expiry_s
-        self.token_life_ns = int((lease_expiry_s - CLOCK_SKEW_MAX_S) * 1e9)
-        self._token_key = write_token.token_key(cluster_key)
+        assert signer.write_life_ns <= (lease_expiry_s - CLOCK_SKEW_MAX_S) * 1e9
+        self.signer = signer
         self._files_released = files_released
         self._locks = KeyedLock()
 
@@ -170,10 +170,8 @@ class LeaseManager:
                 f" lease epoch {lease.epoch})")
 
     # --- tokens -----------------------------------------------------------------------
-    def token(self, session_id: SessionId, chunk_id: ChunkId, epoch: int) -> m.WriteToken:
-        return write_token.sign(self._token_key, chunk_id=chunk_id, epoch=epoch,
-                                session_id=session_id, issued_ns=time.time_ns(),
-                                life_ns=self.token_life_ns)
+    def token(self, session_id: SessionId, chunk_id: ChunkId, epoch: int) -> m.Capability:
+        return self.signer.write(session_id, chunk_id, epoch)
 
     # --- renewals ---------------------------------------------------------------------
     def renew(self, session_id: SessionId, believed: list[tuple[int, int]]) -> list[int]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from vmstore.dfs.constants import LEASE_EXPIRY_S, REPLICATION_DELAY_S
+from vmstore.dfs.constants import CLOCK_SKEW_MAX_S, LEASE_EXPIRY_S, REPLICATION_DELAY_S
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.chunkserver_service import ChunkserverService
 from vmstore.dfs.master.client_service import ClientService
@@ -30,6 +30,7 @@ from vmstore.dfs.metadata.leases import LeaseTable
 from vmstore.dfs.metadata.namespace import Namespace
 from vmstore.dfs.metadata.sessions import SessionTable
 from vmstore.dfs.metadata.store import MetadataStore
+from vmstore.dfs.protocol.capability import CapabilitySigner
 from vmstore.dfs.protocol.rpc import Connection, Handler, serve_connections
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,13 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
         for server_id, _uuid, host, port, label, draining in reader_chunks.servers():
             registry.known(server_id, host, port, label)
             registry.chunkservers[server_id].draining = draining
+        signer = CapabilitySigner(settings.key,
+                                  write_life_s=settings.lease_expiry_s - CLOCK_SKEW_MAX_S)
         chunk_manager = ChunkManager(committer, ChunkTable(writer), reader_chunks, registry,
-                                     random.Random(settings.seed))
+                                     random.Random(settings.seed), signer)
         chunkservers = ChunkserverService(committer, ChunkTable(writer), chunk_manager, registry)
         leases = LeaseManager(committer, LeaseTable(writer), LeaseTable(reader),
-                              SessionTable(writer), registry, chunk_manager, settings.key,
+                              SessionTable(writer), registry, chunk_manager, signer,
                               settings.lease_expiry_s,
                               files_released=lambda inodes: clients.delete_orphans(inodes))
         leases.adopt_sessions_after_restart()

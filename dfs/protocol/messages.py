@@ -126,29 +126,36 @@ CHAIN_MEMBERS_MAX = 2 * MAX_GOAL
 Chain = Annotated[list[ReplicaAddress], msgspec.Meta(max_length=CHAIN_MEMBERS_MAX)]
 
 
+class Capability(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """The master's permission for one operation on one chunk, until a time.
+
+    ``mac`` is HMAC-SHA256 (truncated to 16 bytes) over the other fields with
+    a key derived from the cluster key (``protocol.capability``); a
+    chunkserver checks it, the chunk, the operation and the expiry (and for
+    writes the lease epoch) before serving.
+    """
+
+    chunk_id: U63
+    operation: U63  # capability.READ (1) | capability.WRITE (2)
+    epoch: U63  # a write lease's epoch (chunkservers refuse older ones); 0 for reads
+    session_id: U63  # the client session it was issued to (0: the master itself), for logs
+    issued_ns: U63  # master wall clock
+    expires_ns: U63
+    mac: bytes
+
+
 class ChunkLocation(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    """Chunk ``index`` of a file, and its current replicas (chain order)."""
+    """Chunk ``index`` of a file, and its current replicas (chain order).
+
+    ``read_capability`` lets the session it was given to read the chunk from
+    any of them; None for admin connections, which only look.
+    """
 
     index: U63
     chunk_id: U63
     version: U63
     replicas: list[ReplicaAddress]
-
-
-class WriteToken(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    """The master's permission to write one chunk under one lease epoch, until a time.
-
-    ``mac`` is HMAC-SHA256 over the other fields with a key derived from the
-    cluster key (``protocol.write_token``); every chunkserver of the chain
-    checks it, the chunk, the expiry and the epoch before writing.
-    """
-
-    chunk_id: U63
-    epoch: U63  # the write lease's epoch; a chunkserver refuses epochs older than it has seen
-    session_id: U63  # the lease holder, for logs
-    issued_ns: U63  # master wall clock
-    expires_ns: U63
-    mac: bytes
+    read_capability: Capability | None = None
 
 
 class ChunkReport(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -420,11 +427,11 @@ class ChunkLocationReply(Message, frozen=True, kw_only=True):
 
 
 class WriteLocationReply(Message, frozen=True, kw_only=True):
-    """A write chain (head first) and the token every member of it checks."""
+    """A write chain (head first) and the write capability every member of it checks."""
 
     TYPE: ClassVar[int] = 146
     location: ChunkLocation
-    token: WriteToken
+    token: Capability  # operation WRITE, at the lease's epoch
 
 
 class ClientToMasterChunkForWrite(Request, frozen=True, kw_only=True):
@@ -749,7 +756,8 @@ class MasterToChunkserverReplicate(Request, frozen=True, kw_only=True):
     """Make a replica here by copying the chunk from ``sources`` (any of them).
 
     The copy is built at ``version - 1`` (stale, never served or adopted)
-    and becomes ``version`` only when complete and durable.
+    and becomes ``version`` only when complete and durable. The sources
+    serve the copy's reads only with ``capability``.
     """
 
     TYPE: ClassVar[int] = 214
@@ -757,6 +765,7 @@ class MasterToChunkserverReplicate(Request, frozen=True, kw_only=True):
     chunk_id: U63
     version: U63
     sources: list[ReplicaAddress]
+    capability: Capability | None = None  # READ of the chunk, shown to the sources
 
 
 class MasterToChunkserverFence(Request, frozen=True, kw_only=True):
@@ -800,6 +809,7 @@ class ToChunkserverReadChunk(Request, frozen=True, kw_only=True):
     version: U63
     offset_bytes: U63
     length_bytes: U63
+    capability: Capability | None = None  # READ of this chunk; None is refused
 
 
 class ToChunkserverWriteChunk(Request, frozen=True, kw_only=True):
@@ -818,7 +828,7 @@ class ToChunkserverWriteChunk(Request, frozen=True, kw_only=True):
     length_bytes: U63
     zero_ranges: list[tuple[U63, U63]]
     chain_rest: Chain
-    token: WriteToken | None = None  # every write needs one; None is refused
+    token: Capability | None = None  # WRITE of this chunk; None is refused
 
 
 class ToChunkserverFlushChunk(Request, frozen=True, kw_only=True):
@@ -829,6 +839,7 @@ class ToChunkserverFlushChunk(Request, frozen=True, kw_only=True):
     chunk_id: U63
     version: U63
     chain_rest: Chain
+    capability: Capability | None = None  # WRITE of this chunk; None is refused
 
 
 ALL_MESSAGES: tuple[type[Message], ...] = tuple(

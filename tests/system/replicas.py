@@ -16,7 +16,8 @@ async def every_replica(client: Client, inode: int, index: int, offset: int,
         connection = await client.io.chunkservers.get(replica.host, replica.port)
         reply, payload = await connection.call(m.ToChunkserverReadChunk(
             chunk_id=location.chunk_id, version=location.version, offset_bytes=offset,
-            length_bytes=length), reply_type=m.ReadChunkReply)
+            length_bytes=length, capability=location.read_capability),
+            reply_type=m.ReadChunkReply)
         found[replica.host_label] = join_zero_ranges(offset, length, reply.zero_ranges,
                                                      payload)
     return found

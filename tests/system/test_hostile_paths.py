@@ -29,6 +29,7 @@ from vmstore.dfs.errors import (
     WriteRefused,
 )
 from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.capability import CapabilitySigner
 from vmstore.dfs.protocol.rpc import open_connection
 from vmstore.dfs.types import ROOT_INODE
 
@@ -120,10 +121,17 @@ async def chunk_ids_and_ranges(cluster: Cluster, real: m.ChunkLocation) -> None:
     host, port = real.replicas[0].host, real.replicas[0].port  # a server that holds it
     loop = m.ReplicaAddress(server_id=9, host=host, port=port, host_label="x")
 
+    # Holding the cluster key, this attacker can sign capabilities for any chunk id:
+    # so the ids are judged by the chunk store itself, past the capability check.
+    signer = CapabilitySigner(cluster.key, write_life_s=60.0)
+
     def read(chunk_id: int = real.chunk_id, offset: int = 0,
              length: int = 4096) -> m.ToChunkserverReadChunk:
+        capability = (signer.read(0, chunk_id) if 0 <= chunk_id < 2**63
+                      else real.read_capability)
         return m.ToChunkserverReadChunk(chunk_id=chunk_id, version=real.version,
-                                        offset_bytes=offset, length_bytes=length)
+                                        offset_bytes=offset, length_bytes=length,
+                                        capability=capability)
 
     refused: list[tuple[m.Request, type[DfsError], str]] = [
         (read(chunk_id=0), InvalidArgument, "chunk id"),
@@ -137,7 +145,7 @@ async def chunk_ids_and_ranges(cluster: Cluster, real: m.ChunkLocation) -> None:
         (read(length=2**40), InvalidArgument, "at most"),
         (m.ToChunkserverWriteChunk(chunk_id=2**63 - 1, version=1, offset_bytes=0,
                                    length_bytes=0, zero_ranges=[], chain_rest=[]),
-         WriteRefused, "no write token"),
+         WriteRefused, "write of chunk 9223372036854775807 carries no capability"),
         (m.ToChunkserverFlushChunk(chunk_id=real.chunk_id, version=real.version,
                                    chain_rest=[loop] * 100),
          InvalidArgument, r"\.chain_rest"),

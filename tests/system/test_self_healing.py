@@ -153,7 +153,8 @@ async def test_returning_server_never_serves_its_stale_replicas(
             connection = await client.io.chunkservers.get(replica.host, replica.port)
             reply, payload = await connection.call(m.ToChunkserverReadChunk(
                 chunk_id=location.chunk_id, version=location.version, offset_bytes=0,
-                length_bytes=2**20), reply_type=m.ReadChunkReply)
+                length_bytes=2**20, capability=location.read_capability),
+                reply_type=m.ReadChunkReply)
             assert join_zero_ranges(0, 2**20, reply.zero_ranges, payload) == new_data
 
 

@@ -1,0 +1,162 @@
+"""Capabilities: the master signs, chunkservers check, for every chunk operation.
+
+Promise: ``check`` accepts a capability only if the master made it (HMAC
+with a key derived from the cluster key, compared in constant time), for
+exactly this chunk and this operation, and it is not past its expiry by
+this machine's clock. Epochs are not judged here: that needs what a
+chunkserver has seen (``chunkserver.write_fence``).
+
+Design (issue 9, authorization):
+
+* One record, ``messages.Capability``: chunk id, operation (READ or WRITE),
+  lease epoch (0 for reads), the session it was issued to (for logs), issue
+  and expiry times, and a MAC over all of them. One signing and one
+  verification path serve both operations; the operation is inside the MAC,
+  so a read capability never opens a write.
+* Who issues what (the master):
+    - WRITE: with every write chain (``ClientToMasterChunkForWrite``,
+      ``ClientToMasterReportBadChain``), only to the file's write-lease
+      holder, bound to the lease epoch, living ``lease_expiry_s -
+      CLOCK_SKEW_MAX_S`` (``master.lease_manager``). Never to a session of a
+      read-only export, nor to an admin connection.
+    - READ: inside every ``ChunkLocation`` the master hands a client session
+      (``ClientToMasterChunkLocations`` and the write replies), living
+      READ_CAPABILITY_LIFE_S; never to admin connections, which only look.
+    - READ for a copy: in ``MasterToChunkserverReplicate``, living as long as
+      the master waits for the copy; the target presents it to its sources.
+* Who checks (the chunkservers), with ``VerifiedCapabilities`` so that a
+  capability's MAC is computed once, not on every request:
+    - ReadChunk: READ. WriteChunk: WRITE, then the lease epoch fence;
+      forwarded down the chain with the client's capability. FlushChunk:
+      WRITE of that chunk (forwarded too).
+* Clients refresh a capability at half its life (write targets and cached
+  read locations alike), so steady I/O never waits for the master and never
+  presents an expired capability while clocks agree within CLOCK_SKEW_MAX_S.
+
+Clocks: expiry is wall-clock time of the master, judged by the
+chunkserver's clock. The master keeps a lease CLOCK_SKEW_MAX_S longer than
+any write capability it issued for it, so clocks that disagree by less than
+that (NTP keeps them within milliseconds) cannot let a late write through.
+
+Caveat: the key derives from the cluster key, so anyone holding the cluster
+key can mint capabilities; capabilities limit what an authenticated client
+session was granted, they do not protect against a stolen cluster key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import time
+
+import msgspec
+
+from vmstore.dfs.errors import ReadRefused, TokenExpired, WriteRefused
+from vmstore.dfs.protocol.messages import Capability
+
+READ = 1
+WRITE = 2
+OPERATION_NAMES = {READ: "read", WRITE: "write"}
+# A read capability's life; clients refresh at half of it, with the next
+# chunk-location request (one master round trip per 16 chunks per 30 s of use).
+READ_CAPABILITY_LIFE_S = 60.0
+# Verified capabilities a chunkserver remembers (then it forgets them all:
+# each costs one MAC computation again).
+VERIFIED_CAPABILITIES_MAX = 65536
+MAC_BYTES = 16
+_KEY_PURPOSE = b"vmstore capability v1"
+_FIELDS = struct.Struct("<QQQQQQ")
+
+
+def capability_key(cluster_key: bytes) -> bytes:
+    """A key for capabilities only, so that a MAC never doubles as a handshake proof."""
+    return hmac.new(cluster_key, _KEY_PURPOSE, hashlib.sha256).digest()
+
+
+def _mac(key: bytes, capability: Capability) -> bytes:
+    fields = _FIELDS.pack(capability.chunk_id, capability.operation, capability.epoch,
+                          capability.session_id, capability.issued_ns, capability.expires_ns)
+    return hmac.new(key, fields, hashlib.sha256).digest()[:MAC_BYTES]
+
+
+def sign(key: bytes, *, operation: int, chunk_id: int, session_id: int, issued_ns: int,
+         life_ns: int, epoch: int = 0) -> Capability:
+    assert operation in OPERATION_NAMES, operation
+    unsigned = Capability(chunk_id=chunk_id, operation=operation, epoch=epoch,
+                          session_id=session_id, issued_ns=issued_ns,
+                          expires_ns=issued_ns + life_ns, mac=b"")
+    return msgspec.structs.replace(unsigned, mac=_mac(key, unsigned))
+
+
+def check(key: bytes, capability: Capability | None, chunk_id: int, operation: int,
+          now_ns: int) -> None:
+    """Raise WriteRefused / ReadRefused for a missing, forged or misdirected
+    capability, TokenExpired for an old one."""
+    what = OPERATION_NAMES[operation]
+    refused = WriteRefused if operation == WRITE else ReadRefused
+    if capability is None:
+        raise refused(f"{what} of chunk {chunk_id} carries no capability")
+    try:
+        expected = _mac(key, capability)
+    except struct.error:
+        raise refused(f"{what} capability for chunk {chunk_id} has fields out of range"
+                      ) from None
+    if not hmac.compare_digest(expected, capability.mac):
+        raise refused(f"{what} capability for chunk {chunk_id} was not signed by this"
+                      " cluster's master")
+    if capability.operation != operation:
+        allowed = OPERATION_NAMES.get(capability.operation, f"operation {capability.operation}")
+        raise refused(f"capability for chunk {capability.chunk_id} allows {allowed}, not {what}")
+    if capability.chunk_id != chunk_id:
+        raise refused(f"{what} capability is for chunk {capability.chunk_id}, not {chunk_id}")
+    if now_ns > capability.expires_ns:
+        raise TokenExpired(f"{what} capability for chunk {chunk_id} expired"
+                           f" {(now_ns - capability.expires_ns) / 1e9:.1f} s ago")
+
+
+class VerifiedCapabilities:
+    """A chunkserver's check of capabilities, with the MACs it already verified.
+
+    A client sends the same capability with every request to a chunk for
+    tens of seconds; a capability is immutable, so its MAC is checked once
+    and later requests cost a set lookup and three comparisons.
+    """
+
+    def __init__(self, cluster_key: bytes) -> None:
+        self._key = capability_key(cluster_key)
+        self._verified: set[Capability] = set()
+
+    def check(self, capability: Capability | None, chunk_id: int, operation: int) -> Capability:
+        """Return ``capability`` if it allows ``operation`` on ``chunk_id`` now; else raise."""
+        now_ns = time.time_ns()
+        if (capability is not None and capability.chunk_id == chunk_id
+                and capability.operation == operation and now_ns <= capability.expires_ns
+                and capability in self._verified):
+            return capability  # fast path: verified before
+        check(self._key, capability, chunk_id, operation, now_ns)
+        assert capability is not None
+        if len(self._verified) >= VERIFIED_CAPABILITIES_MAX:
+            self._verified.clear()
+        self._verified.add(capability)
+        return capability
+
+
+class CapabilitySigner:
+    """The master's issuer of capabilities (one key, the lives of each kind)."""
+
+    def __init__(self, cluster_key: bytes, write_life_s: float,
+                 read_life_s: float = READ_CAPABILITY_LIFE_S) -> None:
+        self._key = capability_key(cluster_key)
+        self.write_life_ns = int(write_life_s * 1e9)
+        self.read_life_ns = int(read_life_s * 1e9)
+
+    def write(self, session_id: int, chunk_id: int, epoch: int) -> Capability:
+        return sign(self._key, operation=WRITE, chunk_id=chunk_id, epoch=epoch,
+                    session_id=session_id, issued_ns=time.time_ns(),
+                    life_ns=self.write_life_ns)
+
+    def read(self, session_id: int, chunk_id: int, life_s: float | None = None) -> Capability:
+        life_ns = self.read_life_ns if life_s is None else int(life_s * 1e9)
+        return sign(self._key, operation=READ, chunk_id=chunk_id, session_id=session_id,
+                    issued_ns=time.time_ns(), life_ns=life_ns)
