@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -139,7 +139,7 @@ def stop_process(process: subprocess.Popen[bytes], name: str) -> None:
             process.wait()
 
 
-def wait_for(what: str, ready: Any, timeout_s: float = START_TIMEOUT_S) -> None:
+def wait_for(what: str, ready: Callable[[], bool], timeout_s: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
         if time.monotonic() > deadline:
