@@ -35,6 +35,11 @@ Every error names the file, the key and what is wrong, in one line.
     [logging]                        # daemons and the mount; flags override
     level = "info"                   # debug | info | warning | error
     format = "text"                  # text (people, journald) | json (log pipelines)
+
+    [[exports]]                      # the master's per-mount rules (cli.exports_config)
+    clients = ["10.77.0.0/24", "127.0.0.1"]
+    directory = "/guests"
+    read_only = false
 """
 
 from __future__ import annotations
@@ -48,8 +53,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmstore.cli.exports_config import exports_from
 from vmstore.cli.log_setup import LOG_FORMATS, LOG_LEVELS
 from vmstore.dfs.errors import ConfigError
+from vmstore.dfs.master.exports import ExportRule
 from vmstore.dfs.migration.hosts import Fleet, MigrationHost
 from vmstore.dfs.protocol.tls import TLS_MODES, TlsSettings
 
@@ -80,6 +87,7 @@ class Config:
     log_level: str = "info"
     log_format: str = "text"
     daemon_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    exports: tuple[ExportRule, ...] = ()  # the master's rules; () lets everyone in read-write
 
 
 def add_master_argument(parser: argparse.ArgumentParser) -> None:
@@ -127,7 +135,8 @@ def load_config(path: Path | None = None, *, master: str | None = None,
                   log_level=_choice(path, logging_section, "level", LOG_LEVELS, "info"),
                   log_format=_choice(path, logging_section, "format", LOG_FORMATS, "text"),
                   daemon_options={section: _daemon_options(path, section, data.get(section, {}))
-                                  for section in DAEMON_OPTION_TYPES})
+                                  for section in DAEMON_OPTION_TYPES},
+                  exports=exports_from(path, data.get("exports", [])))
 
 
 def _daemon_options(path: Path, section: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -174,6 +183,8 @@ def _read(path: Path) -> dict[str, Any]:
     for section, values in data.items():
         if section == "hosts" and isinstance(values, dict):
             continue
+        if section == "exports":
+            continue  # an array of tables: exports_from checks it
         if section not in _KNOWN or not isinstance(values, dict):
             raise ConfigError(f"{path}: unknown section [{section}]")
         for key in values:

@@ -102,7 +102,7 @@ def run_master_command(args: argparse.Namespace) -> int:
                               key=load_key(config.key_file),
                               replication_delay_s=args.replication_delay,
                               startup_grace_s=args.startup_grace,
-                              lease_expiry_s=args.lease_expiry)
+                              lease_expiry_s=args.lease_expiry, exports=config.exports)
     serve_metrics(args.metrics)
     trio.run(lambda: run_until_signal(run_master, settings,
                                       on_started=_write_ready_file(args.ready_file, host)))

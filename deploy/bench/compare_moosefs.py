@@ -117,9 +117,11 @@ def write_config(path: Path, settings: dict[str, object]) -> Path:
 
 def start_daemon(stack: ExitStack, name: str, command: list[str], log: Path) -> None:
     """A MooseFS daemon in the foreground (so we hold its pid), stopped when ``stack`` closes."""
+    # A session of its own: Ctrl-C reaches the bench, while MooseFS stays up to
+    # serve its last I/O and its clean-up; the teardown stops it in order.
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
     stack.callback(stop_process, process, name)
     log.with_suffix(".pid").write_text(f"{process.pid}\n")  # for a --keep run's cleanup
     time.sleep(POLL_S)
@@ -219,8 +221,20 @@ def bench(label: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
                "--repeat", str(args.repeat)]
     if args.workloads:
         command += ["--workloads", args.workloads]
-    result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
-    report: dict[str, Any] = json.loads(result.stdout)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            output, _ = process.communicate()
+        except KeyboardInterrupt:
+            # Ctrl-C reached it too: let it stop fio and delete its files while
+            # the file system under it is still up.
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            raise
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    report: dict[str, Any] = json.loads(output)
     return report
 
 

@@ -5,8 +5,10 @@ group committer, together with storing its reply for retries; the reply is
 sent only after that commit is durable. Requests that need chunkservers
 (allocation, chain changes, truncation) talk to them first, then commit.
 
-Chunk locations carry read capabilities and write chains a write
-capability (``protocol.capability``); admin connections get neither.
+Every request first passes the connection's export rule (``exports``):
+refused, read-only or confined to a directory, decided once per connection
+by its address. Chunk locations carry read capabilities and write chains a
+write capability (``protocol.capability``); admin connections get neither.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from vmstore.dfs.constants import CHUNK_SIZE_BYTES, MAX_FILE_SIZE_BYTES
 from vmstore.dfs.errors import FileTooLarge, InvalidArgument, NotFound, ProtocolError
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
+from vmstore.dfs.master.exports import Access, ExportGuard, ExportRule
 from vmstore.dfs.master.lease_manager import LeaseManager
 from vmstore.dfs.master.registry import Registry, SessionEntry
 from vmstore.dfs.metadata import fsck
@@ -73,6 +76,7 @@ class ClientService:
         registry: Registry,
         leases: LeaseManager,
         master_address: str,
+        exports: tuple[ExportRule, ...] = (),
     ) -> None:
         self.committer = committer
         self.writer_namespace = writer_namespace
@@ -83,35 +87,48 @@ class ClientService:
         self.leases = leases
         self.master_address = master_address
         self.healing: HealingReporter | None = None  # the replication driver, once started
+        self.guard = ExportGuard(exports, reader_namespace,
+                                 lambda inode: registry.holds.get(inode, set()))
 
     def handler_for(self, connection: Connection) -> Handler:
+        access = self.guard.access_for(connection.peer, connection.role)
+
         async def handle(request: m.Request, payload: bytes) -> Reply:
-            return await self.handle(connection, request)
+            return await self.handle(connection, access, request)
 
         return handle
 
-    async def handle(self, connection: Connection, request: m.Request) -> Reply:
+    async def handle(self, connection: Connection, access: Access, request: m.Request) -> Reply:
         name = type(request).__name__.removeprefix("ClientToMaster")
         started = time.perf_counter()
         try:
-            return await self._answer(connection, request)
+            request = self.guard.admit(access, request)
+            reply = await self._answer(connection, access, request)
+            return self.guard.shown(access, reply), b""
         except Exception as error:
             REQUEST_ERRORS.labels(name, type(error).__name__).inc()
             raise
         finally:
             REQUEST_SECONDS.labels(name).observe(time.perf_counter() - started)
 
-    async def _answer(self, connection: Connection, request: m.Request) -> Reply:
+    async def _answer(self, connection: Connection, access: Access,
+                      request: m.Request) -> m.Message:
         query = _QUERIES.get(type(request))
         if query is not None:
-            return query(self, request), b""
+            return query(self, request)
         change = _CHANGES.get(type(request))
         if change is not None:
-            return await self._mutate(request, change), b""
+            return await self._mutate(request, change)
+        if isinstance(request, m.ClientToMasterOpenSession):
+            reply = await self.open_session(connection, request)
+            access.session_id = SessionId(reply.session_id)
+            return reply
         special = _SPECIAL.get(type(request))
         if special is None:
             raise ProtocolError(f"{type(request).__name__} is not a client request")
-        return await special(self, connection, request), b""
+        reply = await special(self, connection, request)
+        assert isinstance(reply, m.Message)
+        return reply
 
     async def _mutate(self, request: Any, change: "ChangeFunction") -> m.Message:
         session_id = SessionId(request.session_id)
@@ -138,7 +155,8 @@ class ClientService:
         return "" if entry is None else entry.status.host_label
 
     # --- requests that need more than one commit or the network ---------------------
-    async def open_session(self, connection: Connection, request: Any) -> m.Message:
+    async def open_session(self, connection: Connection,
+                           request: m.ClientToMasterOpenSession) -> m.MasterToClientSession:
         if connection.role == "admin":
             # Operator tools only look: no session row, not listed as a client.
             return m.MasterToClientSession(session_id=0)
@@ -448,7 +466,6 @@ _QUERIES: dict[type[m.Message], Callable[[ClientService, Any], m.Message]] = {
 }
 
 _SPECIAL: dict[type[m.Message], Callable[[ClientService, Connection, Any], Any]] = {
-    m.ClientToMasterOpenSession: ClientService.open_session,
     m.ClientToMasterHold: ClientService.hold,
     m.ClientToMasterDrain: ClientService.drain,
     m.ClientToMasterChunkForWrite: ClientService.chunk_for_write,

@@ -22,6 +22,7 @@ from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.chunkserver_service import ChunkserverService
 from vmstore.dfs.master.client_service import ClientService
 from vmstore.dfs.master.committer import GroupCommitter
+from vmstore.dfs.master.exports import ExportRule
 from vmstore.dfs.master.lease_manager import LeaseManager
 from vmstore.dfs.master.registry import STARTUP_GRACE_S, Registry
 from vmstore.dfs.master.replication import ReplicationDriver
@@ -50,6 +51,8 @@ class MasterSettings:
     startup_grace_s: float = STARTUP_GRACE_S
     # A client silent this long loses its write leases (and its tokens expired before).
     lease_expiry_s: float = LEASE_EXPIRY_S
+    # Which client addresses may mount what (``master.exports``); none: all, read-write.
+    exports: tuple[ExportRule, ...] = ()
 
 
 async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_STATUS_IGNORED
@@ -80,7 +83,7 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
         leases.adopt_sessions_after_restart()
         clients = ClientService(committer, Namespace(writer, registry.is_open), Namespace(reader),
                                 SessionTable(writer), chunk_manager, registry, leases,
-                                f"{settings.listen_host}:{settings.port}")
+                                f"{settings.listen_host}:{settings.port}", settings.exports)
 
         def handler_for(connection: Connection) -> Handler:
             if connection.role == "chunkserver":

@@ -600,6 +600,17 @@ class Namespace:
         assert row is not None, f"directory {directory} has no dentry"
         return InodeId(row[0])
 
+    def under(self, inode: InodeId, top: InodeId) -> bool | None:
+        """Whether ``inode`` is directory ``top`` or below it (a file: by any of its
+        names); None for a file with no name left (unlinked, still open)."""
+        kind = _kind(self.getattr(inode).mode)
+        if kind == FileKind.DIRECTORY:
+            return self._in_subtree(inode, top)
+        parents = self._store.all("SELECT parent_id FROM dentries WHERE inode_id = ?", (inode,))
+        if not parents:
+            return None
+        return any(self._in_subtree(InodeId(row[0]), top) for row in parents)
+
     def _in_subtree(self, inode: InodeId, top: InodeId) -> bool:
         """Whether directory ``inode`` is ``top`` or below it."""
         current = inode

@@ -2,7 +2,8 @@
 
 Inputs: random bytes (not UTF-8, not TOML), valid files mutated byte by
 byte, and well-formed TOML whose known keys hold values of every TOML type
-(numbers, lists, tables, dates, strings with NUL or odd digits).
+(numbers, lists, tables, dates, strings with NUL or odd digits), the
+``[[exports]]`` entries included.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ mount = "/var/lib/vmstore"
 libvirt = "qemu+ssh://root@host2/system"
 migration = "qemu+tcp://host2/system"
 label = "host2"
+
+[[exports]]
+clients = ["10.77.0.0/24", "127.0.0.1", "::1"]
+directory = "/guests"
+read_only = true
 """
 KEYS = {"cluster": ["master", "key_file"], "client": ["host_label", "mount"],
         "hosts.h1": ["libvirt", "migration", "label"]}
@@ -111,6 +117,26 @@ def test_known_keys_holding_any_toml_value(sections: dict[str, Any],
         for key in data.draw(st.lists(st.sampled_from(KEYS[section]), unique=True)):
             lines.append(f"{key} = {toml_value(data.draw(VALUES))}")
     load_bytes("\n".join(lines).encode())
+
+
+ADDRESS_LIKE = st.sampled_from(["*", "10.0.0.0/24", "10.0.0.1/8", "::1", "fe80::/10",
+                                "10.0.0.300", "1.2.3.4/33", "", "/guests", "/a/../b", "a\0b"])
+
+
+@EXAMPLES
+@given(st.lists(st.dictionaries(st.sampled_from(["clients", "directory", "read_only", "x"]),
+                                VALUES | ADDRESS_LIKE | st.lists(ADDRESS_LIKE, max_size=3),
+                                max_size=3), max_size=3))
+def test_exports_holding_any_toml_value(entries: list[dict[str, Any]]) -> None:
+    lines = ['[cluster]\nmaster = "10.0.0.1:9420"\nkey_file = "/k"']
+    for entry in entries:
+        lines.append("[[exports]]")
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in entry.items())
+    config = load_bytes("\n".join(lines).encode())
+    if config is not None:
+        for rule in config.exports:
+            assert rule.clients and rule.directory.startswith("/"), rule
+            assert "\0" not in rule.directory and "/../" not in rule.directory + "/"
 
 
 @pytest.mark.parametrize("text", ["h:²", "h:٩٤٢٠", "h:99999", "h:", ":80", "h:-1", "h:1e3",
