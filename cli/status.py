@@ -16,6 +16,7 @@ from vmstore.dfs.constants import CHUNK_SIZE_BYTES
 from vmstore.dfs.progress import ProgressDisplay
 from vmstore.dfs.protocol.messages import StatusReply
 
+LOST_SETTLE_S = 30.0  # how long --wait-healthy lets down chunkservers come back
 WATCH_INTERVAL_S = 1.0
 
 
@@ -96,12 +97,24 @@ def wait_until_healthy(args: argparse.Namespace) -> StatusReply:
     display = ProgressDisplay()
 
     async def watch(client: Client) -> StatusReply:
+        lost_since: float | None = None
         while True:
             status = await client.status()
-            if not degraded(status) or status.chunks.lost:
+            down = sum(1 for server in status.chunkservers if server.state == "down")
+            if status.chunks.lost and down:
+                # Just after a master restart every chunkserver is down until it
+                # registers again: lost only if that outlasts LOST_SETTLE_S.
+                lost_since = lost_since if lost_since is not None else trio.current_time()
+                settled = trio.current_time() - lost_since >= LOST_SETTLE_S
+            else:
+                lost_since, settled = None, True
+            if settled and (not degraded(status) or status.chunks.lost):
                 display.finish()
                 return status
-            display.show(healing_text(status) if status.healing else "waiting for healing")
+            if lost_since is not None:
+                display.show(f"waiting for {down} chunkserver(s) to register")
+            else:
+                display.show(healing_text(status) if status.healing else "waiting for healing")
             await trio.sleep(WATCH_INTERVAL_S)
 
     return with_client(args.master, watch, role="admin")

@@ -68,6 +68,26 @@ BYTES_READ = DATA_BYTES.labels("read")  # label lookups take a lock: once, not p
 BYTES_WRITTEN = DATA_BYTES.labels("written")
 
 
+# An EIO says nothing to whoever gets it; the log says why, at most once per
+# operation every IO_ERROR_LOG_INTERVAL_S (a guest retrying must not flood it).
+IO_ERROR_LOG_INTERVAL_S = 5.0
+_io_errors_unlogged: dict[str, int] = {}
+_io_error_logged_s: dict[str, float] = {}
+
+
+def _log_io_error(operation: str, error: DfsError) -> None:
+    now = time.monotonic()
+    unlogged = _io_errors_unlogged.get(operation, 0) + 1
+    if now - _io_error_logged_s.get(operation, -IO_ERROR_LOG_INTERVAL_S) < IO_ERROR_LOG_INTERVAL_S:
+        _io_errors_unlogged[operation] = unlogged
+        return
+    _io_error_logged_s[operation] = now
+    _io_errors_unlogged.pop(operation, None)
+    log.warning("%s failed with EIO (%d time(s) since the last report): %s", operation,
+                unlogged, error.message, extra=about("io_error", operation=operation,
+                                                     count=unlogged, error=error.message))
+
+
 def translated(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Operating errors become errno values here, and only here; each call is measured."""
     operation = handler.__name__
@@ -81,6 +101,8 @@ def translated(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         except DfsError as error:
             fuse_error = to_fuse_error(error)
             OPERATION_ERRORS.labels(operation, errno.errorcode.get(fuse_error.errno, "?")).inc()
+            if fuse_error.errno == errno.EIO:
+                _log_io_error(operation, error)
             raise fuse_error from None
         except pyfuse3.FUSEError as error:
             OPERATION_ERRORS.labels(operation, errno.errorcode.get(error.errno, "?")).inc()

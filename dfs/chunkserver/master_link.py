@@ -126,7 +126,7 @@ class MasterLink:
             chunks=[m.ChunkReport(chunk_id=c, version=v) for c, v in chunks],
         ), timeout_s=RPC_TIMEOUT_S * 4, reply_type=m.MasterToChunkserverRegistered)
         self.server_id = reply.server_id
-        self.chunk_count = len(chunks) - len(reply.stale_chunks)
+        self.chunk_count = len(chunks)  # each stale one is subtracted as it is deleted
         self.registrations += 1
         for stale in reply.stale_chunks:
             await self._delete(stale.chunk_id, stale.version)
@@ -163,11 +163,19 @@ class MasterLink:
         elif isinstance(request, m.MasterToChunkserverFence):
             await self.data.raise_fence(request)
         elif isinstance(request, m.MasterToChunkserverReplicate) and self.replicator:
+            had_replica = await self.disk(0, self._has_replica, request.chunk_id)
             await self.replicator.replicate(request)
-            self.chunk_count += 1
+            self.chunk_count += 0 if had_replica else 1
         else:
             raise ProtocolError(f"{type(request).__name__} is not a master command")
         return m.EmptyReply(), b""
+
+    def _has_replica(self, chunk_id: int) -> bool:
+        try:
+            self.store.version_of(chunk_id)
+        except ChunkNotFound:
+            return False
+        return True
 
     def _set_version(self, request: m.MasterToChunkserverSetVersion) -> None:
         if self.store.version_of(request.chunk_id) == request.new_version:

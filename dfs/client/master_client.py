@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from vmstore.dfs.protocol.rpc import Connection, open_connection
 
 log = logging.getLogger(__name__)
 ReplyT = TypeVar("ReplyT", bound=m.Message)
+T = TypeVar("T")
 # Worth waiting out: the master is restarting, or waits for chunkservers.
 TRANSIENT_ERRORS = (PeerUnavailable, ReplicaUnavailable)
 
@@ -78,29 +79,36 @@ class MasterClient:
     async def call(self, request: m.Request, *, reply_type: type[ReplyT],
                    timeout_s: float = RPC_TIMEOUT_S) -> ReplyT:
         """Send ``request``; retry transient failures until the reconnect deadline."""
+        async def attempt() -> ReplyT:
+            connection = await self._connected()
+            reply, _ = await connection.call(request, timeout_s=timeout_s,
+                                             reply_type=reply_type)
+            return reply
+
+        return await self._retrying(attempt, type(request).__name__)
+
+    async def mutate(self, request_type: type[m.Request], *, reply_type: type[ReplyT],
+                     **fields: Any) -> ReplyT:
+        """A mutating call: stamped once with session and op id, then retried as is."""
+        await self._retrying(self._connected, request_type.__name__)  # the session id first
+        request = request_type(session_id=self.session_id, op_id=self.next_op_id(), **fields)
+        return await self.call(request, reply_type=reply_type)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
+        """``attempt()``, again after transient failures until the reconnect deadline."""
         backoff_s = RECONNECT_BACKOFF_MIN_S
         deadline = trio.current_time() + self.reconnect_timeout_s
         while True:
             try:
-                connection = await self._connected()
-                reply, _ = await connection.call(request, timeout_s=timeout_s,
-                                                 reply_type=reply_type)
-                return reply
+                return await attempt()
             except TRANSIENT_ERRORS as error:
                 if trio.current_time() + backoff_s > deadline:
                     raise MasterUnavailable(
                         f"master {self.address} unavailable for {self.reconnect_timeout_s} s:"
                         f" {error}") from None
-                log.debug("master call %s failed (%s); retrying", type(request).__name__, error)
+                log.debug("master call %s failed (%s); retrying", what, error)
             await trio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, RECONNECT_BACKOFF_MAX_S)
-
-    async def mutate(self, request_type: type[m.Request], *, reply_type: type[ReplyT],
-                     **fields: Any) -> ReplyT:
-        """A mutating call: stamped once with session and op id, then retried as is."""
-        await self._connected()
-        request = request_type(session_id=self.session_id, op_id=self.next_op_id(), **fields)
-        return await self.call(request, reply_type=reply_type)
 
     async def _connected(self) -> Connection:
         connection = self._connection
