@@ -10,7 +10,7 @@ import trio
 from vmstore.cli.config import load_config
 from vmstore.dfs.client.client import Client, open_client
 from vmstore.dfs.client.master_client import ClientIdentity
-from vmstore.dfs.protocol.auth import load_key
+from vmstore.dfs.protocol.auth import use_key_file
 
 T = TypeVar("T")
 # A command gives up on an unreachable master sooner than a mount does.
@@ -20,7 +20,7 @@ COMMAND_MASTER_TIMEOUT_S = 15.0
 def with_client(master: str | None, work: Callable[[Client], Awaitable[T]],
                 role: str = "client") -> T:
     config = load_config(master=master)
-    key = load_key(config.key_file)
+    key = use_key_file(config.key_file)
 
     async def main() -> T:
         async with open_client(config.master_host, config.master_port, key,

@@ -31,7 +31,7 @@ from vmstore.dfs.errors import ConfigError
 from vmstore.dfs.master.main import MasterSettings, run_master, run_until_signal
 from vmstore.dfs.master.registry import STARTUP_GRACE_S
 from vmstore.dfs.metrics import serve
-from vmstore.dfs.protocol.auth import load_key
+from vmstore.dfs.protocol.auth import use_key_file
 
 log = logging.getLogger(__name__)
 DRAIN_POLL_INTERVAL_S = 1.0
@@ -99,7 +99,7 @@ def run_master_command(args: argparse.Namespace) -> int:
     setup_logging_from(args, config.log_level, config.log_format)
     host, port = parse_address(args.listen, "--listen")
     settings = MasterSettings(data_dir=args.data_dir, listen_host=host, port=port,
-                              key=load_key(config.key_file),
+                              key=use_key_file(config.key_file),
                               replication_delay_s=args.replication_delay,
                               startup_grace_s=args.startup_grace,
                               lease_expiry_s=args.lease_expiry, exports=config.exports)
@@ -120,7 +120,7 @@ def run_chunkserver_command(args: argparse.Namespace) -> int:
     host, port = parse_address(args.listen, "--listen")
     settings = ChunkserverSettings(
         data_dir=args.data_dir, listen_host=host, port=port, master_host=config.master_host,
-        master_port=config.master_port, key=load_key(config.key_file),
+        master_port=config.master_port, key=use_key_file(config.key_file),
         host_label=args.host_label or config.host_label or socket.gethostname(),
         advertise_host=args.advertise or host,
         replication_bandwidth_bytes_per_s=args.replication_mib_per_s * 2**20,

@@ -14,6 +14,7 @@ from vmstore.cli import (
     fsck,
     import_command,
     init_command,
+    key_command,
     lease,
     local_cluster,
     migrate_command,
@@ -28,7 +29,7 @@ from vmstore.dfs.protocol import tls
 
 # These read or write the config file themselves and connect nowhere: a
 # [tls] they are about to fix must not stop them.
-COMMANDS_WITHOUT_CONNECTIONS = frozenset({"init", "tls", "bench", "umount", "local"})
+COMMANDS_WITHOUT_CONNECTIONS = frozenset({"init", "tls", "key", "bench", "umount", "local"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vmstore {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (init_command, daemons, local_cluster, mount_command, status, fsck, files,
-                   import_command, file_info, lease, migrate_command, bench, tls_command):
+                   import_command, file_info, lease, migrate_command, bench, tls_command,
+                   key_command):
         module.register(subparsers)
     return parser
 

@@ -11,13 +11,13 @@ from typing import Any
 from vmstore.cli.config import Config, add_master_argument, load_config
 from vmstore.dfs.errors import ConfigError
 from vmstore.dfs.migration.hosts import ClusterAccess
-from vmstore.dfs.protocol.auth import load_key
+from vmstore.dfs.protocol.auth import use_key_file
 
 FAILOVER_WAIT_S = 300.0
 
 
 def _access(config: Config) -> ClusterAccess:
-    return ClusterAccess(config.master_host, config.master_port, load_key(config.key_file),
+    return ClusterAccess(config.master_host, config.master_port, use_key_file(config.key_file),
                          config.mount, config.host_label)
 
 

@@ -17,7 +17,7 @@ from vmstore.cli.daemons import add_metrics_argument, serve_metrics
 from vmstore.cli.log_setup import add_logging_arguments, logging_flags, setup_logging_from
 from vmstore.dfs.errors import Busy, ConfigError, DfsError
 from vmstore.dfs.protocol import tls
-from vmstore.dfs.protocol.auth import load_key
+from vmstore.dfs.protocol.auth import use_key_file
 
 MOUNT_READY_TIMEOUT_S = 30.0
 UNMOUNT_TIMEOUT_S = 60.0
@@ -47,7 +47,7 @@ def mount_in_foreground(args: argparse.Namespace) -> int:
     serve_metrics(args.metrics)
     settings = MountSettings(mountpoint=absolute(args.mountpoint),
                              master_host=config.master_host, master_port=config.master_port,
-                             key=load_key(config.key_file),
+                             key=use_key_file(config.key_file),
                              host_label=args.host_label or config.host_label,
                              read_only=args.read_only,
                              writeback_cache=args.writeback_cache,

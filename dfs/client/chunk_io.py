@@ -208,6 +208,7 @@ class ChunkIO:
 
     async def _read_piece(self, inode: int, index: int, inner: int, size: int) -> bytes:
         errors: list[str] = []
+        refused_before = False
         for attempt in range(READ_RETRIES_MAX):
             location = await self._location_for_read(inode, index)
             if location is None:
@@ -221,8 +222,14 @@ class ChunkIO:
                         capability=location.read_capability),
                         timeout_s=DATA_RPC_TIMEOUT_S, reply_type=m.ReadChunkReply)
                     return join_zero_ranges(inner, size, reply.zero_ranges, payload)
-                except ReadRefused:
-                    raise  # the master gave this session no (valid) capability: no retry helps
+                except ReadRefused as error:
+                    # Signed with a key since retired (a key rotation)? One fresh
+                    # capability from the master settles it; a second refusal is final.
+                    if refused_before:
+                        raise
+                    refused_before = True
+                    errors.append(f"server {replica.server_id}: {error}")
+                    break
                 except TokenExpired as error:
                     errors.append(f"server {replica.server_id}: {error}")
                     break  # every replica would say so: a fresh capability first
@@ -258,6 +265,7 @@ class ChunkIO:
             if await self._location_for_read(inode, index) is None:
                 return  # zeros into a hole: nothing to store, nothing to allocate
         last_error: DfsError | None = None
+        refused_before = False
         for _attempt in range(WRITE_RETRIES_MAX):
             target = await self._target_for_write(inode, index)
             location = target.location
@@ -270,7 +278,16 @@ class ChunkIO:
                     token=target.token), payload, timeout_s=DATA_RPC_TIMEOUT_S)
                 self.unflushed.setdefault(inode, _Unflushed()).chunks[index] = location
                 return
-            except (InvalidArgument, WriteRefused, LeaseHeld):
+            except WriteRefused as error:
+                # A key rotation may have retired the key that signed it: one fresh
+                # capability. The master grants it only to the lease holder, so a
+                # fenced writer gets LeaseLost here, never a way back in.
+                if refused_before:
+                    raise
+                refused_before = True
+                last_error = error
+                self._write_targets.pop((inode, index), None)
+            except (InvalidArgument, LeaseHeld):
                 raise
             except LeaseLost as error:
                 self.leases.lost(inode, error.message)
@@ -325,6 +342,7 @@ class ChunkIO:
 
     async def _flush_chunk(self, inode: int, location: m.ChunkLocation) -> None:
         last_error: DfsError | None = None
+        refused_before = False
         for _attempt in range(WRITE_RETRIES_MAX):
             head, rest = location.replicas[0], location.replicas[1:]
             try:
@@ -334,7 +352,13 @@ class ChunkIO:
                     chunk_id=location.chunk_id, version=location.version, chain_rest=rest,
                     capability=token), timeout_s=DATA_RPC_TIMEOUT_S)
                 return
-            except (InvalidArgument, WriteRefused, LeaseHeld, LeaseLost):
+            except WriteRefused as error:
+                if refused_before:  # once: see write() on key rotation
+                    raise
+                refused_before = True
+                last_error = error
+                self._write_targets.pop((inode, location.index), None)
+            except (InvalidArgument, LeaseHeld, LeaseLost):
                 raise
             except TokenExpired as error:
                 last_error = error

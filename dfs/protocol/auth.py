@@ -10,20 +10,37 @@ only after the acceptor has, so a fake acceptor learns nothing useful.
                                 ◀──    AuthChallenge(nonce_a, HMAC(k, "acceptor"|nonce_c|nonce_a))
     AuthProof(HMAC(k, "connector"|nonce_a|nonce_c)) ──▶
                                 ◀──    AuthAccepted
+
+Key rotation (``vmstore key rotate``): a key file holds one hex key per line.
+The first is this process's *current* key: an acceptor proves itself and
+checks connectors with it. Every line is *accepted*: a connector takes the
+first accepted key whose acceptor proof matches, and proves itself with that
+same key. So while every host holds both the old and the new key, hosts that
+already made the new key current and hosts that did not still connect both
+ways: add the new key everywhere, then make it current everywhere, then
+retire the old one, one host at a time, with no restart -- processes that
+read a key file notice a change within KEY_FILE_CHECK_INTERVAL_S.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import stat
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from vmstore.dfs.errors import AuthenticationFailed, ConfigError
 
+log = logging.getLogger(__name__)
+
 NONCE_BYTES = 32
 KEY_BYTES_MIN = 32
+KEYS_PER_FILE_MAX = 4
+KEY_FILE_CHECK_INTERVAL_S = 2.0
 ROLES = frozenset({"client", "chunkserver", "master", "admin"})
 
 
@@ -56,22 +73,123 @@ def generate_key_file(path: Path) -> None:
         key_file.write(os.urandom(KEY_BYTES_MIN).hex() + "\n")
 
 
-def load_key(path: Path) -> bytes:
-    """Read the cluster key; refuse a key others can read (it opens every disk)."""
+@dataclass(frozen=True)
+class ClusterKeys:
+    current: bytes
+    accepted: tuple[bytes, ...]  # the current key first
+
+
+# What a connection is given to authenticate with: a key read once (followed
+# through the process's key file, see keys_for), or explicit keys.
+KeyMaterial = bytes | ClusterKeys
+
+
+def fingerprint(key: bytes) -> str:
+    """A short name for a key that reveals nothing of it (to compare hosts' key files)."""
+    return hashlib.sha256(b"vmstore key fingerprint" + key).hexdigest()[:16]
+
+
+def parse_keys(text: str, path: Path) -> ClusterKeys:
+    """A key file's text: hex keys, one per line (blank lines and # comments allowed)."""
+    keys = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            key = bytes.fromhex(line)
+        except ValueError:
+            raise ConfigError(f"cluster key file {path} line {number} is not a hex key"
+                              ) from None
+        if len(key) < KEY_BYTES_MIN:
+            raise ConfigError(f"cluster key in {path} line {number} is {len(key)} bytes;"
+                              f" at least {KEY_BYTES_MIN}")
+        if key not in keys:
+            keys.append(key)
+    if not keys:
+        raise ConfigError(f"cluster key file {path} does not hold a hex key")
+    if len(keys) > KEYS_PER_FILE_MAX:
+        raise ConfigError(f"cluster key file {path} holds {len(keys)} keys; at most"
+                          f" {KEYS_PER_FILE_MAX} (retire the old ones)")
+    return ClusterKeys(current=keys[0], accepted=tuple(keys))
+
+
+def load_keys(path: Path) -> ClusterKeys:
+    """Read the key file; refuse one others can read (it opens every disk)."""
     try:
         mode = path.stat().st_mode
-        text = path.read_text().strip()
-    except OSError as error:
-        raise ConfigError(f"cannot read cluster key file {path}: {error.strerror}") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not text"
+        raise ConfigError(f"cannot read cluster key file {path}: {reason}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
             f"cluster key file {path} is readable by group or others (mode {mode & 0o777:o});"
             " run: chmod 600 " + str(path)
         )
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise ConfigError(f"cluster key file {path} does not hold a hex key") from None
-    if len(key) < KEY_BYTES_MIN:
-        raise ConfigError(f"cluster key in {path} is {len(key)} bytes; at least {KEY_BYTES_MIN}")
-    return key
+    return parse_keys(text, path)
+
+
+def load_key(path: Path) -> bytes:
+    """The key file's current key."""
+    return load_keys(path).current
+
+
+class KeyFile:
+    """A key file whose keys are re-read when it changes (a rotation step).
+
+    A file that turns unreadable or invalid is logged and ignored: the keys
+    last read stay in force, so a half-copied file cannot lock a host out.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._keys = load_keys(path)
+        self._signature = self._stat()
+        self._checked_s = time.monotonic()
+
+    def _stat(self) -> tuple[float, int, int]:
+        status = self.path.stat()
+        return status.st_mtime, status.st_size, status.st_ino
+
+    def keys(self) -> ClusterKeys:
+        now = time.monotonic()
+        if now - self._checked_s < KEY_FILE_CHECK_INTERVAL_S:
+            return self._keys
+        self._checked_s = now
+        try:
+            signature = self._stat()
+            if signature != self._signature:
+                keys = load_keys(self.path)
+                self._signature = signature
+                if keys != self._keys:
+                    log.info("cluster key file %s changed: current key %s, %d accepted",
+                             self.path, fingerprint(keys.current), len(keys.accepted))
+                self._keys = keys
+        except OSError as error:
+            log.error("cluster key file %s: %s; keeping the keys read before", self.path,
+                      error.strerror)
+        except ConfigError as error:  # its message names the file
+            log.error("%s; keeping the keys read before", error.message)
+        return self._keys
+
+
+_process_key_file: KeyFile | None = None
+
+
+def use_key_file(path: Path) -> bytes:
+    """Make ``path`` this process's key file (followed as it rotates); its current key."""
+    global _process_key_file
+    _process_key_file = KeyFile(path)
+    return _process_key_file.keys().current
+
+
+def keys_for(key: KeyMaterial) -> ClusterKeys:
+    """The keys to use for ``key``: given keys as they are; a key read once is
+    replaced by the process's key file as it is now, if the process reads one
+    (the current key may have rotated since); else that key alone."""
+    if isinstance(key, ClusterKeys):
+        return key
+    if _process_key_file is not None:
+        return _process_key_file.keys()
+    return ClusterKeys(current=key, accepted=(key,))

@@ -38,6 +38,11 @@ chunkserver's clock. The master keeps a lease CLOCK_SKEW_MAX_S longer than
 any write capability it issued for it, so clocks that disagree by less than
 that (NTP keeps them within milliseconds) cannot let a late write through.
 
+Key rotation: capability keys follow the process's key file (auth): the
+master signs with its current key, chunkservers accept a capability signed
+with any key they accept, so capabilities keep working through every step of
+a rotation.
+
 Caveat: the key derives from the cluster key, so anyone holding the cluster
 key can mint capabilities; capabilities limit what an authenticated client
 session was granted, they do not protect against a stolen cluster key.
@@ -49,10 +54,12 @@ import hashlib
 import hmac
 import struct
 import time
+from collections.abc import Sequence
 
 import msgspec
 
 from vmstore.dfs.errors import ReadRefused, TokenExpired, WriteRefused
+from vmstore.dfs.protocol import auth
 from vmstore.dfs.protocol.messages import Capability
 
 READ = 1
@@ -89,20 +96,23 @@ def sign(key: bytes, *, operation: int, chunk_id: int, session_id: int, issued_n
     return msgspec.structs.replace(unsigned, mac=_mac(key, unsigned))
 
 
-def check(key: bytes, capability: Capability | None, chunk_id: int, operation: int,
-          now_ns: int) -> None:
+def check(keys: bytes | Sequence[bytes], capability: Capability | None, chunk_id: int,
+          operation: int, now_ns: int) -> None:
     """Raise WriteRefused / ReadRefused for a missing, forged or misdirected
-    capability, TokenExpired for an old one."""
+    capability, TokenExpired for an old one. ``keys``: the capability keys
+    accepted (several while the cluster key is being rotated)."""
     what = OPERATION_NAMES[operation]
     refused = WriteRefused if operation == WRITE else ReadRefused
     if capability is None:
         raise refused(f"{what} of chunk {chunk_id} carries no capability")
+    candidates = (keys,) if isinstance(keys, bytes) else keys
     try:
-        expected = _mac(key, capability)
+        signed_here = any(hmac.compare_digest(_mac(key, capability), capability.mac)
+                          for key in candidates)
     except struct.error:
         raise refused(f"{what} capability for chunk {chunk_id} has fields out of range"
                       ) from None
-    if not hmac.compare_digest(expected, capability.mac):
+    if not signed_here:
         raise refused(f"{what} capability for chunk {chunk_id} was not signed by this"
                       " cluster's master")
     if capability.operation != operation:
@@ -115,6 +125,27 @@ def check(key: bytes, capability: Capability | None, chunk_id: int, operation: i
                            f" {(now_ns - capability.expires_ns) / 1e9:.1f} s ago")
 
 
+class _FollowedKeys:
+    """Capability keys derived from the cluster keys as they are now: the master
+    signs with the current one, chunkservers accept every accepted one, so a
+    key rotation (auth) needs no restart."""
+
+    def __init__(self, cluster_key: auth.KeyMaterial) -> None:
+        self._cluster_key = cluster_key
+        self._derived_from: auth.ClusterKeys | None = None
+        self._derived: tuple[bytes, ...] = ()
+
+    def accepted(self) -> tuple[bytes, ...]:
+        keys = auth.keys_for(self._cluster_key)
+        if keys != self._derived_from:
+            self._derived = tuple(capability_key(key) for key in keys.accepted)
+            self._derived_from = keys
+        return self._derived
+
+    def current(self) -> bytes:
+        return self.accepted()[0]
+
+
 class VerifiedCapabilities:
     """A chunkserver's check of capabilities, with the MACs it already verified.
 
@@ -123,8 +154,8 @@ class VerifiedCapabilities:
     and later requests cost a set lookup and three comparisons.
     """
 
-    def __init__(self, cluster_key: bytes) -> None:
-        self._key = capability_key(cluster_key)
+    def __init__(self, cluster_key: auth.KeyMaterial) -> None:
+        self._keys = _FollowedKeys(cluster_key)
         self._verified: set[Capability] = set()
 
     def check(self, capability: Capability | None, chunk_id: int, operation: int) -> Capability:
@@ -134,7 +165,7 @@ class VerifiedCapabilities:
                 and capability.operation == operation and now_ns <= capability.expires_ns
                 and capability in self._verified):
             return capability  # fast path: verified before
-        check(self._key, capability, chunk_id, operation, now_ns)
+        check(self._keys.accepted(), capability, chunk_id, operation, now_ns)
         assert capability is not None
         if len(self._verified) >= VERIFIED_CAPABILITIES_MAX:
             self._verified.clear()
@@ -145,18 +176,18 @@ class VerifiedCapabilities:
 class CapabilitySigner:
     """The master's issuer of capabilities (one key, the lives of each kind)."""
 
-    def __init__(self, cluster_key: bytes, write_life_s: float,
+    def __init__(self, cluster_key: auth.KeyMaterial, write_life_s: float,
                  read_life_s: float = READ_CAPABILITY_LIFE_S) -> None:
-        self._key = capability_key(cluster_key)
+        self._keys = _FollowedKeys(cluster_key)
         self.write_life_ns = int(write_life_s * 1e9)
         self.read_life_ns = int(read_life_s * 1e9)
 
     def write(self, session_id: int, chunk_id: int, epoch: int) -> Capability:
-        return sign(self._key, operation=WRITE, chunk_id=chunk_id, epoch=epoch,
+        return sign(self._keys.current(), operation=WRITE, chunk_id=chunk_id, epoch=epoch,
                     session_id=session_id, issued_ns=time.time_ns(),
                     life_ns=self.write_life_ns)
 
     def read(self, session_id: int, chunk_id: int, life_s: float | None = None) -> Capability:
         life_ns = self.read_life_ns if life_s is None else int(life_s * 1e9)
-        return sign(self._key, operation=READ, chunk_id=chunk_id, session_id=session_id,
+        return sign(self._keys.current(), operation=READ, chunk_id=chunk_id, session_id=session_id,
                     issued_ns=time.time_ns(), life_ns=life_ns)

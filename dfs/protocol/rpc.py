@@ -387,16 +387,22 @@ class Connection:
 
 
 # --- establishing connections ---------------------------------------------------------
-async def _authenticate_connector(frames: FrameStream, key: bytes, role: str, peer: str) -> None:
+async def _authenticate_connector(frames: FrameStream, key: auth.KeyMaterial, role: str,
+                                  peer: str) -> None:
     nonce = auth.new_nonce()
     await frames.send(encode_frame(AuthHello(role=role, nonce=nonce), 0))
     _, challenge, _ = await frames.receive()
     if not isinstance(challenge, AuthChallenge):
         raise AuthenticationFailed(f"{peer} answered the hello with {type(challenge).__name__}")
     auth.check_nonce(challenge.nonce, peer)
-    if not auth.proofs_match(auth.acceptor_proof(key, nonce, challenge.nonce), challenge.proof):
+    # The peer proves itself with its current key: any key we accept will do,
+    # and we prove ourselves with that same key (see auth: key rotation).
+    shared = next((candidate for candidate in auth.keys_for(key).accepted
+                   if auth.proofs_match(auth.acceptor_proof(candidate, nonce, challenge.nonce),
+                                        challenge.proof)), None)
+    if shared is None:
         raise AuthenticationFailed(f"{peer} does not hold the cluster key")
-    proof = auth.connector_proof(key, nonce, challenge.nonce)
+    proof = auth.connector_proof(shared, nonce, challenge.nonce)
     await frames.send(encode_frame(AuthProof(proof=proof), 0))
     _, accepted, _ = await frames.receive()
     if not isinstance(accepted, AuthAccepted):
@@ -404,7 +410,7 @@ async def _authenticate_connector(frames: FrameStream, key: bytes, role: str, pe
 
 
 async def _authenticate_acceptor(
-    frames: FrameStream, key: bytes, peer: str, allowed_roles: frozenset[str]
+    frames: FrameStream, key: auth.KeyMaterial, peer: str, allowed_roles: frozenset[str]
 ) -> str:
     _, hello, _ = await frames.receive()
     if not isinstance(hello, AuthHello):
@@ -412,6 +418,7 @@ async def _authenticate_acceptor(
     if hello.role not in allowed_roles:
         raise AuthenticationFailed(f"{peer} wants role {hello.role!r}, not served here")
     auth.check_nonce(hello.nonce, peer)
+    key = auth.keys_for(key).current
     nonce = auth.new_nonce()
     proof = auth.acceptor_proof(key, hello.nonce, nonce)
     await frames.send(encode_frame(AuthChallenge(nonce=nonce, proof=proof), 0))
@@ -428,7 +435,7 @@ async def _authenticate_acceptor(
 async def open_connection(
     host: str,
     port: int,
-    key: bytes,
+    key: auth.KeyMaterial,
     role: str,
     *,
     handler: Handler | None = None,
@@ -488,7 +495,7 @@ HandlerFactory = Callable[[Connection], Handler]
 async def serve_connections(
     host: str,
     port: int,
-    key: bytes,
+    key: auth.KeyMaterial,
     allowed_roles: frozenset[str],
     handler_factory: HandlerFactory,
     *,
@@ -507,7 +514,7 @@ async def serve_connections(
 
 
 async def _serve_one(
-    key: bytes,
+    key: auth.KeyMaterial,
     allowed_roles: frozenset[str],
     handler_factory: HandlerFactory,
     compress: bool,
@@ -548,7 +555,8 @@ async def _serve_one(
 class ConnectionPool:
     """Long-lived connections to many peers, made on first use and remade after a break."""
 
-    def __init__(self, nursery: trio.Nursery, key: bytes, role: str, compress: bool) -> None:
+    def __init__(self, nursery: trio.Nursery, key: auth.KeyMaterial, role: str,
+                 compress: bool) -> None:
         self._nursery = nursery
         self._key = key
         self._role = role

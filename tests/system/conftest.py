@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from vmstore.dfs.protocol import tls
 from vmstore.dfs.protocol.auth import load_key
 
 DEATH_TIMEOUT_S = 10.0
+HEAL_TIMEOUT_S = 180.0
 
 
 class Cluster:
@@ -67,6 +69,16 @@ class Cluster:
         ready = spawn(self.directory, name)
         return wait_ready(ready, name, self.directory)
 
+    def restart_when_healthy(self, name: str, signal_number: int = signal.SIGTERM) -> None:
+        """Stop and restart one daemon, then wait until no chunk is under goal: a rolling
+        restart must never take down the last current replica of anything."""
+        self.kill(name, signal_number)
+        self.restart(name)
+        healthy = vmstore_command("status", "--wait-healthy", config=self.config_path,
+                                  timeout_s=HEAL_TIMEOUT_S)
+        assert healthy.returncode == 0, (f"after restarting {name}: {healthy.stdout}"
+                                         f" {healthy.stderr}")
+
     def address_of(self, name: str) -> str:
         return (self.directory / "run" / f"{name}.addr").read_text().strip()
 
@@ -94,6 +106,53 @@ def vmstore_command(*arguments: str, config: Path,
     return subprocess.run([sys.executable, "-m", "vmstore.cli.main", *arguments],
                           capture_output=True, text=True, timeout=timeout_s,
                           env={**os.environ, "VMSTORE_CONFIG": str(config)})
+
+
+class FsyncingWriter:
+    """A thread appending random blocks to a file, each fsynced: ``durable`` holds
+    every block the filesystem said was durable, in order."""
+
+    BLOCK_BYTES = 64 * 1024
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.durable: list[bytes] = []
+        self.failures: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._write, name=f"writer {path.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _write(self) -> None:
+        try:
+            with open(self.path, "wb") as image:
+                while not self._stop.is_set():
+                    block = os.urandom(self.BLOCK_BYTES)
+                    image.write(block)
+                    image.flush()
+                    os.fsync(image.fileno())
+                    self.durable.append(block)
+        except BaseException as error:  # noqa: BLE001 (handed to the test)
+            self.failures.append(error)
+
+    def wait_for_progress(self, blocks: int, what: str, timeout_s: float = 60.0) -> None:
+        wanted = len(self.durable) + blocks
+        deadline = time.monotonic() + timeout_s
+        while len(self.durable) < wanted:
+            if self.failures or time.monotonic() > deadline:
+                raise AssertionError(f"no {blocks} fsynced writes {what}: {self.failures}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+    def stop_and_check(self) -> None:
+        """Stop; nothing failed, and the file begins with every durable block."""
+        self.stop()
+        assert not self.failures, self.failures
+        with open(self.path, "rb") as image:
+            assert image.read(len(self.durable) * self.BLOCK_BYTES) == b"".join(self.durable)
 
 
 class Mount:
@@ -133,6 +192,18 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         local_down(started.directory)
     # (mount logs are under logs/ too: a mount that crashed fails the test as well)
     assert_no_crash(started.logs())
+
+
+@pytest.fixture
+def healing_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster that rebuilds lost replicas 2 s after a chunkserver goes, not 30 s."""
+    cluster = Cluster(tmp_path / "cluster", 3, master_flags=("--replication-delay", "2",
+                                                     "--startup-grace", "2"),
+                      chunkserver_flags=("--scrub-mib-per-s", "2000"))
+    try:
+        yield cluster
+    finally:
+        local_down(cluster.directory)
 
 
 def assert_no_crash(logs: dict[str, str]) -> None:

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.system import test_cluster_io
-from tests.system.conftest import Cluster, Mount, assert_no_crash, require_fuse, vmstore_command
-from tests.system.network_lab import wait_until
+from tests.system.conftest import (
+    Cluster,
+    FsyncingWriter,
+    Mount,
+    assert_no_crash,
+    require_fuse,
+    vmstore_command,
+)
 from vmstore.cli.local_cluster import local_down
 from vmstore.cli.tls_command import create_ca, issue_host_certificate
 
 pytestmark = pytest.mark.system
-BLOCK_BYTES = 64 * 1024
 
 
 @pytest.fixture
@@ -55,7 +59,7 @@ def test_the_mount_works_and_plaintext_is_refused(tls_cluster: Cluster, tmp_path
             os.close(descriptor)
         assert (mount.path / "over-tls.img").read_bytes() == data
     finally:
-        mount.unmount()
+        mount.force_unmount()
     status = vmstore_command("status", "--json", config=tls_cluster.config_path)
     assert status.returncode == 0, status.stderr
     plaintext = tmp_path / "plaintext.toml"
@@ -67,34 +71,18 @@ def test_the_mount_works_and_plaintext_is_refused(tls_cluster: Cluster, tmp_path
 
 
 def test_tls_is_turned_on_in_a_running_cluster_while_a_writer_goes_on(
-        cluster: Cluster, tmp_path: Path) -> None:
+        healing_cluster: Cluster, tmp_path: Path) -> None:
     """The README's procedure: certificates, mode "on" (mount reloaded, daemons
     restarted one at a time), then "required" the same way; a writer with
     fsync runs throughout and loses nothing it was told is durable."""
     require_fuse()
+    cluster = healing_cluster
     certificates = cluster.directory / "tls"
     create_ca(certificates)
     issue_host_certificate(certificates, "local", ["127.0.0.1"])
     plain_config = cluster.config_path.read_text()
     mount = Mount(cluster, tmp_path / "mnt")
-    durable: list[bytes] = []
-    stop = threading.Event()
-    failures: list[BaseException] = []
-
-    def write_with_fsync() -> None:
-        try:
-            with open(mount.path / "live.img", "wb") as image:
-                while not stop.is_set():
-                    block = os.urandom(BLOCK_BYTES)
-                    image.write(block)
-                    image.flush()
-                    os.fsync(image.fileno())
-                    durable.append(block)
-        except BaseException as error:  # noqa: BLE001 (handed to the test)
-            failures.append(error)
-
-    writer = threading.Thread(target=write_with_fsync)
-    writer.start()
+    writer = FsyncingWriter(mount.path / "live.img")
     try:
         for mode in ("on", "required"):
             cluster.config_path.write_text(
@@ -102,23 +90,15 @@ def test_tls_is_turned_on_in_a_running_cluster_while_a_writer_goes_on(
                 f'cert_file = "{certificates}/local.crt"\nkey_file = "{certificates}/local.key"\n')
             os.kill(mount.pid, signal.SIGHUP)
             for name in ["master", *cluster.chunkserver_names]:
-                cluster.kill(name, signal.SIGTERM)
-                cluster.restart(name)
-                wanted = len(durable) + 5
-                wait_until(lambda wanted=wanted: len(durable) > wanted, 60,  # type: ignore[misc]
-                           f"writes after {name} restarted")
-    finally:
-        stop.set()
-        writer.join(timeout=120)
-    assert not failures, failures
-    try:
-        assert (mount.path / "live.img").read_bytes()[:len(durable) * BLOCK_BYTES] == (
-            b"".join(durable))
+                cluster.restart_when_healthy(name)
+                writer.wait_for_progress(5, f"after {name} restarted in TLS mode {mode}")
+        writer.stop_and_check()
         assert "configuration reloaded" in mount.log.read_text()
         refusals = tls_refusals(cluster.logs()["master"])
         assert refusals == 0, "a plaintext connection reached the master after 'required'"
     finally:
-        mount.unmount()
+        writer.stop()  # (again: after a failure, before unmounting)
+        mount.force_unmount()
     refused = vmstore_command("status", config=tmp_path / "absent.toml")
     assert refused.returncode == 1  # no [tls], no key: nothing gets in
 
