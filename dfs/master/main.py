@@ -110,13 +110,20 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
 
 async def run_until_signal(service: Callable[..., Any], *args: Any,
                            on_started: Callable[[Any], None] | None = None) -> None:
-    """Run ``service`` until SIGTERM or SIGINT, then cancel it and return."""
+    """Run ``service`` until SIGTERM or SIGINT, then cancel it and return.
+
+    Signals count from the first moment, start-up included: a chunkserver
+    waiting for an unreachable master must still stop when told to.
+    """
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
+            async def stop_on_signal() -> None:
+                async for signal_number in signals:
+                    log.info("received %s; stopping", signal.Signals(signal_number).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
             started = await nursery.start(service, *args)
             if on_started is not None:
                 on_started(started)
-            async for signal_number in signals:
-                log.info("received %s; stopping", signal.Signals(signal_number).name)
-                nursery.cancel_scope.cancel()
-                break

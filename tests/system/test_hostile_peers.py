@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from vmstore.cli.config import parse_address
 from vmstore.dfs.client.client import open_client
 from vmstore.dfs.client.master_client import ClientIdentity
 from vmstore.dfs.errors import AuthenticationFailed, PeerUnavailable
-from vmstore.dfs.protocol import codec, messages
+from vmstore.dfs.protocol import auth, codec, messages
 from vmstore.dfs.protocol.rpc import open_connection
 
 pytestmark = pytest.mark.system
@@ -110,3 +113,95 @@ def test_status_json_lists_the_cluster_and_not_itself(cluster: Cluster) -> None:
     assert document["chunks"] == {"total": 0, "ok": 0, "undergoal": 0, "endangered": 0,
                                   "lost": 0}
     assert document["clients"] == []  # the status command itself is not a client
+
+
+def test_a_chunkserver_with_the_wrong_key_never_joins(cluster: Cluster, tmp_path: Path) -> None:
+    """A real chunkserver process holding another key: it finds the master's proof
+    wrong and says so, it never registers, and it still stops when told to."""
+    wrong_key = tmp_path / "wrong.key"
+    wrong_key.write_text(os.urandom(32).hex())
+    wrong_key.chmod(0o600)
+    log = tmp_path / "intruder.log"
+    with open(log, "w") as log_file:
+        intruder = subprocess.Popen(
+            [sys.executable, "-m", "vmstore.cli.main", "chunkserver", "--data-dir",
+             str(tmp_path / "intruder"), "--listen", "127.0.0.1:0", "--master",
+             cluster.master_address, "--key-file", str(wrong_key), "--host-label",
+             "intruder"], stdout=log_file, stderr=log_file,
+            env={**os.environ, "VMSTORE_CONFIG": str(tmp_path / "absent.toml")})
+    try:
+        deadline = time.monotonic() + 30
+        while "does not hold the cluster key" not in log.read_text():
+            assert time.monotonic() < deadline, f"no refusal logged: {log.read_text()}"
+            time.sleep(0.2)
+    finally:
+        intruder.terminate()
+        intruder.wait(timeout=30)  # SIGTERM works before registration too
+    status = json.loads(vmstore("status", "--json", config=cluster.config_path).stdout)
+    assert sorted(server["host"] for server in status["chunkservers"]) == [
+        "local0", "local1", "local2"]
+
+
+def test_a_master_with_the_wrong_key_is_not_believed(cluster: Cluster, tmp_path: Path) -> None:
+    """A fake master (a real master process with another key): a client holding the
+    cluster key refuses it before sending anything but its hello."""
+    fake_key = tmp_path / "fake.key"
+    fake_key.write_text(os.urandom(32).hex())
+    fake_key.chmod(0o600)
+    ready = tmp_path / "fake.addr"
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "vmstore.cli.main", "master", "--data-dir",
+         str(tmp_path / "fake"), "--listen", "127.0.0.1:0", "--key-file", str(fake_key),
+         "--ready-file", str(ready)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "VMSTORE_CONFIG": str(tmp_path / "absent.toml")})
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert time.monotonic() < deadline and fake.poll() is None, "fake master died"
+            time.sleep(0.1)
+        result = vmstore("status", "--master", ready.read_text().strip(),
+                         config=cluster.config_path)
+    finally:
+        fake.terminate()
+        fake.wait(timeout=30)
+    assert result.returncode == 1
+    assert "does not hold the cluster key" in result.stderr
+
+
+async def test_a_replayed_handshake_is_refused(cluster: Cluster) -> None:
+    """Record an honest client's handshake with the master, then replay its bytes on a
+    new connection: the master's fresh nonce makes the recorded proof worthless."""
+    host, port = parse_address(cluster.master_address, "master")
+
+    async def receive_frame(stream: trio.SocketStream) -> messages.Message:
+        data = b""
+        while len(data) < codec.HEADER_BYTES:
+            data += await stream.receive_some(codec.HEADER_BYTES - len(data))
+        header = codec.decode_header(data)
+        body = b""
+        while len(body) < header.body_bytes + header.payload_bytes:
+            more = await stream.receive_some()
+            assert more, "the master closed the connection"
+            body += more
+        return codec.decode_body(header, body[:header.body_bytes])
+
+    nonce = auth.new_nonce()
+    hello = codec.encode_frame(messages.AuthHello(role="admin", nonce=nonce), 0)
+    honest = await trio.open_tcp_stream(host, port)
+    await honest.send_all(b"".join(hello))
+    challenge = await receive_frame(honest)
+    assert isinstance(challenge, messages.AuthChallenge)
+    proof = codec.encode_frame(messages.AuthProof(
+        proof=auth.connector_proof(cluster.key, nonce, challenge.nonce)), 0)
+    await honest.send_all(b"".join(proof))
+    assert isinstance(await receive_frame(honest), messages.AuthAccepted)
+    await honest.aclose()
+
+    replay = await trio.open_tcp_stream(host, port)
+    await replay.send_all(b"".join(hello))
+    assert isinstance(await receive_frame(replay), messages.AuthChallenge)  # a new nonce
+    await replay.send_all(b"".join(proof))
+    with trio.fail_after(10):
+        assert await replay.receive_some(100) == b""  # refused: closed without a word
+    await replay.aclose()
+    assert "does not hold the cluster key" in cluster.logs()["master"]
