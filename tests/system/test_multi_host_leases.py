@@ -60,7 +60,7 @@ def write_at(fd: int, offset: int, data: bytes) -> None:
 def replicas_of(lab: NetworkLab, inode: int, index: int) -> dict[str, bytes]:
     async def read() -> dict[str, bytes]:
         async with open_client(lab.address_of_master()[0], lab.address_of_master()[1],
-                               lab.key, ClientIdentity(host_label="checker", role="admin"),
+                               lab.key, ClientIdentity(host_label="checker"),
                                reconnect_timeout_s=30) as client:
             return await every_replica(client, inode, index, 0, BLOCK_BYTES)
 
