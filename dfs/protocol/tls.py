@@ -134,11 +134,11 @@ class TransportSecurity:
                                 https_compatible=False)
         try:
             await secure.do_handshake()
-        except ssl.SSLError as error:
-            raise AuthenticationFailed(f"TLS with {peer} failed: {error.reason}") from None
-        except _CLOSED_DURING_HANDSHAKE as error:
+        except _CLOSED_DURING_HANDSHAKE as error:  # before SSLError: its EOF kinds are these
             raise PeerUnavailable(f"{peer} left during the TLS handshake"
                                   f" ({str(error) or type(error).__name__})") from None
+        except ssl.SSLError as error:
+            raise AuthenticationFailed(f"TLS with {peer} failed: {error.reason}") from None
         return secure
 
     def note_plaintext_fallback(self, peer: str) -> None:
