@@ -16,6 +16,9 @@ Every error names the file, the key and what is wrong, in one line.
     migration = "qemu+tcp://host2/system"      # how the other libvirtd reaches it
     label = "host2"                  # its vmstore host label (default: the name)
 
+    [mount]                          # `vmstore mount` defaults; its flags override
+    short_circuit_reads = true       # read replicas on this host from their files
+
     [master]                         # `vmstore master` defaults; its flags override
     data_dir = "/var/lib/vmstore-master"
     listen = "0.0.0.0:9420"
@@ -70,6 +73,7 @@ DAEMON_OPTION_TYPES: dict[str, dict[str, type]] = {
     "chunkserver": {"replication_mib_per_s": float, "scrub_mib_per_s": float},
 }
 _KNOWN = {"cluster": {"master", "key_file"}, "client": {"host_label", "mount"},
+          "mount": {"short_circuit_reads"},
           "logging": {"level", "format"}, "tls": {"mode", "cert_file", "key_file", "ca_file"},
           **{section: set(types) for section, types in DAEMON_OPTION_TYPES.items()}}
 _HOST_KEYS = {"libvirt", "migration", "label"}
@@ -88,6 +92,7 @@ class Config:
     log_format: str = "text"
     daemon_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     exports: tuple[ExportRule, ...] = ()  # the master's rules; () lets everyone in read-write
+    short_circuit_reads: bool = True  # [mount]: read replicas on this host from their files
 
 
 def add_master_argument(parser: argparse.ArgumentParser) -> None:
@@ -136,7 +141,17 @@ def load_config(path: Path | None = None, *, master: str | None = None,
                   log_format=_choice(path, logging_section, "format", LOG_FORMATS, "text"),
                   daemon_options={section: _daemon_options(path, section, data.get(section, {}))
                                   for section in DAEMON_OPTION_TYPES},
-                  exports=exports_from(path, data.get("exports", [])))
+                  exports=exports_from(path, data.get("exports", [])),
+                  short_circuit_reads=_flag(path, data.get("mount", {}), "mount",
+                                            "short_circuit_reads", True))
+
+
+def _flag(path: Path, section: dict[str, Any], name: str, key: str, default: bool) -> bool:
+    """[name] key as a boolean; ``default`` when absent; any other TOML type is refused."""
+    value = section.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: [{name}] {key} {value!r} is not true or false")
+    return value
 
 
 def _daemon_options(path: Path, section: str, values: dict[str, Any]) -> dict[str, Any]:

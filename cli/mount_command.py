@@ -51,6 +51,8 @@ def mount_in_foreground(args: argparse.Namespace) -> int:
                              host_label=args.host_label or config.host_label,
                              read_only=args.read_only,
                              writeback_cache=args.writeback_cache,
+                             short_circuit_reads=(config.short_circuit_reads
+                                                  and not args.no_short_circuit),
                              reload=lambda: tls.configure(load_tls_settings()))
     async def mount_and_report() -> None:
         async with trio.open_nursery() as nursery:
@@ -82,6 +84,8 @@ def mount_in_background(args: argparse.Namespace) -> int:
         command.append("--read-only")
     if args.writeback_cache:
         command.append("--writeback-cache")
+    if args.no_short_circuit:
+        command.append("--no-short-circuit")
     log_path = Path(args.log_file or f"/var/log/vmstore-mount-{mountpoint.name or 'root'}.log")
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
@@ -111,6 +115,8 @@ def apply_mount_options(args: argparse.Namespace) -> None:
         name, _, value = option.partition("=")
         if name == "ro":
             args.read_only = True
+        elif name == "no_short_circuit":
+            args.no_short_circuit = True
         elif name == "config":
             os.environ["VMSTORE_CONFIG"] = value
         elif name in ("master", "key_file", "host_label", "metrics") and value:
@@ -162,13 +168,16 @@ def register(subparsers: Any) -> None:
                        help="this host's failure domain (default: hostname)")
     mount.add_argument("--source", help="mount(8)'s SOURCE: 'vmstore' or HOST:PORT")
     mount.add_argument("--options", "-o", help="mount(8) options: config=F, master=A,"
-                       " key_file=F, host_label=L, ro")
+                       " key_file=F, host_label=L, ro, no_short_circuit")
     mount.add_argument("--foreground", action="store_true", help="stay in the foreground")
     add_metrics_argument(mount)
     mount.add_argument("--read-only", action="store_true", help="mount read-only")
     mount.add_argument("--writeback-cache", action="store_true",
                        help="kernel writeback cache: faster buffered writes, but other"
                        " hosts' size changes stay hidden (single-host use only)")
+    mount.add_argument("--no-short-circuit", dest="no_short_circuit", action="store_true",
+                       help="read replicas on this host over TCP like remote ones, not"
+                       " from their files (default: [mount] short_circuit_reads, true)")
     mount.add_argument("--log-file", help="background mode: log here"
                        " (default /var/log/vmstore-mount-NAME.log)")
     add_logging_arguments(mount)

@@ -39,6 +39,8 @@ class MountSettings:
     host_label: str
     read_only: bool = False
     writeback_cache: bool = False  # see VmstoreOperations: breaks coherence across hosts
+    # Read replicas on this host straight from their files (dfs.client.local_replicas).
+    short_circuit_reads: bool = True
     # On SIGHUP (systemctl reload): re-read what may change live (TLS); new
     # connections use it, open ones go on until they are remade.
     reload: Callable[[], None] | None = None
@@ -96,7 +98,7 @@ async def run_mount(settings: MountSettings, *,
     identity = ClientIdentity(host_label=settings.host_label,
                               mount_point=str(settings.mountpoint))
     async with open_client(settings.master_host, settings.master_port, settings.key,
-                           identity) as client:
+                           identity, short_circuit_reads=settings.short_circuit_reads) as client:
         operations = VmstoreOperations(client, settings.writeback_cache)
         pyfuse3.init(operations, str(settings.mountpoint), mount_options(settings))
         try:

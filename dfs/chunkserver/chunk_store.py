@@ -19,7 +19,10 @@ File format, one file per replica at
                    4 KiB data block; ZERO_BLOCK_CRC for a block of zeros
     DATA_OFFSET    data: CHUNK_SIZE_BYTES, sparse; zero blocks are holes
 
-All integers are little-endian. A new replica is a file truncated to full
+All integers are little-endian. The format, and the verified reading of
+blocks, live in ``dfs.protocol.replica_format``: clients on this host read
+the same files directly (short-circuit reads), with the same code.
+``open_for_local_read`` hands them a read-only fd. A new replica is a file truncated to full
 size with a table of ZERO_BLOCK_CRC, so its data area uses no disk space.
 
 Reads and writes speak one encoding: a range [offset, offset + length) is a
@@ -59,8 +62,7 @@ import errno
 import logging
 import os
 import re
-import struct
-import sys
+import stat
 import threading
 import time
 import zlib
@@ -75,11 +77,33 @@ from typing import Self, TypeAlias
 
 from vmstore.dfs.constants import BLOCK_SIZE_BYTES, BLOCKS_PER_CHUNK, CHUNK_SIZE_BYTES
 from vmstore.dfs.errors import (
-    ChecksumMismatch,
     ChunkNotFound,
     Exists,
     InvalidArgument,
     StaleChunkVersion,
+)
+from vmstore.dfs.protocol.replica_format import (
+    CRC_TABLE_OFFSET,
+    DATA_OFFSET,
+    FILE_SIZE_BYTES,
+    HEADER_SIZE_BYTES,
+    MAX_CHUNK_ID,
+    MAX_VERSION,
+    RUN_BLOCKS_MAX,
+    ZERO_BLOCK,
+    ZERO_BLOCK_CRC,
+    ZEROS,
+    ZEROS_VIEW,
+    DamagedReplica,
+    chunk_name,
+    decode_header,
+    encode_header,
+    is_zero,
+    pread_full,
+    table_bytes,
+    table_from_bytes,
+    verified_blocks,
+    verified_range,
 )
 from vmstore.dfs.types import ChunkId, ChunkVersion
 
@@ -89,29 +113,10 @@ Buffer: TypeAlias = bytes | bytearray | memoryview
 # A block's new or current content; None means all zeros (a hole).
 _Block: TypeAlias = memoryview | bytearray | None
 
-MAGIC = b"VMSCHNK1"
-HEADER_SIZE_BYTES = 4096
-CRC_TABLE_OFFSET = HEADER_SIZE_BYTES
-CRC_TABLE_SIZE_BYTES = BLOCKS_PER_CHUNK * 4
-DATA_OFFSET = CRC_TABLE_OFFSET + CRC_TABLE_SIZE_BYTES
-FILE_SIZE_BYTES = DATA_OFFSET + CHUNK_SIZE_BYTES
-MAX_CHUNK_ID = 2**63 - 1
-MAX_VERSION = 2**63 - 1
 OPEN_FILES_MAX = 256
-
-ZERO_BLOCK = bytes(BLOCK_SIZE_BYTES)
-ZERO_BLOCK_CRC = zlib.crc32(ZERO_BLOCK)
-
-_HEADER = struct.Struct("<8sQQ")
-_CRC = struct.Struct("<I")
-# Reads, verifies and zero-fills go at most this far per call, which bounds
-# the memory a scrub of a whole chunk needs.
-_RUN_BLOCKS_MAX = 256
-# Measured (CPython 3.11, x86-64): bytes.startswith against cached zeros is a
-# memcmp, 0.1 us for 4 KiB and 9 us for 1 MiB; buffer.count(0) takes 1.7 us
-# and 405 us, `not any(buffer)` 20 us and 3.8 ms.
-_ZEROS = bytes(1024 * 1024)
-_ZEROS_VIEW = memoryview(_ZEROS)
+# Read-only fds for short-circuit readers: O_NOFOLLOW for the reason _load
+# gives, O_CLOEXEC so that no child of the chunkserver inherits one.
+_LOCAL_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
 _SUBDIR_NAME = re.compile(r"[0-9a-f]{2}")
 _CHUNK_NAME = re.compile(r"([0-9a-f]{16})\.chunk")
@@ -124,24 +129,8 @@ _fallocate = getattr(_libc, "fallocate64", None) or _libc.fallocate
 _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 _fallocate.restype = ctypes.c_int
 
-assert array("I").itemsize == 4, "the CRC table is an array of u32"
-assert DATA_OFFSET % BLOCK_SIZE_BYTES == 0
-
-
-def is_zero(buffer: Buffer) -> bool:
-    """Whether every byte of *buffer* is zero (a memcmp against cached zeros)."""
-    size = buffer.nbytes if isinstance(buffer, memoryview) else len(buffer)
-    if size <= len(_ZEROS):
-        return _ZEROS.startswith(buffer)
-    view = memoryview(buffer).cast("B")
-    return all(
-        _ZEROS.startswith(view[start : start + len(_ZEROS)])
-        for start in range(0, size, len(_ZEROS))
-    )
-
-
-class _DamagedReplica(Exception):
-    """A replica file that is not one of ours; the message says why."""
+__all__ = ["DATA_OFFSET", "FILE_SIZE_BYTES", "HEADER_SIZE_BYTES", "ZERO_BLOCK",
+           "ZERO_BLOCK_CRC", "ChunkStore", "is_zero"]
 
 
 @dataclass(eq=False)
@@ -215,7 +204,7 @@ class ChunkStore:
         _check_version(version)
         path = self._path(chunk_id)
         if path.exists():
-            raise Exists(f"{_name(chunk_id)}: a replica exists")
+            raise Exists(f"{chunk_name(chunk_id)}: a replica exists")
         if _mkdir(path.parent):
             _fsync_dir(self._chunks_dir)
         # Built complete under tmp/ and linked into place, so the name never
@@ -224,14 +213,14 @@ class ChunkStore:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         try:
             os.ftruncate(fd, FILE_SIZE_BYTES)
-            _pwrite_all(fd, [_encode_header(chunk_id, version)], 0)
+            _pwrite_all(fd, [encode_header(chunk_id, version)], 0)
             crcs = array("I", [ZERO_BLOCK_CRC]) * BLOCKS_PER_CHUNK
-            _pwrite_all(fd, [_table_bytes(crcs)], CRC_TABLE_OFFSET)
+            _pwrite_all(fd, [table_bytes(crcs)], CRC_TABLE_OFFSET)
             os.fsync(fd)
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                raise Exists(f"{_name(chunk_id)}: a replica exists") from None
+                raise Exists(f"{chunk_name(chunk_id)}: a replica exists") from None
         except BaseException:
             os.close(fd)
             raise
@@ -261,6 +250,36 @@ class ChunkStore:
         _check_id(chunk_id)
         with self._use(chunk_id) as replica:
             return ChunkVersion(replica.version)
+
+    def open_for_local_read(self, chunk_id: int, version: int) -> int:
+        """A new read-only fd of the replica, which is at *version*; the caller closes it.
+
+        For short-circuit readers on this host. The replica is loaded (and
+        checked) as for a read, so a damaged file is moved aside here as
+        anywhere else; StaleChunkVersion unless it is *version* now;
+        ChunkNotFound if there is none. The fd opened is checked to be the
+        very file the store holds open, not one that took its name.
+        """
+        _check_id(chunk_id)
+        _check_version(version)
+        with self._use(chunk_id) as replica:
+            _check_current(replica, version)
+            # Under the replica's lock: delete() cannot unlink the name meanwhile.
+            try:
+                fd = os.open(self._path(chunk_id), _LOCAL_READ_FLAGS)
+            except FileNotFoundError:
+                raise ChunkNotFound(f"{chunk_name(chunk_id)}: no replica") from None
+            try:
+                opened, held = os.fstat(fd), os.fstat(replica.fd)
+                if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+                    held.st_dev, held.st_ino
+                ):
+                    raise ChunkNotFound(f"{chunk_name(chunk_id)}: the name no longer leads"
+                                        " to the replica")
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
 
     def set_version(self, chunk_id: int, old_version: int, new_version: int) -> None:
         """Bump the version, durably; StaleChunkVersion unless it is *old_version* now."""
@@ -300,7 +319,7 @@ class ChunkStore:
             for entry in sorted(os.scandir(subdir.path), key=lambda entry: entry.name):
                 try:
                     replica = self._scan_entry(subdir.name, entry)
-                except _DamagedReplica as damage:
+                except DamagedReplica as damage:
                     self._move_aside(Path(entry.path), str(damage))
                     continue
                 except FileNotFoundError:
@@ -317,9 +336,9 @@ class ChunkStore:
         bad: list[int] = []
         # One run at a time, so writes to the chunk are not held up for a
         # whole 64 MiB scan.
-        for first in range(0, BLOCKS_PER_CHUNK, _RUN_BLOCKS_MAX):
+        for first in range(0, BLOCKS_PER_CHUNK, RUN_BLOCKS_MAX):
             with self._use(chunk_id) as replica:
-                end = min(first + _RUN_BLOCKS_MAX, BLOCKS_PER_CHUNK)
+                end = min(first + RUN_BLOCKS_MAX, BLOCKS_PER_CHUNK)
                 for _ in self._blocks(replica, first, end, bad):
                     pass
         return bad
@@ -341,25 +360,9 @@ class ChunkStore:
         _check_id(chunk_id)
         _check_version(version)
         _check_range(offset, length)
-        end = offset + length
-        parts: list[memoryview] = []
-        zero_ranges: list[tuple[int, int]] = []
         with self._use(chunk_id) as replica:
             _check_current(replica, version)
-            if length == 0:
-                return b"", []
-            first, last = offset // BLOCK_SIZE_BYTES, (end - 1) // BLOCK_SIZE_BYTES + 1
-            for index, content in self._blocks(replica, first, last):
-                start = max(offset, index * BLOCK_SIZE_BYTES)
-                stop = min(end, (index + 1) * BLOCK_SIZE_BYTES)
-                if content is not None:
-                    base = index * BLOCK_SIZE_BYTES
-                    parts.append(content[start - base : stop - base])
-                elif zero_ranges and sum(zero_ranges[-1]) == start:
-                    zero_ranges[-1] = (zero_ranges[-1][0], stop - zero_ranges[-1][0])
-                else:
-                    zero_ranges.append((start, stop - start))
-            return b"".join(parts), zero_ranges
+            return verified_range(replica.fd, replica.crcs, 0, offset, length, chunk_id)
 
     def write(
         self,
@@ -403,7 +406,7 @@ class ChunkStore:
         try:
             with replica.lock:
                 if replica.retired:
-                    raise ChunkNotFound(f"{_name(chunk_id)}: no replica (deleted)")
+                    raise ChunkNotFound(f"{chunk_name(chunk_id)}: no replica (deleted)")
                 yield replica
         finally:
             with self._lock:
@@ -419,23 +422,23 @@ class ChunkStore:
             # writes out of the data directory.
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
         except FileNotFoundError:
-            raise ChunkNotFound(f"{_name(chunk_id)}: no replica") from None
+            raise ChunkNotFound(f"{chunk_name(chunk_id)}: no replica") from None
         except OSError as error:
             if error.errno not in (errno.ELOOP, errno.EISDIR):
                 raise
             self._move_aside(path, "not a regular file")
-            raise ChunkNotFound(f"{_name(chunk_id)}: replica damaged (not a regular file)"
+            raise ChunkNotFound(f"{chunk_name(chunk_id)}: replica damaged (not a regular file)"
                                 ) from None
         try:
-            raw = _pread(fd, DATA_OFFSET, 0)
-            version = _decode_header(raw[:HEADER_SIZE_BYTES], chunk_id)
+            raw = pread_full(fd, DATA_OFFSET, 0)
+            version = decode_header(raw[:HEADER_SIZE_BYTES], chunk_id)
             if len(raw) < DATA_OFFSET:
-                raise _DamagedReplica("CRC table truncated")
-            return _Replica(chunk_id, fd, version, _table_from_bytes(raw[CRC_TABLE_OFFSET:]))
-        except _DamagedReplica as damage:
+                raise DamagedReplica("CRC table truncated")
+            return _Replica(chunk_id, fd, version, table_from_bytes(raw[CRC_TABLE_OFFSET:]))
+        except DamagedReplica as damage:
             os.close(fd)
             self._move_aside(path, str(damage))
-            raise ChunkNotFound(f"{_name(chunk_id)}: replica damaged ({damage})") from None
+            raise ChunkNotFound(f"{chunk_name(chunk_id)}: replica damaged ({damage})") from None
         except BaseException:
             os.close(fd)
             raise
@@ -460,20 +463,20 @@ class ChunkStore:
     def _scan_entry(self, subdir: str, entry: os.DirEntry[str]) -> tuple[ChunkId, ChunkVersion]:
         match = _CHUNK_NAME.fullmatch(entry.name)
         if match is None or not entry.is_file(follow_symlinks=False):
-            raise _DamagedReplica("not a replica file name")
+            raise DamagedReplica("not a replica file name")
         chunk_id = int(match.group(1), 16)
         if not 0 < chunk_id <= MAX_CHUNK_ID or subdir != f"{chunk_id & 0xFF:02x}":
-            raise _DamagedReplica("chunk id out of range or in the wrong subdirectory")
+            raise DamagedReplica("chunk id out of range or in the wrong subdirectory")
         with self._lock:
             cached = self._open.get(chunk_id)
             if cached is not None:
                 return ChunkId(chunk_id), ChunkVersion(cached.version)
         fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
-            header = _pread(fd, HEADER_SIZE_BYTES, 0)
+            header = pread_full(fd, HEADER_SIZE_BYTES, 0)
         finally:
             os.close(fd)
-        return ChunkId(chunk_id), ChunkVersion(_decode_header(header, chunk_id))
+        return ChunkId(chunk_id), ChunkVersion(decode_header(header, chunk_id))
 
     def _move_aside(self, path: Path, reason: str) -> None:
         """Keep a file that is not a replica for a human to look at; never raises."""
@@ -492,63 +495,9 @@ class ChunkStore:
         """(index, verified content or None for zeros) of blocks [first, end).
 
         A bad block raises ChecksumMismatch, or with *bad* is appended to it
-        and yielded as None.
+        and yielded as None (``replica_format.verified_blocks``).
         """
-        crcs = replica.crcs
-        index = first
-        while index < end:
-            zero_run = crcs[index] == ZERO_BLOCK_CRC
-            stop, limit = index + 1, min(end, index + _RUN_BLOCKS_MAX)
-            while stop < limit and (crcs[stop] == ZERO_BLOCK_CRC) == zero_run:
-                stop += 1
-            start_byte = DATA_OFFSET + index * BLOCK_SIZE_BYTES
-            size = (stop - index) * BLOCK_SIZE_BYTES
-            if not zero_run:
-                yield from self._data_run(replica, index, stop, bad)
-            elif _has_data(replica.fd, start_byte, start_byte + size):
-                yield from self._zero_run(replica, index, stop, bad)
-            else:
-                # A hole: zeros without reading, which is most of a VM image.
-                for hole in range(index, stop):
-                    yield hole, None
-            index = stop
-
-    def _data_run(
-        self, replica: _Replica, first: int, end: int, bad: list[int] | None
-    ) -> Iterator[tuple[int, memoryview | None]]:
-        start_byte = DATA_OFFSET + first * BLOCK_SIZE_BYTES
-        raw = memoryview(_pread(replica.fd, (end - first) * BLOCK_SIZE_BYTES, start_byte))
-        for index in range(first, end):
-            at = (index - first) * BLOCK_SIZE_BYTES
-            block = raw[at : at + BLOCK_SIZE_BYTES]
-            if len(block) < BLOCK_SIZE_BYTES:
-                # The file ends early (corruption): the block is gone.
-                _bad_block(replica, index, bad, "short read")
-                yield index, None
-            elif zlib.crc32(block) != replica.crcs[index]:
-                _bad_block(replica, index, bad, "checksum mismatch")
-                yield index, None
-            else:
-                yield index, block
-
-    def _zero_run(
-        self, replica: _Replica, first: int, end: int, bad: list[int] | None
-    ) -> Iterator[tuple[int, memoryview | None]]:
-        """Blocks whose entry says zeros but whose file range holds data."""
-        size = (end - first) * BLOCK_SIZE_BYTES
-        raw = _pread(replica.fd, size, DATA_OFFSET + first * BLOCK_SIZE_BYTES)
-        # Past the end of the file is zeros, which is what these blocks hold.
-        view = memoryview(raw + bytes(size - len(raw)) if len(raw) < size else raw)
-        for index in range(first, end):
-            at = (index - first) * BLOCK_SIZE_BYTES
-            block = view[at : at + BLOCK_SIZE_BYTES]
-            if is_zero(block):
-                yield index, None  # zeros written out (no hole punching here)
-            elif zlib.crc32(block) == ZERO_BLOCK_CRC:
-                yield index, block  # data whose CRC happens to equal that of zeros
-            else:
-                _bad_block(replica, index, bad, "data where the table says zeros")
-                yield index, None
+        return verified_blocks(replica.fd, replica.crcs, 0, first, end, replica.chunk_id, bad)
 
     def _write_segments(
         self, replica: _Replica, offset: int, segments: list[tuple[int, int, memoryview | None]]
@@ -578,7 +527,7 @@ class ChunkStore:
         for index, block in enumerate(blocks):
             # The payload may be a caller's bytearray: it must not have changed under us.
             assert block is None or zlib.crc32(block) == crcs[index], "payload changed mid-write"
-        _pwrite_all(replica.fd, [_table_bytes(crcs)], CRC_TABLE_OFFSET + first * 4)
+        _pwrite_all(replica.fd, [table_bytes(crcs)], CRC_TABLE_OFFSET + first * 4)
         replica.crcs[first:last] = crcs
         replica.dirty = True
 
@@ -609,7 +558,7 @@ class ChunkStore:
         for seg_start, seg_end, source in covering:
             start, stop = max(seg_start, block_start), min(seg_end, block_end)
             if source is None:
-                content[start - block_start : stop - block_start] = _ZEROS_VIEW[: stop - start]
+                content[start - block_start : stop - block_start] = ZEROS_VIEW[: stop - start]
             else:
                 content[start - block_start : stop - block_start] = source[
                     start - seg_start : stop - seg_start
@@ -627,22 +576,18 @@ class ChunkStore:
                 raise OSError(error, f"fallocate(PUNCH_HOLE): {os.strerror(error)}")
             logger.warning("%s: no hole punching, zero blocks will use disk space", self.data_dir)
             self._can_punch = False
-        for at in range(start, start + size, len(_ZEROS)):
-            _pwrite_all(fd, [_ZEROS_VIEW[: min(len(_ZEROS), start + size - at)]], at)
+        for at in range(start, start + size, len(ZEROS)):
+            _pwrite_all(fd, [ZEROS_VIEW[: min(len(ZEROS), start + size - at)]], at)
 
     def _store_version(self, replica: _Replica, version: int) -> None:
         # Data first: a version on disk never vouches for data that is not.
         _sync(replica)
-        _pwrite_all(replica.fd, [_encode_header(replica.chunk_id, version)], 0)
+        _pwrite_all(replica.fd, [encode_header(replica.chunk_id, version)], 0)
         os.fdatasync(replica.fd)
         replica.version = version
 
 
 # --- helpers ------------------------------------------------------------------
-def _name(chunk_id: int) -> str:
-    return f"chunk {chunk_id:016x}"
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -674,14 +619,9 @@ def _check_range(offset: int, length: int) -> None:
 def _check_current(replica: _Replica, version: int) -> None:
     if replica.version != version:
         raise StaleChunkVersion(
-            f"{_name(replica.chunk_id)}: version {version} asked, the replica has {replica.version}"
+            f"{chunk_name(replica.chunk_id)}: version {version} asked,"
+            f" the replica has {replica.version}"
         )
-
-
-def _bad_block(replica: _Replica, index: int, bad: list[int] | None, why: str) -> None:
-    if bad is None:
-        raise ChecksumMismatch(f"{_name(replica.chunk_id)} block {index}: {why}")
-    bad.append(index)
 
 
 def _segments(
@@ -742,57 +682,6 @@ def _overlapping(
         yield segment
 
 
-def _encode_header(chunk_id: int, version: int) -> bytes:
-    body = _HEADER.pack(MAGIC, chunk_id, version)
-    return (body + _CRC.pack(zlib.crc32(body))).ljust(HEADER_SIZE_BYTES, b"\0")
-
-
-def _decode_header(raw: bytes, chunk_id: int) -> int:
-    """The version in a replica's header; _DamagedReplica if it is not ours."""
-    if len(raw) < _HEADER.size + _CRC.size:
-        raise _DamagedReplica("header truncated")
-    magic, header_id, version = _HEADER.unpack_from(raw)
-    if magic != MAGIC:
-        raise _DamagedReplica(f"bad magic {magic!r}")
-    if _CRC.unpack_from(raw, _HEADER.size)[0] != zlib.crc32(raw[: _HEADER.size]):
-        raise _DamagedReplica("header checksum mismatch")
-    if header_id != chunk_id:
-        raise _DamagedReplica(f"header names chunk {header_id:016x}")
-    if not 1 <= version <= MAX_VERSION:
-        raise _DamagedReplica(f"version {version} out of range")
-    return int(version)
-
-
-def _table_bytes(crcs: array[int]) -> bytes:
-    if sys.byteorder == "big":
-        crcs = array("I", crcs)
-        crcs.byteswap()
-    return crcs.tobytes()
-
-
-def _table_from_bytes(raw: bytes) -> array[int]:
-    crcs = array("I")
-    crcs.frombytes(raw)
-    if sys.byteorder == "big":
-        crcs.byteswap()
-    assert len(crcs) == BLOCKS_PER_CHUNK
-    return crcs
-
-
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    """Up to *size* bytes at *offset*; fewer only at the end of the file."""
-    data = os.pread(fd, size, offset)
-    if len(data) == size or not data:
-        return data
-    parts = [data]
-    while size > (done := sum(len(part) for part in parts)):
-        more = os.pread(fd, size - done, offset + done)
-        if not more:
-            break
-        parts.append(more)
-    return b"".join(parts)
-
-
 def _pwrite_all(fd: int, buffers: Sequence[Buffer], offset: int) -> None:
     """Write the buffers back to back at *offset*: one pwritev per IOV_MAX of them."""
     views = [memoryview(buffer).cast("B") for buffer in buffers]
@@ -809,18 +698,6 @@ def _pwrite_all(fd: int, buffers: Sequence[Buffer], offset: int) -> None:
             else:
                 views[first] = views[first][written:]
                 written = 0
-
-
-def _has_data(fd: int, start: int, end: int) -> bool:
-    """Whether the file holds anything but holes in [start, end)."""
-    try:
-        return os.lseek(fd, start, os.SEEK_DATA) < end
-    except OSError as error:
-        if error.errno == errno.ENXIO:
-            return False  # only holes from start to the end of the file
-        if error.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-            return True  # cannot tell: read it and look
-        raise
 
 
 def _sync(replica: _Replica) -> None:

@@ -1,4 +1,5 @@
-"""The chunkserver process: data service on its port, link to the master."""
+"""The chunkserver process: data service on its port (and, for readers on this host, on
+an abstract Unix socket named after that port: short-circuit reads), link to the master."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import trio
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
 from vmstore.dfs.chunkserver.data_service import DataService
+from vmstore.dfs.chunkserver.local_read_service import LocalReadService
 from vmstore.dfs.chunkserver.master_link import LinkSettings, MasterLink
 from vmstore.dfs.chunkserver.replicator import Replicator
 from vmstore.dfs.chunkserver.scrubber import Scrubber
@@ -63,10 +65,14 @@ async def run_chunkserver(settings: ChunkserverSettings, *,
             data = DataService(store, peers, fence, lambda: link.server_id if link else 0)
             port = await nursery.start(serve_connections, settings.listen_host, settings.port,
                                        settings.key, ROLES, data.handler_for)
+            advertise_host = settings.advertise_host or settings.listen_host
+            # Named after the address clients get from the master, and up before
+            # the master hands that address out.
+            await nursery.start(LocalReadService(data).serve, advertise_host, port)
             link = MasterLink(LinkSettings(
                 master_host=settings.master_host, master_port=settings.master_port,
                 key=settings.key, server_uuid=server_uuid(settings.data_dir),
-                advertise_host=settings.advertise_host or settings.listen_host,
+                advertise_host=advertise_host,
                 data_port=port, host_label=settings.host_label), store, data)
             link.replicator = Replicator(store, peers, data.disk,
                                          settings.replication_bandwidth_bytes_per_s)

@@ -13,6 +13,8 @@ Promises:
   write lease (``leases``), refreshed from the master at half its life; a
   write refused because the lease is gone (LeaseLost) is never retried and
   drops nobody from a chain.
+* A read of a replica on this host is served from its file when it can be
+  (``local_replicas``: same bytes, same checks), else over the network.
 * Every read carries the READ capability the master put in the chunk's
   location; a cached location is asked for again at half its capability's
   life, together with the next LOCATION_PREFETCH_CHUNKS - 1 chunks, so
@@ -31,6 +33,7 @@ from typing import Any
 import trio
 
 from vmstore.dfs.client.leases import ClientLeases
+from vmstore.dfs.client.local_replicas import LocalReplicas
 from vmstore.dfs.client.master_client import MasterClient
 from vmstore.dfs.client.zero_ranges import join_zero_ranges, split_zero_blocks
 from vmstore.dfs.constants import (
@@ -119,10 +122,12 @@ class _Unflushed:
 
 class ChunkIO:
     def __init__(self, master: MasterClient, chunkservers: ConnectionPool,
-                 leases: ClientLeases) -> None:
+                 leases: ClientLeases, local_replicas: LocalReplicas | None = None) -> None:
         self.master = master
         self.chunkservers = chunkservers
         self.leases = leases
+        # Short-circuit reads of replicas on this host; None: every read goes over TCP.
+        self.local_replicas = local_replicas
         self._read_locations: dict[tuple[int, int], _ReadTarget] = {}
         self._write_targets: dict[tuple[int, int], _WriteTarget] = {}
         self.unflushed: dict[int, _Unflushed] = {}
@@ -213,6 +218,12 @@ class ChunkIO:
             location = await self._location_for_read(inode, index)
             if location is None:
                 return bytes(size)  # a hole
+            if self.local_replicas is not None:
+                # Fast path: a replica on this host, read from its file. None on any
+                # doubt; the network path below then reads it, and reports damage.
+                local = await self.local_replicas.read(location, inner, size)
+                if local is not None:
+                    return local
             for replica in location.replicas:
                 try:
                     connection = await self.chunkservers.get(replica.host, replica.port)

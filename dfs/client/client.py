@@ -18,6 +18,7 @@ import trio
 
 from vmstore.dfs.client.chunk_io import ChunkIO
 from vmstore.dfs.client.leases import ClientLeases
+from vmstore.dfs.client.local_replicas import LocalReplicas
 from vmstore.dfs.client.master_client import ClientIdentity, MasterClient
 from vmstore.dfs.constants import MASTER_RECONNECT_TIMEOUT_S
 from vmstore.dfs.errors import NotADirectory, NotFound, unwrapped_errors
@@ -250,14 +251,19 @@ class Client:
 @asynccontextmanager
 async def open_client(host: str, port: int, key: bytes, identity: ClientIdentity,
                       *, reconnect_timeout_s: float = MASTER_RECONNECT_TIMEOUT_S,
-                      compress: bool = False) -> AsyncIterator[Client]:
-    """A connected client for the block's duration; connections close after it."""
+                      compress: bool = False,
+                      short_circuit_reads: bool = True) -> AsyncIterator[Client]:
+    """A connected client for the block's duration; connections close after it.
+
+    ``short_circuit_reads``: read replicas on this host from their files.
+    """
     with unwrapped_errors():
         async with trio.open_nursery() as nursery:
             master = MasterClient(nursery, host, port, key, identity, reconnect_timeout_s)
             chunkservers = ConnectionPool(nursery, key, "client", compress)
             leases = ClientLeases(master)
-            client = Client(master, ChunkIO(master, chunkservers, leases))
+            local_replicas = LocalReplicas() if short_circuit_reads else None
+            client = Client(master, ChunkIO(master, chunkservers, leases, local_replicas))
             await master.call(m.ClientToMasterStatFs(), reply_type=m.StatFsReply)  # session up
             if master.session_id:
                 nursery.start_soon(leases.renew_loop)
@@ -268,4 +274,6 @@ async def open_client(host: str, port: int, key: bytes, identity: ClientIdentity
                     await master.close_session(timeout_s=CLOSE_SESSION_TIMEOUT_S)
                 master.close()
                 chunkservers.close_all()
+                if local_replicas is not None:
+                    local_replicas.close()
                 nursery.cancel_scope.cancel()

@@ -842,6 +842,34 @@ class ToChunkserverFlushChunk(Request, frozen=True, kw_only=True):
     capability: Capability | None = None  # WRITE of this chunk; None is refused
 
 
+# --- short-circuit reads: a client → a chunkserver on its own host ------------------
+# These travel only on the chunkserver's Unix socket (``protocol.local_socket``), one
+# frame per SOCK_SEQPACKET message, never over TCP.
+class LocalReplicaReply(Message, frozen=True, kw_only=True):
+    """The replica, opened read-only, is the one fd that comes with this message
+    (SCM_RIGHTS). The client reads it itself and verifies every block
+    (``protocol.replica_format``)."""
+
+    TYPE: ClassVar[int] = 310
+    chunk_id: U63
+    version: U63  # the replica's version when it was opened
+
+
+class ToChunkserverOpenLocalReplica(Request, frozen=True, kw_only=True):
+    """Hand me an fd of your replica of ``chunk_id``, which must be at ``version``.
+
+    Checked as a read is: the READ capability, then the replica's version
+    (StaleChunkVersion otherwise); and the peer must run as root or as the
+    chunkserver's user (SO_PEERCRED), since the fd reads the whole file.
+    """
+
+    TYPE: ClassVar[int] = 311
+    REPLY: ClassVar[type[Message]] = LocalReplicaReply
+    chunk_id: U63
+    version: U63
+    capability: Capability | None = None  # READ of this chunk; None is refused
+
+
 ALL_MESSAGES: tuple[type[Message], ...] = tuple(
     cls
     for cls in list(globals().values())

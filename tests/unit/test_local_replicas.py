@@ -1,0 +1,294 @@
+"""Short-circuit reads over real replica files and a real chunkserver Unix socket.
+
+The replica files are made by a real ChunkStore; the socket is served by a
+real LocalReadService in this process (its abstract name is unique per
+test); the client is a real LocalReplicas. What the verified read returns is
+compared with what ChunkStore.read (the network path's source) returns.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.unit.test_chunk_store import flip_bit
+from vmstore.dfs.chunkserver.chunk_store import ChunkStore
+from vmstore.dfs.chunkserver.data_service import DataService
+from vmstore.dfs.chunkserver.local_read_service import LocalReadService
+from vmstore.dfs.chunkserver.write_fence import WriteFence
+from vmstore.dfs.client import local_replicas
+from vmstore.dfs.client.local_replicas import LocalReplicas, read_verified
+from vmstore.dfs.client.zero_ranges import join_zero_ranges
+from vmstore.dfs.constants import BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES
+from vmstore.dfs.errors import ChecksumMismatch, ProtocolError
+from vmstore.dfs.protocol import codec
+from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.capability import READ, WRITE, VerifiedCapabilities, capability_key, sign
+from vmstore.dfs.protocol.local_socket import (
+    local_socket_name,
+    new_socket,
+    receive_frame,
+    send_frame,
+)
+from vmstore.dfs.protocol.replica_format import DATA_OFFSET
+from vmstore.dfs.protocol.rpc import ConnectionPool
+
+KEY = os.urandom(32)
+CHUNK = 0x51
+BS = BLOCK_SIZE_BYTES
+_PORTS = itertools.count(40000 + os.getpid() % 20000)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ChunkStore]:
+    with ChunkStore(tmp_path / "data") as chunk_store:
+        yield chunk_store
+
+
+def replica_path(store: ChunkStore, chunk_id: int) -> Path:
+    return store.data_dir / "chunks" / f"{chunk_id & 0xFF:02x}" / f"{chunk_id:016x}.chunk"
+
+
+def network_read(store: ChunkStore, version: int, offset: int, length: int) -> bytes:
+    payload, zero_ranges = store.read(CHUNK, version, offset, length)
+    return join_zero_ranges(offset, length, zero_ranges, payload)
+
+
+def local_read(store: ChunkStore, version: int, offset: int, length: int) -> bytes:
+    fd = store.open_for_local_read(CHUNK, version)
+    try:
+        return read_verified(fd, CHUNK, version, offset, length)
+    finally:
+        os.close(fd)
+
+
+# --- the verified read over real files ------------------------------------------------------
+def test_data_holes_and_edges_read_as_the_store_reads_them(store: ChunkStore) -> None:
+    store.create(CHUNK, 1)
+    data = os.urandom(3 * BS + 100)
+    store.write(CHUNK, 1, 5 * BS + 7, len(data), data, [])
+    store.write(CHUNK, 1, 20 * BS, 2 * BS, b"", [(20 * BS, 2 * BS)])  # zeros: a hole
+    store.write(CHUNK, 1, CHUNK_SIZE_BYTES - BS, BS, os.urandom(BS), [])
+    ranges = [(0, BS), (5 * BS, 4 * BS), (5 * BS + 7, len(data)), (5 * BS + 9, 1),
+              (0, 32 * BS), (19 * BS, 4 * BS), (CHUNK_SIZE_BYTES - 2 * BS, 2 * BS),
+              (123, 0), (0, 1024 * 1024)]
+    for offset, length in ranges:
+        assert local_read(store, 1, offset, length) == network_read(store, 1, offset, length)
+    assert local_read(store, 1, 5 * BS + 7, len(data)) == data
+    assert local_read(store, 1, 20 * BS, 2 * BS) == bytes(2 * BS)
+
+
+def test_a_flipped_byte_is_a_checksum_mismatch(store: ChunkStore) -> None:
+    store.create(CHUNK, 1)
+    store.write(CHUNK, 1, 0, 4 * BS, os.urandom(4 * BS), [])
+    flip_bit(replica_path(store, CHUNK), DATA_OFFSET + 2 * BS + 17)
+    assert len(local_read(store, 1, 0, 2 * BS)) == 2 * BS  # blocks around it are fine
+    with pytest.raises(ChecksumMismatch, match="block 2"):
+        local_read(store, 1, 0, 4 * BS)
+
+
+def test_a_version_bump_or_a_delete_makes_the_fd_unusable(store: ChunkStore) -> None:
+    store.create(CHUNK, 1)
+    store.write(CHUNK, 1, 0, BS, os.urandom(BS), [])
+    fd = store.open_for_local_read(CHUNK, 1)
+    try:
+        assert len(read_verified(fd, CHUNK, 1, 0, BS)) == BS
+        store.set_version(CHUNK, 1, 2)
+        with pytest.raises(local_replicas._Unusable, match="not at version 1"):
+            read_verified(fd, CHUNK, 1, 0, BS)
+        assert len(read_verified(fd, CHUNK, 2, 0, BS)) == BS
+        store.delete(CHUNK)
+        with pytest.raises(local_replicas._Unusable, match="deleted"):
+            read_verified(fd, CHUNK, 2, 0, BS)
+    finally:
+        os.close(fd)
+
+
+def test_open_for_local_read_is_read_only_and_checks_the_version(store: ChunkStore) -> None:
+    store.create(CHUNK, 3)
+    fd = store.open_for_local_read(CHUNK, 3)
+    try:
+        with pytest.raises(OSError):
+            os.pwrite(fd, b"x", DATA_OFFSET)
+    finally:
+        os.close(fd)
+    from vmstore.dfs.errors import ChunkNotFound, StaleChunkVersion
+
+    with pytest.raises(StaleChunkVersion):
+        store.open_for_local_read(CHUNK, 2)
+    with pytest.raises(ChunkNotFound):
+        store.open_for_local_read(CHUNK + 1, 1)
+
+
+# --- through the chunkserver's socket -----------------------------------------------------
+def read_capability(chunk_id: int, operation: int = READ) -> m.Capability:
+    return sign(capability_key(KEY), operation=operation, chunk_id=chunk_id, session_id=1,
+                issued_ns=time.time_ns(), life_ns=60 * 10**9)
+
+
+def location_of(port: int, version: int, capability: m.Capability | None = None,
+                chunk_id: int = CHUNK) -> m.ChunkLocation:
+    remote = m.ReplicaAddress(server_id=2, host="192.0.2.1", port=9, host_label="far")
+    here = m.ReplicaAddress(server_id=1, host="127.0.0.1", port=port, host_label="here")
+    return m.ChunkLocation(index=0, chunk_id=chunk_id, version=version, replicas=[remote, here],
+                           read_capability=capability or read_capability(chunk_id))
+
+
+@asynccontextmanager
+async def chunkserver_socket(store: ChunkStore) -> AsyncIterator[tuple[int, DataService]]:
+    """A LocalReadService on a name no other test uses; yields (its port, the service)."""
+    port = next(_PORTS)
+    async with trio.open_nursery() as nursery:
+        peers = ConnectionPool(nursery, KEY, "chunkserver", compress=False)
+        data = DataService(store, peers, WriteFence(VerifiedCapabilities(KEY)), lambda: 1)
+        name = await nursery.start(LocalReadService(data).serve, "127.0.0.1", port)
+        assert name == local_socket_name("127.0.0.1", port)
+        yield port, data
+        nursery.cancel_scope.cancel()
+
+
+def counts() -> tuple[float, float]:
+    return local_replicas.LOCAL._value.get(), local_replicas.FALLBACK._value.get()
+
+
+async def test_reads_come_from_the_local_file_and_fall_back_on_doubt(
+        store: ChunkStore) -> None:
+    store.create(CHUNK, 1)
+    data = os.urandom(8 * BS)
+    store.write(CHUNK, 1, 0, len(data), data, [])
+    replicas = LocalReplicas()
+    try:
+        async with chunkserver_socket(store) as (port, _):
+            local_before, fallback_before = counts()
+            assert await replicas.read(location_of(port, 1), 0, len(data)) == data
+            assert await replicas.read(location_of(port, 1), BS, 10) == data[BS:BS + 10]
+            assert counts() == (local_before + 2, fallback_before)
+            # rot: a fallback, never an error
+            flip_bit(replica_path(store, CHUNK), DATA_OFFSET + 3 * BS)
+            assert await replicas.read(location_of(port, 1), 0, len(data)) is None
+            assert counts() == (local_before + 2, fallback_before + 1)
+            store.write(CHUNK, 1, 3 * BS, BS, data[3 * BS:4 * BS], [])  # repaired
+            # the master moved the version on: the old fd is not used, the new one is
+            store.set_version(CHUNK, 1, 2)
+            assert await replicas.read(location_of(port, 1), 0, BS) is None  # stale location
+            assert await replicas.read(location_of(port, 2), 0, len(data)) == data
+            # a big read goes through a worker thread, with the same result
+            big = LocalReplicas(thread_read_bytes_min=BS)
+            try:
+                assert await big.read(location_of(port, 2), 0, len(data)) == data
+            finally:
+                big.close()
+    finally:
+        replicas.close()
+
+
+async def test_remote_addresses_are_remembered_as_not_local(store: ChunkStore) -> None:
+    replicas = LocalReplicas()
+    try:
+        location = location_of(next(_PORTS), 1)  # nobody listens on either name
+        assert await replicas.read(location, 0, BS) is None
+        assert len(replicas._not_local_until_s) == 2
+        assert await replicas.read(location, 0, BS) is None
+    finally:
+        replicas.close()
+
+
+async def test_bad_capabilities_are_refused_and_the_socket_serves_on(
+        store: ChunkStore, expected_logs) -> None:  # type: ignore[no-untyped-def]
+    store.create(CHUNK, 1)
+    store.create(CHUNK + 1, 1)
+    replicas = LocalReplicas()
+    try:
+        async with chunkserver_socket(store) as (port, _):
+            other_chunk = read_capability(CHUNK + 1)
+            forged = m.Capability(chunk_id=CHUNK, operation=READ, epoch=0, session_id=1,
+                                  issued_ns=0, expires_ns=2**62, mac=b"x" * 16)
+            for capability in (other_chunk, forged, read_capability(CHUNK, WRITE)):
+                _, fallback_before = counts()
+                assert await replicas.read(location_of(port, 1, capability), 0, BS) is None
+                assert counts()[1] == fallback_before + 1
+            assert await replicas.read(location_of(port, 1), 0, BS) == bytes(BS)
+    finally:
+        replicas.close()
+
+
+async def raw_call(port: int, packet: bytes) -> list[int] | None:
+    """Send one raw packet: the fds of the reply, or None if the server closed instead."""
+    sock = new_socket()
+    with sock:
+        await sock.connect(local_socket_name("127.0.0.1", port))
+        await sock.send(packet)
+        with trio.fail_after(5):
+            received = await receive_frame(sock)
+        return None if received is None else received[2]
+
+
+async def test_malformed_packets_close_only_their_connection(
+        store: ChunkStore, expected_logs) -> None:  # type: ignore[no-untyped-def]
+    expected_logs.allow("vmstore.dfs.chunkserver.local_read_service", r"closed a connection")
+    store.create(CHUNK, 1)
+    replicas = LocalReplicas()
+    try:
+        async with chunkserver_socket(store) as (port, _):
+            assert await replicas.read(location_of(port, 1), 0, BS) == bytes(BS)  # connected
+            good_head, _ = codec.encode_frame(m.ToChunkserverOpenLocalReplica(
+                chunk_id=CHUNK, version=1, capability=read_capability(CHUNK)), 7)
+            wrong_type, _ = codec.encode_frame(m.ClientToMasterStatFs(), 7)
+            for garbage in (b"\x00", os.urandom(200), good_head[:-3], good_head + b"junk",
+                            wrong_type, b"x" * 5000,
+                            good_head[:codec.HEADER_BYTES] + b"\xc1" * (len(good_head) - 20)):
+                assert await raw_call(port, garbage) is None, garbage
+            # a request with an fd attached is refused too
+            sock = new_socket()
+            with sock, open(os.devnull) as devnull:
+                await sock.connect(local_socket_name("127.0.0.1", port))
+                await sock.sendmsg([good_head], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                  devnull.fileno().to_bytes(4, "little"))])
+                with trio.fail_after(5):
+                    assert await receive_frame(sock) is None
+            # and a well-formed one on a fresh connection gets its fd
+            fds = await raw_call(port, good_head)
+            assert fds is not None
+            assert len(fds) == 1
+            os.close(fds[0])
+            # the persistent connection made before all this still serves
+            assert await replicas.read(location_of(port, 1), BS, BS) == bytes(BS)
+    finally:
+        replicas.close()
+
+
+async def test_a_broken_connection_is_remade(store: ChunkStore) -> None:
+    store.create(CHUNK, 1)
+    replicas = LocalReplicas()
+    try:
+        async with chunkserver_socket(store) as (port, _):
+            assert await replicas.read(location_of(port, 1), 0, BS) == bytes(BS)
+            for link in replicas._links.values():
+                link.sock.shutdown(socket.SHUT_RDWR)  # as if the chunkserver went away
+            store.set_version(CHUNK, 1, 2)  # so that the next read must open again
+            assert await replicas.read(location_of(port, 2), 0, BS) is None  # noticed here
+            assert await replicas.read(location_of(port, 2), 0, BS) == bytes(BS)  # remade
+    finally:
+        replicas.close()
+
+
+async def test_the_client_side_frame_check(store: ChunkStore) -> None:
+    """receive_frame refuses a reply that carries more fds than it may."""
+    left, right = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with left, right, open(os.devnull) as a, open(os.devnull) as b:
+        head, _ = codec.encode_frame(m.EmptyReply(), 1, response=True)
+        fds = (a.fileno().to_bytes(4, "little") + b.fileno().to_bytes(4, "little"))
+        await left.sendmsg([head], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        with pytest.raises(ProtocolError, match="fd"):
+            await receive_frame(right)
+        await send_frame(left, m.EmptyReply(), 2, response=True)
+        header, message, received = await receive_frame(right)  # type: ignore[misc]
+        assert (header.request_id, message, received) == (2, m.EmptyReply(), [])
