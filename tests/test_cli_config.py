@@ -52,6 +52,9 @@ def test_init_writes_a_private_key_and_a_config_that_loads(tmp_path: Path) -> No
      "{config}: [master] listen: 'nowhere' is not host:port"),
     ('[cluster]\nmaster = "10.0.0.1:9420"\nkey_file = "{key}"\n[logging]\nformat = "xml"\n',
      "{config}: [logging] format 'xml' is not one of text, json"),
+    ('[cluster]\nmaster = "10.0.0.1:9420"\nkey_file = "{key}"\n[mount]\n'
+     'short_circuit_reads = "no"\n',
+     "{config}: [mount] short_circuit_reads 'no' is not true or false"),
     ('[cluster\n', "{config}: Expected ']' at the end of a table declaration (at line 1,"
      " column 9)"),
 ])
@@ -124,3 +127,12 @@ def test_master_takes_its_settings_from_the_config_file(tmp_path: Path) -> None:
     finally:
         master.terminate()
         master.wait(timeout=30)
+
+
+def test_mount_short_circuit_reads_default_on_and_can_be_turned_off(tmp_path: Path) -> None:
+    config = tmp_path / "vmstore.toml"
+    config.write_text('[cluster]\nmaster = "10.0.0.1:9420"\nkey_file = "k"\n')
+    assert load_config(config).short_circuit_reads is True
+    config.write_text('[cluster]\nmaster = "10.0.0.1:9420"\nkey_file = "k"\n'
+                      '[mount]\nshort_circuit_reads = false\n')
+    assert load_config(config).short_circuit_reads is False

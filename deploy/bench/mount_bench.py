@@ -5,6 +5,7 @@ Run from a checkout, as root (FUSE mount, allow_other), with fio and
 qemu-img installed (deploy/install-deps.sh):
 
     python3 deploy/bench/mount_bench.py [--dir /var/tmp/vmstore-mount-bench] [--runtime 10] [--tls]
+        [--no-short-circuit | --compare-short-circuit]
 
 It starts a local cluster (master + 3 chunkservers on loopback, goal 2 set
 with ``vmstore goal``) and mounts it with a real ``vmstore mount`` process,
@@ -14,6 +15,12 @@ workloads of ``vmstore bench`` (``vmstore/cli/bench_workloads.py`` and
 --dir) and on the mount, and prints a markdown table with the ratio
 vmstore / local disk. For latency and time rows (↓) a ratio above 1 means
 vmstore is slower. Numbers vary run to run: compare only within one run.
+
+All chunkservers run on this host, so every replica is local to the mount
+and reads take the short-circuit path (the mount reads replica files
+itself). ``--no-short-circuit`` mounts without it (every read over TCP, as
+a remote replica is read); ``--compare-short-circuit`` measures both, on
+two clusters in the same run, with their ratio.
 
 deploy/bench/compare_moosefs.py adds MooseFS to the same table; it reuses
 ``vmstore_mount`` and ``markdown_table`` from here.
@@ -41,12 +48,13 @@ GOAL = 2
 
 
 @contextmanager
-def vmstore_mount(directory: Path, tls: bool = False) -> Iterator[Path]:
+def vmstore_mount(directory: Path, tls: bool = False,
+                  mount_arguments: tuple[str, ...] = ()) -> Iterator[Path]:
     """A local vmstore cluster (3 chunkservers, goal 2; TLS required if ``tls``)
-    mounted under ``directory``."""
+    mounted under ``directory`` (``vmstore mount`` gets ``mount_arguments`` too)."""
     cluster = Cluster(directory, CHUNKSERVERS, tls=tls)
     try:
-        mount = Mount(cluster, directory / "mnt")
+        mount = Mount(cluster, directory / "mnt", extra_arguments=mount_arguments)
         try:
             result = vmstore_command("goal", str(mount.path), str(GOAL),
                                      config=cluster.config_path)
@@ -91,6 +99,12 @@ def main() -> int:
                         " vmstore bench --help)")
     parser.add_argument("--tls", action="store_true", help="also a second cluster with TLS"
                         " required on every connection: the cost of TLS, in the same run")
+    reads = parser.add_mutually_exclusive_group()
+    reads.add_argument("--no-short-circuit", action="store_true", help="mount with"
+                       " --no-short-circuit: every read over TCP, as from a remote replica")
+    reads.add_argument("--compare-short-circuit", action="store_true", help="also a second"
+                       " cluster mounted with --no-short-circuit: what short-circuit reads"
+                       " gain, in the same run")
     args = parser.parse_args()
     chosen = choose_workloads(args.workloads)
     directory = args.dir or Path(tempfile.mkdtemp(prefix="vmstore-mount-bench-",
@@ -101,10 +115,17 @@ def main() -> int:
 
     reports = {"local disk": measure(local_dir, chosen, args.size, args.runtime, args.repeat,
                                      directory)}
-    with vmstore_mount(directory / "cluster") as mounted:
+    tcp_reads = ("--no-short-circuit",)
+    with vmstore_mount(directory / "cluster",
+                       mount_arguments=tcp_reads if args.no_short_circuit else ()) as mounted:
         reports["vmstore"] = measure(mounted, chosen, args.size, args.runtime, args.repeat,
                                      directory)
     ratios: tuple[tuple[str, str], ...] = (("vmstore", "local disk"),)
+    if args.compare_short_circuit:
+        with vmstore_mount(directory / "cluster-tcp-reads", mount_arguments=tcp_reads) as mounted:
+            reports["vmstore TCP reads"] = measure(mounted, chosen, args.size, args.runtime,
+                                                   args.repeat, directory)
+        ratios += (("vmstore", "vmstore TCP reads"),)
     if args.tls:
         with vmstore_mount(directory / "cluster-tls", tls=True) as mounted:
             reports["vmstore TLS"] = measure(mounted, chosen, args.size, args.runtime,
