@@ -121,27 +121,24 @@ class LocalReadService:
 
     async def _serve_requests(self, connection: trio.socket.SocketType) -> None:
         pid, uid, _gid = peer_credentials(connection)
+        if not trusted_uid(uid):
+            # Its first request is answered with the reason (within the call
+            # timeout, so that a silent one holds no slot), then it is closed.
+            refusal = AccessDenied(f"pid {pid} runs as uid {uid}: replica fds go only"
+                                   f" to root and uid {os.geteuid()}")
+            with trio.move_on_after(LOCAL_CALL_TIMEOUT_S):
+                request_id, _ = await _next_request(connection, pid)
+                REFUSED.inc()
+                await _send_error(connection, request_id, refusal)
+            raise ProtocolError(refusal.message)
         while True:
             # Idle persistent connections may wait as long as they like (they
             # are bounded in number); a request, once here, is answered in time.
-            received = await receive_frame(connection)
-            if received is None:
+            request_id, request = await _next_request(connection, pid)
+            if request is None:
                 return
-            header, request, fds = received
-            if fds:
-                close_all(fds)
-                raise ProtocolError(f"pid {pid} sent fds to the chunkserver")
-            if header.is_response or not isinstance(request, m.ToChunkserverOpenLocalReplica):
-                raise ProtocolError(f"pid {pid} sent {type(request).__name__}, not"
-                                    " ToChunkserverOpenLocalReplica")
             with trio.fail_after(LOCAL_CALL_TIMEOUT_S):
-                if not trusted_uid(uid):
-                    REFUSED.inc()
-                    refusal = AccessDenied(f"pid {pid} runs as uid {uid}: replica fds go only"
-                                           f" to root and uid {os.geteuid()}")
-                    await _send_error(connection, header.request_id, refusal)
-                    raise ProtocolError(refusal.message)
-                await self._answer(connection, header.request_id, request)
+                await self._answer(connection, request_id, request)
 
     async def _answer(self, connection: trio.socket.SocketType, request_id: int,
                       request: m.ToChunkserverOpenLocalReplica) -> None:
@@ -165,6 +162,22 @@ class LocalReadService:
         finally:
             os.close(fd)  # the reader has its own copy now (or none, if the send failed)
         OPENED.inc()
+
+
+async def _next_request(connection: trio.socket.SocketType, pid: int
+                        ) -> tuple[int, m.ToChunkserverOpenLocalReplica | None]:
+    """(request id, the next open request), or (0, None) when the peer closed."""
+    received = await receive_frame(connection)
+    if received is None:
+        return 0, None
+    header, request, fds = received
+    if fds:
+        close_all(fds)
+        raise ProtocolError(f"pid {pid} sent fds to the chunkserver")
+    if header.is_response or not isinstance(request, m.ToChunkserverOpenLocalReplica):
+        raise ProtocolError(f"pid {pid} sent {type(request).__name__}, not"
+                            " ToChunkserverOpenLocalReplica")
+    return header.request_id, request
 
 
 async def _send_error(connection: trio.socket.SocketType, request_id: int,
