@@ -31,6 +31,9 @@ MAX_FRAME_PAYLOAD_BYTES = 4 * 1024 * 1024
 COMPRESS_MIN_BYTES = 8 * 1024
 # One data request moves at most this much; longer reads and writes are split.
 DATA_REQUEST_BYTES_MAX = 1024 * 1024
+# A batched write (many small writes to one chunk in one request) carries at
+# most this many extents, and at most DATA_REQUEST_BYTES_MAX of them.
+WRITE_BATCH_EXTENTS_MAX = 256
 INFLIGHT_REQUESTS_PER_CONNECTION_MAX = 256
 # Bytes of requests a process holds read but unanswered: per connection, and
 # in all. Each is larger than the largest frame, so any one request fits.
@@ -88,3 +91,9 @@ RECONNECT_BACKOFF_MAX_S = 2.0
 WRITE_RETRIES_MAX = 8
 READ_RETRIES_MAX = 8
 LOCATION_CACHE_ENTRIES_MAX = 65536
+# Write-behind: bytes a mount holds written but not yet on every replica
+# (write() waits for room beyond this), batches in flight per chunk (they
+# never overlap) and in all.
+WRITE_BEHIND_BYTES_MAX = 64 * 1024 * 1024
+WRITE_BATCHES_PER_CHUNK_MAX = 4
+WRITE_BATCHES_MAX = 64

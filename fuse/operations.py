@@ -127,6 +127,10 @@ class OpenFile:
 class Handle:
     inode: int
     writable: bool
+    # O_SYNC or O_DSYNC: every write is on stable storage on every replica
+    # before it returns. Other writes return once queued (write-behind) and
+    # are durable at fsync, as on a disk with a volatile write cache.
+    synchronous: bool = False
 
 
 def entry_attributes(attrs: FileAttrs, size_bytes: int | None = None) -> pyfuse3.EntryAttributes:
@@ -294,7 +298,8 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
         open_file.handles += 1
         handle_id = self._next_handle
         self._next_handle += 1
-        self.handles[handle_id] = Handle(attrs.inode, flags & os.O_ACCMODE != os.O_RDONLY)
+        self.handles[handle_id] = Handle(attrs.inode, flags & os.O_ACCMODE != os.O_RDONLY,
+                                         bool(flags & (os.O_SYNC | os.O_DSYNC)))
         info = pyfuse3.FileInfo()
         info.fh = handle_id
         info.keep_cache = False  # close-to-open: another host may have changed the data
@@ -354,7 +359,9 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
     @translated
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self.handles[fh]
-        written = await self.client.write(handle.inode, off, buf)
+        written = await self.client.write(handle.inode, off, buf, wait=handle.synchronous)
+        if handle.synchronous:
+            await self.client.fsync(handle.inode)
         BYTES_WRITTEN.inc(written)
         open_file = self.open_files[handle.inode]
         open_file.size_bytes = max(open_file.size_bytes, off + written)
@@ -378,10 +385,10 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
     @translated
     async def fsync(self, fh: int, datasync: bool) -> None:
         inode = self.handles[fh].inode
-        await self.client.fsync(inode)
+        await self.client.fsync(inode, datasync)
         open_file = self.open_files.get(inode)
-        if open_file is not None:
-            open_file.dirty = False
+        if open_file is not None and not datasync:
+            open_file.dirty = False  # an fdatasync may leave the mtime for close
 
     @translated
     async def release(self, fh: int) -> None:

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import msgspec
 import trio
 from prometheus_client import Counter, Histogram
 
@@ -154,16 +155,18 @@ class DataService:
 
     async def write(self, request: m.ToChunkserverWriteChunk, payload: bytes) -> m.Message:
         applied = False
-        async with self.range_locks.hold(request.chunk_id, request.offset_bytes,
-                                         request.length_bytes):
+        ranges = [(extent.offset_bytes, extent.length_bytes) for extent in request.extents]
+        async with self.range_locks.hold_many(request.chunk_id, ranges):
             self.fence.admit(request.token, request.chunk_id)
             try:
-                with unwrapped_errors():
-                    async with trio.open_nursery() as nursery:
-                        if request.chain_rest:
+                if request.chain_rest:
+                    with unwrapped_errors():
+                        async with trio.open_nursery() as nursery:
                             nursery.start_soon(self._forward_write, request, payload)
-                        await self._write_local(request, payload)
-                        applied = True
+                            await self._write_local(request, payload)
+                            applied = True
+                else:
+                    await self._write_local(request, payload)  # the chain's tail
             except WRITER_REFUSED as error:
                 if applied:
                     reason = f"applied a write the chain refused ({error})"
@@ -179,13 +182,31 @@ class DataService:
 
     async def _write_local(self, request: m.ToChunkserverWriteChunk, payload: bytes) -> None:
         try:
-            await self.disk(len(payload), self.store.write, request.chunk_id, request.version,
-                            request.offset_bytes, request.length_bytes, payload,
-                            [tuple(r) for r in request.zero_ranges])
+            await self.disk(len(payload), self._apply_extents, request, payload)
         except InvalidArgument:
             raise
         except REPLICA_FAULTS as error:
             raise self._fault(error, f"write to chunk {request.chunk_id}") from None
+
+    def _apply_extents(self, request: m.ToChunkserverWriteChunk, payload: bytes) -> None:
+        """Store each extent with its share of the payload, in order (worker-safe).
+
+        The shares are checked against the payload before anything is written;
+        an extent the store refuses (a bad zero range) stops the batch there,
+        on every replica alike.
+        """
+        shares = [extent.length_bytes - sum(length for _, length in extent.zero_ranges)
+                  for extent in request.extents]
+        if min(shares) < 0 or sum(shares) != len(payload):
+            raise InvalidArgument(f"payload of {len(payload)} bytes does not match the"
+                                  f" extents of the write to chunk {request.chunk_id}")
+        view = memoryview(payload)
+        used = 0
+        for extent, share in zip(request.extents, shares, strict=True):
+            self.store.write(request.chunk_id, request.version, extent.offset_bytes,
+                             extent.length_bytes, view[used:used + share],
+                             extent.zero_ranges)
+            used += share
 
     async def raise_fence(self, request: m.MasterToChunkserverFence) -> m.Message:
         """Refuse older epochs from now on, then wait out the writes already admitted."""
@@ -198,10 +219,7 @@ class DataService:
 
     async def _forward_write(self, request: m.ToChunkserverWriteChunk, payload: bytes) -> None:
         next_member, rest = request.chain_rest[0], request.chain_rest[1:]
-        forwarded = m.ToChunkserverWriteChunk(
-            chunk_id=request.chunk_id, version=request.version,
-            offset_bytes=request.offset_bytes, length_bytes=request.length_bytes,
-            zero_ranges=request.zero_ranges, chain_rest=rest, token=request.token)
+        forwarded = msgspec.structs.replace(request, chain_rest=rest)
         await self._call_next(next_member, forwarded, payload)
 
     async def _call_next(self, member: m.ReplicaAddress, request: m.Request,

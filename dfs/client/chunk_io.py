@@ -1,7 +1,10 @@
 """Reads and writes of file byte ranges, straight to the chunkservers.
 
 Promises:
-* ``write`` returns only when every replica of the chain has the bytes;
+* ``write`` returns only when every replica of the chain has the bytes
+  (with ``wait=False``, write-behind: once queued, see ``write_behind``;
+  a read waits for the queued writes it overlaps, a flush for all of the
+  file's, and a lost write fails the file's later writes and flushes);
   when a chain member fails, the master is asked for a new chain (the
   version moves on, the failed replica becomes stale) and the write is
   repeated, at most WRITE_RETRIES_MAX times.
@@ -27,7 +30,7 @@ as a chunkserver says it is stale or refuses its capability.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -35,19 +38,24 @@ import trio
 from vmstore.dfs.client.leases import ClientLeases
 from vmstore.dfs.client.local_replicas import LocalReplicas
 from vmstore.dfs.client.master_client import MasterClient
+from vmstore.dfs.client.write_behind import ChunkWrites, PendingWrite
 from vmstore.dfs.client.zero_ranges import join_zero_ranges, split_zero_blocks
 from vmstore.dfs.constants import (
     CHUNK_SIZE_BYTES,
     DATA_REQUEST_BYTES_MAX,
     DATA_RPC_TIMEOUT_S,
     LOCATION_CACHE_ENTRIES_MAX,
+    MAX_FILE_SIZE_BYTES,
     READ_RETRIES_MAX,
     RECONNECT_BACKOFF_MAX_S,
     RECONNECT_BACKOFF_MIN_S,
+    WRITE_BATCHES_MAX,
+    WRITE_BEHIND_BYTES_MAX,
     WRITE_RETRIES_MAX,
 )
 from vmstore.dfs.errors import (
     DfsError,
+    FileTooLarge,
     InvalidArgument,
     LeaseHeld,
     LeaseLost,
@@ -60,6 +68,7 @@ from vmstore.dfs.errors import (
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.capability import READ_CAPABILITY_LIFE_S
+from vmstore.dfs.protocol.limits import ByteBudget
 from vmstore.dfs.protocol.rpc import ConnectionPool
 from vmstore.dfs.types import InodeId
 
@@ -112,17 +121,10 @@ def _refresh_at_s(capability: m.Capability | None) -> float:
     return trio.current_time() + life_s / 2
 
 
-@dataclass
-class _Unflushed:
-    """Chunks written since the last flush of a file, and how far it grew."""
-
-    chunks: dict[int, m.ChunkLocation] = field(default_factory=dict)  # by chunk index
-    size_bytes: int = 0
-
-
 class ChunkIO:
     def __init__(self, master: MasterClient, chunkservers: ConnectionPool,
-                 leases: ClientLeases, local_replicas: LocalReplicas | None = None) -> None:
+                 leases: ClientLeases, senders: trio.Nursery,
+                 local_replicas: LocalReplicas | None = None) -> None:
         self.master = master
         self.chunkservers = chunkservers
         self.leases = leases
@@ -130,7 +132,17 @@ class ChunkIO:
         self.local_replicas = local_replicas
         self._read_locations: dict[tuple[int, int], _ReadTarget] = {}
         self._write_targets: dict[tuple[int, int], _WriteTarget] = {}
-        self.unflushed: dict[int, _Unflushed] = {}
+        # Per inode: the chunks written since the last flush (by chunk index), and
+        # how far this client's writes reach beyond what it told the master.
+        self.unflushed: dict[int, dict[int, m.ChunkLocation]] = {}
+        self.unpublished_sizes: dict[int, int] = {}
+        # Write-behind: queued writes per (inode, chunk index), each queue sent
+        # by a task in ``senders``; a lost write's error, per inode.
+        self._senders = senders
+        self._chunk_writes: dict[tuple[int, int], ChunkWrites] = {}
+        self._write_behind_bytes = ByteBudget(WRITE_BEHIND_BYTES_MAX, "write-behind")
+        self._batch_slots = trio.Semaphore(WRITE_BATCHES_MAX)
+        self.write_errors: dict[int, DfsError] = {}
 
     # --- locations ------------------------------------------------------------
     async def _location_for_read(self, inode: int, index: int) -> m.ChunkLocation | None:
@@ -197,6 +209,9 @@ class ChunkIO:
         if offset < 0 or length < 0:
             raise InvalidArgument(f"read of {length} bytes at {offset}")
         pieces = chunk_pieces(offset, length)
+        if self._chunk_writes:
+            for index, inner, size, _ in pieces:
+                await self._settle(inode, index, inner, inner + size)
         if len(pieces) == 1:
             index, inner, size, _ = pieces[0]
             return await self._read_piece(inode, index, inner, size)  # fast path
@@ -252,26 +267,121 @@ class ChunkIO:
                                  f" ({'; '.join(errors[-4:])})")
 
     # --- writing ----------------------------------------------------------------
-    async def write(self, inode: InodeId, offset: int, data: bytes) -> None:
+    async def write(self, inode: InodeId, offset: int, data: bytes, *,
+                    wait: bool = True) -> None:
+        """Queue a write; with ``wait``, return once every replica has it.
+
+        Without ``wait`` (write-behind) the write is sent later, batched with
+        others to the same chunk; an error that loses it is raised by the
+        file's next write, ``wait_written`` or ``flush``.
+        """
         if offset < 0:
             raise InvalidArgument(f"write at negative offset {offset}")
-        pieces = chunk_pieces(offset, len(data))
-        view = memoryview(data)
-        if len(pieces) == 1:
-            index, inner, size, at = pieces[0]
-            await self._write_piece(inode, index, inner, view[at:at + size])  # fast path
-        else:
-            with unwrapped_errors():
-                async with trio.open_nursery() as nursery:
-                    for index, inner, size, at in pieces:
-                        nursery.start_soon(self._write_piece, inode, index, inner,
-                                           view[at:at + size])
-        unflushed = self.unflushed.setdefault(inode, _Unflushed())
-        unflushed.size_bytes = max(unflushed.size_bytes, offset + len(data))
-
-    async def _write_piece(self, inode: int, index: int, inner: int, data: memoryview) -> None:
-        zero_ranges, payload = split_zero_blocks(inner, data)
+        if offset + len(data) > MAX_FILE_SIZE_BYTES:  # refused now, not lost later
+            raise FileTooLarge(f"write of {len(data)} bytes at {offset} passes the largest"
+                               f" file ({MAX_FILE_SIZE_BYTES} bytes)")
         self.leases.epoch_for_write(inode)  # a fenced file takes no writes, zeros included
+        self._raise_write_error(inode)
+        view = memoryview(data)
+        queued: list[PendingWrite] = []
+        for index, inner, size, at in chunk_pieces(offset, len(data)):
+            await self._write_behind_bytes.acquire(size)
+            key = (inode, index)
+            chunk = self._chunk_writes.get(key)
+            if chunk is None:
+                chunk = self._chunk_writes[key] = ChunkWrites()
+                self._senders.start_soon(self._send_chunk, inode, index, chunk)
+            write = PendingWrite(inner, view[at:at + size], awaited=wait)
+            chunk.add(write)
+            queued.append(write)
+        self.unpublished_sizes[inode] = max(self.unpublished_sizes.get(inode, 0),
+                                            offset + len(data))
+        if wait:
+            await self._wait_for(queued)
+
+    async def wait_written(self, inode: int) -> None:
+        """Until every write queued for ``inode`` so far is on every replica, or raise
+        the error that lost one."""
+        writes = [write for (owner, _), chunk in list(self._chunk_writes.items())
+                  if owner == inode for write in chunk.unacknowledged()]
+        await self._wait_for(writes)
+        self._raise_write_error(inode)
+
+    async def wait_all_written(self) -> None:
+        """Until every queued write of every file is on its replicas or lost."""
+        for chunk in list(self._chunk_writes.values()):
+            for write in chunk.unacknowledged():
+                await write.done.wait()
+
+    async def _wait_for(self, writes: list[PendingWrite]) -> None:
+        for write in writes:
+            await write.done.wait()
+        lost = next((write.error for write in writes if write.error is not None), None)
+        if lost is not None:
+            raise type(lost)(lost.message, lost.server_id)
+
+    async def _settle(self, inode: int, index: int, start: int, end: int) -> None:
+        """Until this client's writes to [start, end) of the chunk are on the replicas,
+        so that a read sees them (their errors are the writer's to hear)."""
+        chunk = self._chunk_writes.get((inode, index))
+        if chunk is not None:
+            for write in chunk.unacknowledged(start, end):
+                await write.done.wait()
+
+    def _raise_write_error(self, inode: int) -> None:
+        lost = self.write_errors.get(inode)
+        if lost is not None:
+            raise type(lost)(f"an earlier write to this file was lost: {lost.message}",
+                             lost.server_id)
+
+    def forget_write_error(self, inode: int) -> None:
+        """The file's last handle closed: its next opener starts without the old error."""
+        self.write_errors.pop(inode, None)
+
+    async def _send_chunk(self, inode: int, index: int, chunk: ChunkWrites) -> None:
+        """Send the chunk's queue in batches until it is empty, then leave."""
+        while True:
+            async with trio.open_nursery() as batches:
+                while not chunk.idle:
+                    await self._batch_slots.acquire()
+                    batch = chunk.next_batch()
+                    if not batch:
+                        self._batch_slots.release()
+                        await chunk.wait_changed()
+                        continue
+                    batches.start_soon(self._send_batch, inode, index, chunk, batch)
+            if chunk.idle:  # no checkpoint between this test and the removal
+                del self._chunk_writes[(inode, index)]
+                return
+
+    async def _send_batch(self, inode: int, index: int, chunk: ChunkWrites,
+                          batch: list[PendingWrite]) -> None:
+        lost: DfsError | None = None
+        try:
+            await self._write_batch(inode, index, batch)
+        except DfsError as error:
+            lost = error
+            if not all(write.awaited for write in batch):
+                # Nobody waits to hear it: the file's next write, flush or fsync will.
+                self.write_errors.setdefault(inode, error)
+                log.warning("write-behind to chunk %d of inode %d lost: %s", index, inode,
+                            error, extra=about("write_behind_lost", inode=inode, index=index,
+                                               error=str(error)))
+        finally:
+            chunk.finished(batch, lost)
+            self._batch_slots.release()
+            self._write_behind_bytes.release(sum(len(write.data) for write in batch))
+
+    async def _write_batch(self, inode: int, index: int, batch: list[PendingWrite]) -> None:
+        extents: list[m.WriteExtent] = []
+        parts: list[bytes] = []
+        for write in batch:
+            zero_ranges, part = split_zero_blocks(write.inner, write.data)
+            extents.append(m.WriteExtent(offset_bytes=write.inner, length_bytes=len(write.data),
+                                         zero_ranges=zero_ranges))
+            parts.append(part)
+        payload = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.leases.epoch_for_write(inode)  # fenced since it was queued: lost
         if not payload and (inode, index) not in self._write_targets:
             if await self._location_for_read(inode, index) is None:
                 return  # zeros into a hole: nothing to store, nothing to allocate
@@ -284,10 +394,10 @@ class ChunkIO:
             try:
                 connection = await self.chunkservers.get(head.host, head.port)
                 await connection.call(m.ToChunkserverWriteChunk(
-                    chunk_id=location.chunk_id, version=location.version, offset_bytes=inner,
-                    length_bytes=len(data), zero_ranges=zero_ranges, chain_rest=rest,
-                    token=target.token), payload, timeout_s=DATA_RPC_TIMEOUT_S)
-                self.unflushed.setdefault(inode, _Unflushed()).chunks[index] = location
+                    chunk_id=location.chunk_id, version=location.version, extents=extents,
+                    chain_rest=rest, token=target.token), payload,
+                    timeout_s=DATA_RPC_TIMEOUT_S)
+                self.unflushed.setdefault(inode, {})[index] = location
                 return
             except WriteRefused as error:
                 # A key rotation may have retired the key that signed it: one fresh
@@ -309,6 +419,9 @@ class ChunkIO:
             except DfsError as error:
                 last_error = error
                 failed = error.server_id or head.server_id
+                current = self._write_targets.get((inode, index))
+                if current is not None and current.location.version > location.version:
+                    continue  # another batch already had the chain replaced: use it
                 log.info("write to chunk %d failed at server %d (%s); asking for a new chain",
                          location.chunk_id, failed, error,
                          extra=about("chain_write_failed", chunk=location.chunk_id,
@@ -326,30 +439,39 @@ class ChunkIO:
 
     # --- flushing ----------------------------------------------------------------
     def pending_size(self, inode: InodeId) -> int:
-        unflushed = self.unflushed.get(inode)
-        return 0 if unflushed is None else unflushed.size_bytes
+        """How far this client's writes reach, if beyond what the master was told."""
+        return self.unpublished_sizes.get(inode, 0)
 
-    async def flush(self, inode: InodeId) -> int:
-        """Make this file's acknowledged writes durable; returns the size they reach."""
+    def size_published(self, inode: int, size_bytes: int) -> None:
+        """The master now knows ``size_bytes`` (writes queued meanwhile may reach further)."""
+        if self.unpublished_sizes.get(inode, 0) <= size_bytes:
+            self.unpublished_sizes.pop(inode, None)
+
+    def size_owed(self, inode: int, size_bytes: int) -> None:
+        """Publishing ``size_bytes`` failed: it is to be told to the master again."""
+        self.unpublished_sizes[inode] = max(self.unpublished_sizes.get(inode, 0), size_bytes)
+
+    async def flush(self, inode: InodeId) -> None:
+        """Make this file's acknowledged writes durable on every replica.
+
+        Writes still queued (write-behind) are waited for first; one that was
+        lost makes the flush fail, and every later one until the file closes.
+        """
         self.leases.epoch_for_write(inode)  # after a fence, "durable" would be a lie
+        await self.wait_written(inode)
         unflushed = self.unflushed.pop(inode, None)
         if unflushed is None:
-            return 0
+            return
         try:
             with unwrapped_errors():
                 async with trio.open_nursery() as nursery:
-                    for location in unflushed.chunks.values():
+                    for location in unflushed.values():
                         nursery.start_soon(self._flush_chunk, inode, location)
         except BaseException:
-            self._merge_back(inode, unflushed)
+            current = self.unflushed.setdefault(inode, {})
+            for index, location in unflushed.items():
+                current.setdefault(index, location)
             raise
-        return unflushed.size_bytes
-
-    def _merge_back(self, inode: int, unflushed: _Unflushed) -> None:
-        current = self.unflushed.setdefault(inode, _Unflushed())
-        for index, location in unflushed.chunks.items():
-            current.chunks.setdefault(index, location)
-        current.size_bytes = max(current.size_bytes, unflushed.size_bytes)
 
     async def _flush_chunk(self, inode: int, location: m.ChunkLocation) -> None:
         last_error: DfsError | None = None

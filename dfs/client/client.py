@@ -35,6 +35,9 @@ class Client:
         self.master = master
         self.io = chunk_io
         self.leases = chunk_io.leases
+        # Sizes this client told the master, per open file: an fdatasync that
+        # grows nothing needs no master round trip.
+        self._published_sizes: dict[int, int] = {}
 
     # --- namespace by inode ------------------------------------------------------------
     async def lookup(self, parent: int, name: bytes) -> m.FileAttrs:
@@ -51,6 +54,7 @@ class Client:
         if changes.get("size_bytes") is not None:
             await self.fsync(inode)  # pending writes must not land past a new end
             self.io.forget(inode)
+            self._published_sizes.pop(inode, None)
         reply = await self.master.mutate(m.ClientToMasterSetAttr, reply_type=m.AttrsReply,
                                          inode=inode, **changes)
         return reply.attrs
@@ -149,17 +153,42 @@ class Client:
             return b""
         return await self.io.read(InodeId(inode), offset, length)
 
-    async def write(self, inode: int, offset: int, data: bytes) -> int:
-        await self.io.write(InodeId(inode), offset, data)
+    async def write(self, inode: int, offset: int, data: bytes, *, wait: bool = True) -> int:
+        """Write; with ``wait`` False, return once queued (write-behind, ChunkIO.write)."""
+        await self.io.write(InodeId(inode), offset, data, wait=wait)
         return len(data)
 
-    async def fsync(self, inode: int) -> None:
-        """Durable on every replica, and the file's size and mtime on the master."""
-        size_bytes = await self.io.flush(InodeId(inode))
-        if size_bytes:
+    async def fsync(self, inode: int, datasync: bool = False) -> None:
+        """Durable on every replica, and the file's size (and for a full fsync its
+        mtime) on the master.
+
+        The replicas' flush and the master's record run at once: each is
+        durable when fsync returns, and nobody was promised either before.
+        """
+        await self.io.wait_written(inode)
+        size_bytes = self.io.pending_size(InodeId(inode))
+        if datasync and size_bytes <= self._published_sizes.get(inode, 0):
+            size_bytes = 0  # fdatasync: the mtime may wait for close, a new size may not
+        with unwrapped_errors():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.io.flush, InodeId(inode))
+                if size_bytes:
+                    nursery.start_soon(self._write_end, inode, size_bytes)
+
+    async def _write_end(self, inode: int, size_bytes: int) -> None:
+        # Taken off the unpublished sizes before the call, as before write-behind:
+        # a close meanwhile (even a forked child's, closing an inherited fd) then
+        # finds nothing to publish, instead of waiting on a master that may be
+        # away. Should the call fail, the size is owed again.
+        self.io.size_published(inode, size_bytes)
+        try:
             await self.master.mutate(m.ClientToMasterWriteEnd, reply_type=m.AttrsReply,
                                      inode=inode, size_bytes=size_bytes,
                                      mtime_ns=time.time_ns())
+        except BaseException:
+            self.io.size_owed(inode, size_bytes)
+            raise
+        self._published_sizes[inode] = max(self._published_sizes.get(inode, 0), size_bytes)
 
     async def opened(self, inode: int, writable: bool = False) -> None:
         """A handle on ``inode`` opened here: the master keeps the file while any is open.
@@ -177,10 +206,17 @@ class Client:
                 reply_type=m.EmptyReply)
 
     async def closed(self, inode: int, writable: bool = False) -> None:
-        """One handle closed (every ``opened`` has one ``closed``)."""
+        """One handle closed (every ``opened`` has one ``closed``).
+
+        The lease goes only after the file's queued writes are on the replicas
+        (or lost): the next writer must find them there.
+        """
         try:
             if writable:
-                await self.leases.closed_for_write(inode)
+                try:
+                    await self.io.wait_written(inode)
+                finally:
+                    await self.leases.closed_for_write(inode)
         finally:
             await self._drop_hold(inode)
 
@@ -189,6 +225,8 @@ class Client:
         if count > 1:
             self.master.open_inodes[inode] = count - 1
             return
+        self.io.forget_write_error(inode)
+        self._published_sizes.pop(inode, None)
         await self.master.call(m.ClientToMasterHold(
             session_id=self.master.session_id, inode=inode, held=False),
             reply_type=m.EmptyReply)
@@ -213,13 +251,13 @@ class Client:
     async def publish_size(self, inode: int) -> None:
         """Tell the master how far this client's acknowledged writes reach (close-to-open).
 
-        Unlike ``fsync`` this does not wait for stable storage on the replicas.
+        Unlike ``fsync`` this does not wait for stable storage on the replicas,
+        only for every queued write to be on them.
         """
+        await self.io.wait_written(inode)
         size_bytes = self.io.pending_size(InodeId(inode))
         if size_bytes:
-            await self.master.mutate(m.ClientToMasterWriteEnd, reply_type=m.AttrsReply,
-                                     inode=inode, size_bytes=size_bytes,
-                                     mtime_ns=time.time_ns())
+            await self._write_end(inode, size_bytes)
 
     # --- by path, for tools and tests ------------------------------------------------
     async def resolve(self, path: str) -> m.FileAttrs:
@@ -263,7 +301,8 @@ async def open_client(host: str, port: int, key: bytes, identity: ClientIdentity
             chunkservers = ConnectionPool(nursery, key, "client", compress)
             leases = ClientLeases(master)
             local_replicas = LocalReplicas() if short_circuit_reads else None
-            client = Client(master, ChunkIO(master, chunkservers, leases, local_replicas))
+            client = Client(master, ChunkIO(master, chunkservers, leases, nursery,
+                                            local_replicas))
             await master.call(m.ClientToMasterStatFs(), reply_type=m.StatFsReply)  # session up
             if master.session_id:
                 nursery.start_soon(leases.renew_loop)
@@ -271,6 +310,8 @@ async def open_client(host: str, port: int, key: bytes, identity: ClientIdentity
                 yield client
             finally:
                 with trio.CancelScope(shield=True):
+                    with trio.move_on_after(CLOSE_SESSION_TIMEOUT_S):
+                        await client.io.wait_all_written()  # errors went to their writers
                     await master.close_session(timeout_s=CLOSE_SESSION_TIMEOUT_S)
                 master.close()
                 chunkservers.close_all()

@@ -39,7 +39,7 @@ from vmstore.dfs.errors import InvalidField, ProtocolError
 from vmstore.dfs.protocol.messages import MESSAGE_BY_TYPE, Message
 
 MAGIC = b"VMS1"
-PROTOCOL_VERSION = 2  # 2: capabilities (operation field) on every chunk operation
+PROTOCOL_VERSION = 3  # 2: capabilities on every chunk operation; 3: batched writes
 FLAG_RESPONSE = 0x01
 FLAG_PAYLOAD_LZ4 = 0x02
 _KNOWN_FLAGS = FLAG_RESPONSE | FLAG_PAYLOAD_LZ4

@@ -19,7 +19,7 @@ from typing import Annotated, ClassVar
 
 import msgspec
 
-from vmstore.dfs.constants import MAX_GOAL
+from vmstore.dfs.constants import MAX_GOAL, WRITE_BATCH_EXTENTS_MAX
 
 # Every integer on the wire is checked by the decoder, so that no handler
 # meets a value SQLite cannot store (OverflowError) or a negative id, size,
@@ -812,21 +812,30 @@ class ToChunkserverReadChunk(Request, frozen=True, kw_only=True):
     capability: Capability | None = None  # READ of this chunk; None is refused
 
 
-class ToChunkserverWriteChunk(Request, frozen=True, kw_only=True):
-    """Write ``length_bytes`` at ``offset_bytes``; forward to ``chain_rest`` first.
+class WriteExtent(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """One range of a batched write: its bytes outside ``zero_ranges`` come from
+    the frame's payload, after those of the extents before it."""
 
-    The payload holds the bytes of the range outside ``zero_ranges``; the
-    zero ranges are written as holes. The reply comes only when this replica
-    and every one down the chain has the write.
+    offset_bytes: U63
+    length_bytes: U63
+    zero_ranges: list[tuple[U63, U63]]
+
+
+class ToChunkserverWriteChunk(Request, frozen=True, kw_only=True):
+    """Write ``extents`` in order; forward to ``chain_rest`` first.
+
+    The payload holds, extent after extent, the bytes outside each extent's
+    ``zero_ranges``; the zero ranges are written as holes. A later extent
+    overwrites an earlier one where they overlap. The reply comes only when
+    this replica and every one down the chain has every extent.
     """
 
     TYPE: ClassVar[int] = 302
     REPLY: ClassVar[type[Message]] = EmptyReply
     chunk_id: U63
     version: U63
-    offset_bytes: U63
-    length_bytes: U63
-    zero_ranges: list[tuple[U63, U63]]
+    extents: Annotated[list[WriteExtent], msgspec.Meta(min_length=1,
+                                                       max_length=WRITE_BATCH_EXTENTS_MAX)]
     chain_rest: Chain
     token: Capability | None = None  # WRITE of this chunk; None is refused
 

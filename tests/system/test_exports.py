@@ -171,9 +171,9 @@ async def test_a_read_only_export_cannot_write_by_any_path(cluster: Cluster) -> 
         for grant in (None, location.read_capability):
             with pytest.raises(WriteRefused):
                 await connection.call(m.ToChunkserverWriteChunk(
-                    chunk_id=location.chunk_id, version=location.version, offset_bytes=0,
-                    length_bytes=5, zero_ranges=[], chain_rest=location.replicas[1:],
-                    token=grant), b"EVIL!")
+                    chunk_id=location.chunk_id, version=location.version,
+                    extents=[m.WriteExtent(offset_bytes=0, length_bytes=5, zero_ranges=[])],
+                    chain_rest=location.replicas[1:], token=grant), b"EVIL!")
         assert await every_replica(client, guest, 0, 0, len(GUEST)) == before
         assert (await client.getattr(guest)).size_bytes == len(GUEST)
 

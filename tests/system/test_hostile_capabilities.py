@@ -54,9 +54,9 @@ async def test_chunkservers_serve_only_with_the_masters_capability(cluster: Clus
                                         capability=grant)
 
     def write_with(grant: m.Capability | None) -> m.ToChunkserverWriteChunk:
-        return m.ToChunkserverWriteChunk(chunk_id=real.chunk_id, version=real.version,
-                                         offset_bytes=0, length_bytes=5, zero_ranges=[],
-                                         chain_rest=real.replicas[1:], token=grant)
+        return m.ToChunkserverWriteChunk(
+            chunk_id=real.chunk_id, version=real.version, chain_rest=real.replicas[1:],
+            extents=[m.WriteExtent(offset_bytes=0, length_bytes=5, zero_ranges=[])], token=grant)
 
     forged = msgspec.structs.replace(real.read_capability,
                                      expires_ns=real.read_capability.expires_ns + 10**12)

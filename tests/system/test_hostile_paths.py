@@ -143,8 +143,8 @@ async def chunk_ids_and_ranges(cluster: Cluster, real: m.ChunkLocation) -> None:
         (read(offset=-4096), InvalidArgument, r"\.offset_bytes"),
         (read(length=-1), InvalidArgument, r"\.length_bytes"),
         (read(length=2**40), InvalidArgument, "at most"),
-        (m.ToChunkserverWriteChunk(chunk_id=2**63 - 1, version=1, offset_bytes=0,
-                                   length_bytes=0, zero_ranges=[], chain_rest=[]),
+        (m.ToChunkserverWriteChunk(chunk_id=2**63 - 1, version=1, chain_rest=[], extents=[
+            m.WriteExtent(offset_bytes=0, length_bytes=0, zero_ranges=[])]),
          WriteRefused, "write of chunk 9223372036854775807 carries no capability"),
         (m.ToChunkserverFlushChunk(chunk_id=real.chunk_id, version=real.version,
                                    chain_rest=[loop] * 100),
