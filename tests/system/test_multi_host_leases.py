@@ -146,9 +146,12 @@ def test_cut_off_host_loses_the_lease_and_its_late_writes_land_nowhere(
             outcome: list[BaseException | None] = []
 
             def late_write() -> None:
+                # Refused at once if h1 already knows, else queued (write-behind)
+                # and refused at the fsync: never durable, never silent.
                 try:
                     write_at(stranded, 0, late)
                     write_at(stranded, BLOCK_BYTES, late)
+                    os.fsync(stranded)
                     outcome.append(None)
                 except OSError as error:
                     outcome.append(error)
@@ -163,7 +166,10 @@ def test_cut_off_host_loses_the_lease_and_its_late_writes_land_nowhere(
         finally:
             os.close(taker)
     finally:
-        os.close(stranded)
+        try:
+            os.close(stranded)
+        except OSError as error:  # the lost writes are reported at close too
+            assert error.errno == errno.EIO
     wait_until(lambda: set(replicas_of(lab, inode, 0).values()) == {second},
                30, "every replica to hold h2's bytes")
     replicas = replicas_of(lab, inode, 0)
