@@ -21,8 +21,11 @@ per read.
 
 Fast path: a cached fd, then fstat (a deleted replica has no links), the
 header, the range's CRC entries and its data, all with pread on the trio
-thread. Reads of THREAD_READ_BYTES_MIN and more go to a worker thread, on a
-dup of the fd so that a concurrent drop cannot close it under the thread.
+thread, whatever the size. Measured (mount_bench seq-read, 1 MiB reads, 5
+rounds, 2 cores): 728 MB/s inline against 435 MB/s with reads of 256 KiB and
+more in trio.to_thread. CRC32 of 4 KiB blocks holds the GIL, so a worker
+thread adds its hop (~200 µs) and contention and takes no work off the
+loop; the page-cache pread it could overlap costs less than the hop.
 
 Caveats:
 * An fd outlives its chunkserver: after a kill -9, a replica whose version
@@ -80,8 +83,6 @@ LOCAL_FDS_MAX = 256
 # How long an address whose socket is missing (a remote chunkserver, or one
 # that is down) is not asked again.
 NOT_LOCAL_RECHECK_S = 10.0
-# Reads this big are read and verified in a worker thread; smaller ones inline.
-THREAD_READ_BYTES_MIN = 256 * 1024
 _REQUEST_ID_MAX = 2**32 - 1
 # connect() errors that mean "no such socket here": the replica is not local.
 _NOT_LOCAL_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENOENT})
@@ -123,11 +124,9 @@ class _Link:
 class LocalReplicas:
     """Short-circuit reads of the replicas on this host (see the module docstring)."""
 
-    def __init__(self, *, fds_max: int = LOCAL_FDS_MAX,
-                 thread_read_bytes_min: int = THREAD_READ_BYTES_MIN) -> None:
+    def __init__(self, *, fds_max: int = LOCAL_FDS_MAX) -> None:
         assert fds_max >= 1
         self._fds_max = fds_max
-        self._thread_read_bytes_min = thread_read_bytes_min
         self._fds: OrderedDict[tuple[str, int, int], _OpenReplica] = OrderedDict()
         self._links: dict[Server, _Link] = {}
         self._not_local_until_s: dict[Server, float] = {}
@@ -164,7 +163,10 @@ class LocalReplicas:
                     self._remember(key, opened)
                 else:
                     self._fds.move_to_end(key)
-                data = await self._read_verified(opened, location, offset, length)
+                # Inline, whatever the size (see the module docstring): no await
+                # between here and the return, so no drop can close the fd meanwhile.
+                data = read_verified(opened.fd, location.chunk_id, location.version, offset,
+                                     length)
             except (_Unusable, DamagedReplica, DfsError, OSError, trio.TooSlowError):
                 # Any doubt: the network path reads it, and judges real damage.
                 self._drop(key)
@@ -173,20 +175,6 @@ class LocalReplicas:
             LOCAL.inc()
             return data
         return None
-
-    async def _read_verified(self, opened: _OpenReplica, location: m.ChunkLocation,
-                             offset: int, length: int) -> bytes:
-        if length < self._thread_read_bytes_min:
-            return read_verified(opened.fd, location.chunk_id, location.version, offset,
-                                 length)
-        # A dup, so that a drop of the entry meanwhile cannot close the fd
-        # (or let its number be reused) under the worker thread.
-        fd = os.dup(opened.fd)
-        try:
-            return await trio.to_thread.run_sync(read_verified, fd, location.chunk_id,
-                                                 location.version, offset, length)
-        finally:
-            os.close(fd)
 
     def _remember(self, key: tuple[str, int, int], opened: _OpenReplica) -> None:
         self._drop(key)  # a concurrent open of the same replica may have won meanwhile
@@ -297,7 +285,7 @@ class LocalReplicas:
 def read_verified(fd: int, chunk_id: int, version: int, offset: int, length: int) -> bytes:
     """Chunk bytes [offset, offset + length) from a replica file, verified as the
     chunkserver verifies them; raises (_Unusable, DamagedReplica, ChecksumMismatch,
-    OSError) on any doubt. Synchronous: runs inline or in a worker thread."""
+    OSError) on any doubt. Synchronous, on the caller's thread."""
     if os.fstat(fd).st_nlink == 0:
         raise _Unusable(f"chunk {chunk_id:016x}: the replica was deleted")
     if decode_header(os.pread(fd, HEADER_USED_BYTES, 0), chunk_id) != version:

@@ -180,12 +180,17 @@ async def test_reads_come_from_the_local_file_and_fall_back_on_doubt(
             store.set_version(CHUNK, 1, 2)
             assert await replicas.read(location_of(port, 1), 0, BS) is None  # stale location
             assert await replicas.read(location_of(port, 2), 0, len(data)) == data
-            # a big read goes through a worker thread, with the same result
-            big = LocalReplicas(thread_read_bytes_min=BS)
+            # a bound of one fd: the other replica's fd pushes this one out
+            store.create(CHUNK + 1, 1)
+            one = LocalReplicas(fds_max=1)
             try:
-                assert await big.read(location_of(port, 2), 0, len(data)) == data
+                assert await one.read(location_of(port, 2), 0, BS) == data[:BS]
+                assert await one.read(location_of(port, 1, chunk_id=CHUNK + 1), 0, BS) == \
+                    bytes(BS)
+                assert len(one._fds) == 1
+                assert await one.read(location_of(port, 2), 0, BS) == data[:BS]
             finally:
-                big.close()
+                one.close()
     finally:
         replicas.close()
 
