@@ -173,6 +173,11 @@ def has_data(fd: int, start: int, end: int) -> bool:
 
 
 # --- verified blocks --------------------------------------------------------------
+# A run: (first block, end block, the verified content of blocks [first, end)
+# back to back, or None when they are all zeros).
+Run: TypeAlias = tuple[int, int, memoryview | None]
+
+
 def verified_blocks(
     fd: int,
     crcs: Sequence[int],
@@ -189,6 +194,28 @@ def verified_blocks(
     raises ChecksumMismatch, or with *bad* is appended to it and yielded as
     None.
     """
+    for run_first, run_end, content in verified_runs(fd, crcs, crcs_first, first, end,
+                                                     chunk_id, bad):
+        for index in range(run_first, run_end):
+            if content is None:
+                yield index, None
+            else:
+                at = (index - run_first) * BLOCK_SIZE_BYTES
+                yield index, content[at : at + BLOCK_SIZE_BYTES]
+
+
+def verified_runs(
+    fd: int,
+    crcs: Sequence[int],
+    crcs_first: int,
+    first: int,
+    end: int,
+    chunk_id: int,
+    bad: list[int] | None = None,
+) -> Iterator[Run]:
+    """The blocks [first, end) as runs, in order, each verified as ``verified_blocks``
+    verifies a block: the same checks, without a Python step per block of a
+    good run (a 1 MiB read is 256 blocks)."""
     assert crcs_first <= first <= end <= crcs_first + len(crcs)
     index = first
     while index < end:
@@ -203,9 +230,7 @@ def verified_blocks(
         elif has_data(fd, start_byte, start_byte + size):
             yield from _zero_run(fd, index, stop, chunk_id, bad)
         else:
-            # A hole: zeros without reading, which is most of a VM image.
-            for hole in range(index, stop):
-                yield hole, None
+            yield index, stop, None  # a hole: zeros without reading, most of a VM image
         index = stop
 
 
@@ -224,16 +249,20 @@ def verified_range(
     parts: list[memoryview] = []
     zero_ranges: list[tuple[int, int]] = []
     first, last = offset // BLOCK_SIZE_BYTES, (end - 1) // BLOCK_SIZE_BYTES + 1
-    for index, content in verified_blocks(fd, crcs, crcs_first, first, last, chunk_id):
-        start = max(offset, index * BLOCK_SIZE_BYTES)
-        stop = min(end, (index + 1) * BLOCK_SIZE_BYTES)
+    for run_first, run_end, content in verified_runs(fd, crcs, crcs_first, first, last,
+                                                     chunk_id):
+        base = run_first * BLOCK_SIZE_BYTES
+        start, stop = max(offset, base), min(end, run_end * BLOCK_SIZE_BYTES)
         if content is not None:
-            base = index * BLOCK_SIZE_BYTES
             parts.append(content[start - base : stop - base])
         elif zero_ranges and sum(zero_ranges[-1]) == start:
             zero_ranges[-1] = (zero_ranges[-1][0], stop - zero_ranges[-1][0])
         else:
             zero_ranges.append((start, stop - start))
+    if len(parts) == 1:
+        whole = parts[0].obj
+        if isinstance(whole, bytes) and len(whole) == parts[0].nbytes:
+            return whole, zero_ranges  # one aligned run: the pread's own bytes, no copy
     return b"".join(parts), zero_ranges
 
 
@@ -245,26 +274,33 @@ def _data_run(
     end: int,
     chunk_id: int,
     bad: list[int] | None,
-) -> Iterator[tuple[int, memoryview | None]]:
-    start_byte = DATA_OFFSET + first * BLOCK_SIZE_BYTES
-    raw = memoryview(pread_full(fd, (end - first) * BLOCK_SIZE_BYTES, start_byte))
+) -> Iterator[Run]:
+    size = (end - first) * BLOCK_SIZE_BYTES
+    raw = memoryview(pread_full(fd, size, DATA_OFFSET + first * BLOCK_SIZE_BYTES))
+    # Fast path: the whole run is there and every block matches its entry.
+    if raw.nbytes == size and [
+        zlib.crc32(raw[at : at + BLOCK_SIZE_BYTES]) for at in range(0, size, BLOCK_SIZE_BYTES)
+    ] == list(crcs[first - crcs_first : end - crcs_first]):
+        yield first, end, raw
+        return
+    # Slow path: find the bad blocks, one by one.
     for index in range(first, end):
         at = (index - first) * BLOCK_SIZE_BYTES
         block = raw[at : at + BLOCK_SIZE_BYTES]
         if len(block) < BLOCK_SIZE_BYTES:
             # The file ends early (corruption): the block is gone.
             _bad_block(chunk_id, index, bad, "short read")
-            yield index, None
+            yield index, index + 1, None
         elif zlib.crc32(block) != crcs[index - crcs_first]:
             _bad_block(chunk_id, index, bad, "checksum mismatch")
-            yield index, None
+            yield index, index + 1, None
         else:
-            yield index, block
+            yield index, index + 1, block
 
 
 def _zero_run(
     fd: int, first: int, end: int, chunk_id: int, bad: list[int] | None
-) -> Iterator[tuple[int, memoryview | None]]:
+) -> Iterator[Run]:
     """Blocks whose entry says zeros but whose file range holds data."""
     size = (end - first) * BLOCK_SIZE_BYTES
     raw = pread_full(fd, size, DATA_OFFSET + first * BLOCK_SIZE_BYTES)
@@ -274,12 +310,12 @@ def _zero_run(
         at = (index - first) * BLOCK_SIZE_BYTES
         block = view[at : at + BLOCK_SIZE_BYTES]
         if is_zero(block):
-            yield index, None  # zeros written out (no hole punching here)
+            yield index, index + 1, None  # zeros written out (no hole punching here)
         elif zlib.crc32(block) == ZERO_BLOCK_CRC:
-            yield index, block  # data whose CRC happens to equal that of zeros
+            yield index, index + 1, block  # data whose CRC happens to equal that of zeros
         else:
             _bad_block(chunk_id, index, bad, "data where the table says zeros")
-            yield index, None
+            yield index, index + 1, None
 
 
 def _bad_block(chunk_id: int, index: int, bad: list[int] | None, why: str) -> None:
