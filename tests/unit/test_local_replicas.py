@@ -28,7 +28,7 @@ from vmstore.dfs.client import local_replicas
 from vmstore.dfs.client.local_replicas import LocalReplicas, read_verified
 from vmstore.dfs.client.zero_ranges import join_zero_ranges
 from vmstore.dfs.constants import BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES
-from vmstore.dfs.errors import ChecksumMismatch, ProtocolError
+from vmstore.dfs.errors import ChecksumMismatch, ChunkNotFound, ProtocolError, StaleChunkVersion
 from vmstore.dfs.protocol import codec
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.capability import READ, WRITE, VerifiedCapabilities, capability_key, sign
@@ -44,7 +44,10 @@ from vmstore.dfs.protocol.rpc import ConnectionPool
 KEY = os.urandom(32)
 CHUNK = 0x51
 BS = BLOCK_SIZE_BYTES
-_PORTS = itertools.count(40000 + os.getpid() % 20000)
+# Abstract socket names are shared by every process of the network namespace
+# (other test runs included): this run's chunkservers get a host name of their own.
+HOST = f"unit-test-{os.getpid()}-{os.urandom(4).hex()}"
+_PORTS = itertools.count(1)
 
 
 @pytest.fixture
@@ -120,8 +123,6 @@ def test_open_for_local_read_is_read_only_and_checks_the_version(store: ChunkSto
             os.pwrite(fd, b"x", DATA_OFFSET)
     finally:
         os.close(fd)
-    from vmstore.dfs.errors import ChunkNotFound, StaleChunkVersion
-
     with pytest.raises(StaleChunkVersion):
         store.open_for_local_read(CHUNK, 2)
     with pytest.raises(ChunkNotFound):
@@ -137,7 +138,7 @@ def read_capability(chunk_id: int, operation: int = READ) -> m.Capability:
 def location_of(port: int, version: int, capability: m.Capability | None = None,
                 chunk_id: int = CHUNK) -> m.ChunkLocation:
     remote = m.ReplicaAddress(server_id=2, host="192.0.2.1", port=9, host_label="far")
-    here = m.ReplicaAddress(server_id=1, host="127.0.0.1", port=port, host_label="here")
+    here = m.ReplicaAddress(server_id=1, host=HOST, port=port, host_label="here")
     return m.ChunkLocation(index=0, chunk_id=chunk_id, version=version, replicas=[remote, here],
                            read_capability=capability or read_capability(chunk_id))
 
@@ -149,8 +150,8 @@ async def chunkserver_socket(store: ChunkStore) -> AsyncIterator[tuple[int, Data
     async with trio.open_nursery() as nursery:
         peers = ConnectionPool(nursery, KEY, "chunkserver", compress=False)
         data = DataService(store, peers, WriteFence(VerifiedCapabilities(KEY)), lambda: 1)
-        name = await nursery.start(LocalReadService(data).serve, "127.0.0.1", port)
-        assert name == local_socket_name("127.0.0.1", port)
+        name = await nursery.start(LocalReadService(data).serve, HOST, port)
+        assert name == local_socket_name(HOST, port)
         yield port, data
         nursery.cancel_scope.cancel()
 
@@ -229,7 +230,7 @@ async def raw_call(port: int, packet: bytes) -> list[int] | None:
     """Send one raw packet: the fds of the reply, or None if the server closed instead."""
     sock = new_socket()
     with sock:
-        await sock.connect(local_socket_name("127.0.0.1", port))
+        await sock.connect(local_socket_name(HOST, port))
         await sock.send(packet)
         with trio.fail_after(5):
             received = await receive_frame(sock)
@@ -254,7 +255,7 @@ async def test_malformed_packets_close_only_their_connection(
             # a request with an fd attached is refused too
             sock = new_socket()
             with sock, open(os.devnull) as devnull:
-                await sock.connect(local_socket_name("127.0.0.1", port))
+                await sock.connect(local_socket_name(HOST, port))
                 await sock.sendmsg([good_head], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                                   devnull.fileno().to_bytes(4, "little"))])
                 with trio.fail_after(5):
