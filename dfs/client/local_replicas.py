@@ -160,6 +160,9 @@ class LocalReplicas:
                     opened = await self._open(server, location)
                     if opened is None:
                         continue  # not local after all
+                    if self._closed:  # closed while the open waited: keep nothing
+                        os.close(opened.fd)
+                        return None
                     self._remember(key, opened)
                 else:
                     self._fds.move_to_end(key)
