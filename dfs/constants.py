@@ -95,5 +95,5 @@ LOCATION_CACHE_ENTRIES_MAX = 65536
 # (write() waits for room beyond this), batches in flight per chunk (they
 # never overlap) and in all.
 WRITE_BEHIND_BYTES_MAX = 64 * 1024 * 1024
-WRITE_BATCHES_PER_CHUNK_MAX = 4
+WRITE_BATCHES_PER_CHUNK_MAX = 16
 WRITE_BATCHES_MAX = 64

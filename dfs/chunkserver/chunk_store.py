@@ -505,6 +505,8 @@ class ChunkStore:
         """Write the blocks the segments (from offset on, contiguous) touch."""
         end = segments[-1][1]
         first, last = offset // BLOCK_SIZE_BYTES, (end - 1) // BLOCK_SIZE_BYTES + 1
+        if self._write_whole_blocks(replica, offset, segments):
+            return
         # Every block's new content is known (and the old edge blocks
         # verified) before the first byte is written.
         blocks = [
@@ -530,6 +532,34 @@ class ChunkStore:
         _pwrite_all(replica.fd, [table_bytes(crcs)], CRC_TABLE_OFFSET + first * 4)
         replica.crcs[first:last] = crcs
         replica.dirty = True
+
+    def _write_whole_blocks(
+        self, replica: _Replica, offset: int, segments: list[tuple[int, int, memoryview | None]]
+    ) -> bool:
+        """The common case, done in one pwrite: whole blocks of immutable bytes, none
+        all zero. False (nothing written) for anything else, which the general
+        path handles block by block.
+        """
+        start, end, source = segments[0]
+        if len(segments) != 1 or source is None:
+            return False
+        if start % BLOCK_SIZE_BYTES or end % BLOCK_SIZE_BYTES or not isinstance(source.obj,
+                                                                                  bytes):
+            return False  # edge blocks to merge, or a buffer that could change under us
+        crcs = array("I", [zlib.crc32(source[at:at + BLOCK_SIZE_BYTES])
+                           for at in range(0, end - start, BLOCK_SIZE_BYTES)])
+        # A zero block has ZERO_BLOCK_CRC, so only those blocks need a look.
+        if ZERO_BLOCK_CRC in crcs and any(
+                crc == ZERO_BLOCK_CRC and is_zero(source[at * BLOCK_SIZE_BYTES:
+                                                         (at + 1) * BLOCK_SIZE_BYTES])
+                for at, crc in enumerate(crcs)):
+            return False  # zero blocks become holes: the general path
+        first = start // BLOCK_SIZE_BYTES
+        _pwrite_all(replica.fd, [source], DATA_OFFSET + start)
+        _pwrite_all(replica.fd, [table_bytes(crcs)], CRC_TABLE_OFFSET + first * 4)
+        replica.crcs[first:first + len(crcs)] = crcs
+        replica.dirty = True
+        return True
 
     def _new_block(
         self,

@@ -374,7 +374,7 @@ class ChunkIO:
 
     async def _write_batch(self, inode: int, index: int, batch: list[PendingWrite]) -> None:
         extents: list[m.WriteExtent] = []
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         for write in batch:
             zero_ranges, part = split_zero_blocks(write.inner, write.data)
             extents.append(m.WriteExtent(offset_bytes=write.inner, length_bytes=len(write.data),

@@ -132,9 +132,9 @@ def encode_frame(
     request_id: int,
     *,
     response: bool = False,
-    payload: bytes = b"",
+    payload: bytes | memoryview = b"",
     compress: bool = False,
-) -> tuple[bytes, bytes]:
+) -> tuple[bytes, bytes | memoryview]:
     """Header+body, and the payload to send after it (kept apart to avoid a copy).
 
     ``compress`` asks for lz4; it is used only when the payload is big enough
