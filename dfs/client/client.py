@@ -304,17 +304,26 @@ async def open_client(host: str, port: int, key: bytes, identity: ClientIdentity
             client = Client(master, ChunkIO(master, chunkservers, leases, nursery,
                                             local_replicas))
             await master.call(m.ClientToMasterStatFs(), reply_type=m.StatFsReply)  # session up
+            renewals = trio.CancelScope()
             if master.session_id:
-                nursery.start_soon(leases.renew_loop)
+                nursery.start_soon(_renewing, leases, renewals)
             try:
                 yield client
             finally:
                 with trio.CancelScope(shield=True):
                     with trio.move_on_after(CLOSE_SESSION_TIMEOUT_S):
                         await client.io.wait_all_written()  # errors went to their writers
+                    # No renewal may reach the master after the session is closed: it
+                    # would find the session gone and declare every lease lost.
+                    renewals.cancel()
                     await master.close_session(timeout_s=CLOSE_SESSION_TIMEOUT_S)
                 master.close()
                 chunkservers.close_all()
                 if local_replicas is not None:
                     local_replicas.close()
                 nursery.cancel_scope.cancel()
+
+
+async def _renewing(leases: ClientLeases, scope: trio.CancelScope) -> None:
+    with scope:
+        await leases.renew_loop()

@@ -22,7 +22,13 @@ import trio
 from prometheus_client import Counter, Gauge, Histogram
 
 from vmstore.dfs.constants import CHUNK_SIZE_BYTES, MAX_FILE_SIZE_BYTES
-from vmstore.dfs.errors import FileTooLarge, InvalidArgument, NotFound, ProtocolError
+from vmstore.dfs.errors import (
+    AccessDenied,
+    FileTooLarge,
+    InvalidArgument,
+    NotFound,
+    ProtocolError,
+)
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.exports import Access, ExportGuard, ExportRule
@@ -103,6 +109,12 @@ class ClientService:
         started = time.perf_counter()
         try:
             request = self.guard.admit(access, request)
+            claimed = getattr(request, "session_id", 0)
+            if claimed and claimed != access.session_id:
+                # Sessions are bound to the connection that opened (or resumed)
+                # them: another key holder cannot close, renew or write as one.
+                raise AccessDenied(f"{name}: session {claimed} was not opened on this"
+                                   " connection")
             reply = await self._answer(connection, access, request)
             return self.guard.shown(access, reply), b""
         except Exception as error:

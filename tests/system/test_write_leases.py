@@ -22,7 +22,8 @@ from tests.system.conftest import Cluster
 from tests.system.replicas import every_replica
 from vmstore.cli.local_cluster import local_down
 from vmstore.dfs.constants import CHUNK_SIZE_BYTES
-from vmstore.dfs.errors import LeaseHeld, LeaseLost
+from vmstore.dfs.errors import AccessDenied, LeaseHeld, LeaseLost
+from vmstore.dfs.protocol import messages as m
 
 pytestmark = pytest.mark.system
 BLOCK_BYTES = 256 * 1024
@@ -160,3 +161,20 @@ async def test_a_dead_clients_lease_expires(lease_cluster: Cluster) -> None:
                 except LeaseHeld:
                     await trio.sleep(0.2)
         await b.write(inode, 0, b"b" * 4096)
+
+
+async def test_a_session_is_used_only_on_the_connection_that_opened_it(
+        lease_cluster: Cluster) -> None:
+    """Another key holder cannot close, renew or write as someone else's session."""
+    async with lease_cluster.client("hostA") as a, lease_cluster.client("hostB") as b:
+        inode = (await a.create_file("/mine.img")).inode
+        await a.opened(inode, writable=True)
+        victim = a.master.session_id
+        for request in (m.ClientToMasterCloseSession(session_id=victim),
+                        m.ClientToMasterAcquireLease(session_id=victim, inode=inode)):
+            with pytest.raises(AccessDenied, match="not opened on this connection"):
+                await b.master.call(request, reply_type=request.REPLY)
+        await a.write(inode, 0, b"still mine")  # session and lease untouched
+        await a.fsync(inode)
+        with pytest.raises(LeaseHeld):
+            await b.opened(inode, writable=True)
