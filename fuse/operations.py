@@ -120,7 +120,13 @@ class OpenFile:
     inode: int
     size_bytes: int  # the larger of the master's size and this mount's writes
     handles: int = 0
+    writable_handles: int = 0  # while any: this mount holds the file's write lease
     dirty: bool = False  # written since the size was last published
+    # The master's attributes and when they came (time.monotonic()): while this
+    # mount holds the write lease, nobody else changes the file's data or size,
+    # so the kernel's GETATTR after each write is answered from here.
+    attrs: FileAttrs | None = None
+    attrs_at_s: float = 0.0
 
 
 @dataclass
@@ -183,6 +189,8 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
         open_file = self.open_files.get(attrs.inode)
         if open_file is None:
             return entry_attributes(attrs)
+        if attrs is not open_file.attrs:
+            open_file.attrs, open_file.attrs_at_s = attrs, time.monotonic()
         open_file.size_bytes = max(open_file.size_bytes, attrs.size_bytes) \
             if open_file.dirty else attrs.size_bytes
         return entry_attributes(attrs, open_file.size_bytes)
@@ -197,6 +205,11 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     @translated
     async def getattr(self, inode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        open_file = self.open_files.get(inode)
+        if (open_file is not None and open_file.writable_handles and open_file.attrs
+                and time.monotonic() - open_file.attrs_at_s < ATTR_TIMEOUT_S):
+            # The lease holder's own view: its size is this mount's to know.
+            return entry_attributes(open_file.attrs, open_file.size_bytes)
         return self._entry(await self.client.getattr(inode))
 
     @translated
@@ -252,6 +265,7 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
     @translated
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         await self.client.unlink(parent_inode, name)
+        self._forget_cached_attrs()  # a link count changed, we do not know whose
 
     @translated
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
@@ -261,6 +275,11 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: Any) -> None:
         await self.client.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
+        self._forget_cached_attrs()  # a replaced target's link count, a ctime
+
+    def _forget_cached_attrs(self) -> None:
+        for open_file in self.open_files.values():
+            open_file.attrs = None
 
     @translated
     async def readlink(self, inode: int, ctx: Any) -> bytes:
@@ -296,9 +315,11 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
         elif not open_file.dirty:
             open_file.size_bytes = attrs.size_bytes
         open_file.handles += 1
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        open_file.writable_handles += writable
         handle_id = self._next_handle
         self._next_handle += 1
-        self.handles[handle_id] = Handle(attrs.inode, flags & os.O_ACCMODE != os.O_RDONLY,
+        self.handles[handle_id] = Handle(attrs.inode, writable,
                                          bool(flags & (os.O_SYNC | os.O_DSYNC)))
         info = pyfuse3.FileInfo()
         info.fh = handle_id
@@ -395,6 +416,7 @@ class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
         handle = self.handles.pop(fh)
         open_file = self.open_files[handle.inode]
         open_file.handles -= 1
+        open_file.writable_handles -= handle.writable
         try:
             if open_file.handles == 0:
                 del self.open_files[handle.inode]

@@ -11,13 +11,15 @@ Promises:
   never overlaps a batch in flight (``next_batch`` stops at the first write
   that would), and the chunkserver applies a batch's extents in order.
 * ``unacknowledged(start, end)`` lists every queued or in-flight write that
-  overlaps the range, so a reader can wait for them and see its own writes.
+  overlaps the range, so a reader can lay them over what the replicas hold
+  (in ``sequence`` order) and see its own writes.
 * Every write taken by ``next_batch`` is finished exactly once, by
   ``finished``, which sets its ``done`` event and records its error.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -31,6 +33,13 @@ from vmstore.dfs.constants import (
 )
 from vmstore.dfs.errors import DfsError
 
+# Batches of small writes in flight per chunk beyond which the next waits to be
+# half full (or for one to finish).
+SMALL_BATCHES_IN_FLIGHT_MAX = 2
+
+
+_sequence = itertools.count()
+
 
 @dataclass(eq=False)
 class PendingWrite:
@@ -38,6 +47,7 @@ class PendingWrite:
 
     inner: int  # offset in the chunk
     data: memoryview
+    sequence: int = field(default_factory=lambda: next(_sequence))  # the order made
     awaited: bool = False  # its writer waits for it (and hears its error)
     done: trio.Event = field(default_factory=trio.Event)
     error: DfsError | None = None  # set before ``done`` if the write was lost
@@ -48,6 +58,18 @@ class PendingWrite:
 
     def blocks(self) -> range:
         return _blocks(self.inner, self.end)
+
+
+def covering(writes: list[PendingWrite], start: int, end: int) -> bool:
+    """Whether the writes together cover every byte of [start, end)."""
+    reached = start
+    for write in sorted(writes, key=lambda write: write.inner):
+        if reached >= end:
+            break
+        if write.inner > reached:
+            return False
+        reached = max(reached, write.end)
+    return reached >= end
 
 
 def _blocks(start: int, end: int) -> range:
@@ -69,6 +91,7 @@ class ChunkWrites:
 
     def __init__(self) -> None:
         self.queued: deque[PendingWrite] = deque()
+        self.queued_bytes = 0
         self.batches_in_flight = 0
         # Writes queued or in flight per block, and in flight only: a read
         # or a new batch checks its blocks here rather than scanning writes.
@@ -83,6 +106,7 @@ class ChunkWrites:
 
     def add(self, write: PendingWrite) -> None:
         self.queued.append(write)
+        self.queued_bytes += len(write.data)
         self._unacknowledged.add(write)
         _count(self._unacknowledged_blocks, write.blocks(), 1)
         self._signal()
@@ -90,6 +114,11 @@ class ChunkWrites:
     def next_batch(self) -> list[PendingWrite]:
         """The queued writes that may go now, oldest first; [] if none may."""
         if self.batches_in_flight >= WRITE_BATCHES_PER_CHUNK_MAX:
+            return []
+        if (self.batches_in_flight >= SMALL_BATCHES_IN_FLIGHT_MAX
+                and self.queued_bytes < DATA_REQUEST_BYTES_MAX // 2):
+            # Small writes wait for a batch to come back and go together: one
+            # message for many. Big ones fill a batch each and go at once.
             return []
         batch: list[PendingWrite] = []
         size_bytes = 0
@@ -101,6 +130,7 @@ class ChunkWrites:
                 break  # it must wait for the write it overlaps; so must all after it
             batch.append(self.queued.popleft())
             size_bytes += len(write.data)
+        self.queued_bytes -= size_bytes
         if batch:
             self.batches_in_flight += 1
             for write in batch:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from vmstore.dfs.client.write_behind import ChunkWrites, PendingWrite
+from vmstore.dfs.client.write_behind import ChunkWrites, PendingWrite, covering
 from vmstore.dfs.constants import (
     DATA_REQUEST_BYTES_MAX,
     WRITE_BATCH_EXTENTS_MAX,
@@ -94,3 +94,23 @@ async def test_a_lost_batch_tells_each_of_its_writes_and_wakes_waiters() -> None
         chunk.finished(batch, LeaseLost("fenced"))
     assert woken == [True]
     assert all(write.done.is_set() and isinstance(write.error, LeaseLost) for write in writes)
+
+
+async def test_small_writes_wait_for_a_batch_to_return_big_ones_go_at_once() -> None:
+    chunk, _ = queued(*[(index * 8 * KIB, 4 * KIB) for index in range(3)])
+    assert len(chunk.next_batch()) == 3
+    chunk.add(pending(64 * KIB, 4 * KIB))
+    assert len(chunk.next_batch()) == 1  # a second batch of small writes may go
+    chunk.add(pending(128 * KIB, 4 * KIB))
+    assert chunk.next_batch() == []  # a third waits to gather more, or for a return
+    chunk.add(pending(1024 * KIB, DATA_REQUEST_BYTES_MAX // 2))
+    assert len(chunk.next_batch()) == 2  # half a request's worth: worth sending now
+
+
+async def test_covering_tells_whether_writes_leave_no_gap() -> None:
+    writes = [pending(0, 4 * KIB), pending(2 * KIB, 4 * KIB), pending(8 * KIB, 4 * KIB)]
+    assert covering(writes, 0, 6 * KIB)
+    assert covering(writes, 1 * KIB, 5 * KIB)
+    assert not covering(writes, 0, 7 * KIB)  # 6..8 KiB is nobody's
+    assert covering(writes, 9 * KIB, 12 * KIB)
+    assert not covering([], 0, 1)
