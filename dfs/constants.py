@@ -97,3 +97,7 @@ LOCATION_CACHE_ENTRIES_MAX = 65536
 WRITE_BEHIND_BYTES_MAX = 64 * 1024 * 1024
 WRITE_BATCHES_PER_CHUNK_MAX = 16
 WRITE_BATCHES_MAX = 64
+# An fsync that changes no size records the mtime on the master at most this
+# often (close always records it): a writer fsyncing every 4 KiB would
+# otherwise pay a master commit per fsync for a timestamp.
+MTIME_PUBLISH_INTERVAL_S = 1.0

@@ -165,8 +165,12 @@ class DataService:
                             nursery.start_soon(self._forward_write, request, payload)
                             await self._write_local(request, payload)
                             applied = True
+                            if request.flush:
+                                await self._sync_local(request.chunk_id)
                 else:
                     await self._write_local(request, payload)  # the chain's tail
+                    if request.flush:
+                        await self._sync_local(request.chunk_id)
             except WRITER_REFUSED as error:
                 if applied:
                     reason = f"applied a write the chain refused ({error})"
@@ -251,10 +255,18 @@ class DataService:
                 nursery.start_soon(self._call_next, request.chain_rest[0], forwarded)
             try:
                 version = self.store.version_of(request.chunk_id)
-                if version != request.version:
-                    raise StaleChunkVersion(f"replica is version {version}, "
-                                            f"flush asked for {request.version}")
-                async with self._disk:
-                    await trio.to_thread.run_sync(self.store.flush, request.chunk_id)
             except REPLICA_FAULTS as error:
                 raise self._fault(error, f"flush of chunk {request.chunk_id}") from None
+            if version != request.version:
+                raise self._fault(StaleChunkVersion(f"replica is version {version}, flush"
+                                                    f" asked for {request.version}"),
+                                  f"flush of chunk {request.chunk_id}")
+            await self._sync_local(request.chunk_id)
+
+    async def _sync_local(self, chunk_id: int) -> None:
+        """This replica's written data and checksums onto stable storage."""
+        try:
+            async with self._disk:
+                await trio.to_thread.run_sync(self.store.flush, chunk_id)
+        except REPLICA_FAULTS as error:
+            raise self._fault(error, f"flush of chunk {chunk_id}") from None

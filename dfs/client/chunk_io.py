@@ -74,6 +74,8 @@ from vmstore.dfs.types import InodeId
 
 log = logging.getLogger(__name__)
 LOCATION_PREFETCH_CHUNKS = 16
+# A file fsynced within this long has its writes sent synchronous (see flush).
+SYNCHRONOUS_AFTER_FSYNC_S = 1.0
 
 
 def chunk_pieces(offset: int, length: int) -> list[tuple[int, int, int, int]]:
@@ -143,6 +145,10 @@ class ChunkIO:
         self._write_behind_bytes = ByteBudget(WRITE_BEHIND_BYTES_MAX, "write-behind")
         self._batch_slots = trio.Semaphore(WRITE_BATCHES_MAX)
         self.write_errors: dict[int, DfsError] = {}
+        # Until when (trio clock) a file's writes are sent synchronous: durable on
+        # every replica when acknowledged, so that an fsync right after finds
+        # nothing left to flush (a writer that fsyncs often saves a round trip).
+        self._synchronous_until: dict[int, float] = {}
 
     # --- locations ------------------------------------------------------------
     async def _location_for_read(self, inode: int, index: int) -> m.ChunkLocation | None:
@@ -349,6 +355,7 @@ class ChunkIO:
     def forget_write_error(self, inode: int) -> None:
         """The file's last handle closed: its next opener starts without the old error."""
         self.write_errors.pop(inode, None)
+        self._synchronous_until.pop(inode, None)
 
     async def _send_chunk(self, inode: int, index: int, chunk: ChunkWrites) -> None:
         """Send the chunk's queue in batches until it is empty, then leave."""
@@ -356,21 +363,35 @@ class ChunkIO:
             async with trio.open_nursery() as batches:
                 while not chunk.idle:
                     await self._batch_slots.acquire()
-                    batch = chunk.next_batch()
+                    synchronous = self._is_synchronous(inode)
+                    batch = chunk.next_batch(synchronous)
                     if not batch:
                         self._batch_slots.release()
                         await chunk.wait_changed()
                         continue
-                    batches.start_soon(self._send_batch, inode, index, chunk, batch)
+                    batches.start_soon(self._send_batch, inode, index, chunk, batch,
+                                       synchronous)
             if chunk.idle:  # no checkpoint between this test and the removal
                 del self._chunk_writes[(inode, index)]
                 return
 
+    def _is_synchronous(self, inode: int) -> bool:
+        """Whether the file was fsynced lately: then its writes go durable at once."""
+        return trio.current_time() < self._synchronous_until.get(inode, 0.0)
+
     async def _send_batch(self, inode: int, index: int, chunk: ChunkWrites,
-                          batch: list[PendingWrite]) -> None:
+                          batch: list[PendingWrite], flush: bool) -> None:
         lost: DfsError | None = None
+        sent_as = chunk.batches_sent
         try:
-            await self._write_batch(inode, index, batch)
+            location = await self._write_batch(inode, index, batch, flush)
+            if location is not None and not flush:
+                self.unflushed.setdefault(inode, {})[index] = location
+            elif location is not None and chunk.batches_sent == sent_as:
+                # Durable on every replica, and so is every write acknowledged before
+                # it (a synchronous batch goes alone). A batch sent after it may not
+                # be: then the chunk stays to be flushed.
+                self.unflushed.get(inode, {}).pop(index, None)
         except DfsError as error:
             lost = error
             if not all(write.awaited for write in batch):
@@ -384,7 +405,9 @@ class ChunkIO:
             self._batch_slots.release()
             self._write_behind_bytes.release(sum(len(write.data) for write in batch))
 
-    async def _write_batch(self, inode: int, index: int, batch: list[PendingWrite]) -> None:
+    async def _write_batch(self, inode: int, index: int, batch: list[PendingWrite],
+                           flush: bool) -> m.ChunkLocation | None:
+        """Send the batch down the chunk's chain; where it went (None: nowhere needed)."""
         extents: list[m.WriteExtent] = []
         parts: list[bytes | memoryview] = []
         for write in batch:
@@ -396,7 +419,7 @@ class ChunkIO:
         self.leases.epoch_for_write(inode)  # fenced since it was queued: lost
         if not payload and (inode, index) not in self._write_targets:
             if await self._location_for_read(inode, index) is None:
-                return  # zeros into a hole: nothing to store, nothing to allocate
+                return None  # zeros into a hole: nothing to store, nothing to allocate
         last_error: DfsError | None = None
         refused_before = False
         for _attempt in range(WRITE_RETRIES_MAX):
@@ -407,10 +430,9 @@ class ChunkIO:
                 connection = await self.chunkservers.get(head.host, head.port)
                 await connection.call(m.ToChunkserverWriteChunk(
                     chunk_id=location.chunk_id, version=location.version, extents=extents,
-                    chain_rest=rest, token=target.token), payload,
+                    chain_rest=rest, token=target.token, flush=flush), payload,
                     timeout_s=DATA_RPC_TIMEOUT_S)
-                self.unflushed.setdefault(inode, {})[index] = location
-                return
+                return location
             except WriteRefused as error:
                 # A key rotation may have retired the key that signed it: one fresh
                 # capability. The master grants it only to the lease holder, so a
@@ -470,6 +492,7 @@ class ChunkIO:
         lost makes the flush fail, and every later one until the file closes.
         """
         self.leases.epoch_for_write(inode)  # after a fence, "durable" would be a lie
+        self._synchronous_until[inode] = trio.current_time() + SYNCHRONOUS_AFTER_FSYNC_S
         await self.wait_written(inode)
         unflushed = self.unflushed.pop(inode, None)
         if unflushed is None:

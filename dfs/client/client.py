@@ -8,6 +8,7 @@ and a few conveniences by path for tools and tests. Errors are
 
 from __future__ import annotations
 
+import math
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from vmstore.dfs.client.chunk_io import ChunkIO
 from vmstore.dfs.client.leases import ClientLeases
 from vmstore.dfs.client.local_replicas import LocalReplicas
 from vmstore.dfs.client.master_client import ClientIdentity, MasterClient
-from vmstore.dfs.constants import MASTER_RECONNECT_TIMEOUT_S
+from vmstore.dfs.constants import MASTER_RECONNECT_TIMEOUT_S, MTIME_PUBLISH_INTERVAL_S
 from vmstore.dfs.errors import NotADirectory, NotFound, unwrapped_errors
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import ConnectionPool
@@ -38,6 +39,7 @@ class Client:
         # Sizes this client told the master, per open file: an fdatasync that
         # grows nothing needs no master round trip.
         self._published_sizes: dict[int, int] = {}
+        self._published_at: dict[int, float] = {}  # trio clock, of the last size and mtime
 
     # --- namespace by inode ------------------------------------------------------------
     async def lookup(self, parent: int, name: bytes) -> m.FileAttrs:
@@ -55,6 +57,7 @@ class Client:
             await self.fsync(inode)  # pending writes must not land past a new end
             self.io.forget(inode)
             self._published_sizes.pop(inode, None)
+            self._published_at.pop(inode, None)
         reply = await self.master.mutate(m.ClientToMasterSetAttr, reply_type=m.AttrsReply,
                                          inode=inode, **changes)
         return reply.attrs
@@ -159,16 +162,21 @@ class Client:
         return len(data)
 
     async def fsync(self, inode: int, datasync: bool = False) -> None:
-        """Durable on every replica, and the file's size (and for a full fsync its
-        mtime) on the master.
+        """Durable on every replica, and the file's size on the master.
+
+        The mtime goes with a new size; without one, a full fsync records it
+        at most once per MTIME_PUBLISH_INTERVAL_S (as lazytime does on a local
+        disk), and the file's close records it in any case.
 
         The replicas' flush and the master's record run at once: each is
         durable when fsync returns, and nobody was promised either before.
         """
         await self.io.wait_written(inode)
         size_bytes = self.io.pending_size(InodeId(inode))
-        if datasync and size_bytes <= self._published_sizes.get(inode, 0):
-            size_bytes = 0  # fdatasync: the mtime may wait for close, a new size may not
+        mtime_age_s = trio.current_time() - self._published_at.get(inode, -math.inf)
+        if size_bytes <= self._published_sizes.get(inode, 0) and (
+                datasync or mtime_age_s < MTIME_PUBLISH_INTERVAL_S):
+            size_bytes = 0  # the size is known; the mtime waits (for close at the latest)
         with unwrapped_errors():
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.io.flush, InodeId(inode))
@@ -189,6 +197,7 @@ class Client:
             self.io.size_owed(inode, size_bytes)
             raise
         self._published_sizes[inode] = max(self._published_sizes.get(inode, 0), size_bytes)
+        self._published_at[inode] = trio.current_time()
 
     async def opened(self, inode: int, writable: bool = False) -> None:
         """A handle on ``inode`` opened here: the master keeps the file while any is open.
@@ -227,6 +236,7 @@ class Client:
             return
         self.io.forget_write_error(inode)
         self._published_sizes.pop(inode, None)
+        self._published_at.pop(inode, None)
         await self.master.call(m.ClientToMasterHold(
             session_id=self.master.session_id, inode=inode, held=False),
             reply_type=m.EmptyReply)

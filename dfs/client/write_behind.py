@@ -93,6 +93,7 @@ class ChunkWrites:
         self.queued: deque[PendingWrite] = deque()
         self.queued_bytes = 0
         self.batches_in_flight = 0
+        self.batches_sent = 0  # ever: tells whether another went out after a given one
         # Writes queued or in flight per block, and in flight only: a read
         # or a new batch checks its blocks here rather than scanning writes.
         self._unacknowledged_blocks: dict[int, int] = {}
@@ -111,9 +112,15 @@ class ChunkWrites:
         _count(self._unacknowledged_blocks, write.blocks(), 1)
         self._signal()
 
-    def next_batch(self) -> list[PendingWrite]:
-        """The queued writes that may go now, oldest first; [] if none may."""
-        if self.batches_in_flight >= WRITE_BATCHES_PER_CHUNK_MAX:
+    def next_batch(self, synchronous: bool = False) -> list[PendingWrite]:
+        """The queued writes that may go now, oldest first; [] if none may.
+
+        A ``synchronous`` batch (made durable before it is acknowledged) goes
+        only alone: its sync then covers every write acknowledged before it,
+        and no write sent beside it is taken for durable.
+        """
+        if self.batches_in_flight >= WRITE_BATCHES_PER_CHUNK_MAX or (
+                synchronous and self.batches_in_flight):
             return []
         if (self.batches_in_flight >= SMALL_BATCHES_IN_FLIGHT_MAX
                 and self.queued_bytes < DATA_REQUEST_BYTES_MAX // 2):
@@ -133,6 +140,7 @@ class ChunkWrites:
         self.queued_bytes -= size_bytes
         if batch:
             self.batches_in_flight += 1
+            self.batches_sent += 1
             for write in batch:
                 _count(self._in_flight_blocks, write.blocks(), 1)
         return batch

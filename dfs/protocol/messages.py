@@ -822,7 +822,7 @@ class WriteExtent(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
 
 
 class ToChunkserverWriteChunk(Request, frozen=True, kw_only=True):
-    """Write ``extents`` in order; forward to ``chain_rest`` first.
+    """Write ``extents`` in order (then sync, with ``flush``); forward to ``chain_rest`` first.
 
     The payload holds, extent after extent, the bytes outside each extent's
     ``zero_ranges``; the zero ranges are written as holes. A later extent
@@ -838,6 +838,9 @@ class ToChunkserverWriteChunk(Request, frozen=True, kw_only=True):
                                                        max_length=WRITE_BATCH_EXTENTS_MAX)]
     chain_rest: Chain
     token: Capability | None = None  # WRITE of this chunk; None is refused
+    # Also make the replica durable (as ToChunkserverFlushChunk) before answering:
+    # a writer that fsyncs after every write saves the flush's round trip.
+    flush: bool = False
 
 
 class ToChunkserverFlushChunk(Request, frozen=True, kw_only=True):

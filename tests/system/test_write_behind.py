@@ -56,6 +56,27 @@ async def test_queued_writes_are_read_back_ordered_and_on_every_replica_after_fs
         await client.closed(inode, writable=True)
 
 
+async def test_after_an_fsync_writes_are_durable_when_acknowledged(cluster: Cluster) -> None:
+    """A file fsynced lately has its batches synced by the chain before they are
+    acknowledged, so its next fsync finds nothing to flush: one round trip."""
+    async with cluster.client() as client:
+        inode = (await client.create_file("/synced.img")).inode
+        await client.opened(inode, writable=True)
+        await client.write(inode, 0, b"a" * BLOCK, wait=False)
+        await client.io.wait_written(inode)
+        assert client.io.unflushed.get(inode), "an ordinary write waits for a flush"
+        await client.fsync(inode)
+        for round_number in range(5):
+            data = bytes([round_number]) * BLOCK
+            await client.write(inode, round_number * BLOCK, data, wait=False)
+            await client.io.wait_written(inode)
+            assert not client.io.unflushed.get(inode), "acknowledged, yet not durable"
+            await client.fsync(inode)
+        replicas = await every_replica(client, inode, 0, 0, 5 * BLOCK)
+        assert set(replicas.values()) == {b"".join(bytes([n]) * BLOCK for n in range(5))}
+        await client.closed(inode, writable=True)
+
+
 async def test_a_lost_queued_write_fails_every_fsync_until_the_file_closes(
         cluster: Cluster, expected_logs: Any) -> None:
     expected_logs.allow("vmstore.dfs.client.leases", LOST_LEASE, logging.ERROR, count=1)

@@ -114,3 +114,15 @@ async def test_covering_tells_whether_writes_leave_no_gap() -> None:
     assert not covering(writes, 0, 7 * KIB)  # 6..8 KiB is nobody's
     assert covering(writes, 9 * KIB, 12 * KIB)
     assert not covering([], 0, 1)
+
+
+async def test_a_synchronous_batch_goes_alone() -> None:
+    chunk, (first, second) = queued((0, 4 * KIB), (64 * KIB, 4 * KIB))
+    assert chunk.next_batch() == [first, second]
+    chunk.add(third := pending(128 * KIB, 4 * KIB))
+    assert chunk.next_batch(synchronous=True) == []  # its sync must cover the others
+    chunk.finished([first, second], None)
+    assert chunk.next_batch(synchronous=True) == [third]
+    chunk.add(pending(256 * KIB, 4 * KIB))
+    assert chunk.next_batch(synchronous=True) == []  # nothing beside it either
+    assert chunk.batches_sent == 2
