@@ -148,6 +148,18 @@ class LeaseLost(DfsError):
     code = 25
 
 
+class SessionLost(LeaseLost):
+    """The session a mutation was stamped with ended before it was answered (it
+    expired while this client was cut off; a new one took its place).
+
+    Raised by the client, never sent: whether the master applied it is not
+    known, and under the new session it would not be exactly-once, so it is
+    not sent again. The session's leases went with it.
+    """
+
+    code = 28
+
+
 class TokenExpired(DfsError):
     """A capability is past its life (or a write one older than the chunkserver): get a
     fresh one."""

@@ -25,7 +25,13 @@ from vmstore.dfs.constants import (
     RECONNECT_BACKOFF_MIN_S,
     RPC_TIMEOUT_S,
 )
-from vmstore.dfs.errors import DfsError, MasterUnavailable, PeerUnavailable, ReplicaUnavailable
+from vmstore.dfs.errors import (
+    DfsError,
+    MasterUnavailable,
+    PeerUnavailable,
+    ReplicaUnavailable,
+    SessionLost,
+)
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import Connection, open_connection
@@ -91,8 +97,19 @@ class MasterClient:
                      **fields: Any) -> ReplyT:
         """A mutating call: stamped once with session and op id, then retried as is."""
         await self._retrying(self._connected, request_type.__name__)  # the session id first
-        request = request_type(session_id=self.session_id, op_id=self.next_op_id(), **fields)
-        return await self.call(request, reply_type=reply_type)
+        stamped = self.session_id
+        request = request_type(session_id=stamped, op_id=self.next_op_id(), **fields)
+
+        async def attempt() -> ReplyT:
+            connection = await self._connected()
+            if self.session_id != stamped:
+                raise SessionLost(f"{request_type.__name__}: session {stamped} ended before"
+                                  f" the master answered (now session {self.session_id});"
+                                  " it may or may not have been applied")
+            reply, _ = await connection.call(request, reply_type=reply_type)
+            return reply
+
+        return await self._retrying(attempt, request_type.__name__)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
         """``attempt()``, again after transient failures until the reconnect deadline."""

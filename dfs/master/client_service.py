@@ -110,9 +110,12 @@ class ClientService:
         try:
             request = self.guard.admit(access, request)
             claimed = getattr(request, "session_id", 0)
-            if claimed and claimed != access.session_id:
-                # Sessions are bound to the connection that opened (or resumed)
-                # them: another key holder cannot close, renew or write as one.
+            if (claimed and claimed != access.session_id
+                    and SessionId(claimed) in self.registry.sessions):
+                # A live session is bound to the connection that opened (or resumed)
+                # it: another key holder cannot close, renew or write as it. (A
+                # session that is gone is no one's: its old owner's late requests
+                # fail as they always did, LeaseLost and the like.)
                 raise AccessDenied(f"{name}: session {claimed} was not opened on this"
                                    " connection")
             reply = await self._answer(connection, access, request)

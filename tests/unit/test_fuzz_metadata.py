@@ -52,7 +52,10 @@ def test_damaged_cached_replies(sessions: SessionTable, message: Message,
 
 @settings(max_examples=40, deadline=None)
 @given(st.one_of(st.text(max_size=10), st.binary(max_size=10),
-                 st.integers(min_value=-2**63, max_value=2**63 - 1), st.floats()))
+                 st.integers(min_value=-2**63, max_value=2**63 - 1),
+                 # SQLite stores NaN as NULL, which the column refuses: not a damage
+                 # the store can meet.
+                 st.floats(allow_nan=False)))
 def test_a_damaged_schema_version_is_named(value: object) -> None:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "metadata.db"
