@@ -8,11 +8,11 @@ logged a traceback (a crash is never an expected outcome).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -108,51 +108,80 @@ def vmstore_command(*arguments: str, config: Path,
                           env={**os.environ, "VMSTORE_CONFIG": str(config)})
 
 
+# The writer runs in a process of its own: a pytest process holding a file of
+# the mount open would pass it to every daemon it forks, and the child's close
+# of it (a FUSE flush) may wait for the very master the child is to become.
+_WRITER_SCRIPT = """
+import hashlib, os, sys
+path, progress, block_bytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(path, "wb") as image, open(progress, "a") as log:
+    index = 0
+    while True:
+        image.write(hashlib.sha256(b"%d" % index).digest() * (block_bytes // 32))
+        image.flush()
+        os.fsync(image.fileno())
+        log.write("%d\\n" % index)
+        log.flush()
+        index += 1
+"""
+
+
 class FsyncingWriter:
-    """A thread appending random blocks to a file, each fsynced: ``durable`` holds
-    every block the filesystem said was durable, in order."""
+    """A process appending blocks to a file, each fsynced; ``durable`` counts every
+    block the filesystem said was durable (block i is ``block(i)``)."""
 
     BLOCK_BYTES = 64 * 1024
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.durable: list[bytes] = []
-        self.failures: list[BaseException] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._write, name=f"writer {path.name}",
-                                        daemon=True)
-        self._thread.start()
+        self._progress = Path(f"/var/tmp/vmstore-writer-{os.getpid()}-{path.name}-"
+                              f"{time.monotonic_ns()}.log")
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _WRITER_SCRIPT, str(path), str(self._progress),
+             str(self.BLOCK_BYTES)], stderr=subprocess.PIPE, text=True)
+        self.failures: list[str] = []
 
-    def _write(self) -> None:
+    @classmethod
+    def block(cls, index: int) -> bytes:
+        return hashlib.sha256(b"%d" % index).digest() * (cls.BLOCK_BYTES // 32)
+
+    @property
+    def durable(self) -> int:
         try:
-            with open(self.path, "wb") as image:
-                while not self._stop.is_set():
-                    block = os.urandom(self.BLOCK_BYTES)
-                    image.write(block)
-                    image.flush()
-                    os.fsync(image.fileno())
-                    self.durable.append(block)
-        except BaseException as error:  # noqa: BLE001 (handed to the test)
-            self.failures.append(error)
+            return self._progress.read_text().count("\n")
+        except FileNotFoundError:
+            return 0
+
+    def _check_alive(self) -> None:
+        if not self.failures and self._process.poll() is not None:
+            assert self._process.stderr is not None
+            self.failures.append(f"writer exited {self._process.returncode}:"
+                                 f" {self._process.stderr.read()[-2000:]}")
 
     def wait_for_progress(self, blocks: int, what: str, timeout_s: float = 60.0) -> None:
-        wanted = len(self.durable) + blocks
+        wanted = self.durable + blocks
         deadline = time.monotonic() + timeout_s
-        while len(self.durable) < wanted:
+        while self.durable < wanted:
+            self._check_alive()
             if self.failures or time.monotonic() > deadline:
                 raise AssertionError(f"no {blocks} fsynced writes {what}: {self.failures}")
             time.sleep(0.05)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=120)
+        self._check_alive()
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=120)
 
     def stop_and_check(self) -> None:
         """Stop; nothing failed, and the file begins with every durable block."""
         self.stop()
         assert not self.failures, self.failures
+        durable = self.durable
+        self._progress.unlink(missing_ok=True)
         with open(self.path, "rb") as image:
-            assert image.read(len(self.durable) * self.BLOCK_BYTES) == b"".join(self.durable)
+            assert image.read(durable * self.BLOCK_BYTES) == b"".join(
+                self.block(index) for index in range(durable))
 
 
 class Mount:
