@@ -370,7 +370,7 @@ class ChunkIO:
                         await chunk.wait_changed()
                         continue
                     batches.start_soon(self._send_batch, inode, index, chunk, batch,
-                                       synchronous)
+                                       synchronous, chunk.batches_sent)
             if chunk.idle:  # no checkpoint between this test and the removal
                 del self._chunk_writes[(inode, index)]
                 return
@@ -380,9 +380,9 @@ class ChunkIO:
         return trio.current_time() < self._synchronous_until.get(inode, 0.0)
 
     async def _send_batch(self, inode: int, index: int, chunk: ChunkWrites,
-                          batch: list[PendingWrite], flush: bool) -> None:
+                          batch: list[PendingWrite], flush: bool, sent_as: int) -> None:
+        """Send one batch (``sent_as``: the chunk's batch count once it was taken)."""
         lost: DfsError | None = None
-        sent_as = chunk.batches_sent
         try:
             location = await self._write_batch(inode, index, batch, flush)
             if location is not None and not flush:

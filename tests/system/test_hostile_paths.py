@@ -76,7 +76,14 @@ def cluster_files(cluster: Cluster) -> set[str]:
 
 
 def escaped(roots: list[Path]) -> list[Path]:
-    return [p for root in roots for p in root.rglob("*") if ESCAPE.decode() in p.name]
+    """Files named like the attack's escape under ``roots``. Directories that cannot
+    be listed (another run's dead mount under /tmp) are passed over, not fatal."""
+    found: list[Path] = []
+    for root in roots:
+        for directory, subdirectories, files in os.walk(root, onerror=lambda _error: None):
+            found += [Path(directory, name) for name in [*subdirectories, *files]
+                      if ESCAPE.decode() in name]
+    return found
 
 
 async def test_names_and_numbers_through_the_raw_protocol(cluster: Cluster) -> None:
