@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,12 +28,23 @@ READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 
 
+# Below the kernel's ephemeral range (ip_local_port_range, 32768-60999 by
+# default): an outgoing connection never takes one of these between our probe
+# and the daemon's bind, nor while a daemon restarts on its old port.
+_PORT_RANGE = (20000, 32000)
+
+
 def free_port() -> int:
     """A port free right now on loopback (daemons keep theirs across restarts)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    for _attempt in range(200):
+        port = random.randrange(*_PORT_RANGE)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # another listener has it
+            return port
+    raise ConfigError(f"no free port in {_PORT_RANGE[0]}-{_PORT_RANGE[1]} on 127.0.0.1")
 
 
 def spawn(directory: Path, name: str, arguments: list[str] | None = None,
