@@ -57,6 +57,26 @@ def write_at(fd: int, offset: int, data: bytes) -> None:
     assert os.pwrite(fd, data, offset) == len(data)
 
 
+def assert_late_write_refused(fd: int, offset: int, data: bytes) -> None:
+    """A fenced host's write fails at once if its mount already knows, else it
+    is queued (write-behind) and the fsync reports it lost: never silent."""
+    try:
+        write_at(fd, offset, data)
+    except OSError as refused:
+        assert refused.errno == errno.EIO
+        return
+    with pytest.raises(OSError) as lost:
+        os.fsync(fd)
+    assert lost.value.errno == errno.EIO
+
+
+def close_reporting_lost_writes(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError as error:  # the lost writes are reported at close too
+        assert error.errno == errno.EIO
+
+
 def replicas_of(lab: NetworkLab, inode: int, index: int) -> dict[str, bytes]:
     async def read() -> dict[str, bytes]:
         async with open_client(lab.address_of_master()[0], lab.address_of_master()[1],
@@ -105,13 +125,11 @@ def test_authorized_handover_fences_the_old_host(lab: NetworkLab) -> None:
             os.fsync(destination)
             assert "held by host h2" in lease_command(lab, image_h2)
             for index in range(2):  # the chunk h2 wrote, and one it never touched
-                with pytest.raises(OSError) as fenced:
-                    write_at(source, index * CHUNK_SIZE_BYTES, late)
-                assert fenced.value.errno == errno.EIO
+                assert_late_write_refused(source, index * CHUNK_SIZE_BYTES, late)
         finally:
             os.close(destination)
     finally:
-        os.close(source)
+        close_reporting_lost_writes(source)
     for index, expected in {0: new, 1: old}.items():
         replicas = replicas_of(lab, inode, index)
         assert len(replicas) == 2 and set(replicas.values()) == {expected}, index
@@ -166,10 +184,7 @@ def test_cut_off_host_loses_the_lease_and_its_late_writes_land_nowhere(
         finally:
             os.close(taker)
     finally:
-        try:
-            os.close(stranded)
-        except OSError as error:  # the lost writes are reported at close too
-            assert error.errno == errno.EIO
+        close_reporting_lost_writes(stranded)
     wait_until(lambda: set(replicas_of(lab, inode, 0).values()) == {second},
                30, "every replica to hold h2's bytes")
     replicas = replicas_of(lab, inode, 0)
