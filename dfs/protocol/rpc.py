@@ -223,8 +223,10 @@ class Connection:
         *,
         timeout_s: float = RPC_TIMEOUT_S,
         reply_type: type[ReplyT] | None = None,
+        on_sent: Callable[[], object] | None = None,
     ) -> tuple[ReplyT, bytes]:
-        """Send ``request`` and wait for its reply (typed as ``request.REPLY``)."""
+        """Send ``request`` and wait for its reply (typed as ``request.REPLY``);
+        ``on_sent`` is called once the request is on the wire."""
         if self.closed.is_set():
             raise PeerUnavailable(f"connection to {self.peer} is closed ({self.close_reason})")
         request_id = self._next_request_id
@@ -235,6 +237,8 @@ class Connection:
             with trio.move_on_after(timeout_s) as scope:
                 await self._send(encode_frame(request, request_id, payload=payload,
                                               compress=self.compress))
+                if on_sent is not None:
+                    on_sent()
                 await pending.done.wait()
         finally:
             del self._pending[request_id]
