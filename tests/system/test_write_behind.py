@@ -56,6 +56,31 @@ async def test_queued_writes_are_read_back_ordered_and_on_every_replica_after_fs
         await client.closed(inode, writable=True)
 
 
+async def test_a_stream_of_small_writes_with_zero_blocks_lands_whole(cluster: Cluster) -> None:
+    """Back-to-back writes go as one extent per run; whole zero blocks inside it
+    become holes and the bytes around them stay in place."""
+    rng = random.Random(11)
+    expected = bytearray(rng.randbytes(256 * BLOCK))  # the zeros must overwrite it
+    async with cluster.client() as client:
+        inode = (await client.create_file("/stream.img")).inode
+        await client.opened(inode, writable=True)
+        await client.write(inode, 0, bytes(expected))
+        offset = 0
+        while offset < len(expected):
+            size = min(rng.choice((BLOCK, 2 * BLOCK, 512, 100, 3 * BLOCK + 7)),
+                       len(expected) - offset)
+            kind = rng.random()
+            data = bytes(size) if kind < 0.4 else rng.randbytes(size)
+            expected[offset:offset + size] = data
+            await client.write(inode, offset, data, wait=False)
+            offset += size + (BLOCK if kind > 0.95 else 0)  # now and then a gap
+        await client.fsync(inode)
+        replicas = await every_replica(client, inode, 0, 0, len(expected))
+        assert len(replicas) == 2
+        assert all(content == expected for content in replicas.values())
+        await client.closed(inode, writable=True)
+
+
 async def test_after_an_fsync_writes_are_durable_when_acknowledged(cluster: Cluster) -> None:
     """A file fsynced lately has its batches synced by the chain before they are
     acknowledged, so its next fsync finds nothing to flush: one round trip."""
