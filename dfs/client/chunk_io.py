@@ -145,6 +145,10 @@ class ChunkIO:
         self._write_behind_bytes = ByteBudget(WRITE_BEHIND_BYTES_MAX, "write-behind")
         self._batch_slots = trio.Semaphore(WRITE_BATCHES_MAX)
         self.write_errors: dict[int, DfsError] = {}
+        # Moves on (``replicas_changed``) whenever the replicas' bytes may have
+        # changed in a way a reader here must see: local readahead from
+        # before is not used.
+        self.data_generation = 0
         # Until when (trio clock) a file's writes are sent synchronous: durable on
         # every replica when acknowledged, so that an fsync right after finds
         # nothing left to flush (a writer that fsyncs often saves a round trip).
@@ -262,7 +266,8 @@ class ChunkIO:
             if self.local_replicas is not None:
                 # Fast path: a replica on this host, read from its file. None on any
                 # doubt; the network path below then reads it, and reports damage.
-                local = await self.local_replicas.read(location, inner, size)
+                local = await self.local_replicas.read(location, inner, size,
+                                                       self.data_generation)
                 if local is not None:
                     return local
             for replica in location.replicas:
@@ -352,6 +357,11 @@ class ChunkIO:
             raise type(lost)(f"an earlier write to this file was lost: {lost.message}",
                              lost.server_id)
 
+    def replicas_changed(self) -> None:
+        """A write of ours may have reached a replica, a truncate changed one, or a
+        file opened (close-to-open: another host's writes before it must show)."""
+        self.data_generation += 1
+
     def forget_write_error(self, inode: int) -> None:
         """The file's last handle closed: its next opener starts without the old error."""
         self.write_errors.pop(inode, None)
@@ -401,6 +411,7 @@ class ChunkIO:
                             error, extra=about("write_behind_lost", inode=inode, index=index,
                                                error=str(error)))
         finally:
+            self.replicas_changed()  # before the writes count as done
             chunk.finished(batch, lost)
             self._batch_slots.release()
             self._write_behind_bytes.release(sum(len(write.data) for write in batch))

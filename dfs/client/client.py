@@ -58,8 +58,12 @@ class Client:
             self.io.forget(inode)
             self._published_sizes.pop(inode, None)
             self._published_at.pop(inode, None)
-        reply = await self.master.mutate(m.ClientToMasterSetAttr, reply_type=m.AttrsReply,
-                                         inode=inode, **changes)
+        try:
+            reply = await self.master.mutate(m.ClientToMasterSetAttr, reply_type=m.AttrsReply,
+                                             inode=inode, **changes)
+        finally:
+            if changes.get("size_bytes") is not None:
+                self.io.replicas_changed()
         return reply.attrs
 
     async def create(self, parent: int, name: bytes, mode: int, uid: int = 0, gid: int = 0,
@@ -205,6 +209,7 @@ class Client:
         A writable handle needs the file's write lease: LeaseHeld (EBUSY)
         if another host has it.
         """
+        self.io.replicas_changed()
         if writable:
             await self.leases.opened_for_write(inode)
         count = self.master.open_inodes.get(inode, 0)

@@ -27,6 +27,17 @@ more in trio.to_thread. CRC32 of 4 KiB blocks holds the GIL, so a worker
 thread adds its hop (~200 µs) and contention and takes no work off the
 loop; the page-cache pread it could overlap costs less than the hop.
 
+Readahead: a small read that follows on from the previous one of the same
+replica (a sequential stream of 4 KiB O_DIRECT reads, as ``qemu-img bench``
+makes) reads and verifies READAHEAD_BYTES at once, and the reads after it
+are served from those bytes (measured: a 4 KiB read cost ~27 µs of the
+mount's CPU here, a third of it, in fstat, three preads and a CRC). The
+bytes are used only while the caller's ``generation`` is the one they were
+read under (``ChunkIO`` moves it on before a write of its own is reported
+done, on a truncate and on every open, for close-to-open) and for
+READAHEAD_TTL_S at most, so another host's writes show within that time even
+in a file held open.
+
 Caveats:
 * An fd outlives its chunkserver: after a kill -9, a replica whose version
   still matches the location (no write happened since, or the master would
@@ -50,7 +61,7 @@ import trio
 from prometheus_client import Counter
 
 from vmstore.dfs.client.zero_ranges import join_zero_ranges
-from vmstore.dfs.constants import BLOCK_SIZE_BYTES
+from vmstore.dfs.constants import BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES
 from vmstore.dfs.errors import AccessDenied, DfsError, error_from_code
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import REGISTRY
@@ -84,6 +95,9 @@ LOCAL_FDS_MAX = 256
 # that is down) is not asked again.
 NOT_LOCAL_RECHECK_S = 10.0
 _REQUEST_ID_MAX = 2**32 - 1
+# Readahead of a sequential stream of small reads (see the module docstring).
+READAHEAD_BYTES = 128 * 1024
+READAHEAD_TTL_S = 1.0
 # connect() errors that mean "no such socket here": the replica is not local.
 _NOT_LOCAL_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENOENT})
 
@@ -105,6 +119,30 @@ class _Unusable(Exception):
 class _OpenReplica:
     fd: int
     version: int  # the version the chunkserver vouched for when it opened the fd
+    last_end: int = -1  # where the last read of it ended
+    ahead: bytes = b""  # verified bytes read ahead, from ahead_offset
+    ahead_offset: int = 0
+    ahead_generation: int = -1  # the caller's write generation when they were read
+    ahead_until_s: float = 0.0
+
+    def read(self, chunk_id: int, offset: int, length: int, generation: int,
+             now_s: float) -> bytes:
+        """Bytes [offset, offset + length), from the readahead if it holds them (and is
+        still good), else from the file; a read that follows on reads ahead."""
+        start = offset - self.ahead_offset
+        if (0 <= start and offset + length <= self.ahead_offset + len(self.ahead)
+                and generation == self.ahead_generation and now_s < self.ahead_until_s):
+            self.last_end = offset + length
+            return self.ahead[start:start + length]
+        follows_on = abs(offset - self.last_end) < READAHEAD_BYTES // 2  # reordered a bit
+        self.last_end = offset + length
+        if not follows_on or length >= READAHEAD_BYTES // 2:
+            return read_verified(self.fd, chunk_id, self.version, offset, length)
+        span = min(READAHEAD_BYTES, CHUNK_SIZE_BYTES - offset)
+        self.ahead = read_verified(self.fd, chunk_id, self.version, offset, span)
+        self.ahead_offset, self.ahead_generation = offset, generation
+        self.ahead_until_s = now_s + READAHEAD_TTL_S
+        return self.ahead[:length]
 
 
 class _Link:
@@ -143,8 +181,13 @@ class LocalReplicas:
         self._links.clear()
 
     # --- reading ----------------------------------------------------------------
-    async def read(self, location: m.ChunkLocation, offset: int, length: int) -> bytes | None:
-        """Bytes [offset, offset + length) of the chunk from a local replica, or None."""
+    async def read(self, location: m.ChunkLocation, offset: int, length: int,
+                   generation: int = 0) -> bytes | None:
+        """Bytes [offset, offset + length) of the chunk from a local replica, or None.
+
+        ``generation`` must change whenever a write of the caller's may have
+        reached a replica since the last read: readahead older than that is not used.
+        """
         if location.read_capability is None or self._closed:
             return None  # admin connections only look; they have nothing to present
         now_s = trio.current_time()
@@ -168,8 +211,7 @@ class LocalReplicas:
                     self._fds.move_to_end(key)
                 # Inline, whatever the size (see the module docstring): no await
                 # between here and the return, so no drop can close the fd meanwhile.
-                data = read_verified(opened.fd, location.chunk_id, location.version, offset,
-                                     length)
+                data = opened.read(location.chunk_id, offset, length, generation, now_s)
             except (_Unusable, DamagedReplica, DfsError, OSError, trio.TooSlowError):
                 # Any doubt: the network path reads it, and judges real damage.
                 self._drop(key)

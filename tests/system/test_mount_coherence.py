@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -39,6 +40,38 @@ def test_close_to_open_between_two_mounts(cluster: Cluster, mount: Mount) -> Non
         (mount.path / "dir").mkdir()
         (mount.path / "shared.img").rename(mount.path / "dir" / "moved.img")
         assert (other.path / "dir" / "moved.img").read_bytes() == data
+    finally:
+        other.force_unmount()
+
+
+def read_direct(path: Path, blocks: int, block_bytes: int = 4096) -> bytes:
+    """``blocks`` O_DIRECT reads in a row from the start, as QEMU reads an image."""
+    buffer = mmap.mmap(-1, block_bytes)  # page-aligned, as O_DIRECT needs
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        parts = []
+        for block in range(blocks):
+            assert os.preadv(fd, [buffer], block * block_bytes) == block_bytes
+            parts.append(bytes(buffer))
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+        buffer.close()
+
+
+def test_close_to_open_holds_for_a_stream_of_small_direct_reads(cluster: Cluster,
+                                                                mount: Mount) -> None:
+    """The reading mount reads ahead of such a stream; another mount's write,
+    closed before the next open, must still be what that open reads."""
+    other = Mount(cluster, cluster.directory / "mnt2", host_label="local1")
+    try:
+        image = mount.path / "streamed.img"
+        image.write_bytes(os.urandom(2**20))
+        assert read_direct(image, 8) == image.read_bytes()[:8 * 4096]
+        rewritten = os.urandom(8 * 4096)
+        with open(other.path / "streamed.img", "r+b") as writer:
+            writer.write(rewritten)
+        assert read_direct(image, 8) == rewritten
     finally:
         other.force_unmount()
 

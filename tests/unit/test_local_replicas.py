@@ -172,15 +172,15 @@ async def test_reads_come_from_the_local_file_and_fall_back_on_doubt(
             assert await replicas.read(location_of(port, 1), 0, len(data)) == data
             assert await replicas.read(location_of(port, 1), BS, 10) == data[BS:BS + 10]
             assert counts() == (local_before + 2, fallback_before)
-            # rot: a fallback, never an error
+            # rot: a fallback, never an error (generation 1: not from the readahead)
             flip_bit(replica_path(store, CHUNK), DATA_OFFSET + 3 * BS)
-            assert await replicas.read(location_of(port, 1), 0, len(data)) is None
+            assert await replicas.read(location_of(port, 1), 0, len(data), 1) is None
             assert counts() == (local_before + 2, fallback_before + 1)
             store.write(CHUNK, 1, 3 * BS, BS, data[3 * BS:4 * BS], [])  # repaired
             # the master moved the version on: the old fd is not used, the new one is
             store.set_version(CHUNK, 1, 2)
-            assert await replicas.read(location_of(port, 1), 0, BS) is None  # stale location
-            assert await replicas.read(location_of(port, 2), 0, len(data)) == data
+            assert await replicas.read(location_of(port, 1), 0, BS, 2) is None  # stale
+            assert await replicas.read(location_of(port, 2), 0, len(data), 2) == data
             # a bound of one fd: the other replica's fd pushes this one out
             store.create(CHUNK + 1, 1)
             one = LocalReplicas(fds_max=1)
@@ -192,6 +192,47 @@ async def test_reads_come_from_the_local_file_and_fall_back_on_doubt(
                 assert await one.read(location_of(port, 2), 0, BS) == data[:BS]
             finally:
                 one.close()
+    finally:
+        replicas.close()
+
+
+async def test_a_sequential_stream_is_read_ahead_until_a_write_or_time_ends_it(
+        store: ChunkStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.create(CHUNK, 1)
+    data = os.urandom(64 * BS)
+    store.write(CHUNK, 1, 0, len(data), data, [])
+    file_reads: list[tuple[int, int]] = []
+
+    def counted(fd: int, chunk_id: int, version: int, offset: int, length: int) -> bytes:
+        file_reads.append((offset, length))
+        return read_verified(fd, chunk_id, version, offset, length)
+
+    monkeypatch.setattr(local_replicas, "read_verified", counted)
+    monkeypatch.setattr(local_replicas, "READAHEAD_TTL_S", 0.2)
+    ahead_blocks = local_replicas.READAHEAD_BYTES // BS
+    replicas = LocalReplicas()
+    try:
+        async with chunkserver_socket(store) as (port, _):
+            location = location_of(port, 1)
+            for block in range(ahead_blocks + 1):  # QEMU's 4 KiB stream
+                assert await replicas.read(location, block * BS, BS, 0) == \
+                    data[block * BS:(block + 1) * BS]
+            assert file_reads == [(0, local_replicas.READAHEAD_BYTES),
+                                  (ahead_blocks * BS, local_replicas.READAHEAD_BYTES)]
+            # A write of ours acknowledged since (a new generation): read again.
+            new = os.urandom(BS)
+            store.write(CHUNK, 1, (ahead_blocks + 1) * BS, BS, new, [])
+            assert await replicas.read(location, (ahead_blocks + 1) * BS, BS, 1) == new
+            # Another host's write: seen once the readahead is READAHEAD_TTL_S old.
+            newer = os.urandom(BS)
+            store.write(CHUNK, 1, (ahead_blocks + 2) * BS, BS, newer, [])
+            await trio.sleep(0.3)
+            assert await replicas.read(location, (ahead_blocks + 2) * BS, BS, 1) == newer
+            # Reads that do not follow on read only what they ask for.
+            file_reads.clear()
+            assert await replicas.read(location, 5 * BS, BS, 2) == data[5 * BS:6 * BS]
+            assert await replicas.read(location, 60 * BS, 100, 2) == data[60 * BS:60 * BS + 100]
+            assert file_reads == [(5 * BS, BS), (60 * BS, 100)]
     finally:
         replicas.close()
 
