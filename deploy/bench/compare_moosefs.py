@@ -6,7 +6,9 @@ Run from a checkout, as root, on a Debian 12 host with fio and qemu-img
 
     python3 deploy/bench/compare_moosefs.py [--size 1G] [--runtime 10] [--repeat 3]
 
-One after the other, so that only the system measured runs:
+One after the other, so that only the system measured runs, each on a
+settled disk (``mount_bench.settle``: sync, writeback done, page cache
+dropped; without it the system measured last paid for the others' leftovers):
 
 1. local disk: a directory under --dir;
 2. MooseFS 3.0.117 from Debian (moosefs-master, -chunkserver, -client;
@@ -52,7 +54,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mount_bench import markdown_table, vmstore_mount  # noqa: E402
+from mount_bench import markdown_table, settle, vmstore_mount  # noqa: E402
 
 from vmstore.cli.bench import parse_size  # noqa: E402
 
@@ -215,7 +217,8 @@ def moosefs_mount(directory: Path) -> Iterator[Path]:
 
 
 def bench(label: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
-    say(f"vmstore bench on {label} ({path})")
+    say(f"letting the disk settle, then vmstore bench on {label} ({path})")
+    settle()
     command = [sys.executable, "-m", "vmstore.cli.main", "bench", str(path), "--json",
                "--size", str(args.size), "--runtime", str(args.runtime),
                "--repeat", str(args.repeat)]

@@ -15,6 +15,8 @@ workloads of ``vmstore bench`` (``vmstore/cli/bench_workloads.py`` and
 --dir) and on the mount, and prints a markdown table with the ratio
 vmstore / local disk. For latency and time rows (↓) a ratio above 1 means
 vmstore is slower. Numbers vary run to run: compare only within one run.
+Before each system is measured the disk is let settle (``settle``: sync, wait
+for writeback, drop the page cache), so none pays for the one before.
 
 All chunkservers run on this host, so every replica is local to the mount
 and reads take the short-circuit path (the mount reads replica files
@@ -29,9 +31,11 @@ deploy/bench/compare_moosefs.py adds MooseFS to the same table; it reuses
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +49,30 @@ from vmstore.cli.local_cluster import local_down  # noqa: E402
 
 CHUNKSERVERS = 3
 GOAL = 2
+# settle(): dirty and writeback bytes below which the disk counts as quiet.
+SETTLED_DIRTY_BYTES = 32 * 2**20
+SETTLE_TIMEOUT_S = 120.0
+SETTLE_PAUSE_S = 5.0
+
+
+def _dirty_bytes() -> int:
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return sum(int(fields[name].split()[0]) * 1024 for name in ("Dirty", "Writeback"))
+
+
+def settle() -> None:
+    """Before each system is measured: the one before's writeback (and the freeing of
+    its deleted files) done, and the page cache dropped. Without this the system
+    measured after another paid for its leftovers: an fsync waits behind them."""
+    os.sync()
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while _dirty_bytes() > SETTLED_DIRTY_BYTES and time.monotonic() < deadline:
+        time.sleep(0.5)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as error:  # not root: measure anyway, on a warm cache
+        print(f"settle: page cache not dropped ({error})", file=sys.stderr)
+    time.sleep(SETTLE_PAUSE_S)
 
 
 @contextmanager
@@ -113,21 +141,25 @@ def main() -> int:
     local_dir = directory / "local"
     local_dir.mkdir(parents=True, exist_ok=True)
 
+    settle()
     reports = {"local disk": measure(local_dir, chosen, args.size, args.runtime, args.repeat,
                                      directory)}
     tcp_reads = ("--no-short-circuit",)
     with vmstore_mount(directory / "cluster",
                        mount_arguments=tcp_reads if args.no_short_circuit else ()) as mounted:
+        settle()
         reports["vmstore"] = measure(mounted, chosen, args.size, args.runtime, args.repeat,
                                      directory)
     ratios: tuple[tuple[str, str], ...] = (("vmstore", "local disk"),)
     if args.compare_short_circuit:
         with vmstore_mount(directory / "cluster-tcp-reads", mount_arguments=tcp_reads) as mounted:
+            settle()
             reports["vmstore TCP reads"] = measure(mounted, chosen, args.size, args.runtime,
                                                    args.repeat, directory)
         ratios += (("vmstore", "vmstore TCP reads"),)
     if args.tls:
         with vmstore_mount(directory / "cluster-tls", tls=True) as mounted:
+            settle()
             reports["vmstore TLS"] = measure(mounted, chosen, args.size, args.runtime,
                                              args.repeat, directory)
         ratios += (("vmstore TLS", "vmstore"),)
