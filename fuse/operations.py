@@ -66,6 +66,17 @@ DATA_BYTES = Counter("vmstore_mount_data_bytes_total", "Bytes read and written t
                      " mount", ["direction"], registry=REGISTRY)
 BYTES_READ = DATA_BYTES.labels("read")  # label lookups take a lock: once, not per request
 BYTES_WRITTEN = DATA_BYTES.labels("written")
+# (operation, errno) -> its counter, looked up once: some errors come with every
+# write (ENOATTR for security.capability).
+_operation_error_counters: dict[tuple[str, int], Counter] = {}
+
+
+def _count_error(operation: str, errno_value: int) -> None:
+    counter = _operation_error_counters.get((operation, errno_value))
+    if counter is None:
+        counter = OPERATION_ERRORS.labels(operation, errno.errorcode.get(errno_value, "?"))
+        _operation_error_counters[(operation, errno_value)] = counter
+    counter.inc()
 
 
 # An EIO says nothing to whoever gets it; the log says why, at most once per
@@ -100,12 +111,12 @@ def translated(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             return await handler(*args, **kwargs)
         except DfsError as error:
             fuse_error = to_fuse_error(error)
-            OPERATION_ERRORS.labels(operation, errno.errorcode.get(fuse_error.errno, "?")).inc()
+            _count_error(operation, fuse_error.errno)
             if fuse_error.errno == errno.EIO:
                 _log_io_error(operation, error)
             raise fuse_error from None
         except pyfuse3.FUSEError as error:
-            OPERATION_ERRORS.labels(operation, errno.errorcode.get(error.errno, "?")).inc()
+            _count_error(operation, error.errno)
             raise
         finally:
             seconds.observe(time.perf_counter() - started)

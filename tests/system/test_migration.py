@@ -235,6 +235,13 @@ def test_preflight_refuses_and_names_each_unsafe_disk(lab: LibvirtLab) -> None:
         guest.stop()
 
 
+def answer_ctrl_c() -> None:
+    """In the child before exec: SIGINT back to its default, as in a terminal. A run
+    started in the background (``tests/run.sh &``) ignores SIGINT, its children
+    inherit that, and Python then never turns SIGINT into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_non_converging_guest_gets_each_policy(lab: LibvirtLab) -> None:
     guest = start_guest(lab, "dirtier", memory_mib=128, dirty_mib_per_s=64, dirty_mib=64)
     slow = ("--bandwidth", "4", "--stall-after", "4", "--json")
@@ -264,7 +271,8 @@ def test_non_converging_guest_gets_each_policy(lab: LibvirtLab) -> None:
             [sys.executable, "-m", "vmstore.cli.main", "migrate", "dirtier", "--to", "h2",
              "--bandwidth", "4", "--stall-after", "600"], stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "VMSTORE_CONFIG": str(coordinator_config(lab))})
+            env={**os.environ, "VMSTORE_CONFIG": str(coordinator_config(lab))},
+            preexec_fn=answer_ctrl_c)
         wait_until(lambda: "MiB sent" in (interrupted.stderr.readline() if interrupted.stderr
                                           else ""), 60, "the copy to start")
         interrupted.send_signal(signal.SIGINT)
