@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import time
@@ -96,3 +97,28 @@ def test_metrics_after_io(metered: tuple[Cluster, Mount]) -> None:
     assert value(master, "vmstore_client_sessions") >= 1
     assert value(master, "vmstore_master_request_seconds_count", request="ChunkForWrite") >= 1
     assert ("vmstore_write_leases", ()) in master
+
+
+def test_direct_writes_cost_one_request_each(metered: tuple[Cluster, Mount]) -> None:
+    """An O_DIRECT handle is a direct_io one: the kernel does not ask for
+    security.capability before each write (it did: a GETXATTR per write)."""
+    _, mount = metered
+    path = mount.path / "direct.img"
+    path.write_bytes(bytes(256 * 4096))
+    buffer = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT needs
+    buffer.write(os.urandom(4096))
+
+    def getxattr_requests() -> float:
+        return value(scrape(endpoint(mount.log)), "vmstore_mount_operation_seconds_count",
+                     operation="getxattr")
+
+    before = getxattr_requests()
+    fd = os.open(path, os.O_RDWR | os.O_DIRECT)
+    try:
+        for block in range(200):
+            assert os.pwritev(fd, [buffer], block * 4096) == 4096
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        buffer.close()
+    assert getxattr_requests() - before < 10
