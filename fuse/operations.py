@@ -67,7 +67,7 @@ DATA_BYTES = Counter("vmstore_mount_data_bytes_total", "Bytes read and written t
 BYTES_READ = DATA_BYTES.labels("read")  # label lookups take a lock: once, not per request
 BYTES_WRITTEN = DATA_BYTES.labels("written")
 # (operation, errno) -> its counter, looked up once: some errors come with every
-# write (ENOATTR for security.capability).
+# buffered write (ENOATTR for security.capability).
 _operation_error_counters: dict[tuple[str, int], Counter] = {}
 
 

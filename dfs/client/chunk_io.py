@@ -553,15 +553,20 @@ def _extents_of(batch: list[PendingWrite]) -> tuple[list[m.WriteExtent], bytes |
     """
     extents: list[m.WriteExtent] = []
     parts: list[bytes | memoryview] = []
+    run_start = run_end = -1
+    run_zero_ranges: list[tuple[int, int]] = []
     for write in batch:
         zero_ranges, part = split_zero_blocks(write.inner, write.data)
-        last = extents[-1] if extents else None
-        if last is not None and last.offset_bytes + last.length_bytes == write.inner:
-            extents[-1] = m.WriteExtent(offset_bytes=last.offset_bytes,
-                                        length_bytes=last.length_bytes + len(write.data),
-                                        zero_ranges=[*last.zero_ranges, *zero_ranges])
-        else:
-            extents.append(m.WriteExtent(offset_bytes=write.inner, length_bytes=len(write.data),
-                                         zero_ranges=zero_ranges))
+        if write.inner != run_end:  # a gap (or the first write): a new extent
+            if run_end >= 0:
+                extents.append(m.WriteExtent(offset_bytes=run_start,
+                                             length_bytes=run_end - run_start,
+                                             zero_ranges=run_zero_ranges))
+            run_start, run_zero_ranges = write.inner, []
+        run_zero_ranges.extend(zero_ranges)
+        run_end = write.end
         parts.append(part)
+    if run_end >= 0:
+        extents.append(m.WriteExtent(offset_bytes=run_start, length_bytes=run_end - run_start,
+                                     zero_ranges=run_zero_ranges))
     return extents, parts[0] if len(parts) == 1 else b"".join(parts)

@@ -44,8 +44,9 @@ Caveats:
   have moved the version on) keeps being read from the file. It holds the
   data every surviving replica holds, checked block by block.
 * A replica moved on (new version, deleted, rebuilt) is noticed by its
-  version or link count on the next read; that read falls back once and
-  the fd is reopened or forgotten.
+  version or link count on the next read from the file; that read falls
+  back once and the fd is reopened or forgotten. Readahead bytes, served
+  without those checks, are at most READAHEAD_TTL_S old.
 """
 
 from __future__ import annotations
@@ -185,8 +186,9 @@ class LocalReplicas:
                    generation: int = 0) -> bytes | None:
         """Bytes [offset, offset + length) of the chunk from a local replica, or None.
 
-        ``generation`` must change whenever a write of the caller's may have
-        reached a replica since the last read: readahead older than that is not used.
+        ``generation`` must change whenever the replicas may have changed in a
+        way the caller must see (``ChunkIO.replicas_changed``): readahead read
+        under another generation is not used.
         """
         if location.read_capability is None or self._closed:
             return None  # admin connections only look; they have nothing to present
