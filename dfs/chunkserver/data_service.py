@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
@@ -52,13 +54,12 @@ from vmstore.dfs.errors import (
     StaleChunkVersion,
     TokenExpired,
     WriteRefused,
-    unwrapped_errors,
 )
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import LATENCY_BUCKETS_S, REGISTRY
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.capability import READ, WRITE
-from vmstore.dfs.protocol.rpc import Connection, ConnectionPool, Handler
+from vmstore.dfs.protocol.rpc import Connection, ConnectionPool, Handler, OutgoingCall
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,6 +118,27 @@ class SyncPlacement:
                      extra=about("slow_sync", chunk=chunk_id, seconds=seconds))
 
 
+@dataclass(frozen=True)
+class _Forwarded:
+    """A request sent on to the next chain member, whose reply is still to come."""
+
+    member: m.ReplicaAddress
+    call: OutgoingCall
+
+
+@contextmanager
+def _naming(member: m.ReplicaAddress) -> Iterator[None]:
+    """A failure of the chain beyond us names the member at fault."""
+    try:
+        yield
+    except DfsError as error:
+        if error.server_id or isinstance(error, (InvalidArgument, *WRITER_REFUSED)):
+            raise  # already names the member at fault, or nobody is
+        raise ReplicaUnavailable(
+            f"chain member {member.server_id} ({member.host}:{member.port}): {error}",
+            member.server_id) from None
+
+
 class DataService:
     def __init__(self, store: ChunkStore, peers: ConnectionPool, fence: WriteFence,
                  server_id: Callable[[], int]) -> None:
@@ -155,10 +177,20 @@ class DataService:
 
     async def disk(self, size_bytes: int, function: Callable[..., T], *args: Any) -> T:
         """Run a store call: inline when small, else in the worker thread."""
-        async with self._disk:
+        await self._take_disk()
+        try:
             if size_bytes <= INLINE_DISK_BYTES_MAX:
                 return function(*args)
             return await trio.to_thread.run_sync(function, *args)
+        finally:
+            self._disk.release()
+
+    async def _take_disk(self) -> None:
+        """Take the store (release it with ``self._disk.release()``)."""
+        try:
+            self._disk.acquire_nowait()  # the common case, without a scheduler round
+        except trio.WouldBlock:
+            await self._disk.acquire()
 
     def _fault(self, error: Exception, what: str) -> DfsError:
         """This replica failed: say so, and name it."""
@@ -193,20 +225,19 @@ class DataService:
         async with self.range_locks.hold_many(request.chunk_id, ranges):
             self.fence.admit(request.token, request.chunk_id)
             try:
-                if request.chain_rest:
-                    with unwrapped_errors():
-                        async with trio.open_nursery() as nursery:
-                            # On the wire before this replica's own write and sync,
-                            # which may run inline and hold the event loop.
-                            await nursery.start(self._forward_write, request, payload)
-                            await self._write_local(request, payload)
-                            applied = True
-                            if request.flush:
-                                await self._sync_local(request.chunk_id)
-                else:
-                    await self._write_local(request, payload)  # the chain's tail
+                # On the wire before this replica's own write and sync, which
+                # may run inline and hold the event loop.
+                forwarded = await self._forward(request, payload)
+                try:
+                    await self._write_local(request, payload)
+                    applied = True
                     if request.flush:
                         await self._sync_local(request.chunk_id)
+                    if forwarded is not None:
+                        await self._reply_of_next(forwarded)
+                finally:
+                    if forwarded is not None:
+                        forwarded.call.abandon()
             except WRITER_REFUSED as error:
                 if applied:
                     reason = f"applied a write the chain refused ({error})"
@@ -257,44 +288,33 @@ class DataService:
                 pass
         return m.EmptyReply()
 
-    async def _forward_write(self, request: m.ToChunkserverWriteChunk, payload: bytes,
-                             task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                             ) -> None:
-        next_member, rest = request.chain_rest[0], request.chain_rest[1:]
-        forwarded = msgspec.structs.replace(request, chain_rest=rest)
-        await self._call_next(next_member, forwarded, payload, task_status=task_status)
-
-    async def _call_next(self, member: m.ReplicaAddress, request: m.Request,
-                         payload: bytes = b"",
-                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                         ) -> None:
-        """Call the next chain member; started once the request is sent."""
-        try:
+    async def _forward(self, request: m.ToChunkserverWriteChunk | m.ToChunkserverFlushChunk,
+                       payload: bytes = b"") -> _Forwarded | None:
+        """Send the request on to the next chain member (None: this is the tail)."""
+        if not request.chain_rest:
+            return None
+        member, rest = request.chain_rest[0], request.chain_rest[1:]
+        with _naming(member):
             connection = await self.peers.get(member.host, member.port)
-            await connection.call(request, payload, timeout_s=DATA_RPC_TIMEOUT_S,
-                                  on_sent=task_status.started)
-        except DfsError as error:
-            if error.server_id or isinstance(error, (InvalidArgument, *WRITER_REFUSED)):
-                raise  # already names the member at fault, or nobody is
-            raise ReplicaUnavailable(
-                f"chain member {member.server_id} ({member.host}:{member.port}): {error}",
-                member.server_id) from None
+            return _Forwarded(member, await connection.send_request(
+                msgspec.structs.replace(request, chain_rest=rest), payload,
+                timeout_s=DATA_RPC_TIMEOUT_S))
+
+    async def _reply_of_next(self, forwarded: _Forwarded) -> None:
+        """Until the rest of the chain has done what ``_forward`` sent it."""
+        with _naming(forwarded.member):
+            await forwarded.call.reply()
 
     async def flush(self, request: m.ToChunkserverFlushChunk) -> m.Message:
         # WRITE, but no epoch: a flush changes no bytes, and a fenced writer's
         # flush only makes durable what its peers have anyway.
         self.fence.capabilities.check(request.capability, request.chunk_id, WRITE)
-        with unwrapped_errors():
-            await self._flush_chain(request)
+        await self._flush_chain(request)
         return m.EmptyReply()
 
     async def _flush_chain(self, request: m.ToChunkserverFlushChunk) -> None:
-        async with trio.open_nursery() as nursery:
-            if request.chain_rest:
-                forwarded = m.ToChunkserverFlushChunk(
-                    chunk_id=request.chunk_id, version=request.version,
-                    chain_rest=request.chain_rest[1:], capability=request.capability)
-                await nursery.start(self._call_next, request.chain_rest[0], forwarded)
+        forwarded = await self._forward(request)
+        try:
             try:
                 version = self.store.version_of(request.chunk_id)
             except REPLICA_FAULTS as error:
@@ -304,16 +324,24 @@ class DataService:
                                                     f" asked for {request.version}"),
                                   f"flush of chunk {request.chunk_id}")
             await self._sync_local(request.chunk_id)
+            if forwarded is not None:
+                await self._reply_of_next(forwarded)
+        finally:
+            if forwarded is not None:
+                forwarded.call.abandon()
 
     async def _sync_local(self, chunk_id: int) -> None:
         """This replica's written data and checksums onto stable storage."""
         try:
-            async with self._disk:
+            await self._take_disk()
+            try:
                 if not self._sync_placement.inline():
                     await trio.to_thread.run_sync(self.store.flush, chunk_id)
                     return
                 started = time.perf_counter()
                 self.store.flush(chunk_id)
                 self._sync_placement.took(time.perf_counter() - started, chunk_id)
+            finally:
+                self._disk.release()
         except REPLICA_FAULTS as error:
             raise self._fault(error, f"flush of chunk {chunk_id}") from None

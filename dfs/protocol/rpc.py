@@ -129,6 +129,8 @@ class FrameStream:
         """
         if not self._buffer:
             await self._fill(1)
+        if len(self._buffer) >= HEADER_BYTES:  # the common case: no deadline to set
+            return decode_header(self._buffer[:HEADER_BYTES])
         with trio.move_on_after(FRAME_RECEIVE_TIMEOUT_S):
             await self._fill(HEADER_BYTES)
             return decode_header(self._buffer[:HEADER_BYTES])
@@ -140,15 +142,18 @@ class FrameStream:
 
         A request with a field out of range comes as its InvalidField.
         """
+        if len(self._buffer) >= HEADER_BYTES + header.body_bytes + header.payload_bytes:
+            return self._take_body(header)  # already here: no deadline to set
         with trio.move_on_after(FRAME_RECEIVE_TIMEOUT_S):
-            return await self._receive_body(header)
+            await self._fill(HEADER_BYTES + header.body_bytes + header.payload_bytes)
+            return self._take_body(header)
         raise ProtocolError(f"frame incomplete after {FRAME_RECEIVE_TIMEOUT_S} s"
                             f" ({len(self._buffer)} bytes received)")
 
-    async def _receive_body(self, header: FrameHeader) -> tuple[Message | InvalidField, bytes]:
+    def _take_body(self, header: FrameHeader) -> tuple[Message | InvalidField, bytes]:
+        """Decode the frame ``header`` began, which is whole in the buffer."""
         body_end = HEADER_BYTES + header.body_bytes
         frame_end = body_end + header.payload_bytes
-        await self._fill(frame_end)
         # Copies (the frame leaves the buffer now), each made once, through a view:
         # slicing the bytearray itself would copy twice.
         with memoryview(self._buffer) as view:
@@ -171,18 +176,22 @@ class FrameStream:
             head, payload = head + payload, b""
         if self.broken:
             raise PeerUnavailable("connection is broken")
-        async with self._send_lock:
-            # A send cut off half-way leaves half a frame on the wire: after
-            # that the stream can only be closed.
-            completed = False
-            try:
-                await self.stream.send_all(head)
-                if payload:
-                    await self.stream.send_all(payload)
-                completed = True
-            finally:
-                if not completed:
-                    self.broken = True
+        try:
+            self._send_lock.acquire_nowait()  # the common case: send_all checkpoints anyway
+        except trio.WouldBlock:
+            await self._send_lock.acquire()
+        # A send cut off half-way leaves half a frame on the wire: after
+        # that the stream can only be closed.
+        completed = False
+        try:
+            await self.stream.send_all(head)
+            if payload:
+                await self.stream.send_all(payload)
+            completed = True
+        finally:
+            self._send_lock.release()
+            if not completed:
+                self.broken = True
 
 
 class _PendingCall:
@@ -193,6 +202,48 @@ class _PendingCall:
         self.reply: Message | None = None
         self.payload = b""
         self.error: DfsError | None = None
+
+
+class OutgoingCall:
+    """A request on the wire, and the wait for its reply (``Connection.send_request``)."""
+
+    __slots__ = ("connection", "request", "request_id", "timeout_s", "deadline_s", "pending")
+
+    def __init__(self, connection: Connection, request: Request, request_id: int,
+                 timeout_s: float) -> None:
+        self.connection = connection
+        self.request = request
+        self.request_id = request_id
+        self.timeout_s = timeout_s
+        self.deadline_s = trio.current_time() + timeout_s  # for sending and answering
+        self.pending = _PendingCall()
+
+    async def reply(self, reply_type: type[ReplyT] | None = None) -> tuple[ReplyT, bytes]:
+        """The peer's typed reply; its DfsError raised; PeerUnavailable at the deadline."""
+        with trio.move_on_at(self.deadline_s):
+            await self.pending.done.wait()
+        pending = self.pending
+        if not pending.done.is_set():
+            raise self.timed_out()
+        if pending.error is not None:
+            raise pending.error
+        reply = pending.reply
+        if isinstance(reply, ErrorReply):
+            raise error_from_code(reply.code, reply.message, reply.server_id)
+        if not isinstance(reply, self.request.REPLY):
+            raise ProtocolError(f"{self.connection.peer} answered"
+                                f" {type(self.request).__name__} with {type(reply).__name__}")
+        return reply, pending.payload  # type: ignore[return-value]
+
+    def timed_out(self) -> PeerUnavailable:
+        return PeerUnavailable(f"{self.connection.peer} did not answer"
+                               f" {type(self.request).__name__} within {self.timeout_s} s")
+
+    def abandon(self) -> None:
+        """Stop waiting: a reply that comes later is dropped (idempotent)."""
+        pending = self.connection._pending
+        if pending.get(self.request_id) is self.pending:
+            del pending[self.request_id]
 
 
 class Connection:
@@ -223,39 +274,34 @@ class Connection:
         *,
         timeout_s: float = RPC_TIMEOUT_S,
         reply_type: type[ReplyT] | None = None,
-        on_sent: Callable[[], object] | None = None,
     ) -> tuple[ReplyT, bytes]:
-        """Send ``request`` and wait for its reply (typed as ``request.REPLY``);
-        ``on_sent`` is called once the request is on the wire."""
+        """Send ``request`` and wait for its reply (typed as ``request.REPLY``)."""
+        outgoing = await self.send_request(request, payload, timeout_s=timeout_s)
+        try:
+            return await outgoing.reply(reply_type)
+        finally:
+            outgoing.abandon()
+
+    async def send_request(self, request: Request, payload: bytes | memoryview = b"", *,
+                           timeout_s: float = RPC_TIMEOUT_S) -> OutgoingCall:
+        """Put ``request`` on the wire; its ``reply`` is awaited later (``call`` in two
+        halves: the caller works meanwhile, without a task of its own). The
+        caller must ``abandon`` it in the end, whatever happens."""
         if self.closed.is_set():
             raise PeerUnavailable(f"connection to {self.peer} is closed ({self.close_reason})")
         request_id = self._next_request_id
         self._next_request_id = request_id % REQUEST_ID_MAX + 1
-        pending = _PendingCall()
-        self._pending[request_id] = pending
+        outgoing = OutgoingCall(self, request, request_id, timeout_s)
+        self._pending[request_id] = outgoing.pending
         try:
-            with trio.move_on_after(timeout_s) as scope:
+            with trio.move_on_at(outgoing.deadline_s):
                 await self._send(encode_frame(request, request_id, payload=payload,
                                               compress=self.compress))
-                if on_sent is not None:
-                    on_sent()
-                await pending.done.wait()
-        finally:
-            del self._pending[request_id]
-        if scope.cancelled_caught:
-            raise PeerUnavailable(
-                f"{self.peer} did not answer {type(request).__name__} within {timeout_s} s"
-            )
-        if pending.error is not None:
-            raise pending.error
-        reply = pending.reply
-        if isinstance(reply, ErrorReply):
-            raise error_from_code(reply.code, reply.message, reply.server_id)
-        if not isinstance(reply, request.REPLY):
-            raise ProtocolError(
-                f"{self.peer} answered {type(request).__name__} with {type(reply).__name__}"
-            )
-        return reply, pending.payload  # type: ignore[return-value]
+                return outgoing
+            raise outgoing.timed_out()
+        except BaseException:
+            outgoing.abandon()
+            raise
 
     async def _send(self, frame: tuple[bytes, bytes | memoryview]) -> None:
         try:
@@ -317,7 +363,10 @@ class Connection:
     async def _admit_request(self, held_bytes: int) -> None:
         """Wait for a request slot and for its bytes in this connection's and the
         process's budgets, in that order; all or nothing."""
-        await self._inflight.acquire()
+        try:
+            self._inflight.acquire_nowait()  # the common case, without a checkpoint
+        except trio.WouldBlock:
+            await self._inflight.acquire()
         try:
             await self._request_bytes.acquire(held_bytes)
             try:
