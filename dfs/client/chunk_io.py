@@ -44,6 +44,7 @@ from vmstore.dfs.constants import (
     CHUNK_SIZE_BYTES,
     DATA_REQUEST_BYTES_MAX,
     DATA_RPC_TIMEOUT_S,
+    FULL_WRITE_BATCHES_MAX,
     LOCATION_CACHE_ENTRIES_MAX,
     MAX_FILE_SIZE_BYTES,
     READ_RETRIES_MAX,
@@ -144,6 +145,7 @@ class ChunkIO:
         self._chunk_writes: dict[tuple[int, int], ChunkWrites] = {}
         self._write_behind_bytes = ByteBudget(WRITE_BEHIND_BYTES_MAX, "write-behind")
         self._batch_slots = trio.Semaphore(WRITE_BATCHES_MAX)
+        self._full_batch_slots = trio.Semaphore(FULL_WRITE_BATCHES_MAX)
         self.write_errors: dict[int, DfsError] = {}
         # Moves on (``replicas_changed``) whenever the replicas' bytes may have
         # changed in a way a reader here must see: local readahead from
@@ -372,15 +374,20 @@ class ChunkIO:
         while True:
             async with trio.open_nursery() as batches:
                 while not chunk.idle:
-                    await self._batch_slots.acquire()
+                    # Only this task takes from the queue: a batch taken after the
+                    # wait for a slot is at least as full as the queue is now.
+                    slots = (self._full_batch_slots
+                             if chunk.queued_bytes >= DATA_REQUEST_BYTES_MAX // 2
+                             else self._batch_slots)
+                    await slots.acquire()
                     synchronous = self._is_synchronous(inode)
                     batch = chunk.next_batch(synchronous)
                     if not batch:
-                        self._batch_slots.release()
+                        slots.release()
                         await chunk.wait_changed()
                         continue
                     batches.start_soon(self._send_batch, inode, index, chunk, batch,
-                                       synchronous, chunk.batches_sent)
+                                       synchronous, chunk.batches_sent, slots)
             if chunk.idle:  # no checkpoint between this test and the removal
                 del self._chunk_writes[(inode, index)]
                 return
@@ -390,8 +397,10 @@ class ChunkIO:
         return trio.current_time() < self._synchronous_until.get(inode, 0.0)
 
     async def _send_batch(self, inode: int, index: int, chunk: ChunkWrites,
-                          batch: list[PendingWrite], flush: bool, sent_as: int) -> None:
-        """Send one batch (``sent_as``: the chunk's batch count once it was taken)."""
+                          batch: list[PendingWrite], flush: bool, sent_as: int,
+                          slots: trio.Semaphore) -> None:
+        """Send one batch (``sent_as``: the chunk's batch count once it was taken;
+        ``slots``: where its slot is to go back)."""
         lost: DfsError | None = None
         try:
             location = await self._write_batch(inode, index, batch, flush)
@@ -413,7 +422,7 @@ class ChunkIO:
         finally:
             self.replicas_changed()  # before the writes count as done
             chunk.finished(batch, lost)
-            self._batch_slots.release()
+            slots.release()
             self._write_behind_bytes.release(sum(len(write.data) for write in batch))
 
     async def _write_batch(self, inode: int, index: int, batch: list[PendingWrite],
