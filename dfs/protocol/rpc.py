@@ -87,6 +87,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Request, bytes], Awaitable[tuple[Message, bytes]]]
 ReplyT = TypeVar("ReplyT", bound=Message)
 _RECEIVE_CHUNK_BYTES = 256 * 1024
+# Payloads from this size on are received apart from the buffer (one copy less).
+_PAYLOAD_IN_PARTS_BYTES_MIN = 128 * 1024
 # Payloads up to this size are joined to the header in one send (one syscall
 # beats avoiding a small copy); bigger ones go as a second send.
 _JOIN_PAYLOAD_BYTES_MAX = 64 * 1024
@@ -142,16 +144,21 @@ class FrameStream:
 
         A request with a field out of range comes as its InvalidField.
         """
-        if len(self._buffer) >= HEADER_BYTES + header.body_bytes + header.payload_bytes:
-            return self._take_body(header)  # already here: no deadline to set
+        body_end = HEADER_BYTES + header.body_bytes
+        frame_end = body_end + header.payload_bytes
+        if len(self._buffer) >= frame_end:
+            return self._decoded(header, *self._take(header))  # here: no deadline to set
         with trio.move_on_after(FRAME_RECEIVE_TIMEOUT_S):
-            await self._fill(HEADER_BYTES + header.body_bytes + header.payload_bytes)
-            return self._take_body(header)
+            if header.payload_bytes < _PAYLOAD_IN_PARTS_BYTES_MIN:
+                await self._fill(frame_end)
+                return self._decoded(header, *self._take(header))
+            await self._fill(body_end)
+            return self._decoded(header, *await self._take_in_parts(header))
         raise ProtocolError(f"frame incomplete after {FRAME_RECEIVE_TIMEOUT_S} s"
                             f" ({len(self._buffer)} bytes received)")
 
-    def _take_body(self, header: FrameHeader) -> tuple[Message | InvalidField, bytes]:
-        """Decode the frame ``header`` began, which is whole in the buffer."""
+    def _take(self, header: FrameHeader) -> tuple[bytes, bytes]:
+        """The body and payload of the frame ``header`` began, whole in the buffer."""
         body_end = HEADER_BYTES + header.body_bytes
         frame_end = body_end + header.payload_bytes
         # Copies (the frame leaves the buffer now), each made once, through a view:
@@ -160,6 +167,30 @@ class FrameStream:
             body = bytes(view[HEADER_BYTES:body_end])
             payload = bytes(view[body_end:frame_end]) if header.payload_bytes else b""
         del self._buffer[:frame_end]
+        return body, payload
+
+    async def _take_in_parts(self, header: FrameHeader) -> tuple[bytes, bytes]:
+        """The body (in the buffer) and a big payload, received as parts of its own
+        and joined once, rather than appended to the buffer and copied out again."""
+        body_end = HEADER_BYTES + header.body_bytes
+        with memoryview(self._buffer) as view:
+            body = bytes(view[HEADER_BYTES:body_end])
+            buffered = bytes(view[body_end:body_end + header.payload_bytes])
+        del self._buffer[:body_end + len(buffered)]
+        parts = [buffered] if buffered else []
+        missing = header.payload_bytes - len(buffered)
+        while missing:
+            # No more than the payload: the next frame stays in the socket.
+            data = await self.stream.receive_some(missing)
+            if not data:
+                raise PeerUnavailable("connection closed by the peer")
+            parts.append(data)
+            missing -= len(data)
+        return body, parts[0] if len(parts) == 1 else b"".join(parts)
+
+    @staticmethod
+    def _decoded(header: FrameHeader, body: bytes, payload: bytes
+                 ) -> tuple[Message | InvalidField, bytes]:
         # The frame is consumed before its body is judged, so the stream stays
         # in step and a bad request can be answered.
         try:

@@ -145,3 +145,41 @@ async def test_an_idle_connection_is_never_timed_out(autojump_clock) -> None:  #
         await trio.sleep(FRAME_RECEIVE_TIMEOUT_S * 100)
         assert not connection.closed.is_set()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_big_payload_cut_off_half_way_is_dropped(autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    """Half of a 1 MiB payload, then silence: dropped at the frame timeout; the
+    same half and then a close: the connection ends at once."""
+    body = codec.encode_frame(ClientToMasterGetAttr(inode=1), 1, payload=bytes(1 << 20))[0]
+    for then_close in (False, True):
+        ours, theirs = trio.testing.memory_stream_pair()
+        connection = Connection(FrameStream(ours), "fuzzer", "client", answer, compress=False)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.serve)
+            await theirs.send_all(body + bytes(1 << 19))
+            if then_close:
+                await theirs.aclose()
+            started = trio.current_time()
+            with trio.fail_after(FRAME_RECEIVE_TIMEOUT_S * 2):
+                await connection.closed.wait()
+            if then_close:
+                assert trio.current_time() == started
+                assert "closed by the peer" in connection.close_reason
+            else:
+                assert trio.current_time() - started == pytest.approx(FRAME_RECEIVE_TIMEOUT_S,
+                                                                      abs=0.1)
+                assert "frame incomplete" in connection.close_reason
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_big_payload_leaves_the_next_frame_unread() -> None:
+    ours, theirs = trio.testing.memory_stream_pair()
+    frames = FrameStream(ours)
+    payload = bytes(range(256)) * 4096  # 1 MiB: received apart from the buffer
+    big = codec.encode_frame(ClientToMasterGetAttr(inode=1), 1, payload=payload)
+    small = codec.encode_frame(ClientToMasterGetAttr(inode=2), 2, payload=b"tail")
+    await theirs.send_all(big[0] + big[1] + small[0] + small[1])
+    _, first, first_payload = await frames.receive()
+    _, second, second_payload = await frames.receive()
+    assert (first, first_payload) == (ClientToMasterGetAttr(inode=1), payload)
+    assert (second, second_payload) == (ClientToMasterGetAttr(inode=2), b"tail")

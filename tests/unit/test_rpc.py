@@ -185,3 +185,23 @@ def test_invalid_utf8_in_a_string_field_is_a_protocol_error() -> None:
     hello = codec.FrameHeader(0, 10, 0, 4, 0)  # AuthHello(role: str, nonce: bytes)
     with pytest.raises(ProtocolError, match="malformed AuthHello"):
         codec.decode_body(hello, b"\x92\xa1\x80\xc4")
+
+
+async def test_big_payloads_arrive_whole_between_small_frames() -> None:
+    """Payloads big enough to be received apart from the frame buffer come back
+    intact, and the small frames sent right behind them are not swallowed."""
+    async with trio.open_nursery() as nursery:
+        port = await start_server(nursery)
+        async with open_connection("127.0.0.1", port, KEY, "client") as conn:
+            async def one(inode: int, size: int) -> None:
+                payload = os.urandom(size)
+                _, back = await conn.call(ClientToMasterGetAttr(inode=inode), payload,
+                                          reply_type=AttrsReply)
+                assert back == payload[::-1]
+
+            with trio.fail_after(60):
+                async with trio.open_nursery() as calls:
+                    for inode in range(1, 41):
+                        size = (1 << 20) + inode if inode % 2 else inode * 100
+                        calls.start_soon(one, inode, size)
+        nursery.cancel_scope.cancel()
