@@ -21,7 +21,10 @@ per read.
 
 Fast path: a cached fd, then fstat (a deleted replica has no links), the
 header, the range's CRC entries and its data, all with pread on the trio
-thread, whatever the size. Measured (mount_bench seq-read, 1 MiB reads, 5
+thread, whatever the size. The fstat and the header are skipped for
+READAHEAD_TTL_S after they were last found good under the same caller
+generation (see Readahead): random 4 KiB reads then cost two syscalls, not
+four. Measured (mount_bench seq-read, 1 MiB reads, 5
 rounds, 2 cores): 728 MB/s inline against 435 MB/s with reads of 256 KiB and
 more in trio.to_thread. CRC32 of 4 KiB blocks holds the GIL, so a worker
 thread adds its hop (~200 µs) and contention and takes no work off the
@@ -44,9 +47,11 @@ Caveats:
   have moved the version on) keeps being read from the file. It holds the
   data every surviving replica holds, checked block by block.
 * A replica moved on (new version, deleted, rebuilt) is noticed by its
-  version or link count on the next read from the file; that read falls
-  back once and the fd is reopened or forgotten. Readahead bytes, served
-  without those checks, are at most READAHEAD_TTL_S old.
+  version or link count on the next read from the file that checks them
+  (at once after a write of ours, a truncate or an open; else within
+  READAHEAD_TTL_S); that read falls back once and the fd is reopened or
+  forgotten. Readahead bytes, served without any checks, are at most
+  READAHEAD_TTL_S old.
 """
 
 from __future__ import annotations
@@ -125,6 +130,11 @@ class _OpenReplica:
     ahead_offset: int = 0
     ahead_generation: int = -1  # the caller's write generation when they were read
     ahead_until_s: float = 0.0
+    # When the replica's links and header were last found good, by the caller's
+    # generation and the clock: reads within READAHEAD_TTL_S under the same
+    # generation skip those two syscalls (the bytes are still CRC-checked).
+    checked_generation: int = -1
+    checked_until_s: float = 0.0
 
     def read(self, chunk_id: int, offset: int, length: int, generation: int,
              now_s: float) -> bytes:
@@ -137,13 +147,20 @@ class _OpenReplica:
             return self.ahead[start:start + length]
         follows_on = abs(offset - self.last_end) < READAHEAD_BYTES // 2  # reordered a bit
         self.last_end = offset + length
+        checked = generation == self.checked_generation and now_s < self.checked_until_s
         if not follows_on or length >= READAHEAD_BYTES // 2:
-            return read_verified(self.fd, chunk_id, self.version, offset, length)
-        span = min(READAHEAD_BYTES, CHUNK_SIZE_BYTES - offset)
-        self.ahead = read_verified(self.fd, chunk_id, self.version, offset, span)
-        self.ahead_offset, self.ahead_generation = offset, generation
-        self.ahead_until_s = now_s + READAHEAD_TTL_S
-        return self.ahead[:length]
+            data = read_verified(self.fd, chunk_id, self.version, offset, length,
+                                 check_replica=not checked)
+        else:
+            span = min(READAHEAD_BYTES, CHUNK_SIZE_BYTES - offset)
+            self.ahead = read_verified(self.fd, chunk_id, self.version, offset, span,
+                                       check_replica=not checked)
+            self.ahead_offset, self.ahead_generation = offset, generation
+            self.ahead_until_s = now_s + READAHEAD_TTL_S
+            data = self.ahead[:length]
+        if not checked:
+            self.checked_generation, self.checked_until_s = generation, now_s + READAHEAD_TTL_S
+        return data
 
 
 class _Link:
@@ -329,13 +346,17 @@ class LocalReplicas:
             del self._links[server]
 
 
-def read_verified(fd: int, chunk_id: int, version: int, offset: int, length: int) -> bytes:
+def read_verified(fd: int, chunk_id: int, version: int, offset: int, length: int, *,
+                  check_replica: bool = True) -> bytes:
     """Chunk bytes [offset, offset + length) from a replica file, verified as the
     chunkserver verifies them; raises (_Unusable, DamagedReplica, ChecksumMismatch,
-    OSError) on any doubt. Synchronous, on the caller's thread."""
-    if os.fstat(fd).st_nlink == 0:
+    OSError) on any doubt. Synchronous, on the caller's thread. Without
+    ``check_replica``, whether the file is still linked and at ``version`` is
+    taken as known (the blocks are checked all the same)."""
+    if check_replica and os.fstat(fd).st_nlink == 0:
         raise _Unusable(f"chunk {chunk_id:016x}: the replica was deleted")
-    if decode_header(os.pread(fd, HEADER_USED_BYTES, 0), chunk_id) != version:
+    if check_replica and decode_header(os.pread(fd, HEADER_USED_BYTES, 0),
+                                       chunk_id) != version:
         raise _Unusable(f"chunk {chunk_id:016x}: the replica is not at version {version}")
     if length == 0:
         return b""

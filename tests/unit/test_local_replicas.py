@@ -203,9 +203,11 @@ async def test_a_sequential_stream_is_read_ahead_until_a_write_or_time_ends_it(
     store.write(CHUNK, 1, 0, len(data), data, [])
     file_reads: list[tuple[int, int]] = []
 
-    def counted(fd: int, chunk_id: int, version: int, offset: int, length: int) -> bytes:
+    def counted(fd: int, chunk_id: int, version: int, offset: int, length: int, *,
+                check_replica: bool = True) -> bytes:
         file_reads.append((offset, length))
-        return read_verified(fd, chunk_id, version, offset, length)
+        return read_verified(fd, chunk_id, version, offset, length,
+                             check_replica=check_replica)
 
     monkeypatch.setattr(local_replicas, "read_verified", counted)
     monkeypatch.setattr(local_replicas, "READAHEAD_TTL_S", 0.2)
@@ -233,6 +235,42 @@ async def test_a_sequential_stream_is_read_ahead_until_a_write_or_time_ends_it(
             assert await replicas.read(location, 5 * BS, BS, 2) == data[5 * BS:6 * BS]
             assert await replicas.read(location, 60 * BS, 100, 2) == data[60 * BS:60 * BS + 100]
             assert file_reads == [(5 * BS, BS), (60 * BS, 100)]
+    finally:
+        replicas.close()
+
+
+async def test_the_replica_checks_are_skipped_only_within_a_generation_and_a_while(
+        store: ChunkStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random reads look at the replica's header once per generation and
+    READAHEAD_TTL_S; a version moved on is noticed after either ends."""
+    store.create(CHUNK, 1)
+    data = os.urandom(64 * BS)
+    store.write(CHUNK, 1, 0, len(data), data, [])
+    header_checks: list[int] = []
+
+    def counted(header: bytes, chunk_id: int) -> int:
+        header_checks.append(chunk_id)
+        return local_replicas_decode_header(header, chunk_id)
+
+    local_replicas_decode_header = local_replicas.decode_header
+    monkeypatch.setattr(local_replicas, "decode_header", counted)
+    monkeypatch.setattr(local_replicas, "READAHEAD_TTL_S", 0.2)
+    replicas = LocalReplicas()
+    try:
+        async with chunkserver_socket(store) as (port, _):
+            location = location_of(port, 1)
+            for block in (0, 20, 40, 10):  # random: no readahead
+                assert await replicas.read(location, block * BS, BS, 0) == \
+                    data[block * BS:(block + 1) * BS]
+            assert len(header_checks) == 1
+            store.set_version(CHUNK, 1, 2)
+            assert await replicas.read(location, 30 * BS, BS, 1) is None  # a new generation
+            assert len(header_checks) == 2
+            location = location_of(port, 2)  # the master's news: opened anew
+            assert await replicas.read(location, 30 * BS, BS, 1) == data[30 * BS:31 * BS]
+            store.set_version(CHUNK, 2, 3)
+            await trio.sleep(0.3)  # the same generation, but the check is too old
+            assert await replicas.read(location, 50 * BS, BS, 1) is None
     finally:
         replicas.close()
 
