@@ -23,11 +23,17 @@ dropped; without it the system measured last paid for the others' leftovers):
    fsync on a client's fsync);
 3. vmstore: a local cluster (master, three chunkservers on loopback) and a
    real ``vmstore mount``, goal 2 set with ``vmstore goal`` (the same as
-   deploy/bench/mount_bench.py).
+   deploy/bench/mount_bench.py);
+4. unless --no-ceiling, the ceiling of any pyfuse3 mount on this machine: a
+   trivial pass-through to local disk (deploy/bench/passthrough_fs.py, with
+   vmstore's mount options, backing files opened without O_DIRECT; see
+   deploy/bench/pyfuse3_ceiling.py). Where its column is below MooseFS's, no
+   file system served through pyfuse3 can reach MooseFS on this machine,
+   whatever it does behind the FUSE loop.
 
 Each gets ``vmstore bench PATH --json`` as a subprocess; the script prints a
 markdown table of every figure (mean ±stdev over --repeat rounds) with the
-ratios vmstore / local disk and vmstore / MooseFS. ↓ marks rows where lower
+ratios vmstore / local disk, vmstore / MooseFS and pass-through / MooseFS. ↓ marks rows where lower
 is better: there a ratio above 1 means vmstore is slower. Everything is torn
 down on exit, on failure and on Ctrl-C (daemons killed, mounts unmounted,
 the namespace deleted, --dir removed if the script made it), unless --keep.
@@ -256,6 +262,15 @@ def measure_all(directory: Path, args: argparse.Namespace,
         reports["vmstore"] = bench("vmstore goal 2", mounted, args)
         if args.keep:
             keep.push(stack.pop_all())
+    if not args.no_ceiling:
+        from pyfuse3_ceiling import PASSTHROUGH, passthrough_mount  # it imports this module
+
+        ceiling = directory / "pyfuse3"
+        for path in (ceiling / "backing", ceiling / "mnt"):
+            path.mkdir(parents=True)
+        with passthrough_mount(ceiling / "backing", ceiling / "mnt",
+                               ceiling / "passthrough_fs.log", direct_backing=False):
+            reports[PASSTHROUGH] = bench(PASSTHROUGH, ceiling / "mnt", args)
     return reports
 
 
@@ -268,7 +283,9 @@ def print_report(reports: dict[str, dict[str, Any]], args: argparse.Namespace) -
           f" {reports['vmstore']['kernel']}; {tools}; {args.size / 2**20:,.0f} MiB file;"
           f" timed jobs {args.runtime:g} s; mean ±stdev of {args.repeat} round(s);"
           " ↓ lower is better\n")
-    print(markdown_table(reports, (("vmstore", "local disk"), ("vmstore", "MooseFS"))))
+    ratios = [("vmstore", "local disk"), ("vmstore", "MooseFS")]
+    ratios += [(name, "MooseFS") for name in reports if name.startswith("pass-through")]
+    print(markdown_table(reports, tuple(ratios)))
 
 
 def terminate(signal_number: int, _frame: object) -> None:
@@ -289,7 +306,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="rounds (default 3)")
     parser.add_argument("--workloads", help="comma-separated subset (see vmstore bench --help)")
     parser.add_argument("--keep", action="store_true", help="leave everything up and in place")
-    parser.add_argument("--json", action="store_true", help="the three reports as JSON")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the pyfuse3"
+                        " pass-through (the ceiling of any Python FUSE mount here)")
+    parser.add_argument("--json", action="store_true", help="the reports as JSON")
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("run as root: network namespace, FUSE mounts, apt-get")
