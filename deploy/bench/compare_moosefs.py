@@ -60,9 +60,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mount_bench import markdown_table, settle, vmstore_mount  # noqa: E402
-
-from vmstore.cli.bench import parse_size  # noqa: E402
+from mount_bench import add_bench_options, markdown_table, settle, vmstore_mount  # noqa: E402
 
 PACKAGES = ("moosefs-master", "moosefs-chunkserver", "moosefs-client")
 NETNS = "vmsbench0"
@@ -299,12 +297,7 @@ def main() -> int:
         " --repeat 1")
     parser.add_argument("--dir", type=Path, help="work directory (default: a new one under"
                         " /var/tmp, removed after)")
-    parser.add_argument("--size", type=parse_size, default=parse_size("1G"),
-                        help="file and image size for vmstore bench (default 1G)")
-    parser.add_argument("--runtime", type=float, default=10.0,
-                        help="seconds per timed job (default 10)")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds (default 3)")
-    parser.add_argument("--workloads", help="comma-separated subset (see vmstore bench --help)")
+    add_bench_options(parser, repeat=3)
     parser.add_argument("--keep", action="store_true", help="leave everything up and in place")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the pyfuse3"
                         " pass-through (the ceiling of any Python FUSE mount here)")

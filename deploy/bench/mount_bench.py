@@ -115,16 +115,24 @@ def markdown_table(columns: dict[str, dict[str, Any]],
     return "\n".join(lines)
 
 
+def add_bench_options(parser: argparse.ArgumentParser, repeat: int) -> None:
+    """--size, --runtime, --repeat (default ``repeat``) and --workloads, as every
+    script here that runs `vmstore bench` takes them."""
+    parser.add_argument("--size", type=parse_size, default=parse_size("1G"),
+                        help="file and image size for vmstore bench (default 1G)")
+    parser.add_argument("--runtime", type=float, default=10.0,
+                        help="seconds per timed job (default 10)")
+    parser.add_argument("--repeat", type=int, default=repeat,
+                        help=f"rounds (default {repeat})")
+    parser.add_argument("--workloads", help="comma-separated subset (default: all; see"
+                        " vmstore bench --help)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, help="work directory on the local disk to "
                         "measure (default: a new temp dir under /var/tmp, removed after)")
-    parser.add_argument("--size", type=parse_size, default=parse_size("1G"))
-    parser.add_argument("--runtime", type=float, default=10.0,
-                        help="seconds per timed workload (default 10)")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds (default 1)")
-    parser.add_argument("--workloads", help="comma-separated names (default: all; see"
-                        " vmstore bench --help)")
+    add_bench_options(parser, repeat=1)
     parser.add_argument("--tls", action="store_true", help="also a second cluster with TLS"
                         " required on every connection: the cost of TLS, in the same run")
     reads = parser.add_mutually_exclusive_group()

@@ -58,10 +58,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare_moosefs import is_mounted, run, stop_process, terminate  # noqa: E402
-from mount_bench import markdown_table, settle  # noqa: E402
+from mount_bench import add_bench_options, markdown_table, settle  # noqa: E402
 from passthrough_fs import FILE_SYSTEM_TYPE  # noqa: E402
 
-from vmstore.cli.bench import choose_workloads, measure, parse_size  # noqa: E402
+from vmstore.cli.bench import choose_workloads, measure  # noqa: E402
 from vmstore.dfs.errors import DfsError  # noqa: E402
 from vmstore.fuse.mount import READ_AHEAD_KB  # noqa: E402
 
@@ -169,12 +169,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: python3 deploy/bench/pyfuse3_ceiling.py --size 256M --runtime 3")
-    parser.add_argument("--size", type=parse_size, default=parse_size("1G"),
-                        help="file and image size for vmstore bench (default 1G)")
-    parser.add_argument("--runtime", type=float, default=10.0,
-                        help="seconds per timed job (default 10)")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds (default 1)")
-    parser.add_argument("--workloads", help="comma-separated subset (see vmstore bench --help)")
+    add_bench_options(parser, repeat=1)
     parser.add_argument("--no-direct-backing", action="store_true", help="open the"
                         " pass-through's backing files without O_DIRECT: O_DIRECT rows then"
                         " show the FUSE loop's cost, not the disk's latency at depth 1")
