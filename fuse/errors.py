@@ -51,7 +51,7 @@ ERRNO_BY_ERROR: dict[type[errors.DfsError], int] = {
 def errno_of(error: errors.DfsError) -> int:
     for cls in type(error).__mro__:
         if cls in ERRNO_BY_ERROR:
-            return ERRNO_BY_ERROR[cls]  # type: ignore[index]
+            return ERRNO_BY_ERROR[cls]
     return errno.EIO
 
 

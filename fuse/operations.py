@@ -28,7 +28,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -99,7 +99,8 @@ def _log_io_error(operation: str, error: DfsError) -> None:
                                                      count=unlogged, error=error.message))
 
 
-def translated(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def translated(handler: Callable[P, Coroutine[Any, Any, R]]
+               ) -> Callable[P, Coroutine[Any, Any, R]]:
     """Operating errors become errno values here, and only here; each call is measured."""
     operation = handler.__name__
     seconds = OPERATION_SECONDS.labels(operation)
@@ -170,7 +171,7 @@ def entry_attributes(attrs: FileAttrs, size_bytes: int | None = None) -> pyfuse3
     return entry
 
 
-class VmstoreOperations(pyfuse3.Operations):  # type: ignore[misc]
+class VmstoreOperations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
     enable_acl = False

@@ -177,7 +177,7 @@ class FrameStream:
             body = bytes(view[HEADER_BYTES:body_end])
             buffered = bytes(view[body_end:body_end + header.payload_bytes])
         del self._buffer[:body_end + len(buffered)]
-        parts = [buffered] if buffered else []
+        parts: list[bytes | bytearray] = [buffered] if buffered else []
         missing = header.payload_bytes - len(buffered)
         while missing:
             # No more than the payload: the next frame stays in the socket.
@@ -186,7 +186,9 @@ class FrameStream:
                 raise PeerUnavailable("connection closed by the peer")
             parts.append(data)
             missing -= len(data)
-        return body, parts[0] if len(parts) == 1 else b"".join(parts)
+        whole = parts[0] if len(parts) == 1 else b"".join(parts)
+        # bytes, never a bytearray: a replica stores immutable payloads in one pwrite.
+        return body, whole if isinstance(whole, bytes) else bytes(whole)
 
     @staticmethod
     def _decoded(header: FrameHeader, body: bytes, payload: bytes
