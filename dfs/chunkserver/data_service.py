@@ -59,6 +59,7 @@ from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import LATENCY_BUCKETS_S, REGISTRY
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.capability import READ, WRITE
+from vmstore.dfs.protocol.limits import acquire_uncontended_at_once
 from vmstore.dfs.protocol.rpc import Connection, ConnectionPool, Handler, OutgoingCall
 
 log = logging.getLogger(__name__)
@@ -177,20 +178,13 @@ class DataService:
 
     async def disk(self, size_bytes: int, function: Callable[..., T], *args: Any) -> T:
         """Run a store call: inline when small, else in the worker thread."""
-        await self._take_disk()
+        await acquire_uncontended_at_once(self._disk)
         try:
             if size_bytes <= INLINE_DISK_BYTES_MAX:
                 return function(*args)
             return await trio.to_thread.run_sync(function, *args)
         finally:
             self._disk.release()
-
-    async def _take_disk(self) -> None:
-        """Take the store (release it with ``self._disk.release()``)."""
-        try:
-            self._disk.acquire_nowait()  # the common case, without a scheduler round
-        except trio.WouldBlock:
-            await self._disk.acquire()
 
     def _fault(self, error: Exception, what: str) -> DfsError:
         """This replica failed: say so, and name it."""
@@ -333,7 +327,7 @@ class DataService:
     async def _sync_local(self, chunk_id: int) -> None:
         """This replica's written data and checksums onto stable storage."""
         try:
-            await self._take_disk()
+            await acquire_uncontended_at_once(self._disk)
             try:
                 if not self._sync_placement.inline():
                     await trio.to_thread.run_sync(self.store.flush, chunk_id)

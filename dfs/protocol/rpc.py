@@ -71,7 +71,11 @@ from vmstore.dfs.protocol.codec import (
     decode_payload,
     encode_frame,
 )
-from vmstore.dfs.protocol.limits import ByteBudget, PeerConnections
+from vmstore.dfs.protocol.limits import (
+    ByteBudget,
+    PeerConnections,
+    acquire_uncontended_at_once,
+)
 from vmstore.dfs.protocol.messages import (
     AuthAccepted,
     AuthChallenge,
@@ -209,10 +213,7 @@ class FrameStream:
             head, payload = head + payload, b""
         if self.broken:
             raise PeerUnavailable("connection is broken")
-        try:
-            self._send_lock.acquire_nowait()  # the common case: send_all checkpoints anyway
-        except trio.WouldBlock:
-            await self._send_lock.acquire()
+        await acquire_uncontended_at_once(self._send_lock)  # send_all checkpoints anyway
         # A send cut off half-way leaves half a frame on the wire: after
         # that the stream can only be closed.
         completed = False
@@ -274,9 +275,7 @@ class OutgoingCall:
 
     def abandon(self) -> None:
         """Stop waiting: a reply that comes later is dropped (idempotent)."""
-        pending = self.connection._pending
-        if pending.get(self.request_id) is self.pending:
-            del pending[self.request_id]
+        self.connection.forget_call(self.request_id, self.pending)
 
 
 class Connection:
@@ -335,6 +334,11 @@ class Connection:
         except BaseException:
             outgoing.abandon()
             raise
+
+    def forget_call(self, request_id: int, pending: _PendingCall) -> None:
+        """No caller waits for ``request_id`` any more (if ``pending`` is still its entry)."""
+        if self._pending.get(request_id) is pending:
+            del self._pending[request_id]
 
     async def _send(self, frame: tuple[bytes, bytes | memoryview]) -> None:
         try:
@@ -396,10 +400,7 @@ class Connection:
     async def _admit_request(self, held_bytes: int) -> None:
         """Wait for a request slot and for its bytes in this connection's and the
         process's budgets, in that order; all or nothing."""
-        try:
-            self._inflight.acquire_nowait()  # the common case, without a checkpoint
-        except trio.WouldBlock:
-            await self._inflight.acquire()
+        await acquire_uncontended_at_once(self._inflight)
         try:
             await self._request_bytes.acquire(held_bytes)
             try:

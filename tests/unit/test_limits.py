@@ -12,7 +12,7 @@ from tests.unit.test_rpc import KEY, attrs, start_server
 from vmstore.dfs.constants import REQUEST_BYTES_PER_CONNECTION_MAX
 from vmstore.dfs.errors import PeerUnavailable
 from vmstore.dfs.protocol import rpc
-from vmstore.dfs.protocol.limits import ByteBudget, PeerConnections
+from vmstore.dfs.protocol.limits import ByteBudget, PeerConnections, acquire_uncontended_at_once
 from vmstore.dfs.protocol.messages import AttrsReply, ClientToMasterGetAttr, ClientToMasterStatFs
 
 MIB = 1024 * 1024
@@ -135,3 +135,24 @@ async def test_connections_over_the_per_address_limit_are_closed_at_once(
         assert waited.cancelled_caught
         await later.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_free_resource_is_taken_at_once_and_a_held_one_waited_for() -> None:
+    lock = trio.Lock()
+    with trio.CancelScope() as scope:
+        scope.cancel()  # a checkpoint in here would raise Cancelled
+        await acquire_uncontended_at_once(lock)
+    assert lock.locked() and not scope.cancelled_caught
+    taken = trio.Event()
+
+    async def second() -> None:
+        await acquire_uncontended_at_once(lock)
+        taken.set()
+        lock.release()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(second)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not taken.is_set()
+        lock.release()
+    assert taken.is_set()
