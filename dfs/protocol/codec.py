@@ -91,15 +91,30 @@ def decode_header(data: bytes | bytearray | memoryview) -> FrameHeader:
 
 
 def decode_body(header: FrameHeader, body: bytes | bytearray | memoryview) -> Message:
-    """The message; InvalidField (naming it) for a value out of range, else ProtocolError."""
+    """The message; InvalidField (naming it) for a value out of range, else ProtocolError.
+
+    InvalidField promises that the frame was whole and the stream is still in
+    step, so it is raised only for a body that is exactly one msgpack value. A
+    body with bytes left over or missing means the frame's length was wrong:
+    the next frame's bytes were swallowed (or ours spill into it), so nothing
+    after it can be trusted and the connection must end (a fuzz-found wedge:
+    a refused request that had eaten the honest one behind it, leaving an
+    idle connection that neither answered nor closed).
+    """
     cls = MESSAGE_BY_TYPE[header.message_type]
     try:
         return _decoders[header.message_type].decode(body)
     except msgspec.ValidationError as error:
-        raise InvalidField(_describe(cls, str(error))) from None
+        invalid = InvalidField(_describe(cls, str(error)))
     # msgspec lets invalid UTF-8 in a str field out as UnicodeDecodeError.
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise ProtocolError(f"malformed {cls.__name__} body: {error}") from None
+    # The slow path, for refused bodies only: is the body one whole value?
+    try:
+        msgspec.msgpack.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        raise ProtocolError(f"malformed {cls.__name__} body: {error}") from None
+    raise invalid
 
 
 def _describe(cls: type[Message], text: str) -> str:

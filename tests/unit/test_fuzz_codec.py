@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from vmstore.dfs.errors import InvalidField, ProtocolError
 from vmstore.dfs.protocol import codec
-from vmstore.dfs.protocol.messages import ALL_MESSAGES, Message
+from vmstore.dfs.protocol.messages import ALL_MESSAGES, ClientToMasterGetAttr, Message
 
 EXAMPLES = settings(max_examples=250, deadline=None)
 MESSAGES = sorted(ALL_MESSAGES, key=lambda cls: cls.TYPE)
@@ -217,3 +217,21 @@ def test_mutated_stored_replies(message: Message, data: st.DataObject) -> None:
         codec.decode_stored_message(data.draw(mutated(stored)))
     except ProtocolError:
         pass
+
+
+def test_a_refused_body_with_bytes_left_over_is_a_protocol_error() -> None:
+    """InvalidField (answer and serve on) only for a body that is one whole value:
+    leftover bytes mean the frame's length was wrong and the stream is out of step."""
+    good = frame_of(ClientToMasterGetAttr(inode=5))
+    refused = good[:-1] + b"\xff"  # inode -1: out of range, the frame whole
+    header = codec.decode_header(refused[:codec.HEADER_BYTES])
+    with pytest.raises(InvalidField):
+        codec.decode_body(header, refused[codec.HEADER_BYTES:])
+    swallowed = refused + b"\x00\x01"
+    longer = codec.decode_header(codec.HEADER.pack(
+        codec.MAGIC, codec.PROTOCOL_VERSION, 0, ClientToMasterGetAttr.TYPE, 1,
+        header.body_bytes + 2, 0))
+    with pytest.raises(ProtocolError) as raised:
+        codec.decode_body(longer, swallowed[codec.HEADER_BYTES:])
+    assert not isinstance(raised.value, InvalidField)
+    assert "trailing" in str(raised.value)
