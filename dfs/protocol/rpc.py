@@ -61,7 +61,7 @@ from vmstore.dfs.errors import (
     unwrapped_errors,
 )
 from vmstore.dfs.log_fields import about
-from vmstore.dfs.protocol import auth, tls
+from vmstore.dfs.protocol import auth, network, tls
 from vmstore.dfs.protocol.codec import (
     HEADER_BYTES,
     REQUEST_ID_MAX,
@@ -570,10 +570,10 @@ async def open_connection(
                 connection.close()
 
 
-async def _connect(host: str, port: int, timeout_s: float) -> trio.SocketStream:
+async def _connect(host: str, port: int, timeout_s: float) -> trio.abc.Stream:
     try:
         with trio.fail_after(timeout_s):
-            return await trio.open_tcp_stream(host, port)
+            return await network.current().connect(host, port)
     except (OSError, trio.TooSlowError) as error:
         raise PeerUnavailable(f"cannot connect to {host}:{port}: {error or 'timed out'}"
                               ) from None
@@ -594,12 +594,12 @@ async def serve_connections(
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on host:port; reports the bound port through ``task_status``."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound_port = listeners[0].socket.getsockname()[1]
+    wire = network.current()
+    listeners, bound_port = await wire.listen(host, port)
     task_status.started(bound_port)
     admission = PeerConnections(CONNECTIONS_PER_PEER_MAX, CONNECTIONS_MAX)
     serve_one = functools.partial(_serve_one, key, allowed_roles, handler_factory, compress,
-                                  admission, security or tls.current())
+                                  admission, security or tls.current(), wire)
     await trio.serve_listeners(serve_one, listeners)
 
 
@@ -610,10 +610,11 @@ async def _serve_one(
     compress: bool,
     admission: PeerConnections,
     security: tls.TransportSecurity,
-    stream: trio.SocketStream,
+    wire: network.Network,
+    stream: trio.abc.Stream,
 ) -> None:
     try:
-        address = stream.socket.getpeername()
+        address = wire.peer_address(stream)
         peer = f"{address[0]}:{address[1]}"
     except OSError:
         await trio.aclose_forcefully(stream)
