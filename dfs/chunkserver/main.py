@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,11 @@ class ChunkserverSettings:
     advertise_host: str = ""  # defaults to listen_host
     replication_bandwidth_bytes_per_s: float = REPLICATION_BANDWIDTH_BYTES_PER_S
     scrub_rate_bytes_per_s: float = SCRUB_RATE_BYTES_PER_S
+    # Short-circuit reads for clients on this host (an abstract Unix socket of
+    # the real network namespace: off in an in-process cluster, dfs.testing).
+    local_reads: bool = True
+    # The replica files (dfs.testing lays faults over them).
+    store_factory: Callable[[Path], ChunkStore] = ChunkStore
 
 
 def server_uuid(data_dir: Path) -> str:
@@ -56,7 +62,7 @@ async def run_chunkserver(settings: ChunkserverSettings, *,
     """Serve until cancelled; ``started`` with the data port once registered."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        store = ChunkStore(settings.data_dir)
+        store = settings.store_factory(settings.data_dir)
         stack.callback(store.close)
         async with trio.open_nursery() as nursery:
             peers = ConnectionPool(nursery, settings.key, "chunkserver", compress=False)
@@ -68,7 +74,8 @@ async def run_chunkserver(settings: ChunkserverSettings, *,
             advertise_host = settings.advertise_host or settings.listen_host
             # Named after the address clients get from the master, and up before
             # the master hands that address out.
-            await nursery.start(LocalReadService(data).serve, advertise_host, port)
+            if settings.local_reads:
+                await nursery.start(LocalReadService(data).serve, advertise_host, port)
             link = MasterLink(LinkSettings(
                 master_host=settings.master_host, master_port=settings.master_port,
                 key=settings.key, server_uuid=server_uuid(settings.data_dir),
