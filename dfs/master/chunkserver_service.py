@@ -8,7 +8,6 @@ truncate), so a chunkserver needs no listening port for the master.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import trio
@@ -65,7 +64,7 @@ class ChunkserverService:
         entry = ChunkserverEntry(
             server_id, request.host, request.port, request.host_label, connection,
             pid=request.pid, bytes_total=request.bytes_total, bytes_used=request.bytes_used,
-            chunk_count=len(request.chunks) - len(stale), last_heartbeat_s=time.monotonic(),
+            chunk_count=len(request.chunks) - len(stale), last_heartbeat_s=trio.current_time(),
             draining=draining)
         self.registry.chunkservers[server_id] = entry
         log.info("chunkserver %d (%s:%d, host %s) registered with %d chunks, %d stale",
@@ -86,14 +85,14 @@ class ChunkserverService:
         entry.bytes_total = request.bytes_total
         entry.bytes_used = request.bytes_used
         entry.chunk_count = request.chunk_count
-        entry.last_heartbeat_s = time.monotonic()
+        entry.last_heartbeat_s = trio.current_time()
         return m.EmptyReply()
 
     async def liveness_loop(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
             await trio.sleep(HEARTBEAT_INTERVAL_S)
-            for entry in self.registry.expire_silent(time.monotonic()):
+            for entry in self.registry.expire_silent(trio.current_time()):
                 log.warning("chunkserver %d (%s:%d) missed its heartbeats; marked down",
                             entry.server_id, entry.host, entry.port,
                             extra=about("chunkserver_down", server=entry.server_id,

@@ -24,7 +24,6 @@ Changes to one file's lease are serialised by a per-inode lock.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -68,7 +67,7 @@ class LeaseManager:
     def touch(self, session_id: SessionId) -> None:
         entry = self.registry.sessions.get(session_id)
         if entry is not None:
-            entry.last_seen_s = time.monotonic()
+            entry.last_seen_s = trio.current_time()
 
     def alive(self, session_id: SessionId) -> bool:
         entry = self.registry.sessions.get(session_id)
@@ -76,7 +75,7 @@ class LeaseManager:
 
     @staticmethod
     def _silent_s(entry: SessionEntry) -> float:
-        return time.monotonic() - entry.last_seen_s
+        return trio.current_time() - entry.last_seen_s
 
     def _matches_host(self, session_id: SessionId, host: str) -> bool:
         entry = self.registry.sessions.get(session_id)

@@ -9,8 +9,9 @@ down, so that a restart does not make the master drop every replica.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+
+import trio
 
 from vmstore.dfs.constants import CHUNKSERVER_DOWN_AFTER_S
 from vmstore.dfs.errors import ReplicaUnavailable
@@ -54,12 +55,12 @@ class ChunkserverEntry:
 class SessionEntry:
     status: ClientStatus
     connections: set[Connection] = field(default_factory=set)
-    last_seen_s: float = field(default_factory=time.monotonic)  # for lease expiry
+    last_seen_s: float = field(default_factory=trio.current_time)  # for lease expiry
 
 
 class Registry:
     def __init__(self, startup_grace_s: float = STARTUP_GRACE_S) -> None:
-        self.started_s = time.monotonic()
+        self.started_s = trio.current_time()
         self.startup_grace_s = startup_grace_s
         self.chunkservers: dict[ServerId, ChunkserverEntry] = {}
         self.sessions: dict[SessionId, SessionEntry] = {}
@@ -100,7 +101,7 @@ class Registry:
         return [entry for entry in self.chunkservers.values() if entry.up]
 
     def in_startup_grace(self) -> bool:
-        return time.monotonic() - self.started_s < self.startup_grace_s
+        return trio.current_time() - self.started_s < self.startup_grace_s
 
     def split_live(self, servers: list[ServerId]) -> tuple[list[ServerId], list[ServerId]]:
         """(up, down) among ``servers``; raises while one may still register.

@@ -12,7 +12,6 @@ once: they are simply tried again.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +74,7 @@ def plan(
 
 
 def monotonic_s() -> float:
-    return time.monotonic()
+    return trio.current_time()
 
 
 class ReplicationDriver:
