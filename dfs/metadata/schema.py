@@ -106,8 +106,8 @@ CREATE TABLE IF NOT EXISTS chunk_deletions (
     version   INTEGER NOT NULL
 );
 
--- Replies to mutating client requests, so that a request retried after a
--- lost reply (master restart, broken connection) is answered, not redone.
+-- Client sessions: the identity that write leases and the reply cache hang
+-- off. Ids are never reused, so a resumed session never takes a stranger's.
 CREATE TABLE IF NOT EXISTS sessions (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- SessionId
     hostname    TEXT NOT NULL,
@@ -127,6 +127,8 @@ CREATE TABLE IF NOT EXISTS leases (
     holder_host     TEXT NOT NULL,     -- the holder's host label, for operators
     handover_host   TEXT NOT NULL      -- host (label or hostname) allowed to take it; '' none
 ) WITHOUT ROWID;
+-- Replies to mutating client requests, so that a request retried after a
+-- lost reply (master restart, broken connection) is answered, not redone.
 CREATE TABLE IF NOT EXISTS reply_cache (
     session_id  INTEGER NOT NULL,
     op_id       INTEGER NOT NULL,  -- client-chosen, increasing per session
