@@ -296,8 +296,11 @@ class ClientService:
     async def setattr(self, connection: Connection, request: Any) -> m.Message:
         if request.size_bytes is not None:
             self.leases.check_writer(SessionId(request.session_id), InodeId(request.inode))
-            attrs = self.namespace.getattr(InodeId(request.inode))
-            if 0 <= request.size_bytes < attrs.size_bytes:
+            # Cut even when the size on record is below the new one: the
+            # writer's replicas may hold bytes past the new end that it never
+            # reported (write-behind), and they must read as zeros after it.
+            if request.size_bytes >= 0:
+                self.namespace.getattr(InodeId(request.inode))  # NotFound first
                 await self.chunk_manager.cut_chunk(InodeId(request.inode), request.size_bytes)
         return await self._mutate(request, _setattr)
 

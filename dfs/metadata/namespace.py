@@ -451,11 +451,12 @@ class Namespace:
             changes["size_bytes"] = size_bytes
             if size_bytes != attrs.size_bytes and mtime_ns is None:
                 changes["mtime_ns"] = now_ns
-            if size_bytes < attrs.size_bytes:
-                # Only chunks starting at or past the new end go; a straddling
-                # chunk keeps its data until the master zeroes its tail.
-                first_dropped = -(-size_bytes // CHUNK_SIZE_BYTES)
-                freed = self._free_chunks(inode, first_dropped)
+            # Chunks starting at or past the new end go, whatever size was on
+            # record: a writer's last writes may reach past it, not yet told
+            # (write-behind), and must not come back past a truncate. A
+            # straddling chunk keeps its data until the master zeroes its tail.
+            first_dropped = -(-size_bytes // CHUNK_SIZE_BYTES)
+            freed = self._free_chunks(inode, first_dropped)
         if not changes:
             return attrs, freed
         changes["ctime_ns"] = now_ns
