@@ -310,7 +310,10 @@ class DataService:
         forwarded = await self._forward(request)
         try:
             try:
-                version = self.store.version_of(request.chunk_id)
+                # Through the limiter, never straight from the loop: a write in the
+                # worker thread holds the replica's lock, and waiting for that
+                # lock here would stall every request of this chunkserver.
+                version = await self.disk(0, self.store.version_of, request.chunk_id)
             except REPLICA_FAULTS as error:
                 raise self._fault(error, f"flush of chunk {request.chunk_id}") from None
             if version != request.version:
