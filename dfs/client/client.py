@@ -21,7 +21,11 @@ from vmstore.dfs.client.chunk_io import ChunkIO
 from vmstore.dfs.client.leases import ClientLeases
 from vmstore.dfs.client.local_replicas import LocalReplicas
 from vmstore.dfs.client.master_client import ClientIdentity, MasterClient
-from vmstore.dfs.constants import MASTER_RECONNECT_TIMEOUT_S, MTIME_PUBLISH_INTERVAL_S
+from vmstore.dfs.constants import (
+    MASTER_RECONNECT_TIMEOUT_S,
+    MTIME_PUBLISH_INTERVAL_S,
+    SIZE_LOCKS_MAX,
+)
 from vmstore.dfs.errors import NotADirectory, NotFound, unwrapped_errors
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import ConnectionPool
@@ -40,6 +44,11 @@ class Client:
         # grows nothing needs no master round trip.
         self._published_sizes: dict[int, int] = {}
         self._published_at: dict[int, float] = {}  # trio clock, of the last size and mtime
+        # Per file: held while its size is being told to the master (WriteEnd,
+        # truncate). The master grows a file to the largest size its writer
+        # reports, so a report from before a truncate that reached it after
+        # the truncate would bring the cut bytes back as zeros (issue 18).
+        self._size_locks: dict[int, trio.Lock] = {}
 
     # --- namespace by inode ------------------------------------------------------------
     async def lookup(self, parent: int, name: bytes) -> m.FileAttrs:
@@ -54,17 +63,47 @@ class Client:
 
     async def setattr(self, inode: int, **changes: Any) -> m.FileAttrs:
         if changes.get("size_bytes") is not None:
-            await self.fsync(inode)  # pending writes must not land past a new end
-            self.io.forget(inode)
+            return await self._set_size(inode, changes)
+        reply = await self.master.mutate(m.ClientToMasterSetAttr, reply_type=m.AttrsReply,
+                                         inode=inode, **changes)
+        return reply.attrs
+
+    async def _set_size(self, inode: int, changes: dict[str, Any]) -> m.FileAttrs:
+        """A truncate (down or up): final for every write made before it.
+
+        Those writes are on stable storage first (none may land past a new
+        end), and how far they reached is forgotten, not published: the new
+        size replaces it. Both under the file's size lock, so that no report
+        of the old reach is on its way to the master meanwhile.
+        """
+        await self.io.flush(InodeId(inode))
+        self.io.forget(inode)
+        async with self._size_lock(inode):
+            reach_before = self.io.pending_size(InodeId(inode))
+            self.io.size_published(inode, reach_before)
             self._published_sizes.pop(inode, None)
             self._published_at.pop(inode, None)
-        try:
-            reply = await self.master.mutate(m.ClientToMasterSetAttr, reply_type=m.AttrsReply,
-                                             inode=inode, **changes)
-        finally:
-            if changes.get("size_bytes") is not None:
+            try:
+                reply = await self.master.mutate(m.ClientToMasterSetAttr,
+                                                 reply_type=m.AttrsReply, inode=inode,
+                                                 **changes)
+            except BaseException:
+                self.io.size_owed(inode, reach_before)  # not truncated: still to tell
+                raise
+            finally:
                 self.io.replicas_changed()
         return reply.attrs
+
+    def _size_lock(self, inode: int) -> trio.Lock:
+        lock = self._size_locks.get(inode)
+        if lock is None:
+            if len(self._size_locks) >= SIZE_LOCKS_MAX:
+                # A library user writes without opened(), so no close drops them.
+                # A lock nobody holds has no waiters and protects nothing yet.
+                self._size_locks = {key: held for key, held in self._size_locks.items()
+                                    if held.locked()}
+            lock = self._size_locks[inode] = trio.Lock()
+        return lock
 
     async def create(self, parent: int, name: bytes, mode: int, uid: int = 0, gid: int = 0,
                      rdev: int = 0) -> m.FileAttrs:
@@ -188,20 +227,28 @@ class Client:
                     nursery.start_soon(self._write_end, inode, size_bytes)
 
     async def _write_end(self, inode: int, size_bytes: int) -> None:
-        # Taken off the unpublished sizes before the call, as before write-behind:
-        # a close meanwhile (even a forked child's, closing an inherited fd) then
-        # finds nothing to publish, instead of waiting on a master that may be
-        # away. Should the call fail, the size is owed again.
-        self.io.size_published(inode, size_bytes)
-        try:
-            await self.master.mutate(m.ClientToMasterWriteEnd, reply_type=m.AttrsReply,
-                                     inode=inode, size_bytes=size_bytes,
-                                     mtime_ns=time.time_ns())
-        except BaseException:
-            self.io.size_owed(inode, size_bytes)
-            raise
-        self._published_sizes[inode] = max(self._published_sizes.get(inode, 0), size_bytes)
-        self._published_at[inode] = trio.current_time()
+        """Tell the master the file's writes reach ``size_bytes`` (and set its mtime)."""
+        async with self._size_lock(inode):
+            # A truncate while this waited for the lock made the old reach void:
+            # only what is still unpublished may be told, never more.
+            size_bytes = min(size_bytes, self.io.pending_size(InodeId(inode)))
+            if not size_bytes:
+                return
+            # Taken off the unpublished sizes before the call, as before write-behind:
+            # a close meanwhile (even a forked child's, closing an inherited fd) then
+            # finds nothing to publish, instead of waiting on a master that may be
+            # away. Should the call fail, the size is owed again.
+            self.io.size_published(inode, size_bytes)
+            try:
+                await self.master.mutate(m.ClientToMasterWriteEnd, reply_type=m.AttrsReply,
+                                         inode=inode, size_bytes=size_bytes,
+                                         mtime_ns=time.time_ns())
+            except BaseException:
+                self.io.size_owed(inode, size_bytes)
+                raise
+            self._published_sizes[inode] = max(self._published_sizes.get(inode, 0),
+                                               size_bytes)
+            self._published_at[inode] = trio.current_time()
 
     async def opened(self, inode: int, writable: bool = False) -> None:
         """A handle on ``inode`` opened here: the master keeps the file while any is open.
@@ -242,6 +289,9 @@ class Client:
         self.io.forget_write_error(inode)
         self._published_sizes.pop(inode, None)
         self._published_at.pop(inode, None)
+        lock = self._size_locks.get(inode)
+        if lock is not None and not lock.locked():  # a held one is dropped by a later close
+            del self._size_locks[inode]
         await self.master.call(m.ClientToMasterHold(
             session_id=self.master.session_id, inode=inode, held=False),
             reply_type=m.EmptyReply)
