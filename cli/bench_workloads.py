@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vmstore.dfs.errors import DfsError
+# BenchFailed is imported from here by the bench modules.
+from vmstore.dfs.errors import BenchFailed as BenchFailed
 
 # Sized (untimed) jobs and qemu-img convert may take long on a slow target;
 # this bounds them beyond --runtime so a wedged mount cannot hang the bench.
@@ -32,12 +33,6 @@ TOOL_TIMEOUT_EXTRA_S = 900.0
 DIRECT = ("--direct=1", "--ioengine=libaio")
 
 Job = dict[str, Any]
-
-
-class BenchFailed(DfsError):
-    """A benchmark tool is missing, failed, or printed what we cannot read."""
-
-    code = 54
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from vmstore.cli.mount_command import FS_TYPE
-from vmstore.dfs.errors import ConfigError, DfsError
+from vmstore.dfs.errors import ConfigError, ImportFailed
 from vmstore.dfs.progress import ProgressDisplay
 
 PERCENT = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 READ_BYTES = 256
-
-
-class ImportFailed(DfsError):
-    code = 53
 
 
 def vmstore_mount_of(path: Path) -> str | None:

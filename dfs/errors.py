@@ -215,6 +215,38 @@ class DamagedMetadata(DfsError):
     code = 41
 
 
+# --- tools: migration, image import, bench ---------------------------------
+class PreflightFailed(DfsError):
+    """A guest cannot move as asked; the message lists every problem preflight found."""
+
+    code = 50
+
+
+class MigrationFailed(DfsError):
+    """A migration, evacuation or failover could not be done; the guest stays where it ran."""
+
+    code = 51
+
+
+class UnknownHost(DfsError):
+    """A host named on the command line is neither configured nor a libvirt URI."""
+
+    code = 52
+
+
+class ImportFailed(DfsError):
+    code = 53
+
+
+class BenchFailed(DfsError):
+    """A benchmark tool is missing, failed, or printed what we cannot read."""
+
+    code = 54
+
+
+# Every code is registered here, once: a DfsError subclass defined in another
+# module would never reach this table, so tests/unit/test_errors.py checks
+# that none is.
 _BY_CODE: dict[int, type[DfsError]] = {}
 
 

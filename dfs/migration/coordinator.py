@@ -25,7 +25,7 @@ from typing import Any
 
 import libvirt
 
-from vmstore.dfs.errors import DfsError
+from vmstore.dfs.errors import MigrationFailed
 from vmstore.dfs.migration.cluster_view import ClusterView, GuestRecord, GuestRecords
 from vmstore.dfs.migration.domain import parse_domain
 from vmstore.dfs.migration.hosts import ClusterAccess, Fleet, MigrationHost
@@ -39,10 +39,6 @@ STALL_POLICIES = ("pause", "postcopy", "auto-converge", "abort")
 # measured not to converge a paced dirtier in 120 s; these did in 67 s.
 AUTO_CONVERGE_INITIAL_PERCENT = 50
 AUTO_CONVERGE_INCREMENT_PERCENT = 20
-
-
-class MigrationFailed(DfsError):
-    code = 51
 
 
 class JobStatistics:

@@ -23,17 +23,16 @@ from typing import Any
 
 import libvirt
 
+from vmstore.dfs.errors import MigrationFailed, PreflightFailed
 from vmstore.dfs.migration.cluster_view import ClusterView, GuestRecord, GuestRecords, ImageFile
 from vmstore.dfs.migration.coordinator import (
     Migration,
-    MigrationFailed,
     MigrationOptions,
     MigrationReport,
     connect,
 )
 from vmstore.dfs.migration.domain import parse_domain
 from vmstore.dfs.migration.hosts import ClusterAccess, Fleet, MigrationHost
-from vmstore.dfs.migration.preflight import PreflightFailed
 from vmstore.dfs.progress import ProgressDisplay
 
 LEASE_POLL_INTERVAL_S = 1.0

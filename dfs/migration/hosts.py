@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from vmstore.dfs.errors import DfsError
+from vmstore.dfs.errors import UnknownHost
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,3 @@ class Fleet:
         raise UnknownHost(f"no host {text!r}: name a configured host"
                           f" ({', '.join(h.name for h in self.hosts) or 'none configured'})"
                           " or give its libvirt URI, e.g. qemu+ssh://root@host2/system")
-
-
-class UnknownHost(DfsError):
-    code = 52

@@ -17,7 +17,7 @@ from typing import Any
 
 import libvirt
 
-from vmstore.dfs.errors import DfsError
+from vmstore.dfs.errors import PreflightFailed
 from vmstore.dfs.migration.cluster_view import ClusterView, ImageFile
 from vmstore.dfs.migration.domain import GuestDefinition
 from vmstore.dfs.migration.hosts import MigrationHost
@@ -25,10 +25,6 @@ from vmstore.dfs.migration.hosts import MigrationHost
 SAFE_CACHE_MODES = frozenset({"none", "directsync"})
 # QEMU keeps some memory of its own beyond the guest's RAM.
 MEMORY_OVERHEAD_KIB = 64 * 1024
-
-
-class PreflightFailed(DfsError):
-    code = 50
 
 
 @dataclass
