@@ -2,15 +2,18 @@
 
 Layering (an arrow means "may import"; ``tests/test_layering.py`` enforces it)::
 
-    dfs.client ─────┐
-    dfs.master ─► dfs.metadata ─┤
-    dfs.chunkserver ────────────┴─► dfs.protocol ─► dfs.{types, constants, errors}
-    dfs.migration ─► dfs.client (+ libvirt)
+    dfs.migration (+ libvirt) ─► dfs.client ─┐
+    dfs.master ─► dfs.metadata ──────────────┤
+    dfs.chunkserver ─────────────────────────┴─► dfs.protocol ─► dfs.{types, constants, errors}
     dfs.testing ─► any dfs.*
 
-* ``dfs`` never imports ``vmstore.fuse``, ``vmstore.cli``, ``pyfuse3`` or ``dfs.testing``.
+* ``dfs`` never imports ``vmstore.fuse``, ``vmstore.cli`` or ``pyfuse3``; nothing
+  in ``dfs`` but ``dfs.testing`` itself imports ``dfs.testing``.
 * ``dfs.master`` and ``dfs.chunkserver`` never import each other: they talk only
   through ``dfs.protocol``.
+* ``dfs.client`` reaches the daemons only through ``dfs.protocol``, and
+  ``dfs.migration`` reaches the cluster only through ``dfs.client``: neither
+  imports ``dfs.master``, ``dfs.chunkserver`` or ``dfs.metadata``.
 * ``dfs.metadata`` is synchronous: no trio, no network.
 """
 

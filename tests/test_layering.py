@@ -151,6 +151,13 @@ RULES = [
         lambda m: _under(m, "vmstore.fuse", "vmstore.cli", "pyfuse3", "vmstore.dfs.testing"),
     ),
     Rule(
+        "testing-no-fuse-cli",
+        "dfs/testing/ may import any vmstore.dfs module, but, as the rest of dfs/, never "
+        "vmstore.fuse, vmstore.cli or pyfuse3",
+        lambda p: _in_dir(p, "dfs/testing"),
+        lambda m: _under(m, "vmstore.fuse", "vmstore.cli", "pyfuse3"),
+    ),
+    Rule(
         "master-not-chunkserver",
         "dfs/master/ never imports vmstore.dfs.chunkserver",
         lambda p: _in_dir(p, "dfs/master"),
@@ -161,6 +168,34 @@ RULES = [
         "dfs/chunkserver/ never imports vmstore.dfs.master",
         lambda p: _in_dir(p, "dfs/chunkserver"),
         lambda m: _under(m, "vmstore.dfs.master"),
+    ),
+    Rule(
+        "daemons-not-client",
+        "dfs/master/ and dfs/chunkserver/ never import vmstore.dfs.client or vmstore.dfs.migration",
+        lambda p: _in_dir(p, "dfs/master", "dfs/chunkserver"),
+        lambda m: _under(m, "vmstore.dfs.client", "vmstore.dfs.migration"),
+    ),
+    Rule(
+        "client-below-daemons",
+        "dfs/client/ never imports vmstore.dfs.{master,chunkserver,metadata,migration}: "
+        "it reaches the daemons only through vmstore.dfs.protocol",
+        lambda p: _in_dir(p, "dfs/client"),
+        lambda m: _under(
+            m,
+            "vmstore.dfs.master",
+            "vmstore.dfs.chunkserver",
+            "vmstore.dfs.metadata",
+            "vmstore.dfs.migration",
+        ),
+    ),
+    Rule(
+        "migration-over-client",
+        "dfs/migration/ never imports vmstore.dfs.{master,chunkserver,metadata}: "
+        "it drives the cluster through vmstore.dfs.client",
+        lambda p: _in_dir(p, "dfs/migration"),
+        lambda m: _under(
+            m, "vmstore.dfs.master", "vmstore.dfs.chunkserver", "vmstore.dfs.metadata"
+        ),
     ),
     Rule(
         "metadata-sync-offline",
@@ -313,7 +348,22 @@ def test_rules_catch_known_violations() -> None:
     assert broken("cli/main.py", "libvirt")
     assert broken("cli/main.py", "fuse")
     assert broken("dfs/master/x.py", "vmstore.dfs.testing")
+    assert broken("dfs/client/x.py", "vmstore.dfs.testing.cluster")
+    assert broken("dfs/protocol/x.py", "vmstore.dfs.testing")
+    assert broken("dfs/testing/cluster.py", "pyfuse3")
+    assert broken("dfs/testing/cluster.py", "vmstore.fuse.operations")
+    assert broken("dfs/testing/cluster.py", "vmstore.cli.main")
+    assert broken("dfs/master/x.py", "vmstore.dfs.client.client")
+    assert broken("dfs/chunkserver/x.py", "vmstore.dfs.migration")
+    for layer in ("master", "chunkserver", "metadata"):
+        assert broken("dfs/client/chunk_io.py", f"vmstore.dfs.{layer}.x")
+        assert broken("dfs/migration/fleet.py", f"vmstore.dfs.{layer}")
+    assert broken("dfs/client/client.py", "vmstore.dfs.migration.coordinator")
     assert not broken("dfs/testing/cluster.py", "vmstore.dfs.testing.simnet")
+    for layer in ("master.main", "chunkserver.main", "metadata.store", "client.client"):
+        assert not broken("dfs/testing/cluster.py", f"vmstore.dfs.{layer}")
+    assert not broken("dfs/client/chunk_io.py", "vmstore.dfs.protocol.rpc")
+    assert not broken("dfs/migration/fleet.py", "vmstore.dfs.client.client")
     assert not broken("dfs/metadata/x.py", "vmstore.dfs.protocol.messages")
     assert not broken("dfs/protocol/codec.py", "vmstore.dfs.types")
     assert not broken("fuse/operations.py", "vmstore.dfs.client.master_client")
