@@ -41,6 +41,15 @@ class Replicator:
         self.bytes_copied = 0
 
     async def replicate(self, request: m.MasterToChunkserverReplicate) -> None:
+        """Make the copy; ReplicaUnavailable (this chunkserver's fault, named) if our
+        own disk fails: a sick disk fails the copy, never the process."""
+        try:
+            await self._replicate(request)
+        except OSError as error:
+            raise ReplicaUnavailable(f"copy of chunk {request.chunk_id} failed on this"
+                                     f" chunkserver's disk: {error}") from None
+
+    async def _replicate(self, request: m.MasterToChunkserverReplicate) -> None:
         staging_version = request.version - 1
         assert staging_version >= 1, "the master bumps the version before a copy"
         await self.disk(0, self._start, request.chunk_id, staging_version)
@@ -58,7 +67,12 @@ class Replicator:
                             request.version)
         except BaseException:
             with trio.CancelScope(shield=True):
-                await self.disk(0, self._discard, request.chunk_id)
+                try:
+                    await self.disk(0, self._discard, request.chunk_id)
+                except OSError as error:
+                    # Left at the staging version: stale, reported and deleted later.
+                    log.warning("could not discard the partial copy of chunk %d: %s",
+                                request.chunk_id, error)
             raise
         log.info("replicated chunk %d version %d (%d bytes of data)", request.chunk_id,
                  request.version, copied)
