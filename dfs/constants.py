@@ -58,6 +58,12 @@ HEARTBEAT_INTERVAL_S = 1.0
 # A chunkserver silent for this long is marked down and leaves write chains.
 CHUNKSERVER_DOWN_AFTER_S = 5.0
 GROUP_COMMIT_BATCH_MAX = 256
+# A readdir reply carries at most this many entries, however many were asked.
+READDIR_REPLY_ENTRIES_MAX = 1024
+# Chunk deletions sent to chunkservers per pass of the master's deleter.
+CHUNK_DELETIONS_PER_PASS_MAX = 256
+# Keeps a fence of a huge file inside one frame.
+FENCE_CHUNKS_PER_MESSAGE_MAX = 65536
 # A chunkserver down this long has its replicas rebuilt elsewhere; shorter
 # absences (a reboot) only cost a version bump when written meanwhile.
 REPLICATION_DELAY_S = 30.0
@@ -65,10 +71,14 @@ REPLICATION_INTERVAL_S = 1.0
 REPLICATION_INFLIGHT_MAX = 4  # chunks being copied at once, cluster-wide
 REPLICATION_TIMEOUT_S = 600.0  # one whole chunk copy, throttled
 REPLICATION_PIECE_BYTES = 1024 * 1024
+# The rebuild rate `vmstore status` shows is an average over this long.
+REPLICATION_RATE_WINDOW_S = 60.0
 # Default copy bandwidth per target chunkserver, so guests keep their I/O.
 REPLICATION_BANDWIDTH_BYTES_PER_S = 200 * 1024 * 1024
 # Background checksum verification per chunkserver: a 1 TB disk in ~1 day.
 SCRUB_RATE_BYTES_PER_S = 12 * 1024 * 1024
+# Rest between scrub passes at the default rate; a faster rate rests less.
+SCRUB_PASS_PAUSE_S = 60.0
 REPLY_CACHE_PER_SESSION_MAX = 1024
 CHUNK_ALLOCATION_RETRIES_MAX = 5
 # Write leases. A client session silent this long loses its leases; a write
@@ -82,7 +92,22 @@ SESSION_EXPIRY_CHECK_INTERVAL_S = 0.5
 # (a busy master, a dropped packet) do not cost the lease.
 LEASE_RENEWALS_PER_EXPIRY = 4
 
+# --- chunkserver ---------------------------------------------------------
+# Store calls on buffers up to this size run on the event loop: a pwrite to
+# the page cache costs less than a thread hop.
+INLINE_DISK_BYTES_MAX = 256 * 1024
+# An inline fdatasync that takes longer than this sends syncs to the worker
+# thread for SLOW_SYNC_BACKOFF_S.
+INLINE_SYNC_SLOW_S = 0.005
+SLOW_SYNC_BACKOFF_S = 30.0
+# Short-circuit readers served at once on the chunkserver's Unix socket, and
+# the socket's listen() backlog.
+LOCAL_READ_CONNECTIONS_MAX = 256
+LOCAL_READ_LISTEN_BACKLOG_MAX = 64
+
 # --- client --------------------------------------------------------------
+# Directory entries a client asks the master for in one readdir call.
+READDIR_BATCH_ENTRIES_MAX = 512
 # How long metadata calls keep retrying while the master is away (restart,
 # failover). Like an NFS hard mount, but bounded.
 MASTER_RECONNECT_TIMEOUT_S = 300.0

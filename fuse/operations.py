@@ -36,6 +36,7 @@ import pyfuse3
 from prometheus_client import Counter, Histogram
 
 from vmstore.dfs.client.client import Client
+from vmstore.dfs.constants import READDIR_BATCH_ENTRIES_MAX
 from vmstore.dfs.errors import DfsError, LeaseHeld, NoSuchAttribute
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import LATENCY_BUCKETS_S, REGISTRY
@@ -49,7 +50,6 @@ R = TypeVar("R")
 ATTR_TIMEOUT_S = 1.0
 ENTRY_TIMEOUT_S = 1.0
 BLOCK_SIZE_FOR_TOOLS = 65536  # st_blksize: tools size their I/O by it
-READDIR_BATCH = 512
 CAPABILITY_XATTR = b"security.capability"
 CAPABILITY_CACHE_MAX = 65536
 # readdir positions: 1 after ".", 2 after "..", cookie + 2 after a real entry.
@@ -309,7 +309,7 @@ class VmstoreOperations(pyfuse3.Operations):
                                                                       position):
                     return
         cookie = max(0, start_id - _DOT_POSITIONS)
-        while entries := await self.client.readdir(fh, cookie, READDIR_BATCH):
+        while entries := await self.client.readdir(fh, cookie, READDIR_BATCH_ENTRIES_MAX):
             for entry in entries:
                 if not pyfuse3.readdir_reply(token, entry.name, self._entry(entry.attrs),
                                              entry.cookie + _DOT_POSITIONS):

@@ -42,7 +42,14 @@ from prometheus_client import Counter, Histogram
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
 from vmstore.dfs.chunkserver.range_lock import RangeLocks
 from vmstore.dfs.chunkserver.write_fence import WriteFence
-from vmstore.dfs.constants import CHUNK_SIZE_BYTES, DATA_REQUEST_BYTES_MAX, DATA_RPC_TIMEOUT_S
+from vmstore.dfs.constants import (
+    CHUNK_SIZE_BYTES,
+    DATA_REQUEST_BYTES_MAX,
+    DATA_RPC_TIMEOUT_S,
+    INLINE_DISK_BYTES_MAX,
+    INLINE_SYNC_SLOW_S,
+    SLOW_SYNC_BACKOFF_S,
+)
 from vmstore.dfs.errors import (
     ChecksumMismatch,
     ChunkNotFound,
@@ -68,11 +75,6 @@ T = TypeVar("T")
 REPLICA_FAULTS = (ChunkNotFound, StaleChunkVersion, ChecksumMismatch, OSError)
 # Refusals of the writer, not of a replica: the client must not drop anyone.
 WRITER_REFUSED = (LeaseLost, TokenExpired, WriteRefused)
-INLINE_DISK_BYTES_MAX = 256 * 1024
-# An inline fdatasync that takes longer than this sends syncs to the worker
-# thread for SLOW_SYNC_BACKOFF_S.
-INLINE_SYNC_SLOW_S = 0.005
-SLOW_SYNC_BACKOFF_S = 30.0
 
 REQUEST_SECONDS = Histogram(
     "vmstore_chunkserver_request_seconds",

@@ -12,7 +12,7 @@ Promises:
   that is not an open request, fds sent to us) closes that connection
   with a logged reason; the listener and every other connection go on.
   Each request is answered within LOCAL_CALL_TIMEOUT_S or its connection
-  is closed. At most LOCAL_CONNECTIONS_MAX connections are served at once.
+  is closed. At most LOCAL_READ_CONNECTIONS_MAX connections are served at once.
 
 What it does not promise: the reader verifies what it reads itself
 (``protocol.replica_format``) and falls back to a network read on any
@@ -32,6 +32,7 @@ import trio
 from prometheus_client import Counter
 
 from vmstore.dfs.chunkserver.data_service import DataService
+from vmstore.dfs.constants import LOCAL_READ_CONNECTIONS_MAX, LOCAL_READ_LISTEN_BACKLOG_MAX
 from vmstore.dfs.errors import AccessDenied, DfsError, ProtocolError, ReplicaUnavailable
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import REGISTRY
@@ -49,8 +50,6 @@ from vmstore.dfs.protocol.local_socket import (
 )
 
 log = logging.getLogger(__name__)
-LOCAL_CONNECTIONS_MAX = 256
-LOCAL_LISTEN_BACKLOG = 64
 # accept() errors that mean "out of something for now": wait, then go on
 # (as trio's serve_listeners does), rather than end the listener.
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
@@ -86,12 +85,12 @@ class LocalReadService:
                             extra=about("local_socket_unavailable", error=str(error)))
                 task_status.started(None)
                 return
-            listener.listen(LOCAL_LISTEN_BACKLOG)
+            listener.listen(LOCAL_READ_LISTEN_BACKLOG_MAX)
             task_status.started(name)
             async with trio.open_nursery() as nursery:
                 while True:
                     connection = await self._accept(listener)
-                    if self.connections >= LOCAL_CONNECTIONS_MAX:
+                    if self.connections >= LOCAL_READ_CONNECTIONS_MAX:
                         connection.close()  # the reader falls back to TCP
                         continue
                     nursery.start_soon(self._serve_one, connection)

@@ -14,13 +14,12 @@ from typing import Any
 import trio
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
-from vmstore.dfs.constants import CHUNK_SIZE_BYTES, SCRUB_RATE_BYTES_PER_S
+from vmstore.dfs.constants import CHUNK_SIZE_BYTES, SCRUB_PASS_PAUSE_S, SCRUB_RATE_BYTES_PER_S
 from vmstore.dfs.errors import ChunkNotFound
 from vmstore.dfs.log_fields import about
 
 log = logging.getLogger(__name__)
 Disk = Callable[..., Awaitable[Any]]
-PASS_PAUSE_S = 60.0  # at the default rate
 
 
 class Scrubber:
@@ -43,7 +42,7 @@ class Scrubber:
                 # Pace by the worst case (a full chunk) so the rate is a bound.
                 await trio.sleep(CHUNK_SIZE_BYTES / self.rate_bytes_per_s)
             # Rest between passes over a small disk; a faster rate rests less.
-            await trio.sleep(PASS_PAUSE_S * SCRUB_RATE_BYTES_PER_S / self.rate_bytes_per_s)
+            await trio.sleep(SCRUB_PASS_PAUSE_S * SCRUB_RATE_BYTES_PER_S / self.rate_bytes_per_s)
 
     async def verify_one(self, chunk_id: int, version: int) -> None:
         try:

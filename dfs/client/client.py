@@ -24,6 +24,7 @@ from vmstore.dfs.client.master_client import ClientIdentity, MasterClient
 from vmstore.dfs.constants import (
     MASTER_RECONNECT_TIMEOUT_S,
     MTIME_PUBLISH_INTERVAL_S,
+    READDIR_BATCH_ENTRIES_MAX,
     SIZE_LOCKS_MAX,
 )
 from vmstore.dfs.errors import NotADirectory, NotFound, unwrapped_errors
@@ -31,7 +32,6 @@ from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import ConnectionPool
 from vmstore.dfs.types import ROOT_INODE, InodeId
 
-READDIR_BATCH = 512
 CLOSE_SESSION_TIMEOUT_S = 5.0
 
 
@@ -150,7 +150,7 @@ class Client:
         return reply.target
 
     async def readdir(self, inode: int, after_cookie: int = 0,
-                      limit: int = READDIR_BATCH) -> list[m.DirEntry]:
+                      limit: int = READDIR_BATCH_ENTRIES_MAX) -> list[m.DirEntry]:
         reply = await self.master.call(m.ClientToMasterReadDir(
             inode=inode, after_cookie=after_cookie, limit=limit), reply_type=m.ReadDirReply)
         return reply.entries

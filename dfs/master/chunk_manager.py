@@ -20,7 +20,9 @@ from collections.abc import Callable
 import trio
 
 from vmstore.dfs.constants import (
+    CHUNK_DELETIONS_PER_PASS_MAX,
     CHUNK_SIZE_BYTES,
+    FENCE_CHUNKS_PER_MESSAGE_MAX,
     HEARTBEAT_INTERVAL_S,
     MAX_FILE_SIZE_BYTES,
     REPLICATION_TIMEOUT_S,
@@ -54,8 +56,6 @@ from vmstore.dfs.protocol.messages import (
 from vmstore.dfs.types import ChunkId, ChunkVersion, InodeId, ServerId
 
 log = logging.getLogger(__name__)
-DELETIONS_PER_PASS_MAX = 256
-FENCE_CHUNKS_PER_MESSAGE_MAX = 65536  # keeps a fence of a huge file inside one frame
 
 
 class ChunkManager:
@@ -418,7 +418,7 @@ class ChunkManager:
             await self._delete_pass()
 
     async def _delete_pass(self) -> None:
-        for chunk_id, version in self.chunks.pending_deletions(DELETIONS_PER_PASS_MAX):
+        for chunk_id, version in self.chunks.pending_deletions(CHUNK_DELETIONS_PER_PASS_MAX):
             # The list above is a snapshot and earlier deletes awaited: decide
             # on this chunk now, with no await between the check and the send.
             # A reserved id is skipped while its allocation runs, and once

@@ -21,7 +21,11 @@ import msgspec
 import trio
 from prometheus_client import Counter, Gauge, Histogram
 
-from vmstore.dfs.constants import CHUNK_SIZE_BYTES, MAX_FILE_SIZE_BYTES
+from vmstore.dfs.constants import (
+    CHUNK_SIZE_BYTES,
+    MAX_FILE_SIZE_BYTES,
+    READDIR_REPLY_ENTRIES_MAX,
+)
 from vmstore.dfs.errors import (
     AccessDenied,
     FileTooLarge,
@@ -43,7 +47,6 @@ from vmstore.dfs.protocol.codec import decode_stored_message, encode_stored_mess
 from vmstore.dfs.protocol.rpc import Connection, Handler
 from vmstore.dfs.types import ChunkId, ChunkVersion, InodeId, ServerId, SessionId
 
-READDIR_LIMIT_MAX = 1024
 # The decoder keeps indexes in 0..2**63-1; past the largest file they would
 # allocate chunks nobody can address, or overflow SQLite in index + count.
 CHUNK_INDEX_MAX = MAX_FILE_SIZE_BYTES // CHUNK_SIZE_BYTES - 1
@@ -469,7 +472,7 @@ _QUERIES: dict[type[m.Message], Callable[[ClientService, Any], m.Message]] = {
     m.ClientToMasterReadLink: lambda s, r: m.ReadLinkReply(
         target=s.namespace.readlink(InodeId(r.inode))),
     m.ClientToMasterReadDir: lambda s, r: m.ReadDirReply(entries=s.namespace.readdir(
-        InodeId(r.inode), r.after_cookie, min(max(r.limit, 1), READDIR_LIMIT_MAX))),
+        InodeId(r.inode), r.after_cookie, min(max(r.limit, 1), READDIR_REPLY_ENTRIES_MAX))),
     m.ClientToMasterGetXattr: lambda s, r: m.XattrReply(
         value=s.namespace.getxattr(InodeId(r.inode), r.name)),
     m.ClientToMasterListXattr: lambda s, r: m.XattrNamesReply(

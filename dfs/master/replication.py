@@ -22,6 +22,7 @@ from vmstore.dfs.constants import (
     CHUNK_SIZE_BYTES,
     REPLICATION_INFLIGHT_MAX,
     REPLICATION_INTERVAL_S,
+    REPLICATION_RATE_WINDOW_S,
 )
 from vmstore.dfs.errors import DfsError
 from vmstore.dfs.log_fields import about
@@ -31,7 +32,6 @@ from vmstore.dfs.protocol.messages import HealingStatus
 from vmstore.dfs.types import ChunkId, ServerId
 
 log = logging.getLogger(__name__)
-RATE_WINDOW_S = 60.0  # the rebuild rate is an average over this long (in chunks)
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,11 @@ class ReplicationDriver:
 
     def status(self) -> HealingStatus:
         now_s = monotonic_s()
-        self._copied_at = [t for t in self._copied_at if now_s - t < RATE_WINDOW_S]
+        self._copied_at = [t for t in self._copied_at if now_s - t < REPLICATION_RATE_WINDOW_S]
         return HealingStatus(
             under_goal=self.under_goal, copying=len(self._active),
             chunks_copied=self.chunks_copied, replicas_removed=self.replicas_removed,
-            copied_bytes_per_s=len(self._copied_at) * CHUNK_SIZE_BYTES / RATE_WINDOW_S)
+            copied_bytes_per_s=len(self._copied_at) * CHUNK_SIZE_BYTES / REPLICATION_RATE_WINDOW_S)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
