@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,15 +92,25 @@ async def raise_readahead(mountpoint: Path) -> None:
     log.info("readahead of %s left as the kernel set it", mountpoint)
 
 
-async def run_mount(settings: MountSettings, *,
-                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Mount, serve until unmounted (or SIGTERM/SIGINT), then clean up."""
-    os.umask(0)
+@asynccontextmanager
+async def open_operations(settings: MountSettings) -> AsyncIterator[VmstoreOperations]:
+    """The mount's handlers over a connected client, for the block's duration.
+
+    Everything a mount is but the kernel's side: ``run_mount`` hands these to
+    pyfuse3, and tests call them directly (tests/fuse).
+    """
     identity = ClientIdentity(host_label=settings.host_label,
                               mount_point=str(settings.mountpoint))
     async with open_client(settings.master_host, settings.master_port, settings.key,
                            identity, short_circuit_reads=settings.short_circuit_reads) as client:
-        operations = VmstoreOperations(client, settings.writeback_cache)
+        yield VmstoreOperations(client, settings.writeback_cache)
+
+
+async def run_mount(settings: MountSettings, *,
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Mount, serve until unmounted (or SIGTERM/SIGINT), then clean up."""
+    os.umask(0)
+    async with open_operations(settings) as operations:
         pyfuse3.init(operations, str(settings.mountpoint), mount_options(settings))
         try:
             async with trio.open_nursery() as nursery:
