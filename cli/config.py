@@ -24,6 +24,7 @@ Every error names the file, the key and what is wrong, in one line.
     listen = "0.0.0.0:9420"
     metrics = "127.0.0.1:9430"       # Prometheus endpoint
     lease_expiry = 20                # seconds; also replication_delay, startup_grace
+    # new_cluster = true             # an empty data_dir starts a new cluster (first start only)
 
     [chunkserver]                    # `vmstore chunkserver` defaults (every disk)
     replication_mib_per_s = 200
@@ -69,7 +70,7 @@ DEFAULT_MOUNT = "/var/lib/vmstore"
 # [master] and [chunkserver] keys: the daemon's flag names, and the type each takes.
 DAEMON_OPTION_TYPES: dict[str, dict[str, type]] = {
     "master": {"data_dir": Path, "listen": str, "metrics": str, "replication_delay": float,
-               "startup_grace": float, "lease_expiry": float},
+               "startup_grace": float, "lease_expiry": float, "new_cluster": bool},
     "chunkserver": {"replication_mib_per_s": float, "scrub_mib_per_s": float},
 }
 _KNOWN = {"cluster": {"master", "key_file"}, "client": {"host_label", "mount"},
@@ -160,7 +161,11 @@ def _daemon_options(path: Path, section: str, values: dict[str, Any]) -> dict[st
     for key, value in values.items():
         wanted = DAEMON_OPTION_TYPES[section][key]
         where = f"{path}: [{section}] {key}"
-        if wanted is float:
+        if wanted is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} {value!r} is not true or false")
+            options[key] = value
+        elif wanted is float:
             if (isinstance(value, bool) or not isinstance(value, (int, float))
                     or not math.isfinite(value) or value < 0):
                 raise ConfigError(f"{where} {value!r} is not a number >= 0")

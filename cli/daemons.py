@@ -39,7 +39,7 @@ DRAIN_POLL_INTERVAL_S = 1.0
 MASTER_DEFAULTS: dict[str, Any] = {
     "data_dir": None, "listen": f"0.0.0.0:{DEFAULT_MASTER_PORT}", "metrics": None,
     "replication_delay": REPLICATION_DELAY_S, "startup_grace": STARTUP_GRACE_S,
-    "lease_expiry": LEASE_EXPIRY_S}
+    "lease_expiry": LEASE_EXPIRY_S, "new_cluster": False}
 CHUNKSERVER_DEFAULTS: dict[str, Any] = {
     "replication_mib_per_s": REPLICATION_BANDWIDTH_BYTES_PER_S / 2**20,
     "scrub_mib_per_s": SCRUB_RATE_BYTES_PER_S / 2**20}
@@ -102,7 +102,8 @@ def run_master_command(args: argparse.Namespace) -> int:
                               key=use_key_file(config.key_file),
                               replication_delay_s=args.replication_delay,
                               startup_grace_s=args.startup_grace,
-                              lease_expiry_s=args.lease_expiry, exports=config.exports)
+                              lease_expiry_s=args.lease_expiry, exports=config.exports,
+                              new_cluster=args.new_cluster)
     serve_metrics(args.metrics)
     trio.run(lambda: run_until_signal(run_master, settings,
                                       on_started=_write_ready_file(args.ready_file, host)))
@@ -180,7 +181,8 @@ def register(subparsers: Any) -> None:
     master = subparsers.add_parser("master", help="run the metadata master",
                                    description="Run the metadata master in the foreground.",
                                    epilog="example: vmstore master --data-dir"
-                                   " /var/lib/vmstore-master --listen 0.0.0.0:9420")
+                                   " /var/lib/vmstore-master --listen 0.0.0.0:9420"
+                                   " [--new-cluster: the first start only]")
     add_daemon_arguments(master)
     master.add_argument("--listen",
                         help="HOST:PORT to serve on (port 0: any free port; default"
@@ -196,6 +198,11 @@ def register(subparsers: Any) -> None:
                         metavar="SECONDS", help="a client silent this long loses its write"
                         " leases, and another host may write its files; its write tokens"
                         f" expire {CLOCK_SKEW_MAX_S:g} s earlier (default {LEASE_EXPIRY_S:g})")
+    master.add_argument("--new-cluster", action="store_true", default=None,
+                        help="if --data-dir holds no metadata, create a new cluster there"
+                        " (without it such a master refuses to start, so that a wrong path"
+                        " or a lost disk never meets the chunkservers as an empty cluster);"
+                        " ignored when the metadata exists")
     master.set_defaults(handler=run_master_command)
 
     chunkserver = subparsers.add_parser(

@@ -73,6 +73,13 @@ def spawn(directory: Path, name: str, arguments: list[str] | None = None,
     return ready
 
 
+def forget_argument(directory: Path, name: str, argument: str) -> None:
+    """Drop ``argument`` from the arguments a restart of daemon ``name`` uses."""
+    saved = directory / "run" / f"{name}.args"
+    arguments, prefix, environment = json.loads(saved.read_text())
+    saved.write_text(json.dumps([[a for a in arguments if a != argument], prefix, environment]))
+
+
 def wait_ready(ready: Path, name: str, directory: Path) -> str:
     deadline = time.monotonic() + READY_TIMEOUT_S
     pid = int((directory / "run" / f"{name}.pid").read_text())
@@ -124,8 +131,11 @@ def local_up(directory: Path, chunkservers: int, mountpoint: Path | None = None,
     environment = {"VMSTORE_CONFIG": str(config)}
     ready = spawn(directory, "master", ["master", "--data-dir", str(directory / "master"),
                                         "--listen", master, "--key-file", str(key_file),
-                                        *master_flags], environment=environment)
+                                        "--new-cluster", *master_flags], environment=environment)
     wait_ready(ready, "master", directory)
+    # A restart (`spawn` of the saved arguments) must find its metadata, not make a
+    # new cluster where it went missing.
+    forget_argument(directory, "master", "--new-cluster")
     names = []
     for index in range(chunkservers):
         name = f"chunkserver{index}"

@@ -48,6 +48,9 @@ def status_text(status: StatusReply) -> str:
     chunks = status.chunks
     health = "healthy" if chunks.lost == chunks.endangered == chunks.undergoal == 0 else (
         "DATA LOST" if chunks.lost else "DEGRADED")
+    if status.refused:
+        health += f"; {len(status.refused)} chunkserver(s) REFUSED (another cluster, or older"
+        health += " metadata: see below)"
     lines = [
         f"master {status.master_address}: {health}",
         f"chunks: {chunks.total} total, {chunks.ok} ok, {chunks.undergoal} under goal,"
@@ -62,6 +65,11 @@ def status_text(status: StatusReply) -> str:
                      f" {_size(server.bytes_used):>11} {_size(server.bytes_total):>11}"
                      f" {server.chunk_count:>7}")
     lines.append("")
+    for refused in status.refused:
+        lines.append(f"refused chunkserver {refused.server_uuid} at {refused.address}:"
+                     f" {refused.reason}")
+    if status.refused:
+        lines.append("")
     if status.healing is not None:
         lines.append(healing_text(status))
     lines.append(f"write leases held: {status.write_leases}")
@@ -127,7 +135,7 @@ def run_status(args: argparse.Namespace) -> int:
         status = with_client(args.master, lambda client: client.status(), role="admin")
     print(json.dumps(status_json(status), indent=2) if args.json else status_text(status))
     chunks = status.chunks
-    return 2 if chunks.lost else (1 if degraded(status) else 0)
+    return 2 if chunks.lost else (1 if degraded(status) or status.refused else 0)
 
 
 def register(subparsers: Any) -> None:

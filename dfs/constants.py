@@ -64,6 +64,9 @@ READDIR_REPLY_ENTRIES_MAX = 1024
 CHUNK_DELETIONS_PER_PASS_MAX = 256
 # Keeps a fence of a huge file inside one frame.
 FENCE_CHUNKS_PER_MESSAGE_MAX = 65536
+# Refused chunkserver registrations the master keeps for `vmstore status` (the
+# oldest go first): enough for every chunkserver of a big cluster.
+REFUSED_CHUNKSERVERS_KEPT_MAX = 1024
 # A chunkserver down this long has its replicas rebuilt elsewhere; shorter
 # absences (a reboot) only cost a version bump when written meanwhile.
 REPLICATION_DELAY_S = 30.0
@@ -113,6 +116,9 @@ READDIR_BATCH_ENTRIES_MAX = 512
 MASTER_RECONNECT_TIMEOUT_S = 300.0
 RECONNECT_BACKOFF_MIN_S = 0.05
 RECONNECT_BACKOFF_MAX_S = 2.0
+# A chunkserver that refused its master (dfs.protocol.cluster_identity) asks again
+# this often: an operator may fix the master meanwhile, and each refusal is logged.
+MASTER_REFUSED_RETRY_S = 10.0
 WRITE_RETRIES_MAX = 8
 READ_RETRIES_MAX = 8
 LOCATION_CACHE_ENTRIES_MAX = 65536

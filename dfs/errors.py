@@ -215,6 +215,14 @@ class DamagedMetadata(DfsError):
     code = 41
 
 
+class ClusterMismatch(DfsError):
+    """A master and a chunkserver that must not work together: of different clusters, or
+    the master's metadata is older than what the chunkserver has seen. The chunkserver
+    keeps its replicas and tries again later."""
+
+    code = 42
+
+
 # --- tools: migration, image import, bench ---------------------------------
 class PreflightFailed(DfsError):
     """A guest cannot move as asked; the message lists every problem preflight found."""

@@ -114,6 +114,13 @@ def test_master_takes_its_settings_from_the_config_file(tmp_path: Path) -> None:
         1, "vmstore master: lease expiry 2: at least 4 s (write tokens live 2 s less)\n")
     assert vmstore("master", "--lease-expiry", "1", config=config).returncode == 1
     config.write_text(base + 'listen = "127.0.0.1:0"\nlease_expiry = 6\n')
+    empty = vmstore("master", config=config)
+    assert empty.returncode == 1
+    assert f"no metadata in {tmp_path / 'meta'}" in empty.stderr
+    assert "--new-cluster" in empty.stderr
+    config.write_text(base + 'listen = "127.0.0.1:0"\nlease_expiry = 6\nnew_cluster = "yes"\n')
+    assert "is not true or false" in vmstore("master", config=config).stderr
+    config.write_text(base + 'listen = "127.0.0.1:0"\nlease_expiry = 6\nnew_cluster = true\n')
     ready = tmp_path / "ready"
     master = subprocess.Popen(
         [sys.executable, "-m", "vmstore.cli.main", "master", "--ready-file", str(ready)],

@@ -4,7 +4,6 @@ an abstract Unix socket named after that port: short-circuit reads), link to the
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import trio
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
 from vmstore.dfs.chunkserver.data_service import DataService
+from vmstore.dfs.chunkserver.identity import load_accepted_master, server_uuid
 from vmstore.dfs.chunkserver.local_read_service import LocalReadService
 from vmstore.dfs.chunkserver.master_link import LinkSettings, MasterLink
 from vmstore.dfs.chunkserver.replicator import Replicator
@@ -47,16 +47,6 @@ class ChunkserverSettings:
     store_factory: Callable[[Path], ChunkStore] = ChunkStore
 
 
-def server_uuid(data_dir: Path) -> str:
-    """This disk's identity: made once, kept with the data it names."""
-    path = data_dir / "server.uuid"
-    if path.exists():
-        return path.read_text().strip()
-    identity = str(uuid.uuid4())
-    path.write_text(identity + "\n")
-    return identity
-
-
 async def run_chunkserver(settings: ChunkserverSettings, *,
                           task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled; ``started`` with the data port once registered."""
@@ -79,8 +69,9 @@ async def run_chunkserver(settings: ChunkserverSettings, *,
             link = MasterLink(LinkSettings(
                 master_host=settings.master_host, master_port=settings.master_port,
                 key=settings.key, server_uuid=server_uuid(settings.data_dir),
-                advertise_host=advertise_host,
-                data_port=port, host_label=settings.host_label), store, data)
+                advertise_host=advertise_host, data_port=port, host_label=settings.host_label,
+                data_dir=settings.data_dir), store, data,
+                load_accepted_master(settings.data_dir))
             link.replicator = Replicator(store, peers, data.disk,
                                          settings.replication_bandwidth_bytes_per_s)
             data.report_damaged = link.report_damaged

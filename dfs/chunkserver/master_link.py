@@ -5,6 +5,10 @@ replicas (a full report at every (re)registration) and its free space
 (a heartbeat every HEARTBEAT_INTERVAL_S). When the link breaks, the
 chunkserver keeps serving reads and writes of current replicas and
 reconnects with bounded backoff; the master decides what is current.
+
+Only a master of this chunkserver's cluster, with metadata no older than it has seen,
+decides anything here (``dfs.protocol.cluster_identity``): another is refused before a
+replica is touched, logged as an ERROR, and asked again every MASTER_REFUSED_RETRY_S.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -19,15 +24,18 @@ from prometheus_client import Gauge
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
 from vmstore.dfs.chunkserver.data_service import DataService
+from vmstore.dfs.chunkserver.identity import store_accepted_master
 from vmstore.dfs.chunkserver.replicator import Replicator
 from vmstore.dfs.constants import (
     HEARTBEAT_INTERVAL_S,
+    MASTER_REFUSED_RETRY_S,
     RECONNECT_BACKOFF_MAX_S,
     RECONNECT_BACKOFF_MIN_S,
     RPC_TIMEOUT_S,
 )
 from vmstore.dfs.errors import (
     ChunkNotFound,
+    ClusterMismatch,
     DfsError,
     PeerUnavailable,
     ProtocolError,
@@ -36,6 +44,7 @@ from vmstore.dfs.errors import (
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import REGISTRY
 from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.cluster_identity import ClusterIdentity, refusal
 from vmstore.dfs.protocol.rpc import Connection, open_connection
 
 log = logging.getLogger(__name__)
@@ -58,11 +67,15 @@ class LinkSettings:
     advertise_host: str  # the address clients and peers reach us at
     data_port: int
     host_label: str
+    data_dir: Path  # where the accepted master identity is kept
 
 
 class MasterLink:
-    def __init__(self, settings: LinkSettings, store: ChunkStore, data: DataService) -> None:
+    def __init__(self, settings: LinkSettings, store: ChunkStore, data: DataService,
+                 accepted: ClusterIdentity | None) -> None:
         self.settings = settings
+        self.accepted = accepted  # the newest master identity accepted; None: never
+        self.refused_reason = ""  # why the master was last refused; "" while accepted
         self.store = store
         self.data = data
         self.disk = data.disk  # store calls go through its one thread
@@ -91,6 +104,13 @@ class MasterLink:
                             nursery.start_soon(self._send_damage_reports, connection)
                             await self._heartbeat_until_closed(connection)
                             nursery.cancel_scope.cancel()
+            except ClusterMismatch as error:
+                self.refused_reason = error.message
+                log.error("master %s refused, keeping every replica here: %s; asking again in"
+                          " %.0f s", address, error.message, MASTER_REFUSED_RETRY_S,
+                          extra=about("master_refused", peer=address, error=error.message))
+                await trio.sleep(MASTER_REFUSED_RETRY_S)
+                continue
             except DfsError as error:
                 log.info("link to master %s down: %s; retrying in %.2f s", address, error,
                          backoff_s, extra=about("master_link_down", peer=address,
@@ -119,12 +139,17 @@ class MasterLink:
     async def _register(self, connection: Connection) -> None:
         chunks = await self.disk(2**30, self.store.list_chunks)
         bytes_total, bytes_used = self.store.space()
+        accepted = self.accepted or ClusterIdentity("", 0, "")
         reply, _ = await connection.call(m.ChunkserverToMasterRegister(
             server_uuid=self.settings.server_uuid, host=self.settings.advertise_host,
             port=self.settings.data_port, host_label=self.settings.host_label, pid=os.getpid(),
             bytes_total=bytes_total, bytes_used=bytes_used,
             chunks=[m.ChunkReport(chunk_id=c, version=v) for c, v in chunks],
+            cluster_id=accepted.cluster_id, generation=accepted.generation,
+            incarnation=accepted.incarnation,
         ), timeout_s=RPC_TIMEOUT_S * 4, reply_type=m.MasterToChunkserverRegistered)
+        await self._accept_master(ClusterIdentity(reply.cluster_id, reply.generation,
+                                                  reply.incarnation))
         self.server_id = reply.server_id
         self.chunk_count = len(chunks)  # each stale one is subtracted as it is deleted
         self.registrations += 1
@@ -132,6 +157,21 @@ class MasterLink:
             await self._delete(stale.chunk_id, stale.version)
         log.info("registered with master as chunkserver %d (%d replicas, %d stale deleted)",
                  self.server_id, len(chunks), len(reply.stale_chunks))
+
+    async def _accept_master(self, master: ClusterIdentity) -> None:
+        """Raise ClusterMismatch for a master this chunkserver must refuse (the master
+        checks too, but it is the chunkserver's replicas at stake); else keep its identity
+        on disk before obeying it."""
+        reason = refusal(self.accepted, master)
+        if reason:
+            raise ClusterMismatch(reason)
+        self.refused_reason = ""
+        if master.cluster_id and master != self.accepted:  # "": a master before cluster ids
+            if self.accepted is None:
+                log.info("joined %s", master.describe(),
+                         extra=about("cluster_joined", cluster=master.cluster_id))
+            await self.disk(0, store_accepted_master, self.settings.data_dir, master)
+            self.accepted = master
 
     async def _heartbeat_until_closed(self, connection: Connection) -> None:
         try:

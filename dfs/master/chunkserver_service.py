@@ -8,18 +8,20 @@ truncate), so a chunkserver needs no listening port for the master.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import trio
 
 from vmstore.dfs.constants import HEARTBEAT_INTERVAL_S
-from vmstore.dfs.errors import ProtocolError
+from vmstore.dfs.errors import ClusterMismatch, ProtocolError
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.registry import ChunkserverEntry, Registry
 from vmstore.dfs.metadata.chunks import ChunkTable
 from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.cluster_identity import ClusterIdentity, refusal
 from vmstore.dfs.protocol.rpc import Connection, Handler
 from vmstore.dfs.types import ChunkId, ChunkVersion, ServerId
 
@@ -28,7 +30,9 @@ log = logging.getLogger(__name__)
 
 class ChunkserverService:
     def __init__(self, committer: GroupCommitter, writer_chunks: ChunkTable,
-                 chunk_manager: ChunkManager, registry: Registry) -> None:
+                 chunk_manager: ChunkManager, registry: Registry,
+                 identity: ClusterIdentity) -> None:
+        self.identity = identity  # this master start's
         self.committer = committer
         self.writer_chunks = writer_chunks
         self.chunk_manager = chunk_manager
@@ -51,6 +55,8 @@ class ChunkserverService:
 
     async def register(self, connection: Connection,
                        request: m.ChunkserverToMasterRegister) -> m.Message:
+        self._refuse_a_mismatch(request)
+
         def change() -> tuple[ServerId, list[m.ChunkReport], bool]:
             server_id = self.writer_chunks.register_server(
                 request.server_uuid, request.host, request.port, request.host_label)
@@ -67,6 +73,7 @@ class ChunkserverService:
             chunk_count=len(request.chunks) - len(stale), last_heartbeat_s=trio.current_time(),
             draining=draining)
         self.registry.chunkservers[server_id] = entry
+        self.registry.refused.pop(request.server_uuid, None)
         log.info("chunkserver %d (%s:%d, host %s) registered with %d chunks, %d stale",
                  server_id, request.host, request.port, request.host_label,
                  len(request.chunks), len(stale),
@@ -74,7 +81,28 @@ class ChunkserverService:
                              peer=f"{request.host}:{request.port}", host=request.host_label))
         if stale:
             self.chunk_manager.deletions_wanted.set()
-        return m.MasterToChunkserverRegistered(server_id=server_id, stale_chunks=stale)
+        return m.MasterToChunkserverRegistered(
+            server_id=server_id, stale_chunks=stale, cluster_id=self.identity.cluster_id,
+            generation=self.identity.generation, incarnation=self.identity.incarnation)
+
+    def _refuse_a_mismatch(self, request: m.ChunkserverToMasterRegister) -> None:
+        """Raise ClusterMismatch before the report touches the metadata if the chunkserver
+        would refuse this master: its replicas are none of this master's business (and a
+        master that took them in would call them stale)."""
+        seen = None if not request.cluster_id else ClusterIdentity(
+            request.cluster_id, request.generation, request.incarnation)
+        reason = refusal(seen, self.identity)
+        if not reason:
+            return
+        address = f"{request.host}:{request.port}"
+        self.registry.note_refused(m.RefusedChunkserver(
+            server_uuid=request.server_uuid, address=address, reason=reason,
+            refused_at_ns=time.time_ns()))
+        log.error("refused chunkserver %s (%s, %d replicas): %s; this master serves %s",
+                  request.server_uuid, address, len(request.chunks), reason,
+                  self.identity.describe(),
+                  extra=about("chunkserver_refused", peer=address, error=reason))
+        raise ClusterMismatch(f"refused by the master: {reason}")
 
     def heartbeat(self, connection: Connection,
                   request: m.ChunkserverToMasterHeartbeat) -> m.Message:

@@ -322,6 +322,7 @@ class ClientService:
             inodes=self.namespace.inode_count(),
             healing=None if self.healing is None else self.healing.status(),
             write_leases=self.leases.held_count(),
+            refused=list(self.registry.refused.values()),
         )
 
     async def gauge_loop(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

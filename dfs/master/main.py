@@ -2,6 +2,12 @@
 
 Stops cleanly on SIGTERM/SIGINT: the listener closes, in-flight commits
 finish (they are shielded), the database closes.
+
+A data directory without metadata is a new cluster only when the settings say so
+(``new_cluster``, `vmstore master --new-cluster`): a master that came up empty by
+mistake (a wrong path, a swapped disk) would otherwise call every replica of the real
+cluster stale. Its chunkservers refuse it anyway (``dfs.protocol.cluster_identity``),
+but refusing to start says what is wrong where the operator looks first.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 import trio
 
 from vmstore.dfs.constants import CLOCK_SKEW_MAX_S, LEASE_EXPIRY_S, REPLICATION_DELAY_S
+from vmstore.dfs.errors import ConfigError, unwrapped_errors
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.chunkserver_service import ChunkserverService
 from vmstore.dfs.master.client_service import ClientService
@@ -27,6 +34,7 @@ from vmstore.dfs.master.lease_manager import LeaseManager
 from vmstore.dfs.master.registry import STARTUP_GRACE_S, Registry
 from vmstore.dfs.master.replication import ReplicationDriver
 from vmstore.dfs.metadata.chunks import ChunkTable
+from vmstore.dfs.metadata.identity import begin_generation
 from vmstore.dfs.metadata.leases import LeaseTable
 from vmstore.dfs.metadata.namespace import Namespace
 from vmstore.dfs.metadata.sessions import SessionTable
@@ -53,16 +61,38 @@ class MasterSettings:
     lease_expiry_s: float = LEASE_EXPIRY_S
     # Which client addresses may mount what (``master.exports``); none: all, read-write.
     exports: tuple[ExportRule, ...] = ()
+    # A data directory without metadata may start a new cluster; ignored when the
+    # metadata exists. Off: such a master refuses to start (see the module docstring).
+    new_cluster: bool = False
+
+
+def metadata_path(settings: MasterSettings) -> Path:
+    """The metadata database; ConfigError if it is missing and no new cluster was asked for."""
+    database = settings.data_dir / "metadata.db"
+    if database.exists():
+        if settings.new_cluster:
+            log.info("%s holds metadata already: not a new cluster, --new-cluster ignored",
+                     database)
+        return database
+    if not settings.new_cluster:
+        raise ConfigError(
+            f"no metadata in {settings.data_dir} (no {database.name}). If this master's"
+            " metadata is elsewhere, point --data-dir (or [master] data_dir) at it; a master"
+            " started empty would be refused by the cluster's chunkservers. To create a new"
+            " cluster here, start it once with --new-cluster (or [master] new_cluster = true)")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log.info("creating a new cluster: metadata in %s", database)
+    return database
 
 
 async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_STATUS_IGNORED
                      ) -> None:
     """Serve until cancelled; reports the bound port through ``task_status``."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        database = settings.data_dir / "metadata.db"
+        database = metadata_path(settings)
         writer = MetadataStore(database)
         stack.callback(writer.close)
+        identity = begin_generation(writer)
         reader = MetadataStore(database)
         stack.callback(reader.close)
         committer = GroupCommitter(writer)
@@ -75,7 +105,8 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
                                   write_life_s=settings.lease_expiry_s - CLOCK_SKEW_MAX_S)
         chunk_manager = ChunkManager(committer, ChunkTable(writer), reader_chunks, registry,
                                      random.Random(settings.seed), signer)
-        chunkservers = ChunkserverService(committer, ChunkTable(writer), chunk_manager, registry)
+        chunkservers = ChunkserverService(committer, ChunkTable(writer), chunk_manager, registry,
+                                          identity)
         leases = LeaseManager(committer, LeaseTable(writer), LeaseTable(reader),
                               SessionTable(writer), registry, chunk_manager, signer,
                               settings.lease_expiry_s,
@@ -103,8 +134,8 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
             await nursery.start(healing.run)
             nursery.start_soon(clients.sweep_orphans_after_restart, settings.startup_grace_s)
             await nursery.start(clients.gauge_loop)
-            log.info("master serving on %s:%d, metadata in %s", settings.listen_host, port,
-                     database)
+            log.info("master serving on %s:%d, metadata in %s (%s)", settings.listen_host, port,
+                     database, identity.describe())
             task_status.started(port)
 
 
@@ -113,9 +144,11 @@ async def run_until_signal(service: Callable[..., Any], *args: Any,
     """Run ``service`` until SIGTERM or SIGINT, then cancel it and return.
 
     Signals count from the first moment, start-up included: a chunkserver
-    waiting for an unreachable master must still stop when told to.
+    waiting for an unreachable master must still stop when told to. A service's one
+    error leaves unwrapped, so that `vmstore` prints a refusal to start as a message.
     """
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals, \
+            unwrapped_errors():
         async with trio.open_nursery() as nursery:
             async def stop_on_signal() -> None:
                 async for signal_number in signals:

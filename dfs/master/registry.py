@@ -13,9 +13,14 @@ from dataclasses import dataclass, field
 
 import trio
 
-from vmstore.dfs.constants import CHUNKSERVER_DOWN_AFTER_S
+from vmstore.dfs.constants import CHUNKSERVER_DOWN_AFTER_S, REFUSED_CHUNKSERVERS_KEPT_MAX
 from vmstore.dfs.errors import ReplicaUnavailable
-from vmstore.dfs.protocol.messages import ChunkserverStatus, ClientStatus, ReplicaAddress
+from vmstore.dfs.protocol.messages import (
+    ChunkserverStatus,
+    ClientStatus,
+    RefusedChunkserver,
+    ReplicaAddress,
+)
 from vmstore.dfs.protocol.rpc import Connection
 from vmstore.dfs.types import ServerId, SessionId
 
@@ -67,6 +72,15 @@ class Registry:
         # Which sessions have a file open. Memory only: clients re-declare
         # their open files when they reconnect (ClientToMasterOpenSession).
         self.holds: dict[int, set[SessionId]] = {}
+        # Registrations refused for a cluster mismatch, by server uuid, oldest first:
+        # shown by `vmstore status` until that chunkserver registers.
+        self.refused: dict[str, RefusedChunkserver] = {}
+
+    def note_refused(self, refused: RefusedChunkserver) -> None:
+        self.refused.pop(refused.server_uuid, None)  # re-inserted: newest last
+        self.refused[refused.server_uuid] = refused
+        while len(self.refused) > REFUSED_CHUNKSERVERS_KEPT_MAX:
+            del self.refused[next(iter(self.refused))]
 
     def is_open(self, inode: int) -> bool:
         return bool(self.holds.get(inode))

@@ -22,19 +22,27 @@ Invariants (checked by ``vmstore fsck`` and by asserts in the code):
   version (``chunks.version``), or, for a chunk in ``chunk_deletions``, the
   ones still to be told to delete it. A replica with another version is
   stale and is never read.
+* ``meta`` 'cluster_id' is made once, with the database, and never changes;
+  'generation' only grows (``dfs.metadata.identity`` says when and why).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import uuid
 
 from vmstore.dfs.errors import DamagedMetadata
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this code can bring up to SCHEMA_VERSION (``_migrate``). 2: the cluster
+# identity (meta 'cluster_id', 'generation').
+MIGRATABLE_SCHEMA_VERSIONS = frozenset({"1"})
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,   -- 'schema_version', 'cluster_id'
+    key   TEXT PRIMARY KEY,   -- 'schema_version'; 'cluster_id' (a uuid, made with the
+                              -- database, never changed); 'generation' (an integer that only
+                              -- grows, see dfs.metadata.identity); 'last_lease_epoch'
     value TEXT NOT NULL
 );
 
@@ -139,15 +147,44 @@ CREATE TABLE IF NOT EXISTS reply_cache (
 
 
 def create_tables(connection: sqlite3.Connection) -> None:
-    """Create the schema on a new database, or check an existing one's version."""
+    """Create the schema on a new database, or check an existing one's version (migrating
+    an older one)."""
     connection.executescript(SCHEMA_SQL)
     row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if row is None:
+        _add_identity(connection)
         connection.execute(
             "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
+    elif str(row[0]) in MIGRATABLE_SCHEMA_VERSIONS:
+        _migrate(connection)
     elif str(row[0]) != str(SCHEMA_VERSION):
         # Compared as text: a damaged value ("", "x", a blob) is named, not parsed.
         raise DamagedMetadata(
             f"metadata schema version {row[0]!r} is not {SCHEMA_VERSION}; no migration known"
         )
+
+
+def _add_identity(connection: sqlite3.Connection) -> None:
+    """A new cluster id and generation 0 (the first master start moves it to 1).
+
+    OR IGNORE: a migration cut short and run again keeps the id it made the first time.
+    """
+    connection.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('cluster_id', ?)",
+                       (str(uuid.uuid4()),))
+    connection.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', '0')")
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """1 → 2: a database from before cluster ids gets one. Its chunkservers have none
+    stored yet, so they adopt it at their next registration."""
+    # One transaction: the version moves only with the rows it promises.
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        _add_identity(connection)
+        connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                           (str(SCHEMA_VERSION),))
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")

@@ -635,6 +635,15 @@ class ClientStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     address: str
 
 
+class RefusedChunkserver(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A chunkserver whose registration this master refused (dfs.protocol.cluster_identity)."""
+
+    server_uuid: str
+    address: str  # HOST:PORT it serves data on
+    reason: str
+    refused_at_ns: Int64  # wall clock of the last refusal
+
+
 class StatusReply(Message, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 150
     master_address: str
@@ -644,6 +653,7 @@ class StatusReply(Message, frozen=True, kw_only=True):
     inodes: U63
     healing: HealingStatus | None = None
     write_leases: U63 = 0  # files with a write lease held
+    refused: list[RefusedChunkserver] = []  # recent registrations refused, newest last
 
 
 class ClientToMasterDrain(Request, frozen=True, kw_only=True):
@@ -684,9 +694,15 @@ class ClientToMasterStatus(Request, frozen=True, kw_only=True):
 
 # --- chunkserver ↔ master --------------------------------------------------------------
 class MasterToChunkserverRegistered(Message, frozen=True, kw_only=True):
+    """The chunkserver checks the master's identity (dfs.protocol.cluster_identity)
+    before it deletes anything; "" and 0 from a master older than cluster ids."""
+
     TYPE: ClassVar[int] = 200
     server_id: U63
     stale_chunks: list[ChunkReport]  # delete these: the master knows a newer version
+    cluster_id: str = ""  # uuid of the master's cluster
+    generation: U63 = 0  # of the master's metadata, moved forward at every master start
+    incarnation: str = ""  # uuid of this master start
 
 
 class ChunkserverToMasterRegister(Request, frozen=True, kw_only=True):
@@ -702,6 +718,10 @@ class ChunkserverToMasterRegister(Request, frozen=True, kw_only=True):
     bytes_total: U63
     bytes_used: U63
     chunks: list[ChunkReport]
+    # The newest master identity this chunkserver accepted; "", 0, "" if none yet.
+    cluster_id: str = ""
+    generation: U63 = 0
+    incarnation: str = ""
 
 
 class ChunkserverToMasterHeartbeat(Request, frozen=True, kw_only=True):

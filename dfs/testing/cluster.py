@@ -87,7 +87,7 @@ class SimCluster:
             settings = MasterSettings(
                 data_dir=self.root / MASTER, listen_host=MASTER, port=0, key=self.key,
                 seed=self.random.getrandbits(32), replication_delay_s=0.5,
-                startup_grace_s=2.0)
+                startup_grace_s=2.0, new_cluster=True)
             node = self._nodes[MASTER] = _Node(MASTER, run_master, settings)
         node.settings = replace(node.settings, **overrides)
         await self._start(node)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from vmstore.cli.local_cluster import free_port, local_down, spawn, wait_ready
+from vmstore.cli.local_cluster import forget_argument, free_port, local_down, spawn, wait_ready
 from vmstore.dfs.protocol.auth import generate_key_file, load_key
 
 SUBNET = "10.77.0"
@@ -101,8 +101,9 @@ class NetworkLab:
         ready = spawn(self.directory, "master", [
             "master", "--data-dir", str(self.directory / "master"),
             "--listen", f"{BRIDGE_ADDRESS}:{free_port()}", "--key-file", str(self.key_file),
-            *master_flags])
+            "--new-cluster", *master_flags])
         self.master_address = wait_ready(ready, "master", self.directory)
+        forget_argument(self.directory, "master", "--new-cluster")  # restarts find metadata
         for host in hosts:
             self._write_config(host)
             name = f"chunkserver-{host}"

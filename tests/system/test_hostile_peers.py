@@ -152,7 +152,8 @@ def test_a_master_with_the_wrong_key_is_not_believed(cluster: Cluster, tmp_path:
     fake = subprocess.Popen(
         [sys.executable, "-m", "vmstore.cli.main", "master", "--data-dir",
          str(tmp_path / "fake"), "--listen", "127.0.0.1:0", "--key-file", str(fake_key),
-         "--ready-file", str(ready)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         "--new-cluster", "--ready-file", str(ready)], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         env={**os.environ, "VMSTORE_CONFIG": str(tmp_path / "absent.toml")})
     try:
         deadline = time.monotonic() + 30
