@@ -393,6 +393,18 @@ class ChunkManager:
                 stale.append(report)
                 table.remove_replica(chunk_id, server_id)
                 continue
+            if report.version > current and chunk_id not in held:
+                # Only a holder of the current version can have received a bump the
+                # master did not commit. Anyone else (a key holder making things up, a
+                # copy target cut off mid-copy) would, if believed, become the only
+                # replica, and the real ones would be deleted. Neither counted nor
+                # deleted: the replica stays on its disk for an operator to look at.
+                log.warning("chunk %d: server %d claims version %d, master has %d and never"
+                            " had it there; not adopted, its replica left alone", chunk_id,
+                            server_id, report.version, current,
+                            extra=about("newer_version_refused", chunk=chunk_id,
+                                        server=server_id, version=report.version))
+                continue
             if report.version > current:
                 # A version bump reached this server but the master died before
                 # committing it: this replica is the newest data there is.

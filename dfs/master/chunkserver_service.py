@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from vmstore.dfs.constants import HEARTBEAT_INTERVAL_S
-from vmstore.dfs.errors import ClusterMismatch, ProtocolError
+from vmstore.dfs.errors import AccessDenied, ClusterMismatch, ProtocolError
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
@@ -45,9 +45,7 @@ class ChunkserverService:
             if isinstance(request, m.ChunkserverToMasterHeartbeat):
                 return self.heartbeat(connection, request), b""
             if isinstance(request, m.ChunkserverToMasterReportDamaged):
-                await self.chunk_manager.drop_damaged(ChunkId(request.chunk_id),
-                                                      ServerId(request.server_id),
-                                                      ChunkVersion(request.version))
+                await self.report_damaged(connection, request)
                 return m.EmptyReply(), b""
             raise ProtocolError(f"{type(request).__name__} is not a chunkserver request")
 
@@ -104,12 +102,32 @@ class ChunkserverService:
                   extra=about("chunkserver_refused", peer=address, error=reason))
         raise ClusterMismatch(f"refused by the master: {reason}")
 
+    def _registered_on(self, connection: Connection, server_id: int) -> bool:
+        entry = self.registry.chunkservers.get(ServerId(server_id))
+        return entry is not None and entry.connection is connection
+
+    async def report_damaged(self, connection: Connection,
+                             request: m.ChunkserverToMasterReportDamaged) -> None:
+        """Drop a replica the chunkserver found bad: only one of its own. The key proves a
+        cluster member, not which one; the registration on this connection says that."""
+        if not self._registered_on(connection, request.server_id):
+            log.warning("refused a damage report about chunk %d on chunkserver %d from %s,"
+                        " which did not register as that chunkserver", request.chunk_id,
+                        request.server_id, connection.peer,
+                        extra=about("damage_report_refused", chunk=request.chunk_id,
+                                    server=request.server_id, peer=connection.peer))
+            raise AccessDenied(f"chunkserver {request.server_id} did not register on this"
+                               " connection: a chunkserver reports only its own replicas")
+        await self.chunk_manager.drop_damaged(ChunkId(request.chunk_id),
+                                              ServerId(request.server_id),
+                                              ChunkVersion(request.version))
+
     def heartbeat(self, connection: Connection,
                   request: m.ChunkserverToMasterHeartbeat) -> m.Message:
-        entry = self.registry.chunkservers.get(ServerId(request.server_id))
-        if entry is None or entry.connection is not connection:
+        if not self._registered_on(connection, request.server_id):
             raise ProtocolError(f"heartbeat for chunkserver {request.server_id}"
                                 " on a connection it did not register on")
+        entry = self.registry.chunkservers[ServerId(request.server_id)]
         entry.bytes_total = request.bytes_total
         entry.bytes_used = request.bytes_used
         entry.chunk_count = request.chunk_count
