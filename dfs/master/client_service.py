@@ -410,6 +410,15 @@ def _setattr(ns: Namespace, r: Any, now_ns: int, freed: list[Any]) -> m.Message:
 
 
 def _write_end(ns: Namespace, r: Any, now_ns: int, freed: list[Any]) -> m.Message:
+    # The larger of the reported reach and the size on record: a report never
+    # shrinks a file (another report or a truncate may have grown it since). A
+    # truncate sets the size on record, so it is what the next reports are
+    # measured against; what the master cannot tell is a report of writes made
+    # before that truncate (issue 18: the cut bytes came back as zeros). Only
+    # the lease holder reports (write_end checks it), and its client forgets the
+    # reach of earlier writes at a truncate and never has a report in flight
+    # across one (Client._set_size, Client._write_end), so for one writer the
+    # max is right without a truncate generation on the wire.
     attrs = ns.getattr(InodeId(r.inode))
     if r.size_bytes > attrs.size_bytes or r.mtime_ns > attrs.mtime_ns:
         attrs, _ = ns.setattr(InodeId(r.inode), size_bytes=max(r.size_bytes, attrs.size_bytes),
