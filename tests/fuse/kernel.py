@@ -8,19 +8,28 @@
   buffer and ``invalidate_inode`` notifies a kernel session; neither exists
   here, so the ``kernel`` fixture puts these in their place for one test:
   entries are collected, invalidations recorded.
+
+And the requests the kernel sends for one system call (``create_file`` is
+creat + write + close: CREATE, WRITE, FLUSH, RELEASE), so that tests read
+as the system calls they stand for.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyfuse3
+import pytest
 
 from vmstore.fuse.operations import VmstoreOperations
 
 ROOT_INODE = pyfuse3.ROOT_INODE
 CLIENT = "client1"
+FILE_MODE = stat.S_IFREG | 0o644
 
 
 @dataclass(frozen=True)
@@ -79,3 +88,42 @@ async def readdir(operations: VmstoreOperations, kernel: Kernel, inode: int,
     finally:
         await operations.releasedir(fh)
     return kernel.listing
+
+
+async def expect_errno(expected: int, handler: object, *args: object) -> None:
+    assert callable(handler)
+    with pytest.raises(pyfuse3.FUSEError) as raised:
+        await handler(*args)
+    assert raised.value.errno == expected, (
+        f"{errno.errorcode.get(raised.value.errno)} instead of {errno.errorcode[expected]}")
+
+
+async def create_file(operations: VmstoreOperations, name: bytes, data: bytes = b"",
+                      parent: int = ROOT_INODE, ctx: Ctx = ROOT) -> int:
+    """creat + write + close, as the kernel sends them; the new inode."""
+    info, entry = await operations.create(parent, name, FILE_MODE, os.O_WRONLY, ctx)
+    if data:
+        assert await operations.write(info.fh, 0, data) == len(data)
+    await operations.flush(info.fh)
+    await operations.release(info.fh)
+    return entry.st_ino
+
+
+async def read_file(operations: VmstoreOperations, inode: int, length: int = 1 << 20) -> bytes:
+    info = await operations.open(inode, os.O_RDONLY, ROOT)
+    try:
+        return await operations.read(info.fh, 0, length)
+    finally:
+        await operations.flush(info.fh)
+        await operations.release(info.fh)
+
+
+def attributes(**values: int) -> pyfuse3.EntryAttributes:
+    attr = pyfuse3.EntryAttributes()
+    for name, value in values.items():
+        setattr(attr, name, value)
+    return attr
+
+
+def names(listing: list[tuple[bytes, pyfuse3.EntryAttributes, int]]) -> list[bytes]:
+    return [name for name, _attr, _next_id in listing]

@@ -15,54 +15,26 @@ import random
 import stat
 
 import pyfuse3
-import pytest
 import trio
 
-from tests.fuse.kernel import ROOT, ROOT_INODE, Ctx, Fields, Kernel, readdir
+from tests.fuse.kernel import (
+    FILE_MODE,
+    ROOT,
+    ROOT_INODE,
+    Ctx,
+    Fields,
+    Kernel,
+    attributes,
+    create_file,
+    expect_errno,
+    names,
+    read_file,
+    readdir,
+)
 from vmstore.dfs.testing.cluster import SimCluster
 from vmstore.fuse.operations import VmstoreOperations
 
-FILE_MODE = stat.S_IFREG | 0o644
 USER = Ctx(uid=1000, gid=1000)
-
-
-async def expect_errno(expected: int, handler: object, *args: object) -> None:
-    assert callable(handler)
-    with pytest.raises(pyfuse3.FUSEError) as raised:
-        await handler(*args)
-    assert raised.value.errno == expected, (
-        f"{errno.errorcode.get(raised.value.errno)} instead of {errno.errorcode[expected]}")
-
-
-async def create_file(operations: VmstoreOperations, name: bytes, data: bytes = b"",
-                      parent: int = ROOT_INODE, ctx: Ctx = ROOT) -> int:
-    """creat + write + close, as the kernel sends them; the new inode."""
-    info, entry = await operations.create(parent, name, FILE_MODE, os.O_WRONLY, ctx)
-    if data:
-        assert await operations.write(info.fh, 0, data) == len(data)
-    await operations.flush(info.fh)
-    await operations.release(info.fh)
-    return entry.st_ino
-
-
-async def read_file(operations: VmstoreOperations, inode: int, length: int = 1 << 20) -> bytes:
-    info = await operations.open(inode, os.O_RDONLY, ROOT)
-    try:
-        return await operations.read(info.fh, 0, length)
-    finally:
-        await operations.flush(info.fh)
-        await operations.release(info.fh)
-
-
-def attributes(**values: int) -> pyfuse3.EntryAttributes:
-    attr = pyfuse3.EntryAttributes()
-    for name, value in values.items():
-        setattr(attr, name, value)
-    return attr
-
-
-def names(listing: list[tuple[bytes, pyfuse3.EntryAttributes, int]]) -> list[bytes]:
-    return [name for name, _attr, _next_id in listing]
 
 
 # --- files ---------------------------------------------------------------------------
