@@ -160,6 +160,9 @@ class SimCluster:
                                    short_circuit_reads=False) as client:
                 yield client
 
+    def running(self, name: str) -> bool:
+        return self._nodes[name].running
+
     @property
     def chunkserver_names(self) -> list[str]:
         return [name for name in self._nodes if name != MASTER]

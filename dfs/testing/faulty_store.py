@@ -7,8 +7,9 @@ over it, so a chunkserver built on it behaves exactly as one on a sick disk:
 * **EIO** (``fail``): the next calls of an operation (or every call, or a
   seeded share of them) raise ``OSError(EIO)`` before touching the disk.
 * **Torn write** (``tear_next_write``): the next write of more than a
-  block (with no zero ranges) stores only a prefix of what it was given, then raises EIO, as a disk that lost power
-  half-way through. The checksums of the blocks it did write are updated;
+  block (with no zero ranges) stores only a prefix of what it was given,
+  then raises EIO, as a disk that lost power half-way through. The
+  checksums of the blocks it did write are updated;
   what it did not write keeps its old bytes and checksums.
 * **Bit flip** (``flip_bit``): one byte of a replica's data changes on
   disk behind the store's back, as rot does; the block's checksum no longer

@@ -247,14 +247,11 @@ class SimNetwork:
         for address in [a for a in self._listeners if a[0] == host]:
             listener = self._listeners.pop(address)
             listener.send_channel.close()
-        survivors = []
+        # The host's own ends close; the far ends read end-of-file and their
+        # sends fail, as when the kernel closes a killed process's sockets.
         for stream in self._streams:
-            pipe = stream._outgoing
-            if host in (pipe.source, pipe.destination):
+            if stream._outgoing.source == host:
                 stream.close_now()
-            else:
-                survivors.append(stream)
-        self._streams = survivors
 
     def _changed(self) -> None:
         for stream in self._streams:
