@@ -181,21 +181,24 @@ class ChunkIO:
     async def _target_for_write(self, inode: int, index: int) -> _WriteTarget:
         target = self._write_targets.get((inode, index))
         if target is None or trio.current_time() >= target.refresh_at_s:
-            target = await self._ask_for_write(inode, m.ClientToMasterChunkForWrite,
-                                               index=index)
+            target = await self._ask_for_write(m.ClientToMasterChunkForWrite(
+                session_id=0, op_id=0, inode=inode, index=index,
+                lease_epoch=self.leases.epoch_for_write(inode)))
         return target
 
-    async def _ask_for_write(self, inode: int, request_type: type[m.Request],
-                             **fields: Any) -> _WriteTarget:
-        """ChunkForWrite or ReportBadChain, under this client's lease of the file."""
-        epoch = self.leases.epoch_for_write(inode)
+    async def _ask_for_write(self, request: m.ClientToMasterChunkForWrite
+                             | m.ClientToMasterReportBadChain) -> _WriteTarget:
+        """ChunkForWrite or ReportBadChain, under this client's lease of the file.
+
+        ``request`` carries ``leases.epoch_for_write(inode)`` as its lease epoch.
+        """
+        inode = request.inode
         try:
-            reply = await self.master.mutate(request_type, reply_type=m.WriteLocationReply,
-                                             inode=inode, lease_epoch=epoch, **fields)
+            reply = await self.master.mutate(request, reply_type=m.WriteLocationReply)
         except LeaseLost as error:
             self.leases.lost(inode, error.message)
             raise
-        if epoch == 0:
+        if request.lease_epoch == 0:
             self.leases.took(inode, reply.token.epoch)
         target = _WriteTarget.from_reply(reply)
         self._trim_cache(self._write_targets)
@@ -479,9 +482,10 @@ class ChunkIO:
 
     async def _replace_chain(self, inode: int, location: m.ChunkLocation, failed: int
                              ) -> m.ChunkLocation:
-        target = await self._ask_for_write(
-            inode, m.ClientToMasterReportBadChain, index=location.index,
-            chunk_id=location.chunk_id, version=location.version, failed_server_ids=[failed])
+        target = await self._ask_for_write(m.ClientToMasterReportBadChain(
+            session_id=0, op_id=0, inode=inode, index=location.index,
+            chunk_id=location.chunk_id, version=location.version, failed_server_ids=[failed],
+            lease_epoch=self.leases.epoch_for_write(inode)))
         return target.location
 
     # --- flushing ----------------------------------------------------------------

@@ -64,8 +64,8 @@ class Client:
     async def setattr(self, inode: int, **changes: Any) -> m.FileAttrs:
         if changes.get("size_bytes") is not None:
             return await self._set_size(inode, changes)
-        reply = await self.master.mutate(m.ClientToMasterSetAttr, reply_type=m.AttrsReply,
-                                         inode=inode, **changes)
+        reply = await self.master.mutate(m.ClientToMasterSetAttr(
+            session_id=0, op_id=0, inode=inode, **changes), reply_type=m.AttrsReply)
         return reply.attrs
 
     async def _set_size(self, inode: int, changes: dict[str, Any]) -> m.FileAttrs:
@@ -84,9 +84,8 @@ class Client:
             self._published_sizes.pop(inode, None)
             self._published_at.pop(inode, None)
             try:
-                reply = await self.master.mutate(m.ClientToMasterSetAttr,
-                                                 reply_type=m.AttrsReply, inode=inode,
-                                                 **changes)
+                reply = await self.master.mutate(m.ClientToMasterSetAttr(
+                    session_id=0, op_id=0, inode=inode, **changes), reply_type=m.AttrsReply)
             except BaseException:
                 self.io.size_owed(inode, reach_before)  # not truncated: still to tell
                 raise
@@ -107,42 +106,44 @@ class Client:
 
     async def create(self, parent: int, name: bytes, mode: int, uid: int = 0, gid: int = 0,
                      rdev: int = 0) -> m.FileAttrs:
-        reply = await self.master.mutate(m.ClientToMasterCreate, reply_type=m.AttrsReply,
-                                         parent=parent, name=name, mode=mode, uid=uid, gid=gid,
-                                         rdev=rdev)
+        reply = await self.master.mutate(m.ClientToMasterCreate(
+            session_id=0, op_id=0, parent=parent, name=name, mode=mode, uid=uid, gid=gid,
+            rdev=rdev), reply_type=m.AttrsReply)
         return reply.attrs
 
     async def mkdir(self, parent: int, name: bytes, mode: int = 0o755, uid: int = 0,
                     gid: int = 0) -> m.FileAttrs:
-        reply = await self.master.mutate(m.ClientToMasterMkdir, reply_type=m.AttrsReply,
-                                         parent=parent, name=name, mode=mode, uid=uid, gid=gid)
+        reply = await self.master.mutate(m.ClientToMasterMkdir(
+            session_id=0, op_id=0, parent=parent, name=name, mode=mode, uid=uid, gid=gid),
+            reply_type=m.AttrsReply)
         return reply.attrs
 
     async def symlink(self, parent: int, name: bytes, target: bytes, uid: int = 0,
                       gid: int = 0) -> m.FileAttrs:
-        reply = await self.master.mutate(m.ClientToMasterSymlink, reply_type=m.AttrsReply,
-                                         parent=parent, name=name, target=target, uid=uid,
-                                         gid=gid)
+        reply = await self.master.mutate(m.ClientToMasterSymlink(
+            session_id=0, op_id=0, parent=parent, name=name, target=target, uid=uid, gid=gid),
+            reply_type=m.AttrsReply)
         return reply.attrs
 
     async def link(self, inode: int, new_parent: int, new_name: bytes) -> m.FileAttrs:
-        reply = await self.master.mutate(m.ClientToMasterLink, reply_type=m.AttrsReply,
-                                         inode=inode, new_parent=new_parent, new_name=new_name)
+        reply = await self.master.mutate(m.ClientToMasterLink(
+            session_id=0, op_id=0, inode=inode, new_parent=new_parent, new_name=new_name),
+            reply_type=m.AttrsReply)
         return reply.attrs
 
     async def unlink(self, parent: int, name: bytes) -> None:
-        await self.master.mutate(m.ClientToMasterUnlink, reply_type=m.EmptyReply,
-                                 parent=parent, name=name)
+        await self.master.mutate(m.ClientToMasterUnlink(
+            session_id=0, op_id=0, parent=parent, name=name), reply_type=m.EmptyReply)
 
     async def rmdir(self, parent: int, name: bytes) -> None:
-        await self.master.mutate(m.ClientToMasterRmdir, reply_type=m.EmptyReply,
-                                 parent=parent, name=name)
+        await self.master.mutate(m.ClientToMasterRmdir(
+            session_id=0, op_id=0, parent=parent, name=name), reply_type=m.EmptyReply)
 
     async def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes,
                      flags: int = 0) -> None:
-        await self.master.mutate(m.ClientToMasterRename, reply_type=m.EmptyReply,
-                                 parent=parent, name=name, new_parent=new_parent,
-                                 new_name=new_name, flags=flags)
+        await self.master.mutate(m.ClientToMasterRename(
+            session_id=0, op_id=0, parent=parent, name=name, new_parent=new_parent,
+            new_name=new_name, flags=flags), reply_type=m.EmptyReply)
 
     async def readlink(self, inode: int) -> bytes:
         reply = await self.master.call(m.ClientToMasterReadLink(inode=inode),
@@ -161,8 +162,9 @@ class Client:
         return reply.value
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, flags: int = 0) -> None:
-        await self.master.mutate(m.ClientToMasterSetXattr, reply_type=m.EmptyReply,
-                                 inode=inode, name=name, value=value, flags=flags)
+        await self.master.mutate(m.ClientToMasterSetXattr(
+            session_id=0, op_id=0, inode=inode, name=name, value=value, flags=flags),
+            reply_type=m.EmptyReply)
 
     async def listxattr(self, inode: int) -> list[bytes]:
         reply = await self.master.call(m.ClientToMasterListXattr(inode=inode),
@@ -170,12 +172,13 @@ class Client:
         return reply.names
 
     async def removexattr(self, inode: int, name: bytes) -> None:
-        await self.master.mutate(m.ClientToMasterRemoveXattr, reply_type=m.EmptyReply,
-                                 inode=inode, name=name)
+        await self.master.mutate(m.ClientToMasterRemoveXattr(
+            session_id=0, op_id=0, inode=inode, name=name), reply_type=m.EmptyReply)
 
     async def set_goal(self, inode: int, goal: int, recursive: bool = False) -> int:
-        reply = await self.master.mutate(m.ClientToMasterSetGoal, reply_type=m.CountReply,
-                                         inode=inode, goal=goal, recursive=recursive)
+        reply = await self.master.mutate(m.ClientToMasterSetGoal(
+            session_id=0, op_id=0, inode=inode, goal=goal, recursive=recursive),
+            reply_type=m.CountReply)
         return reply.count
 
     async def statfs(self) -> m.StatFsReply:
@@ -240,9 +243,9 @@ class Client:
             # away. Should the call fail, the size is owed again.
             self.io.size_published(inode, size_bytes)
             try:
-                await self.master.mutate(m.ClientToMasterWriteEnd, reply_type=m.AttrsReply,
-                                         inode=inode, size_bytes=size_bytes,
-                                         mtime_ns=time.time_ns())
+                await self.master.mutate(m.ClientToMasterWriteEnd(
+                    session_id=0, op_id=0, inode=inode, size_bytes=size_bytes,
+                    mtime_ns=time.time_ns()), reply_type=m.AttrsReply)
             except BaseException:
                 self.io.size_owed(inode, size_bytes)
                 raise

@@ -14,8 +14,9 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar, get_args
 
+import msgspec
 import trio
 
 from vmstore.dfs.constants import (
@@ -41,6 +42,17 @@ ReplyT = TypeVar("ReplyT", bound=m.Message)
 T = TypeVar("T")
 # Worth waiting out: the master is restarting, or waits for chunkservers.
 TRANSIENT_ERRORS = (PeerUnavailable, ReplicaUnavailable)
+# The requests that change the master's state: each carries (session_id, op_id),
+# which ``MasterClient.mutate`` stamps once and keeps across retries.
+Mutation: TypeAlias = (
+    m.ClientToMasterSetAttr | m.ClientToMasterCreate | m.ClientToMasterMkdir
+    | m.ClientToMasterSymlink | m.ClientToMasterLink | m.ClientToMasterUnlink
+    | m.ClientToMasterRmdir | m.ClientToMasterRename | m.ClientToMasterSetXattr
+    | m.ClientToMasterRemoveXattr | m.ClientToMasterSetGoal | m.ClientToMasterChunkForWrite
+    | m.ClientToMasterReportBadChain | m.ClientToMasterWriteEnd)
+assert set(get_args(Mutation)) == {
+    cls for cls in m.ALL_MESSAGES if "op_id" in cls.__struct_fields__}, \
+    "Mutation must name every request that carries an op id"
 
 
 @dataclass(frozen=True)
@@ -93,23 +105,29 @@ class MasterClient:
 
         return await self._retrying(attempt, type(request).__name__)
 
-    async def mutate(self, request_type: type[m.Request], *, reply_type: type[ReplyT],
-                     **fields: Any) -> ReplyT:
-        """A mutating call: stamped once with session and op id, then retried as is."""
-        await self._retrying(self._connected, request_type.__name__)  # the session id first
+    async def mutate(self, request: Mutation, *,
+                     reply_type: type[ReplyT]) -> ReplyT:
+        """A mutating call: stamped once with session and op id, then retried as is.
+
+        ``request`` comes with ``session_id=0, op_id=0``; this fills both in.
+        """
+        assert request.session_id == 0, "mutate stamps the session id"
+        assert request.op_id == 0, "mutate stamps the op id"
+        what = type(request).__name__
+        await self._retrying(self._connected, what)  # the session id first
         stamped = self.session_id
-        request = request_type(session_id=stamped, op_id=self.next_op_id(), **fields)
+        sent = msgspec.structs.replace(request, session_id=stamped, op_id=self.next_op_id())
 
         async def attempt() -> ReplyT:
             connection = await self._connected()
             if self.session_id != stamped:
-                raise SessionLost(f"{request_type.__name__}: session {stamped} ended before"
+                raise SessionLost(f"{what}: session {stamped} ended before"
                                   f" the master answered (now session {self.session_id});"
                                   " it may or may not have been applied")
-            reply, _ = await connection.call(request, reply_type=reply_type)
+            reply, _ = await connection.call(sent, reply_type=reply_type)
             return reply
 
-        return await self._retrying(attempt, request_type.__name__)
+        return await self._retrying(attempt, what)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
         """``attempt()``, again after transient failures until the reconnect deadline."""

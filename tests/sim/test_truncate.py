@@ -30,8 +30,8 @@ async def test_bytes_past_a_truncate_never_come_back(tmp_path: Path, sim_seed: i
             await writer.write(inode, CHUNK_SIZE_BYTES + 7, b"\xbe" * 100)  # a second chunk
             await writer.io.flush(inode)
             # The truncate as the master sees it: the size on record is still 0.
-            await writer.master.mutate(m.ClientToMasterSetAttr, reply_type=m.AttrsReply,
-                                       inode=inode, size_bytes=new_size)
+            await writer.master.mutate(m.ClientToMasterSetAttr(
+                session_id=0, op_id=0, inode=inode, size_bytes=new_size), reply_type=m.AttrsReply)
             await writer.write(inode, 400_000, b"\x02" * 100)
             await writer.io.flush(inode)  # the data only: no size of the writer's is told
             async with cluster.client("reader") as reader:

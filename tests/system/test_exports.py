@@ -101,8 +101,8 @@ async def test_a_subdirectory_export_cannot_be_escaped(cluster: Cluster) -> None
             client.rename(ROOT_INODE, b"vm1.img", outside, b"moved.img"),
             client.rename(outside, b"secret.img", ROOT_INODE, b"stolen.img"),
             client.link(secret, ROOT_INODE, b"stolen.img"),
-            client.master.mutate(m.ClientToMasterChunkForWrite,
-                                 reply_type=m.WriteLocationReply, inode=secret, index=0),
+            client.master.mutate(m.ClientToMasterChunkForWrite(
+                session_id=0, op_id=0, inode=secret, index=0), reply_type=m.WriteLocationReply),
         ]
         for attempt in attempts:
             with pytest.raises(AccessDenied, match="outside /guests"):
@@ -146,24 +146,23 @@ async def test_a_read_only_export_cannot_write_by_any_path(cluster: Cluster) -> 
     async with cluster.client() as client:  # a client that ignores the rule
         (location,) = await client.chunk_locations(guest, 0, 1)
         assert location.read_capability is not None, "reading is allowed"
-        for request_type, fields in [
-            (m.ClientToMasterChunkForWrite, {"inode": guest, "index": 0}),
-            (m.ClientToMasterReportBadChain, {"inode": guest, "index": 0,
-                                              "chunk_id": location.chunk_id,
-                                              "version": location.version,
-                                              "failed_server_ids": []}),
-            (m.ClientToMasterSetAttr, {"inode": guest, "size_bytes": 0}),
-            (m.ClientToMasterWriteEnd, {"inode": guest, "size_bytes": 10**9, "mtime_ns": 0}),
-            (m.ClientToMasterCreate, {"parent": ROOT_INODE, "name": b"x", "mode": 0o100644,
-                                      "uid": 0, "gid": 0}),
-            (m.ClientToMasterLeaseBreak, {"inode": guest}),
+        for request in [
+            m.ClientToMasterChunkForWrite(session_id=0, op_id=0, inode=guest, index=0),
+            m.ClientToMasterReportBadChain(session_id=0, op_id=0, inode=guest, index=0,
+                                           chunk_id=location.chunk_id,
+                                           version=location.version, failed_server_ids=[]),
+            m.ClientToMasterSetAttr(session_id=0, op_id=0, inode=guest, size_bytes=0),
+            m.ClientToMasterWriteEnd(session_id=0, op_id=0, inode=guest, size_bytes=10**9,
+                                     mtime_ns=0),
+            m.ClientToMasterCreate(session_id=0, op_id=0, parent=ROOT_INODE, name=b"x",
+                                   mode=0o100644, uid=0, gid=0),
+            m.ClientToMasterLeaseBreak(inode=guest),
         ]:
             with pytest.raises(ReadOnly, match="exported read-only to 127.0.0.1"):
-                if request_type is m.ClientToMasterLeaseBreak:
-                    await client.master.call(request_type(**fields),
-                                             reply_type=m.LeaseInfoReply)
+                if isinstance(request, m.ClientToMasterLeaseBreak):
+                    await client.master.call(request, reply_type=m.LeaseInfoReply)
                 else:
-                    await client.master.mutate(request_type, reply_type=m.Message, **fields)
+                    await client.master.mutate(request, reply_type=m.Message)
         with pytest.raises(ReadOnly):
             await client.opened(guest, writable=True)
         head = location.replicas[0]

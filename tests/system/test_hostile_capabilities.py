@@ -36,10 +36,10 @@ async def test_chunkservers_serve_only_with_the_masters_capability(cluster: Clus
             await client.fsync(attrs.inode)
         (real,) = await client.chunk_locations(victim.inode, 0, 1)
         (elsewhere,) = await client.chunk_locations(other.inode, 0, 1)
-        write, write_elsewhere = [await client.master.mutate(
-            m.ClientToMasterChunkForWrite, reply_type=m.WriteLocationReply, inode=attrs.inode,
-            index=0, lease_epoch=client.leases.epoch_for_write(attrs.inode))
-            for attrs in (victim, other)]
+        write, write_elsewhere = [await client.master.mutate(m.ClientToMasterChunkForWrite(
+            session_id=0, op_id=0, inode=attrs.inode, index=0,
+            lease_epoch=client.leases.epoch_for_write(attrs.inode)),
+            reply_type=m.WriteLocationReply) for attrs in (victim, other)]
         before = await every_replica(client, victim.inode, 0, 0, len(DATA))
     assert real.read_capability is not None
     assert set(before.values()) == {DATA}

@@ -112,9 +112,9 @@ async def test_names_and_numbers_through_the_raw_protocol(cluster: Cluster) -> N
         with pytest.raises(InvalidArgument, match=r"ClientToMasterChunkLocations\.first_index"):
             await client.chunk_locations(victim.inode, -1, 1)
         with pytest.raises(FileTooLarge, match="chunk index"):
-            await client.master.mutate(m.ClientToMasterChunkForWrite,
-                                       reply_type=m.WriteLocationReply, inode=victim.inode,
-                                       index=2**40)
+            await client.master.mutate(m.ClientToMasterChunkForWrite(
+                session_id=0, op_id=0, inode=victim.inode, index=2**40),
+                reply_type=m.WriteLocationReply)
         assert (await client.getattr(victim.inode)).size_bytes == 10000
         assert await client.read(victim.inode, 0, 10000, 10000) == b"v" * 10000
         locations = await client.chunk_locations(victim.inode, 0, 1)
