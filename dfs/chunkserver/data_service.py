@@ -40,6 +40,7 @@ import trio
 from prometheus_client import Counter, Histogram
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
+from vmstore.dfs.chunkserver.identity import ServerIdentity
 from vmstore.dfs.chunkserver.range_lock import RangeLocks
 from vmstore.dfs.chunkserver.write_fence import WriteFence
 from vmstore.dfs.constants import (
@@ -144,13 +145,13 @@ def _naming(member: m.ReplicaAddress) -> Iterator[None]:
 
 class DataService:
     def __init__(self, store: ChunkStore, peers: ConnectionPool, fence: WriteFence,
-                 server_id: Callable[[], int]) -> None:
+                 identity: ServerIdentity,
+                 report_damaged: Callable[[int, int, str], None]) -> None:
         self.store = store
         self.fence = fence
-        # Set by the chunkserver once its master link exists: bad replicas go there.
-        self.report_damaged: Callable[[int, int, str], None] = lambda *_: None
+        self.report_damaged = report_damaged  # bad replicas, for the master link to tell
         self.peers = peers
-        self.server_id = server_id
+        self.identity = identity
         self.range_locks = RangeLocks()
         self._disk = trio.CapacityLimiter(1)
         self._sync_placement = SyncPlacement()
@@ -190,10 +191,10 @@ class DataService:
 
     def _fault(self, error: Exception, what: str) -> DfsError:
         """This replica failed: say so, and name it."""
-        message = f"chunkserver {self.server_id()}: {what}: {error}"
+        message = f"chunkserver {self.identity.server_id}: {what}: {error}"
         if isinstance(error, DfsError):
-            return type(error)(message, self.server_id())
-        return ReplicaUnavailable(message, self.server_id())
+            return type(error)(message, self.identity.server_id)
+        return ReplicaUnavailable(message, self.identity.server_id)
 
     async def read(self, request: m.ToChunkserverReadChunk) -> tuple[m.Message, bytes]:
         self.fence.capabilities.check(request.capability, request.chunk_id, READ)

@@ -1,5 +1,6 @@
 """What a chunkserver's data directory says about itself: its own identity
-(``server.uuid``) and the newest master identity it accepted (``cluster.json``).
+(``server.uuid``) and the newest master identity it accepted (``cluster.json``);
+and, in memory only, the id the master gave it (``ServerIdentity``).
 
 Both are written atomically (a temporary file, fsync, rename, fsync of the directory):
 a crash leaves the old file or the new one, never half of one, and never a chunkserver
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from vmstore.dfs.errors import ConfigError
@@ -22,6 +24,14 @@ from vmstore.dfs.protocol.cluster_identity import ClusterIdentity
 
 SERVER_UUID_FILE = "server.uuid"
 CLUSTER_FILE = "cluster.json"
+
+
+@dataclass
+class ServerIdentity:
+    """The id the master gave this chunkserver: set by the master link at each
+    registration, read by the data service to name itself in errors."""
+
+    server_id: int = 0  # 0 until the first registration
 
 
 def write_atomically(path: Path, text: str) -> None:

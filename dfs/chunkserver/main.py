@@ -14,9 +14,9 @@ import trio
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
 from vmstore.dfs.chunkserver.data_service import DataService
-from vmstore.dfs.chunkserver.identity import load_accepted_master, server_uuid
+from vmstore.dfs.chunkserver.identity import ServerIdentity, load_accepted_master, server_uuid
 from vmstore.dfs.chunkserver.local_read_service import LocalReadService
-from vmstore.dfs.chunkserver.master_link import LinkSettings, MasterLink
+from vmstore.dfs.chunkserver.master_link import DamageReports, LinkSettings, MasterLink
 from vmstore.dfs.chunkserver.replicator import Replicator
 from vmstore.dfs.chunkserver.scrubber import Scrubber
 from vmstore.dfs.chunkserver.write_fence import WriteFence
@@ -56,9 +56,14 @@ async def run_chunkserver(settings: ChunkserverSettings, *,
         stack.callback(store.close)
         async with trio.open_nursery() as nursery:
             peers = ConnectionPool(nursery, settings.key, "chunkserver", compress=False)
-            link: MasterLink | None = None
+            identity = ServerIdentity()  # the link fills it in at registration
+            damage_reports = DamageReports()  # the link sends them
             fence = WriteFence(VerifiedCapabilities(settings.key))
-            data = DataService(store, peers, fence, lambda: link.server_id if link else 0)
+            data = DataService(store, peers, fence, identity, damage_reports.report)
+            replicator = Replicator(store, peers, data.disk,
+                                    settings.replication_bandwidth_bytes_per_s)
+            scrubber = Scrubber(store, data.disk, settings.scrub_rate_bytes_per_s,
+                                damage_reports.report)
             port = await nursery.start(serve_connections, settings.listen_host, settings.port,
                                        settings.key, ROLES, data.handler_for)
             advertise_host = settings.advertise_host or settings.listen_host
@@ -71,13 +76,9 @@ async def run_chunkserver(settings: ChunkserverSettings, *,
                 key=settings.key, server_uuid=server_uuid(settings.data_dir),
                 advertise_host=advertise_host, data_port=port, host_label=settings.host_label,
                 data_dir=settings.data_dir), store, data,
-                load_accepted_master(settings.data_dir))
-            link.replicator = Replicator(store, peers, data.disk,
-                                         settings.replication_bandwidth_bytes_per_s)
-            data.report_damaged = link.report_damaged
+                load_accepted_master(settings.data_dir), identity, damage_reports, replicator)
             await nursery.start(link.run)
-            nursery.start_soon(Scrubber(store, data.disk, settings.scrub_rate_bytes_per_s,
-                                        link.report_damaged).run)
-            log.info("chunkserver %d serving %s on %s:%d", link.server_id, settings.data_dir,
+            nursery.start_soon(scrubber.run)
+            log.info("chunkserver %d serving %s on %s:%d", identity.server_id, settings.data_dir,
                      settings.listen_host, port)
             task_status.started(port)

@@ -24,7 +24,7 @@ from prometheus_client import Gauge
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
 from vmstore.dfs.chunkserver.data_service import DataService
-from vmstore.dfs.chunkserver.identity import store_accepted_master
+from vmstore.dfs.chunkserver.identity import ServerIdentity, store_accepted_master
 from vmstore.dfs.chunkserver.replicator import Replicator
 from vmstore.dfs.constants import (
     HEARTBEAT_INTERVAL_S,
@@ -70,21 +70,41 @@ class LinkSettings:
     data_dir: Path  # where the accepted master identity is kept
 
 
+class DamageReports:
+    """Bad replicas to tell the master about, queued for the master link.
+
+    Built before the data service and the link, which both need it: the data
+    service serves (and its port is what the link registers) before the link exists.
+    """
+
+    def __init__(self) -> None:
+        self._in, self.queued = trio.open_memory_channel[tuple[int, int, str]](
+            DAMAGE_REPORTS_QUEUED_MAX)
+
+    def report(self, chunk_id: int, version: int, reason: str) -> None:
+        """Queue a report of a bad replica; dropped if the queue is full (scrub finds it again)."""
+        try:
+            self._in.send_nowait((chunk_id, version, reason))
+        except trio.WouldBlock:
+            log.warning("damage report queue full; chunk %d will be reported by scrub",
+                        chunk_id, extra=about("damage_report_dropped", chunk=chunk_id))
+
+
 class MasterLink:
     def __init__(self, settings: LinkSettings, store: ChunkStore, data: DataService,
-                 accepted: ClusterIdentity | None) -> None:
+                 accepted: ClusterIdentity | None, identity: ServerIdentity,
+                 damage_reports: DamageReports, replicator: Replicator) -> None:
         self.settings = settings
         self.accepted = accepted  # the newest master identity accepted; None: never
         self.refused_reason = ""  # why the master was last refused; "" while accepted
         self.store = store
         self.data = data
         self.disk = data.disk  # store calls go through its one thread
-        self.server_id = 0
+        self.identity = identity
         self.registrations = 0
         self.chunk_count = 0  # as of the last registration, for the master's status
-        self.replicator: Replicator | None = None
-        self._damage_reports_in, self._damage_reports_out = trio.open_memory_channel[
-            tuple[int, int, str]](DAMAGE_REPORTS_QUEUED_MAX)
+        self.replicator = replicator
+        self.damage_reports = damage_reports
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Stay registered forever; ``started`` after the first registration."""
@@ -118,22 +138,14 @@ class MasterLink:
             await trio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, RECONNECT_BACKOFF_MAX_S)
 
-    def report_damaged(self, chunk_id: int, version: int, reason: str) -> None:
-        """Queue a report of a bad replica; dropped if the queue is full (scrub finds it again)."""
-        try:
-            self._damage_reports_in.send_nowait((chunk_id, version, reason))
-        except trio.WouldBlock:
-            log.warning("damage report queue full; chunk %d will be reported by scrub",
-                        chunk_id, extra=about("damage_report_dropped", chunk=chunk_id))
-
     async def _send_damage_reports(self, connection: Connection) -> None:
-        async for chunk_id, version, reason in self._damage_reports_out:
+        async for chunk_id, version, reason in self.damage_reports.queued:
             try:
                 await connection.call(m.ChunkserverToMasterReportDamaged(
-                    server_id=self.server_id, chunk_id=chunk_id, version=version,
+                    server_id=self.identity.server_id, chunk_id=chunk_id, version=version,
                     reason=reason), timeout_s=RPC_TIMEOUT_S)
             except DfsError:
-                self.report_damaged(chunk_id, version, reason)  # again on the next link
+                self.damage_reports.report(chunk_id, version, reason)  # again on the next link
                 raise
 
     async def _register(self, connection: Connection) -> None:
@@ -150,13 +162,13 @@ class MasterLink:
         ), timeout_s=RPC_TIMEOUT_S * 4, reply_type=m.MasterToChunkserverRegistered)
         await self._accept_master(ClusterIdentity(reply.cluster_id, reply.generation,
                                                   reply.incarnation))
-        self.server_id = reply.server_id
+        self.identity.server_id = reply.server_id
         self.chunk_count = len(chunks)  # each stale one is subtracted as it is deleted
         self.registrations += 1
         for stale in reply.stale_chunks:
             await self._delete(stale.chunk_id, stale.version)
         log.info("registered with master as chunkserver %d (%d replicas, %d stale deleted)",
-                 self.server_id, len(chunks), len(reply.stale_chunks))
+                 self.identity.server_id, len(chunks), len(reply.stale_chunks))
 
     async def _accept_master(self, master: ClusterIdentity) -> None:
         """Raise ClusterMismatch for a master this chunkserver must refuse (the master
@@ -178,7 +190,8 @@ class MasterLink:
             while not connection.closed.is_set():
                 bytes_total, bytes_used = self.store.space()
                 await connection.call(m.ChunkserverToMasterHeartbeat(
-                    server_id=self.server_id, bytes_total=bytes_total, bytes_used=bytes_used,
+                    server_id=self.identity.server_id, bytes_total=bytes_total,
+                    bytes_used=bytes_used,
                     chunk_count=self.chunk_count), timeout_s=RPC_TIMEOUT_S)
                 LINKED.set(1)
                 CHUNKS.set(self.chunk_count)
@@ -202,7 +215,7 @@ class MasterLink:
             await self.disk(0, self._truncate, request)
         elif isinstance(request, m.MasterToChunkserverFence):
             await self.data.raise_fence(request)
-        elif isinstance(request, m.MasterToChunkserverReplicate) and self.replicator:
+        elif isinstance(request, m.MasterToChunkserverReplicate):
             had_replica = await self.disk(0, self._has_replica, request.chunk_id)
             await self.replicator.replicate(request)
             self.chunk_count += 0 if had_replica else 1

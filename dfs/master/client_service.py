@@ -37,6 +37,7 @@ from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.exports import Access, ExportGuard, ExportRule
 from vmstore.dfs.master.lease_manager import LeaseManager
+from vmstore.dfs.master.orphans import Orphans
 from vmstore.dfs.master.registry import Registry, SessionEntry
 from vmstore.dfs.metadata import fsck
 from vmstore.dfs.metadata.namespace import Namespace
@@ -84,6 +85,8 @@ class ClientService:
         chunk_manager: ChunkManager,
         registry: Registry,
         leases: LeaseManager,
+        orphans: Orphans,
+        healing: HealingReporter,
         master_address: str,
         exports: tuple[ExportRule, ...] = (),
     ) -> None:
@@ -94,8 +97,9 @@ class ClientService:
         self.chunk_manager = chunk_manager
         self.registry = registry
         self.leases = leases
+        self.orphans = orphans
+        self.healing = healing
         self.master_address = master_address
-        self.healing: HealingReporter | None = None  # the replication driver, once started
         self.guard = ExportGuard(exports, reader_namespace,
                                  lambda inode: registry.holds.get(inode, set()))
 
@@ -202,26 +206,8 @@ class ClientService:
         if request.held:
             self.registry.hold(inode, SessionId(request.session_id))
         elif self.registry.release(inode, SessionId(request.session_id)):
-            await self.delete_orphans([inode])
+            await self.orphans.delete([inode])
         return m.EmptyReply()
-
-    async def delete_orphans(self, inodes: list[InodeId]) -> None:
-        """Files nobody holds any more that have no name: delete them now."""
-        def change() -> list[tuple[ChunkId, ChunkVersion]]:
-            freed: list[tuple[ChunkId, ChunkVersion]] = []
-            for inode in inodes:
-                freed.extend(self.writer_namespace.delete_orphan(inode))
-            return freed
-
-        if await self.committer.run(change):
-            self.chunk_manager.deletions_wanted.set()
-
-    async def sweep_orphans_after_restart(self, grace_s: float) -> None:
-        """After a restart, clients have ``grace_s`` to re-declare their open files."""
-        await trio.sleep(grace_s)
-        orphans = [i for i in self.namespace.orphans() if not self.registry.is_open(i)]
-        if orphans:
-            await self.delete_orphans(orphans)
 
     async def chunk_for_write(self, connection: Connection, request: Any) -> m.Message:
         _check_chunk_index(request.index)
@@ -320,7 +306,7 @@ class ClientService:
             clients=[s.status for s in self.registry.sessions.values()
                      if any(not c.closed.is_set() for c in s.connections)],
             inodes=self.namespace.inode_count(),
-            healing=None if self.healing is None else self.healing.status(),
+            healing=self.healing.status(),
             write_leases=self.leases.held_count(),
             refused=list(self.registry.refused.values()),
         )

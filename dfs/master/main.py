@@ -31,6 +31,7 @@ from vmstore.dfs.master.client_service import ClientService
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.exports import ExportRule
 from vmstore.dfs.master.lease_manager import LeaseManager
+from vmstore.dfs.master.orphans import Orphans
 from vmstore.dfs.master.registry import STARTUP_GRACE_S, Registry
 from vmstore.dfs.master.replication import ReplicationDriver
 from vmstore.dfs.metadata.chunks import ChunkTable
@@ -40,7 +41,7 @@ from vmstore.dfs.metadata.namespace import Namespace
 from vmstore.dfs.metadata.sessions import SessionTable
 from vmstore.dfs.metadata.store import MetadataStore
 from vmstore.dfs.protocol.capability import CapabilitySigner
-from vmstore.dfs.protocol.rpc import Connection, Handler, serve_connections
+from vmstore.dfs.protocol.rpc import Connection, Handler, listen, serve_listening
 
 log = logging.getLogger(__name__)
 ROLES = frozenset({"client", "chunkserver", "admin"})
@@ -107,32 +108,35 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
                                      random.Random(settings.seed), signer)
         chunkservers = ChunkserverService(committer, ChunkTable(writer), chunk_manager, registry,
                                           identity)
+        writer_namespace, reader_namespace = Namespace(writer, registry.is_open), Namespace(reader)
+        orphans = Orphans(committer, writer_namespace, reader_namespace, chunk_manager, registry)
         leases = LeaseManager(committer, LeaseTable(writer), LeaseTable(reader),
                               SessionTable(writer), registry, chunk_manager, signer,
-                              settings.lease_expiry_s,
-                              files_released=lambda inodes: clients.delete_orphans(inodes))
+                              settings.lease_expiry_s, files_released=orphans.delete)
         leases.adopt_sessions_after_restart()
-        clients = ClientService(committer, Namespace(writer, registry.is_open), Namespace(reader),
-                                SessionTable(writer), chunk_manager, registry, leases,
-                                f"{settings.listen_host}:{settings.port}", settings.exports)
-
-        def handler_for(connection: Connection) -> Handler:
-            if connection.role == "chunkserver":
-                return chunkservers.handler_for(connection)
-            return clients.handler_for(connection)
+        healing = ReplicationDriver(chunk_manager, settings.replication_delay_s)
 
         async with trio.open_nursery() as nursery:
             await nursery.start(committer.serve)
-            port = await nursery.start(serve_connections, settings.listen_host, settings.port,
-                                       settings.key, ROLES, handler_for)
-            clients.master_address = f"{settings.listen_host}:{port}"
+            # Bound first: the client service reports the master's address with its port.
+            listening = await listen(settings.listen_host, settings.port)
+            port = listening.port
+            clients = ClientService(committer, writer_namespace, reader_namespace,
+                                    SessionTable(writer), chunk_manager, registry, leases,
+                                    orphans, healing, f"{settings.listen_host}:{port}",
+                                    settings.exports)
+
+            def handler_for(connection: Connection) -> Handler:
+                if connection.role == "chunkserver":
+                    return chunkservers.handler_for(connection)
+                return clients.handler_for(connection)
+
+            await nursery.start(serve_listening, listening, settings.key, ROLES, handler_for)
             await nursery.start(chunkservers.liveness_loop)
             await nursery.start(leases.expiry_loop)
             nursery.start_soon(chunk_manager.deletion_loop)
-            healing = ReplicationDriver(chunk_manager, settings.replication_delay_s)
-            clients.healing = healing
             await nursery.start(healing.run)
-            nursery.start_soon(clients.sweep_orphans_after_restart, settings.startup_grace_s)
+            nursery.start_soon(orphans.sweep_after_restart, settings.startup_grace_s)
             await nursery.start(clients.gauge_loop)
             log.info("master serving on %s:%d, metadata in %s (%s)", settings.listen_host, port,
                      database, identity.describe())

@@ -582,6 +582,24 @@ async def _connect(host: str, port: int, timeout_s: float) -> trio.abc.Stream:
 HandlerFactory = Callable[[Connection], Handler]
 
 
+class Listening:
+    """Listeners bound to their port and not yet served: whoever serves them may
+    need the port first (the master reports its own address)."""
+
+    def __init__(self, listeners: list[trio.abc.Listener[trio.abc.Stream]], port: int,
+                 wire: network.Network) -> None:
+        self.listeners = listeners
+        self.port = port
+        self.wire = wire
+
+
+async def listen(host: str, port: int) -> Listening:
+    """Bind host:port (0: any free port) on the current network; ``serve_listening`` next."""
+    wire = network.current()
+    listeners, bound_port = await wire.listen(host, port)
+    return Listening(listeners, bound_port, wire)
+
+
 async def serve_connections(
     host: str,
     port: int,
@@ -594,13 +612,28 @@ async def serve_connections(
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on host:port; reports the bound port through ``task_status``."""
-    wire = network.current()
-    listeners, bound_port = await wire.listen(host, port)
-    task_status.started(bound_port)
+    listening = await listen(host, port)
+    task_status.started(listening.port)
+    await serve_listening(listening, key, allowed_roles, handler_factory, compress=compress,
+                          security=security)
+
+
+async def serve_listening(
+    listening: Listening,
+    key: auth.KeyMaterial,
+    allowed_roles: frozenset[str],
+    handler_factory: HandlerFactory,
+    *,
+    compress: bool = False,
+    security: tls.TransportSecurity | None = None,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve connections on listeners from ``listen``."""
+    task_status.started()
     admission = PeerConnections(CONNECTIONS_PER_PEER_MAX, CONNECTIONS_MAX)
     serve_one = functools.partial(_serve_one, key, allowed_roles, handler_factory, compress,
-                                  admission, security or tls.current(), wire)
-    await trio.serve_listeners(serve_one, listeners)
+                                  admission, security or tls.current(), listening.wire)
+    await trio.serve_listeners(serve_one, listening.listeners)
 
 
 async def _serve_one(

@@ -14,6 +14,7 @@ import trio.testing
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
 from vmstore.dfs.chunkserver.data_service import INLINE_DISK_BYTES_MAX, DataService
+from vmstore.dfs.chunkserver.identity import ServerIdentity
 from vmstore.dfs.chunkserver.write_fence import WriteFence
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.capability import WRITE, VerifiedCapabilities, capability_key, sign
@@ -55,7 +56,8 @@ async def test_a_flush_waits_for_the_disk_without_stalling_the_event_loop(
 
     async with trio.open_nursery() as nursery:
         peers = ConnectionPool(nursery, KEY, "chunkserver", compress=False)
-        data = DataService(store, peers, WriteFence(VerifiedCapabilities(KEY)), lambda: 1)
+        data = DataService(store, peers, WriteFence(VerifiedCapabilities(KEY)),
+                           ServerIdentity(1), lambda *_: None)
         nursery.start_soon(data.disk, INLINE_DISK_BYTES_MAX + 1, big_write_in_progress)
         await trio.to_thread.run_sync(held.wait)
         flushed = trio.Event()

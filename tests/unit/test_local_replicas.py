@@ -22,6 +22,7 @@ import trio
 from tests.unit.test_chunk_store import flip_bit
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
 from vmstore.dfs.chunkserver.data_service import DataService
+from vmstore.dfs.chunkserver.identity import ServerIdentity
 from vmstore.dfs.chunkserver.local_read_service import LocalReadService
 from vmstore.dfs.chunkserver.write_fence import WriteFence
 from vmstore.dfs.client import local_replicas
@@ -149,7 +150,8 @@ async def chunkserver_socket(store: ChunkStore) -> AsyncIterator[tuple[int, Data
     port = next(_PORTS)
     async with trio.open_nursery() as nursery:
         peers = ConnectionPool(nursery, KEY, "chunkserver", compress=False)
-        data = DataService(store, peers, WriteFence(VerifiedCapabilities(KEY)), lambda: 1)
+        data = DataService(store, peers, WriteFence(VerifiedCapabilities(KEY)),
+                           ServerIdentity(1), lambda *_: None)
         name = await nursery.start(LocalReadService(data).serve, HOST, port)
         assert name == local_socket_name(HOST, port)
         yield port, data
