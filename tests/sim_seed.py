@@ -16,6 +16,9 @@ import random
 from collections.abc import Generator
 
 import pytest
+import trio.testing
+
+from vmstore.dfs.testing import cluster
 
 
 def seed_from_environment() -> int:
@@ -26,6 +29,12 @@ def seed_from_environment() -> int:
 @pytest.fixture
 def sim_seed() -> int:
     return seed_from_environment()
+
+
+@pytest.fixture
+def sim_clock() -> trio.testing.MockClock:
+    """Virtual time for in-process clusters (pytest-trio runs the test on it)."""
+    return cluster.sim_clock()
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import pytest
 from tests.fuse.kernel import CLIENT, Kernel
 from tests.sim_seed import (  # noqa: F401  (pytest finds fixtures and hooks by name)
     pytest_runtest_makereport,
+    sim_clock,
     sim_logs,
     sim_seed,
 )

@@ -4,7 +4,7 @@ Each test mounts nothing: it awaits ``VmstoreOperations`` handlers in the
 order the kernel would send them (a ``close`` is FLUSH then RELEASE, an
 ``ftruncate`` a SETATTR with the handle), and checks what they answer and
 what a later LOOKUP, GETATTR or READ sees. Everything runs under
-``autojump_clock``: waits cost virtual time only.
+``sim_clock``: waits cost virtual time only.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ USER = Ctx(uid=1000, gid=1000)
 
 # --- files ---------------------------------------------------------------------------
 async def test_create_write_read_fsync_and_reopen(operations: VmstoreOperations, sim_seed: int,
-                                                  autojump_clock: trio.abc.Clock) -> None:
+                                                  sim_clock: trio.abc.Clock) -> None:
     data = random.Random(sim_seed).randbytes(300_000)  # several 64 KiB blocks
     info, entry = await operations.create(ROOT_INODE, b"f", FILE_MODE, os.O_RDWR, USER)
     assert stat.S_ISREG(entry.st_mode)
@@ -63,7 +63,7 @@ async def test_create_write_read_fsync_and_reopen(operations: VmstoreOperations,
 
 
 async def test_a_sparse_write_reads_zeros_before_it(operations: VmstoreOperations,
-                                                    autojump_clock: trio.abc.Clock) -> None:
+                                                    sim_clock: trio.abc.Clock) -> None:
     info, entry = await operations.create(ROOT_INODE, b"sparse", FILE_MODE, os.O_RDWR, ROOT)
     await operations.write(info.fh, 1_000_000, b"end")
     await operations.fsync(info.fh, True)
@@ -74,7 +74,7 @@ async def test_a_sparse_write_reads_zeros_before_it(operations: VmstoreOperation
 
 
 async def test_open_with_o_trunc_empties_the_file(operations: VmstoreOperations,
-                                                  autojump_clock: trio.abc.Clock) -> None:
+                                                  sim_clock: trio.abc.Clock) -> None:
     inode = await create_file(operations, b"t", b"x" * 5000)
     info = await operations.open(inode, os.O_WRONLY | os.O_TRUNC, ROOT)
     assert (await operations.getattr(inode, ROOT)).st_size == 0
@@ -84,12 +84,12 @@ async def test_open_with_o_trunc_empties_the_file(operations: VmstoreOperations,
 
 
 async def test_open_of_a_directory_is_eisdir(operations: VmstoreOperations,
-                                             autojump_clock: trio.abc.Clock) -> None:
+                                             sim_clock: trio.abc.Clock) -> None:
     await expect_errno(errno.EISDIR, operations.open, ROOT_INODE, os.O_RDONLY, ROOT)
 
 
 async def test_create_of_an_existing_name_is_eexist(operations: VmstoreOperations,
-                                                    autojump_clock: trio.abc.Clock) -> None:
+                                                    sim_clock: trio.abc.Clock) -> None:
     await create_file(operations, b"f")
     await expect_errno(errno.EEXIST, operations.create, ROOT_INODE, b"f", FILE_MODE,
                        os.O_WRONLY, ROOT)
@@ -99,7 +99,7 @@ async def test_create_of_an_existing_name_is_eexist(operations: VmstoreOperation
 
 async def test_another_hosts_change_drops_the_kernels_attributes_at_open(
         cluster: SimCluster, operations: VmstoreOperations, kernel: Kernel,
-        autojump_clock: trio.abc.Clock) -> None:
+        sim_clock: trio.abc.Clock) -> None:
     """Close-to-open: an open finds the size another host closed with, and tells the kernel."""
     inode = await create_file(operations, b"shared", b"a" * 4096)
     reader = await operations.open(inode, os.O_RDONLY, ROOT)
@@ -119,7 +119,7 @@ async def test_another_hosts_change_drops_the_kernels_attributes_at_open(
 
 # --- setattr ---------------------------------------------------------------------------
 async def test_chmod_and_chown(operations: VmstoreOperations,
-                               autojump_clock: trio.abc.Clock) -> None:
+                               sim_clock: trio.abc.Clock) -> None:
     inode = await create_file(operations, b"f")
     before = await operations.getattr(inode, ROOT)
     await trio.sleep(1)  # a ctime later than the create's, on any clock
@@ -138,7 +138,7 @@ async def test_chmod_and_chown(operations: VmstoreOperations,
 
 async def test_truncate_down_and_up_through_a_handle(operations: VmstoreOperations,
                                                      sim_seed: int,
-                                                     autojump_clock: trio.abc.Clock) -> None:
+                                                     sim_clock: trio.abc.Clock) -> None:
     data = random.Random(sim_seed).randbytes(200_000)
     info, entry = await operations.create(ROOT_INODE, b"f", FILE_MODE, os.O_RDWR, ROOT)
     inode = entry.st_ino
@@ -157,7 +157,7 @@ async def test_truncate_down_and_up_through_a_handle(operations: VmstoreOperatio
 
 
 async def test_truncate_without_a_handle(operations: VmstoreOperations,
-                                         autojump_clock: trio.abc.Clock) -> None:
+                                         sim_clock: trio.abc.Clock) -> None:
     inode = await create_file(operations, b"f", b"z" * 10_000)
     entry = await operations.setattr(inode, attributes(st_size=10), Fields(update_size=True),
                                      None, ROOT)
@@ -166,7 +166,7 @@ async def test_truncate_without_a_handle(operations: VmstoreOperations,
 
 
 async def test_a_truncate_between_writes_stays_after_close(
-        operations: VmstoreOperations, sim_seed: int, autojump_clock: trio.abc.Clock) -> None:
+        operations: VmstoreOperations, sim_seed: int, sim_clock: trio.abc.Clock) -> None:
     """Issue 18's sequence, as an fsx-style exerciser sends it to one mount.
 
     Before c60aa34 the size written before the truncate was published at
@@ -190,7 +190,7 @@ async def test_a_truncate_between_writes_stays_after_close(
     assert await read_file(operations, inode) == expected
 
 
-async def test_times(operations: VmstoreOperations, autojump_clock: trio.abc.Clock) -> None:
+async def test_times(operations: VmstoreOperations, sim_clock: trio.abc.Clock) -> None:
     inode = await create_file(operations, b"f")
     atime_ns, mtime_ns = 1_000_000_123, 2_000_000_456
     entry = await operations.setattr(
@@ -203,7 +203,7 @@ async def test_times(operations: VmstoreOperations, autojump_clock: trio.abc.Clo
 
 # --- namespace ---------------------------------------------------------------------
 async def test_mkdir_readdir_rmdir(operations: VmstoreOperations, kernel: Kernel,
-                                   autojump_clock: trio.abc.Clock) -> None:
+                                   sim_clock: trio.abc.Clock) -> None:
     root_before = await operations.getattr(ROOT_INODE, ROOT)
     made = await operations.mkdir(ROOT_INODE, b"d", stat.S_IFDIR | 0o750, USER)
     assert stat.S_ISDIR(made.st_mode)
@@ -239,7 +239,7 @@ async def test_mkdir_readdir_rmdir(operations: VmstoreOperations, kernel: Kernel
 
 
 async def test_lookup_of_dot_and_dotdot(operations: VmstoreOperations,
-                                        autojump_clock: trio.abc.Clock) -> None:
+                                        sim_clock: trio.abc.Clock) -> None:
     made = await operations.mkdir(ROOT_INODE, b"d", stat.S_IFDIR | 0o755, ROOT)
     assert (await operations.lookup(made.st_ino, b".", ROOT)).st_ino == made.st_ino
     # No NFS export: the kernel never needs "..", and is told so.
@@ -248,7 +248,7 @@ async def test_lookup_of_dot_and_dotdot(operations: VmstoreOperations,
 
 async def test_rename_within_and_across_directories(operations: VmstoreOperations,
                                                      kernel: Kernel,
-                                                     autojump_clock: trio.abc.Clock) -> None:
+                                                     sim_clock: trio.abc.Clock) -> None:
     inode = await create_file(operations, b"a", b"data")
     made = await operations.mkdir(ROOT_INODE, b"d", stat.S_IFDIR | 0o755, ROOT)
     await operations.rename(ROOT_INODE, b"a", ROOT_INODE, b"b", 0, ROOT)
@@ -263,7 +263,7 @@ async def test_rename_within_and_across_directories(operations: VmstoreOperation
 
 
 async def test_rename_over_an_existing_name(operations: VmstoreOperations,
-                                            autojump_clock: trio.abc.Clock) -> None:
+                                            sim_clock: trio.abc.Clock) -> None:
     source = await create_file(operations, b"src", b"new")
     target = await create_file(operations, b"dst", b"old")
     await operations.rename(ROOT_INODE, b"src", ROOT_INODE, b"dst", 0, ROOT)
@@ -274,7 +274,7 @@ async def test_rename_over_an_existing_name(operations: VmstoreOperations,
 
 
 async def test_rename_over_a_name_held_open(operations: VmstoreOperations,
-                                            autojump_clock: trio.abc.Clock) -> None:
+                                            sim_clock: trio.abc.Clock) -> None:
     """The replaced file lives on through the handle, as an unlinked open file does."""
     await create_file(operations, b"src", b"new")
     target = await create_file(operations, b"dst", b"old")
@@ -287,7 +287,7 @@ async def test_rename_over_a_name_held_open(operations: VmstoreOperations,
 
 
 async def test_rename_flags(operations: VmstoreOperations,
-                            autojump_clock: trio.abc.Clock) -> None:
+                            sim_clock: trio.abc.Clock) -> None:
     first = await create_file(operations, b"one", b"1")
     second = await create_file(operations, b"two", b"2")
     await expect_errno(errno.EEXIST, operations.rename, ROOT_INODE, b"one", ROOT_INODE,
@@ -299,7 +299,7 @@ async def test_rename_flags(operations: VmstoreOperations,
 
 
 async def test_rename_of_a_directory_into_itself_is_einval(
-        operations: VmstoreOperations, autojump_clock: trio.abc.Clock) -> None:
+        operations: VmstoreOperations, sim_clock: trio.abc.Clock) -> None:
     outer = await operations.mkdir(ROOT_INODE, b"outer", stat.S_IFDIR | 0o755, ROOT)
     await operations.mkdir(outer.st_ino, b"inner", stat.S_IFDIR | 0o755, ROOT)
     inner = await operations.lookup(outer.st_ino, b"inner", ROOT)
@@ -311,7 +311,7 @@ async def test_rename_of_a_directory_into_itself_is_einval(
 
 
 async def test_unlink_of_an_open_file_keeps_its_data(operations: VmstoreOperations,
-                                                     autojump_clock: trio.abc.Clock) -> None:
+                                                     sim_clock: trio.abc.Clock) -> None:
     inode = await create_file(operations, b"f", b"kept")
     info = await operations.open(inode, os.O_RDWR, ROOT)
     await operations.unlink(ROOT_INODE, b"f", ROOT)
@@ -327,7 +327,7 @@ async def test_unlink_of_an_open_file_keeps_its_data(operations: VmstoreOperatio
 
 
 async def test_hard_links_count(operations: VmstoreOperations,
-                                autojump_clock: trio.abc.Clock) -> None:
+                                sim_clock: trio.abc.Clock) -> None:
     inode = await create_file(operations, b"a", b"shared")
     made = await operations.mkdir(ROOT_INODE, b"d", stat.S_IFDIR | 0o755, ROOT)
     linked = await operations.link(inode, made.st_ino, b"b", ROOT)
@@ -342,7 +342,7 @@ async def test_hard_links_count(operations: VmstoreOperations,
 
 
 async def test_symlink_and_readlink(operations: VmstoreOperations,
-                                    autojump_clock: trio.abc.Clock) -> None:
+                                    sim_clock: trio.abc.Clock) -> None:
     target = b"../somewhere/else \xff"
     entry = await operations.symlink(ROOT_INODE, b"l", target, USER)
     assert stat.S_ISLNK(entry.st_mode)
@@ -356,14 +356,14 @@ async def test_symlink_and_readlink(operations: VmstoreOperations,
 
 
 async def test_mknod_makes_a_fifo(operations: VmstoreOperations,
-                                  autojump_clock: trio.abc.Clock) -> None:
+                                  sim_clock: trio.abc.Clock) -> None:
     entry = await operations.mknod(ROOT_INODE, b"p", stat.S_IFIFO | 0o600, 0, USER)
     assert stat.S_ISFIFO(entry.st_mode)
     assert stat.S_IMODE(entry.st_mode) == 0o600
 
 
 async def test_forget_keeps_st_ino(operations: VmstoreOperations,
-                                   autojump_clock: trio.abc.Clock) -> None:
+                                   sim_clock: trio.abc.Clock) -> None:
     inode = await create_file(operations, b"f", b"x")
     await operations.lookup(ROOT_INODE, b"f", ROOT)
     await operations.forget([(inode, 2)])
@@ -372,7 +372,7 @@ async def test_forget_keeps_st_ino(operations: VmstoreOperations,
 
 
 # --- extended attributes and the filesystem -----------------------------------------------
-async def test_xattrs(operations: VmstoreOperations, autojump_clock: trio.abc.Clock) -> None:
+async def test_xattrs(operations: VmstoreOperations, sim_clock: trio.abc.Clock) -> None:
     inode = await create_file(operations, b"f")
     await expect_errno(pyfuse3.ENOATTR, operations.getxattr, inode, b"user.a", ROOT)
     assert await operations.listxattr(inode, ROOT) == []
@@ -389,7 +389,7 @@ async def test_xattrs(operations: VmstoreOperations, autojump_clock: trio.abc.Cl
 
 
 async def test_capability_xattr_is_remembered_absent_until_set(
-        operations: VmstoreOperations, autojump_clock: trio.abc.Clock) -> None:
+        operations: VmstoreOperations, sim_clock: trio.abc.Clock) -> None:
     """The kernel asks for security.capability before every write: one round trip, not one
     per write, until somebody sets one."""
     inode = await create_file(operations, b"f")
@@ -402,7 +402,7 @@ async def test_capability_xattr_is_remembered_absent_until_set(
     await expect_errno(pyfuse3.ENOATTR, operations.getxattr, inode, capability, ROOT)
 
 
-async def test_statfs(operations: VmstoreOperations, autojump_clock: trio.abc.Clock) -> None:
+async def test_statfs(operations: VmstoreOperations, sim_clock: trio.abc.Clock) -> None:
     data = await operations.statfs(ROOT)
     assert data.f_bsize == data.f_frsize == 65536
     assert data.f_blocks > 0

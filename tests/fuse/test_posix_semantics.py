@@ -59,7 +59,7 @@ async def nlink(operations: VmstoreOperations, inode: int) -> int:
 
 async def test_readdir_across_batches_of_the_master(operations: VmstoreOperations,
                                                     kernel: Kernel,
-                                                    autojump_clock: trio.abc.Clock) -> None:
+                                                    sim_clock: trio.abc.Clock) -> None:
     """tst_readdir_many_entries: more entries than one of the mount's batches."""
     directory = (await mkdir(operations, ROOT_INODE, b"d")).st_ino
     files = {b"entry-%04d-" % index + b"x" * 40 for index in range(READDIR_BATCH_ENTRIES_MAX + 20)}
@@ -78,7 +78,7 @@ async def test_readdir_across_batches_of_the_master(operations: VmstoreOperation
 
 
 async def test_readdir_while_deleting(operations: VmstoreOperations, kernel: Kernel,
-                                      autojump_clock: trio.abc.Clock) -> None:
+                                      sim_clock: trio.abc.Clock) -> None:
     """tst_readdir_while_deleting: positions survive deletions, nothing twice or skipped."""
     directory = (await mkdir(operations, ROOT_INODE, b"d")).st_ino
     all_names = [b"victim-%04d" % index for index in range(150)]
@@ -98,7 +98,7 @@ async def test_readdir_while_deleting(operations: VmstoreOperations, kernel: Ker
 
 
 async def test_rename_directory(operations: VmstoreOperations, kernel: Kernel,
-                                autojump_clock: trio.abc.Clock) -> None:
+                                sim_clock: trio.abc.Clock) -> None:
     """tst_rename_directory: '..' moves with it, and link counts with '..'."""
     one = (await mkdir(operations, ROOT_INODE, b"one")).st_ino
     two = (await mkdir(operations, ROOT_INODE, b"two")).st_ino
@@ -135,7 +135,7 @@ async def test_rename_directory(operations: VmstoreOperations, kernel: Kernel,
 
 
 async def test_links_to_what_cannot_be_linked(operations: VmstoreOperations,
-                                              autojump_clock: trio.abc.Clock) -> None:
+                                              sim_clock: trio.abc.Clock) -> None:
     """tst_hard_links: a directory cannot be linked; a link needs a free name."""
     directory = (await mkdir(operations, ROOT_INODE, b"sub")).st_ino
     inode = await create_file(operations, b"first", b"x")
@@ -146,7 +146,7 @@ async def test_links_to_what_cannot_be_linked(operations: VmstoreOperations,
 
 
 async def test_setgid_directory(operations: VmstoreOperations,
-                                autojump_clock: trio.abc.Clock) -> None:
+                                sim_clock: trio.abc.Clock) -> None:
     """tst_setgid_directory: new objects take its gid, new directories its setgid bit."""
     shared = (await mkdir(operations, ROOT_INODE, b"shared")).st_ino
     await operations.setattr(shared, attributes(st_gid=OTHER_GID), Fields(update_gid=True),
@@ -169,7 +169,7 @@ async def test_setgid_directory(operations: VmstoreOperations,
 
 
 async def test_mtime_and_ctime_change_on_write(operations: VmstoreOperations,
-                                               autojump_clock: trio.abc.Clock) -> None:
+                                               sim_clock: trio.abc.Clock) -> None:
     """tst_mtime_changes_on_write: a write that is closed moves mtime and ctime on."""
     inode = await create_file(operations, b"f", b"before")
     old_ns = 10**9
@@ -187,7 +187,7 @@ async def test_mtime_and_ctime_change_on_write(operations: VmstoreOperations,
 
 
 async def test_name_length_limits(operations: VmstoreOperations,
-                                  autojump_clock: trio.abc.Clock) -> None:
+                                  sim_clock: trio.abc.Clock) -> None:
     """tst_name_length_limits: 255 bytes is a name, 256 is ENAMETOOLONG everywhere."""
     longest, too_long = b"n" * 255, b"n" * 256
     inode = await create_file(operations, longest)

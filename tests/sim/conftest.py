@@ -9,6 +9,7 @@ from __future__ import annotations
 from tests.sim_seed import (  # noqa: F401  (pytest finds fixtures and hooks by name)
     pytest_runtest_makereport,
     seed_from_environment,
+    sim_clock,
     sim_logs,
     sim_seed,
 )

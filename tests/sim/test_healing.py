@@ -24,7 +24,7 @@ async def _healed(client) -> None:  # type: ignore[no-untyped-def]
 
 
 async def test_a_copy_never_spreads_a_rotten_block(tmp_path: Path, sim_seed: int,
-                                                   autojump_clock: trio.abc.Clock,
+                                                   sim_clock: trio.abc.Clock,
                                                    expected_logs) -> None:  # type: ignore[no-untyped-def]
     expected_logs.allow("vmstore", ".")  # the rot is reported, at WARNING and ERROR
     expected_logs.allow("vmstore", ".", level=40)
@@ -46,7 +46,7 @@ async def test_a_copy_never_spreads_a_rotten_block(tmp_path: Path, sim_seed: int
 
 
 async def test_a_disk_failing_under_a_copy_fails_the_copy_not_the_chunkserver(
-        tmp_path: Path, sim_seed: int, autojump_clock: trio.abc.Clock,
+        tmp_path: Path, sim_seed: int, sim_clock: trio.abc.Clock,
         expected_logs) -> None:  # type: ignore[no-untyped-def]
     expected_logs.allow("vmstore", ".")
     async with open_cluster(tmp_path, seed=sim_seed) as cluster:

@@ -264,7 +264,7 @@ async def _run(root: Path, seed: int) -> None:
 
 
 @pytest.mark.parametrize("run_index", range(RUNS))
-async def test_model_check(run_index: int, tmp_path: Path, autojump_clock: trio.abc.Clock,
+async def test_model_check(run_index: int, tmp_path: Path, sim_clock: trio.abc.Clock,
                            expected_logs, request: pytest.FixtureRequest) -> None:  # type: ignore[no-untyped-def]
     seed = FIRST_SEED + run_index
     request.node.funcargs["sim_seed"] = seed  # printed on failure (tests/sim/conftest.py)

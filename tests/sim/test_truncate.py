@@ -20,7 +20,7 @@ from vmstore.dfs.testing.cluster import open_cluster
 
 @pytest.mark.parametrize("new_size", [69_994, 150_000, 300_000])
 async def test_bytes_past_a_truncate_never_come_back(tmp_path: Path, sim_seed: int,
-                                                     autojump_clock: trio.abc.Clock,
+                                                     sim_clock: trio.abc.Clock,
                                                      new_size: int) -> None:
     async with open_cluster(tmp_path, seed=sim_seed) as cluster:
         async with cluster.client("writer") as writer:

@@ -83,7 +83,7 @@ def failing(error: errors.DfsError) -> Any:
 
 async def test_each_error_reaches_the_kernel_as_its_errno(
         operations: VmstoreOperations, expected_logs: Any, monkeypatch: pytest.MonkeyPatch,
-        autojump_clock: trio.abc.Clock) -> None:
+        sim_clock: trio.abc.Clock) -> None:
     """A namespace handler (getattr) and a data handler (read), each failing with every error."""
     expected_logs.allow("vmstore.fuse.operations", "failed with EIO")
     info, _entry = await operations.create(ROOT_INODE, b"f", stat.S_IFREG | 0o644, os.O_RDWR,
@@ -115,7 +115,7 @@ async def test_each_error_reaches_the_kernel_as_its_errno(
 # --- errors the cluster itself raises, through the unpatched path -----------------------
 async def test_a_file_leased_by_another_host_opens_for_writing_as_ebusy(
         cluster: SimCluster, operations: VmstoreOperations, expected_logs: Any,
-        autojump_clock: trio.abc.Clock) -> None:
+        sim_clock: trio.abc.Clock) -> None:
     expected_logs.allow("vmstore.fuse.operations", "open for writing by pid 4242 refused",
                         count=1)
     info, entry = await operations.create(ROOT_INODE, b"f", stat.S_IFREG | 0o644, os.O_RDONLY,
@@ -137,7 +137,7 @@ async def test_a_file_leased_by_another_host_opens_for_writing_as_ebusy(
 
 async def test_a_read_with_every_chunkserver_down_is_eio(
         cluster: SimCluster, operations: VmstoreOperations, expected_logs: Any,
-        autojump_clock: trio.abc.Clock) -> None:
+        sim_clock: trio.abc.Clock) -> None:
     expected_logs.allow("vmstore", ".")  # the client says at WARNING what it could not reach
     info, entry = await operations.create(ROOT_INODE, b"f", stat.S_IFREG | 0o644, os.O_RDWR,
                                           ROOT)
