@@ -1,0 +1,131 @@
+"""Chunkserver ↔ master: registration, heartbeats, damage reports, and the master's commands.
+
+The master drives every change to a replica (create, version bumps,
+truncate, delete, replicate, fence); a chunkserver only reports.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from vmstore.dfs.protocol.messages.base import U63, EmptyReply, Message, Port, Request
+from vmstore.dfs.protocol.messages.records import Capability, ChunkReport, ReplicaAddress
+
+
+class MasterToChunkserverRegistered(Message, frozen=True, kw_only=True):
+    """The chunkserver checks the master's identity (dfs.protocol.cluster_identity)
+    before it deletes anything; "" and 0 from a master older than cluster ids."""
+
+    TYPE: ClassVar[int] = 200
+    server_id: U63
+    stale_chunks: list[ChunkReport]  # delete these: the master knows a newer version
+    cluster_id: str = ""  # uuid of the master's cluster
+    generation: U63 = 0  # of the master's metadata, moved forward at every master start
+    incarnation: str = ""  # uuid of this master start
+
+
+class ChunkserverToMasterRegister(Request, frozen=True, kw_only=True):
+    """Join the cluster (again) and report every replica held."""
+
+    TYPE: ClassVar[int] = 201
+    REPLY: ClassVar[type[Message]] = MasterToChunkserverRegistered
+    server_uuid: str  # stable identity, kept in the data directory
+    host: str  # IP address clients connect to
+    port: Port
+    host_label: str
+    pid: U63
+    bytes_total: U63
+    bytes_used: U63
+    chunks: list[ChunkReport]
+    # The newest master identity this chunkserver accepted; "", 0, "" if none yet.
+    cluster_id: str = ""
+    generation: U63 = 0
+    incarnation: str = ""
+
+
+class ChunkserverToMasterHeartbeat(Request, frozen=True, kw_only=True):
+    TYPE: ClassVar[int] = 202
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    server_id: U63
+    bytes_total: U63
+    bytes_used: U63
+    chunk_count: U63
+
+
+class MasterToChunkserverCreateChunk(Request, frozen=True, kw_only=True):
+    """Create an empty replica (all holes) at ``version``."""
+
+    TYPE: ClassVar[int] = 210
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    chunk_id: U63
+    version: U63
+
+
+class MasterToChunkserverSetVersion(Request, frozen=True, kw_only=True):
+    """The replica at ``old_version`` is current again as ``new_version``."""
+
+    TYPE: ClassVar[int] = 211
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    chunk_id: U63
+    old_version: U63
+    new_version: U63
+
+
+class MasterToChunkserverDeleteChunk(Request, frozen=True, kw_only=True):
+    """Delete the replica if its version is at most ``version`` (0: any version)."""
+
+    TYPE: ClassVar[int] = 212
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    chunk_id: U63
+    version: U63
+
+
+class MasterToChunkserverTruncateChunk(Request, frozen=True, kw_only=True):
+    """Zero the replica from ``length_bytes`` to its end, then set ``new_version``."""
+
+    TYPE: ClassVar[int] = 213
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    chunk_id: U63
+    old_version: U63
+    new_version: U63
+    length_bytes: U63
+
+
+class MasterToChunkserverReplicate(Request, frozen=True, kw_only=True):
+    """Make a replica here by copying the chunk from ``sources`` (any of them).
+
+    The copy is built at ``version - 1`` (stale, never served or adopted)
+    and becomes ``version`` only when complete and durable. The sources
+    serve the copy's reads only with ``capability``.
+    """
+
+    TYPE: ClassVar[int] = 214
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    chunk_id: U63
+    version: U63
+    sources: list[ReplicaAddress]
+    capability: Capability | None = None  # READ of the chunk, shown to the sources
+
+
+class MasterToChunkserverFence(Request, frozen=True, kw_only=True):
+    """Refuse writes to these chunks with a lease epoch older than ``epoch``.
+
+    Answered only once every write already running on them has finished, so
+    that after the reply no write of an older epoch can land here.
+    """
+
+    TYPE: ClassVar[int] = 215
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    epoch: U63
+    chunk_ids: list[U63]
+
+
+class ChunkserverToMasterReportDamaged(Request, frozen=True, kw_only=True):
+    """A replica here failed its checksums (on a read or a scrub): drop and rebuild it."""
+
+    TYPE: ClassVar[int] = 203
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    server_id: U63
+    chunk_id: U63
+    version: U63
+    reason: str

@@ -1,0 +1,108 @@
+"""Operators ↔ master: cluster status, draining a chunkserver, fsck.
+
+Read-only views (apart from drain) for ``vmstore status``, ``drain`` and
+``fsck``; the replies are snapshots, stale as soon as they are sent.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+from vmstore.dfs.protocol.messages.base import U63, EmptyReply, Int64, Message, Request
+
+
+class ChunkserverStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    id: U63
+    address: str
+    host: str
+    state: str  # "up" | "down"
+    pid: U63
+    bytes_total: U63
+    bytes_used: U63
+    chunk_count: U63  # replica files it reported (heartbeat)
+    draining: bool = False
+    replicas: U63 = 0  # replicas the master counts on it (current or awaiting deletion)
+
+
+class HealingStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    under_goal: U63  # chunks waiting for a copy (as of the last pass)
+    copying: U63  # copies running now
+    chunks_copied: U63  # since the master started
+    replicas_removed: U63
+    copied_bytes_per_s: float  # over the last minute
+
+
+class ChunkHealth(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    total: U63
+    ok: U63
+    undergoal: U63
+    endangered: U63
+    lost: U63
+
+
+class ClientStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    session_id: U63
+    hostname: str
+    host_label: str
+    mount_point: str
+    pid: U63
+    address: str
+
+
+class RefusedChunkserver(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A chunkserver whose registration this master refused (dfs.protocol.cluster_identity)."""
+
+    server_uuid: str
+    address: str  # HOST:PORT it serves data on
+    reason: str
+    refused_at_ns: Int64  # wall clock of the last refusal
+
+
+class StatusReply(Message, frozen=True, kw_only=True):
+    TYPE: ClassVar[int] = 150
+    master_address: str
+    chunkservers: list[ChunkserverStatus]
+    chunks: ChunkHealth
+    clients: list[ClientStatus]
+    inodes: U63
+    healing: HealingStatus | None = None
+    write_leases: U63 = 0  # files with a write lease held
+    refused: list[RefusedChunkserver] = []  # recent registrations refused, newest last
+
+
+class ClientToMasterDrain(Request, frozen=True, kw_only=True):
+    """Start (``draining``) or stop moving every replica off a chunkserver."""
+
+    TYPE: ClassVar[int] = 152
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    server_id: U63
+    draining: bool
+
+
+class FsckProblem(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    path: str  # "" when the file has no name any more (open but unlinked)
+    inode: U63
+    chunk_index: U63
+    chunk_id: U63
+    state: str  # "lost" | "endangered" | "undergoal"
+    live_replicas: U63
+    goal: U63
+
+
+class FsckReply(Message, frozen=True, kw_only=True):
+    TYPE: ClassVar[int] = 153
+    chunks_checked: U63
+    problems: list[FsckProblem]
+    namespace_errors: list[str]  # broken invariants (nlink counts, dangling entries)
+
+
+class ClientToMasterFsck(Request, frozen=True, kw_only=True):
+    TYPE: ClassVar[int] = 154
+    REPLY: ClassVar[type[Message]] = FsckReply
+
+
+class ClientToMasterStatus(Request, frozen=True, kw_only=True):
+    TYPE: ClassVar[int] = 151
+    REPLY: ClassVar[type[Message]] = StatusReply
