@@ -405,6 +405,19 @@ class ChunkManager:
                             extra=about("newer_version_refused", chunk=chunk_id,
                                         server=server_id, version=report.version))
                 continue
+            if report.version == current and chunk_id not in held:
+                # The current version, on a server the master does not list: a
+                # create whose reply was lost, or a replica dropped (damaged,
+                # surplus) whose deletion never arrived. Writes since went to the
+                # holders only, and the version did not move (no holder left the
+                # chain), so its bytes may be old: never adopted. Left on its
+                # disk, like a refused newer version, until quarantine exists.
+                log.warning("chunk %d: server %d has the current version %d but is not a"
+                            " holder; not adopted, its replica left alone", chunk_id,
+                            server_id, current,
+                            extra=about("same_version_refused", chunk=chunk_id,
+                                        server=server_id, version=current))
+                continue
             if report.version > current:
                 # A version bump reached this server but the master died before
                 # committing it: this replica is the newest data there is.

@@ -260,7 +260,8 @@ async def _run(root: Path, seed: int) -> None:
                 assert attrs.size_bytes == model.size_bytes, f"inode {inode}: size"
                 got = await reader.read(inode, 0, model.size_bytes, attrs.size_bytes)
                 assert got == bytes(model.data), (
-                    f"inode {inode} read by another client: {first_difference(model.data, got)}")
+                    f"inode {inode} read by another client: {first_difference(model.data, got)};"
+                    f" steps: {run.history(inode)}")
 
 
 @pytest.mark.parametrize("run_index", range(RUNS))
