@@ -39,6 +39,7 @@ from vmstore.dfs.errors import (
     DfsError,
     PeerUnavailable,
     ProtocolError,
+    ReplicaUnavailable,
     unwrapped_errors,
 )
 from vmstore.dfs.log_fields import about
@@ -166,7 +167,12 @@ class MasterLink:
         self.chunk_count = len(chunks)  # each stale one is subtracted as it is deleted
         self.registrations += 1
         for stale in reply.stale_chunks:
-            await self._delete(stale.chunk_id, stale.version)
+            try:
+                await self._delete(stale.chunk_id, stale.version)
+            except OSError as error:  # still stale at the next registration
+                log.warning("could not delete stale chunk %d: %s", stale.chunk_id, error,
+                            extra=about("stale_delete_failed", chunk=stale.chunk_id,
+                                        error=str(error)))
         log.info("registered with master as chunkserver %d (%d replicas, %d stale deleted)",
                  self.identity.server_id, len(chunks), len(reply.stale_chunks))
 
@@ -204,6 +210,16 @@ class MasterLink:
         raise PeerUnavailable(f"master closed the link: {connection.close_reason}")
 
     async def handle(self, request: m.Request, payload: bytes) -> tuple[m.Message, bytes]:
+        """Obey a master command. A failure of this chunkserver's disk fails the command
+        (ReplicaUnavailable, naming it), never the process: the master works around it."""
+        try:
+            await self._obey(request)
+        except OSError as error:
+            raise ReplicaUnavailable(f"{type(request).__name__}: this chunkserver's disk"
+                                     f" failed: {error}") from None
+        return m.EmptyReply(), b""
+
+    async def _obey(self, request: m.Request) -> None:
         if isinstance(request, m.MasterToChunkserverCreateChunk):
             await self.disk(0, self.store.create, request.chunk_id, request.version)
             self.chunk_count += 1
@@ -221,7 +237,6 @@ class MasterLink:
             self.chunk_count += 0 if had_replica else 1
         else:
             raise ProtocolError(f"{type(request).__name__} is not a master command")
-        return m.EmptyReply(), b""
 
     def _has_replica(self, chunk_id: int) -> bool:
         try:

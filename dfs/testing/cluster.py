@@ -192,6 +192,12 @@ class SimCluster:
                                    short_circuit_reads=False) as client:
                 yield client
 
+    @staticmethod
+    async def holders(client: Client, inode: int, index: int = 0) -> list[str]:
+        """The nodes holding current replicas of chunk ``index`` of a file, chain order."""
+        (location,) = await client.chunk_locations(inode, index, 1)
+        return [replica.host_label for replica in location.replicas]
+
     def running(self, name: str) -> bool:
         return self._nodes[name].running
 

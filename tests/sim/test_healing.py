@@ -7,14 +7,9 @@ from pathlib import Path
 
 import trio
 
-from vmstore.dfs.testing.cluster import SimCluster, open_cluster
+from vmstore.dfs.testing.cluster import open_cluster
 
 DATA = bytes(range(251)) * 1200  # 301,200 bytes: five 64 KiB blocks and a part
-
-
-async def _holders(cluster: SimCluster, client, inode: int) -> list[str]:  # type: ignore[no-untyped-def]
-    (location,) = await client.chunk_locations(inode, 0, 1)
-    return [replica.host_label for replica in location.replicas]
 
 
 async def _healed(client) -> None:  # type: ignore[no-untyped-def]
@@ -33,7 +28,7 @@ async def test_a_copy_never_spreads_a_rotten_block(tmp_path: Path, sim_seed: int
             inode = (await client.create_file("/a.img")).inode
             await client.write(inode, 0, DATA)
             await client.fsync(inode)
-            rotten, healthy = await _holders(cluster, client, inode)
+            rotten, healthy = await cluster.holders(client, inode)
             (chunk_id, _), = cluster.stores[rotten].list_chunks()
             cluster.stores[rotten].flip_bit(chunk_id, 70_000)  # block 1
             await client.set_goal(inode, 3)
@@ -54,7 +49,7 @@ async def test_a_disk_failing_under_a_copy_fails_the_copy_not_the_chunkserver(
             inode = (await client.create_file("/a.img")).inode
             await client.write(inode, 0, DATA)
             await client.fsync(inode)
-            first, second = await _holders(cluster, client, inode)
+            first, second = await cluster.holders(client, inode)
             (target,) = set(cluster.chunkserver_names) - {first, second}
             cluster.stores[target].fail("write", times=-1)
             await cluster.kill(first)
@@ -65,6 +60,32 @@ async def test_a_disk_failing_under_a_copy_fails_the_copy_not_the_chunkserver(
             assert cluster.running(target), "one EIO under a copy took the chunkserver down"
             cluster.stores[target].heal()
             await _healed(client)
-            assert target in await _holders(cluster, client, inode)
+            assert target in await cluster.holders(client, inode)
             await cluster.kill(second)
             assert await client.read(inode, 0, len(DATA), len(DATA)) == DATA
+
+
+async def test_a_disk_failing_under_master_commands_fails_them_not_the_chunkserver(
+        tmp_path: Path, sim_seed: int, sim_clock: trio.abc.Clock,
+        expected_logs) -> None:  # type: ignore[no-untyped-def]
+    """Creates refused by a sick disk go elsewhere; the chunkserver lives on and, once
+    its disk heals, takes its share of copies again."""
+    expected_logs.allow("vmstore", ".")
+    async with open_cluster(tmp_path, seed=sim_seed) as cluster:
+        sick = cluster.stores["cs1"]
+        sick.fail("create", times=-1)
+        async with cluster.client("client1") as client:
+            inodes = []
+            for index in range(12):
+                inode = (await client.create_file(f"/f{index}.img")).inode
+                await client.write(inode, 0, DATA)
+                await client.fsync(inode)
+                inodes.append(inode)
+                if sick.faults_injected:
+                    break
+            assert sick.faults_injected, "cs1 was never asked to create a chunk"
+            assert cluster.running("cs1"), "an EIO on CreateChunk took the chunkserver down"
+            sick.heal()
+            await _healed(client)
+            for inode in inodes:
+                assert await client.read(inode, 0, len(DATA), len(DATA)) == DATA
