@@ -167,6 +167,16 @@ class TokenExpired(DfsError):
     code = 26
 
 
+class TokenPredatesRestart(TokenExpired):
+    """A chunkserver refused a write capability issued before it started: it lost the
+    lease epochs it had seen, so it cannot tell a fenced writer from a current one.
+
+    Says nothing against the writer. A chain member that applied the write passes it
+    on as its successor's fault (that replica missed the write), not as its own."""
+
+    code = 29
+
+
 class ReadRefused(DfsError):
     """A chunkserver refused a read: its capability is missing, forged, or for another
     chunk or operation."""

@@ -61,6 +61,7 @@ from vmstore.dfs.errors import (
     ReplicaUnavailable,
     StaleChunkVersion,
     TokenExpired,
+    TokenPredatesRestart,
     WriteRefused,
 )
 from vmstore.dfs.log_fields import about
@@ -132,9 +133,21 @@ class _Forwarded:
 
 @contextmanager
 def _naming(member: m.ReplicaAddress) -> Iterator[None]:
-    """A failure of the chain beyond us names the member at fault."""
+    """A failure of the chain beyond us names the member at fault.
+
+    A successor that refused a token only because it restarted since the token
+    was issued is that fault too: we admitted the writer with every epoch we
+    know, so our replica holds a current writer's bytes and the successor's is
+    the one that missed them (reporting ours damaged, as for a fenced writer,
+    dropped a good replica at every routine restart of a chain member).
+    """
     try:
         yield
+    except TokenPredatesRestart as error:
+        raise ReplicaUnavailable(
+            f"chain member {member.server_id} ({member.host}:{member.port}) restarted since"
+            f" the writer's token was issued and missed the write: {error}",
+            member.server_id) from None
     except DfsError as error:
         if error.server_id or isinstance(error, (InvalidArgument, *WRITER_REFUSED)):
             raise  # already names the member at fault, or nobody is

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 
-from vmstore.dfs.errors import LeaseLost, TokenExpired
+from vmstore.dfs.errors import LeaseLost, TokenPredatesRestart
 from vmstore.dfs.protocol.capability import WRITE, VerifiedCapabilities
 from vmstore.dfs.protocol.messages import Capability
 
@@ -34,8 +34,8 @@ class WriteFence:
         """Raise unless ``capability`` may write ``chunk_id`` now; remember its epoch."""
         token = self.capabilities.check(capability, chunk_id, WRITE)
         if token.issued_ns < self.started_ns:
-            raise TokenExpired(f"write capability for chunk {chunk_id} predates this"
-                               " chunkserver's start")
+            raise TokenPredatesRestart(f"write capability for chunk {chunk_id} predates"
+                                       " this chunkserver's start")
         newest = self._epochs.get(chunk_id, 0)
         if token.epoch < newest:
             raise LeaseLost(f"chunk {chunk_id} is fenced at lease epoch {newest}; the write"
