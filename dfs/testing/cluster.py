@@ -193,6 +193,14 @@ class SimCluster:
                 yield client
 
     @staticmethod
+    async def stored_file(client: Client, path: str, data: bytes) -> int:
+        """A new file holding ``data``, durable on its replicas; its inode."""
+        inode = (await client.create_file(path)).inode
+        await client.write(inode, 0, data)
+        await client.fsync(inode)
+        return inode
+
+    @staticmethod
     async def holders(client: Client, inode: int, index: int = 0) -> list[str]:
         """The nodes holding current replicas of chunk ``index`` of a file, chain order."""
         (location,) = await client.chunk_locations(inode, index, 1)

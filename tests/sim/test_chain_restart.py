@@ -21,10 +21,8 @@ async def test_a_restarted_member_is_dropped_not_the_replicas_that_took_the_writ
     expected_logs.allow("vmstore", "predates|missed the write|restarted")
     async with open_cluster(tmp_path, seed=sim_seed) as cluster:
         async with cluster.client("client1") as client:
-            inode = (await client.create_file("/a.img")).inode
+            inode = await cluster.stored_file(client, "/a.img", FIRST)
             await client.opened(inode, writable=True)
-            await client.write(inode, 0, FIRST)
-            await client.fsync(inode)
             head, tail = await cluster.holders(client, inode)
             await cluster.restart(tail)  # forgets every lease epoch it had seen
             await client.write(inode, 0, SECOND)  # with the token issued before

@@ -25,9 +25,7 @@ async def test_a_copy_never_spreads_a_rotten_block(tmp_path: Path, sim_seed: int
     expected_logs.allow("vmstore", ".", level=40)
     async with open_cluster(tmp_path, seed=sim_seed) as cluster:
         async with cluster.client("client1") as client:
-            inode = (await client.create_file("/a.img")).inode
-            await client.write(inode, 0, DATA)
-            await client.fsync(inode)
+            inode = await cluster.stored_file(client, "/a.img", DATA)
             rotten, healthy = await cluster.holders(client, inode)
             (chunk_id, _), = cluster.stores[rotten].list_chunks()
             cluster.stores[rotten].flip_bit(chunk_id, 70_000)  # block 1
@@ -46,9 +44,7 @@ async def test_a_disk_failing_under_a_copy_fails_the_copy_not_the_chunkserver(
     expected_logs.allow("vmstore", ".")
     async with open_cluster(tmp_path, seed=sim_seed) as cluster:
         async with cluster.client("client1") as client:
-            inode = (await client.create_file("/a.img")).inode
-            await client.write(inode, 0, DATA)
-            await client.fsync(inode)
+            inode = await cluster.stored_file(client, "/a.img", DATA)
             first, second = await cluster.holders(client, inode)
             (target,) = set(cluster.chunkserver_names) - {first, second}
             cluster.stores[target].fail("write", times=-1)

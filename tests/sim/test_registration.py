@@ -28,9 +28,7 @@ async def test_a_same_version_replica_of_a_non_holder_is_not_adopted(
     expected_logs.allow("vmstore", "not adopted|not a holder")
     async with open_cluster(tmp_path, seed=sim_seed) as cluster:
         async with cluster.client("client1") as client:
-            inode = (await client.create_file("/a.img")).inode
-            await client.write(inode, 0, OLD)
-            await client.fsync(inode)
+            inode = await cluster.stored_file(client, "/a.img", OLD)
             holders = set(await cluster.holders(client, inode))
             (location,) = await client.chunk_locations(inode, 0, 1)
             (outsider,) = set(cluster.chunkserver_names) - holders
