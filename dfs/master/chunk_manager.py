@@ -179,7 +179,11 @@ class ChunkManager:
             self.writer_chunks.attach(inode, index, chunk_id, created)
 
         await self.committer.run(attach)
-        return self._current_location(index, chunk_id, writer_label)
+        # A server that confirmed the create may have died since: the chain must
+        # not leave it out at this version, or it would come back current and
+        # empty (found by the model check: its copy replaced the written one).
+        async with self.chunk_locks.hold(chunk_id):
+            return await self._write_chain(index, chunk_id, writer_label)
 
     async def report_bad_chain(
         self, inode: InodeId, index: int, chunk_id: ChunkId, version: ChunkVersion,

@@ -91,8 +91,32 @@ async def _check_range(run: Run, inode: int, offset: int, length: int) -> None:
     model = run.models[inode]
     got = await run.client.read(inode, offset, length, model.size_bytes)
     want = model.read(offset, length)
-    assert got == want, (f"inode {inode} [{offset}, +{length}):"
-                         f" {first_difference(want, got)}; steps: {run.history(inode)}")
+    if got != want:
+        where = await _replicas_report(run, inode, offset)
+        raise AssertionError(f"inode {inode} [{offset}, +{length}):"
+                             f" {first_difference(want, got)}; replicas: {where};"
+                             f" steps: {run.history(inode)}")
+
+
+async def _replicas_report(run: Run, inode: int, offset: int) -> str:
+    """What the master lists for the chunk at ``offset`` and what each disk holds there."""
+    index, inner = divmod(offset, CHUNK_SIZE_BYTES)
+    try:
+        (location,) = await run.client.chunk_locations(inode, index, 1)
+    except ValueError:
+        return "no chunk"
+    listed = [(r.host_label, location.version) for r in location.replicas]
+    held = []
+    for name, store in run.cluster.stores.items():
+        for chunk_id, version in store.list_chunks():
+            if chunk_id == location.chunk_id:
+                try:
+                    data, _ = store.read(chunk_id, version, inner - inner % 4096, 4096)
+                    byte = data[inner % 4096] if data else 0
+                except Exception as error:  # noqa: BLE001 (a report, not a check)
+                    byte = repr(error)
+                held.append((name, version, byte))
+    return f"chunk {location.chunk_id} listed {listed}, on disk {held}"
 
 
 async def _write(run: Run, inode: int) -> None:
