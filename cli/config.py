@@ -147,6 +147,15 @@ def load_config(path: Path | None = None, *, master: str | None = None,
                                             "short_circuit_reads", True))
 
 
+def master_data_dir(path: Path | None = None) -> Path | None:
+    """[master] data_dir of the config file (None if unset), for commands that read the
+    master's files on its host; unlike ``load_config`` it needs no [cluster] key."""
+    path = path or config_path()
+    options = _daemon_options(path, "master", _read(path).get("master", {}))
+    data_dir: Path | None = options.get("data_dir")
+    return data_dir
+
+
 def _flag(path: Path, section: dict[str, Any], name: str, key: str, default: bool) -> bool:
     """[name] key as a boolean; ``default`` when absent; any other TOML type is refused."""
     value = section.get(key, default)

@@ -17,6 +17,7 @@ from vmstore.cli import (
     key_command,
     lease,
     local_cluster,
+    metadata_command,
     migrate_command,
     mount_command,
     status,
@@ -29,7 +30,8 @@ from vmstore.dfs.protocol import tls
 
 # These read or write the config file themselves and connect nowhere: a
 # [tls] they are about to fix must not stop them.
-COMMANDS_WITHOUT_CONNECTIONS = frozenset({"init", "tls", "key", "bench", "umount", "local"})
+COMMANDS_WITHOUT_CONNECTIONS = frozenset({"init", "tls", "key", "bench", "umount", "local",
+                                         "metadata"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (init_command, daemons, local_cluster, mount_command, status, fsck, files,
                    import_command, file_info, lease, migrate_command, bench, tls_command,
-                   key_command):
+                   key_command, metadata_command):
         module.register(subparsers)
     return parser
 
