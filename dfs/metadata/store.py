@@ -8,6 +8,11 @@ own changes.
 
 Synchronous on purpose: no trio, no network. The master runs a whole batch
 in one worker thread; nothing else uses the writing connection meanwhile.
+
+Plain ``sqlite3``, not sqlite-utils: every write here is hand-written SQL inside
+our own BEGIN IMMEDIATE / SAVEPOINT, which sqlite-utils' write methods (each a
+``with conn:`` transaction of its own) would cut across. sqlite-utils reads
+metadata files for ``vmstore metadata inspect`` (``dfs.metadata.inspection``).
 """
 
 from __future__ import annotations
@@ -18,8 +23,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import sqlite_utils
 
 from vmstore.dfs.constants import DEFAULT_GOAL
 from vmstore.dfs.metadata.schema import create_tables
@@ -36,7 +39,6 @@ class MetadataStore:
         self.connection = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=30.0
         )
-        self.db = sqlite_utils.Database(self.connection)
         self.connection.execute("PRAGMA journal_mode=WAL")
         self.connection.execute("PRAGMA synchronous=FULL")
         self.connection.execute("PRAGMA foreign_keys=OFF")  # invariants are ours to keep
