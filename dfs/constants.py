@@ -122,8 +122,8 @@ MASTER_REFUSED_RETRY_S = 10.0
 WRITE_RETRIES_MAX = 8
 READ_RETRIES_MAX = 8
 LOCATION_CACHE_ENTRIES_MAX = 65536
-# Per-file locks of a client's size reports: the idle ones go beyond this many.
-SIZE_LOCKS_MAX = 65536
+# Per-file states of a client (dfs.client.file_state): the idle ones go beyond this many.
+FILE_STATES_MAX = 65536
 # Write-behind: bytes a mount holds written but not yet on every replica
 # (write() waits for room beyond this), batches in flight per chunk (they
 # never overlap) and in all. Few in all: writes queued meanwhile go together

@@ -131,14 +131,13 @@ class ChunkIO:
         self.master = master
         self.chunkservers = chunkservers
         self.leases = leases
+        self.files = master.files  # per file: how far its writes reach, synchronous spells
         # Short-circuit reads of replicas on this host; None: every read goes over TCP.
         self.local_replicas = local_replicas
         self._read_locations: dict[tuple[int, int], _ReadTarget] = {}
         self._write_targets: dict[tuple[int, int], _WriteTarget] = {}
-        # Per inode: the chunks written since the last flush (by chunk index), and
-        # how far this client's writes reach beyond what it told the master.
+        # Per inode: the chunks written since the last flush (by chunk index).
         self.unflushed: dict[int, dict[int, m.ChunkLocation]] = {}
-        self.unpublished_sizes: dict[int, int] = {}
         # Write-behind: queued writes per (inode, chunk index), each queue sent
         # by a task in ``senders``; a lost write's error, per inode.
         self._senders = senders
@@ -151,10 +150,6 @@ class ChunkIO:
         # changed in a way a reader here must see: local readahead from
         # before is not used.
         self.data_generation = 0
-        # Until when (trio clock) a file's writes are sent synchronous: durable on
-        # every replica when acknowledged, so that an fsync right after finds
-        # nothing left to flush (a writer that fsyncs often saves a round trip).
-        self._synchronous_until: dict[int, float] = {}
 
     # --- locations ------------------------------------------------------------
     async def _location_for_read(self, inode: int, index: int) -> m.ChunkLocation | None:
@@ -330,8 +325,7 @@ class ChunkIO:
             write = PendingWrite(inner, view[at:at + size], awaited=wait)
             chunk.add(write)
             queued.append(write)
-        self.unpublished_sizes[inode] = max(self.unpublished_sizes.get(inode, 0),
-                                            offset + len(data))
+        self.files.get(inode).wrote(offset + len(data))
         if wait:
             await self._wait_for(queued)
 
@@ -370,7 +364,6 @@ class ChunkIO:
     def forget_write_error(self, inode: int) -> None:
         """The file's last handle closed: its next opener starts without the old error."""
         self.write_errors.pop(inode, None)
-        self._synchronous_until.pop(inode, None)
 
     async def _send_chunk(self, inode: int, index: int, chunk: ChunkWrites) -> None:
         """Send the chunk's queue in batches until it is empty, then leave."""
@@ -397,7 +390,8 @@ class ChunkIO:
 
     def _is_synchronous(self, inode: int) -> bool:
         """Whether the file was fsynced lately: then its writes go durable at once."""
-        return trio.current_time() < self._synchronous_until.get(inode, 0.0)
+        state = self.files.find(inode)
+        return state is not None and trio.current_time() < state.synchronous_until_s
 
     async def _send_batch(self, inode: int, index: int, chunk: ChunkWrites,
                           batch: list[PendingWrite], flush: bool, sent_as: int,
@@ -489,19 +483,6 @@ class ChunkIO:
         return target.location
 
     # --- flushing ----------------------------------------------------------------
-    def pending_size(self, inode: InodeId) -> int:
-        """How far this client's writes reach, if beyond what the master was told."""
-        return self.unpublished_sizes.get(inode, 0)
-
-    def size_published(self, inode: int, size_bytes: int) -> None:
-        """The master now knows ``size_bytes`` (writes queued meanwhile may reach further)."""
-        if self.unpublished_sizes.get(inode, 0) <= size_bytes:
-            self.unpublished_sizes.pop(inode, None)
-
-    def size_owed(self, inode: int, size_bytes: int) -> None:
-        """Publishing ``size_bytes`` failed: it is to be told to the master again."""
-        self.unpublished_sizes[inode] = max(self.unpublished_sizes.get(inode, 0), size_bytes)
-
     async def flush(self, inode: InodeId) -> None:
         """Make this file's acknowledged writes durable on every replica.
 
@@ -509,7 +490,8 @@ class ChunkIO:
         lost makes the flush fail, and every later one until the file closes.
         """
         self.leases.epoch_for_write(inode)  # after a fence, "durable" would be a lie
-        self._synchronous_until[inode] = trio.current_time() + SYNCHRONOUS_AFTER_FSYNC_S
+        self.files.get(inode).synchronous_until_s = (trio.current_time()
+                                                     + SYNCHRONOUS_AFTER_FSYNC_S)
         await self.wait_written(inode)
         unflushed = self.unflushed.pop(inode, None)
         if unflushed is None:

@@ -8,7 +8,6 @@ and a few conveniences by path for tools and tests. Errors are
 
 from __future__ import annotations
 
-import math
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from typing import Any
 import trio
 
 from vmstore.dfs.client.chunk_io import ChunkIO
+from vmstore.dfs.client.file_state import FileStates
 from vmstore.dfs.client.leases import ClientLeases
 from vmstore.dfs.client.local_replicas import LocalReplicas
 from vmstore.dfs.client.master_client import ClientIdentity, MasterClient
@@ -25,7 +25,6 @@ from vmstore.dfs.constants import (
     MASTER_RECONNECT_TIMEOUT_S,
     MTIME_PUBLISH_INTERVAL_S,
     READDIR_BATCH_ENTRIES_MAX,
-    SIZE_LOCKS_MAX,
 )
 from vmstore.dfs.errors import NotADirectory, NotFound, unwrapped_errors
 from vmstore.dfs.protocol import messages as m
@@ -40,15 +39,8 @@ class Client:
         self.master = master
         self.io = chunk_io
         self.leases = chunk_io.leases
-        # Sizes this client told the master, per open file: an fdatasync that
-        # grows nothing needs no master round trip.
-        self._published_sizes: dict[int, int] = {}
-        self._published_at: dict[int, float] = {}  # trio clock, of the last size and mtime
-        # Per file: held while its size is being told to the master (WriteEnd,
-        # truncate). The master grows a file to the largest size its writer
-        # reports, so a report from before a truncate that reached it after
-        # the truncate would bring the cut bytes back as zeros (issue 18).
-        self._size_locks: dict[int, trio.Lock] = {}
+        # Per file: open handles, the size owed and told, the size lock.
+        self.files = chunk_io.files
 
     # --- namespace by inode ------------------------------------------------------------
     async def lookup(self, parent: int, name: bytes) -> m.FileAttrs:
@@ -78,31 +70,20 @@ class Client:
         """
         await self.io.flush(InodeId(inode))
         self.io.forget(inode)
-        async with self._size_lock(inode):
-            reach_before = self.io.pending_size(InodeId(inode))
-            self.io.size_published(inode, reach_before)
-            self._published_sizes.pop(inode, None)
-            self._published_at.pop(inode, None)
+        state = self.files.get(inode)  # kept while its lock is held (FileStates)
+        async with state.size_lock:
+            reach_before = state.unpublished_bytes
+            state.size_published(reach_before)
+            state.forget_published()
             try:
                 reply = await self.master.mutate(m.ClientToMasterSetAttr(
                     session_id=0, op_id=0, inode=inode, **changes), reply_type=m.AttrsReply)
             except BaseException:
-                self.io.size_owed(inode, reach_before)  # not truncated: still to tell
+                state.size_owed(reach_before)  # not truncated: still to tell
                 raise
             finally:
                 self.io.replicas_changed()
         return reply.attrs
-
-    def _size_lock(self, inode: int) -> trio.Lock:
-        lock = self._size_locks.get(inode)
-        if lock is None:
-            if len(self._size_locks) >= SIZE_LOCKS_MAX:
-                # A library user writes without opened(), so no close drops them.
-                # A lock nobody holds has no waiters and protects nothing yet.
-                self._size_locks = {key: held for key, held in self._size_locks.items()
-                                    if held.locked()}
-            lock = self._size_locks[inode] = trio.Lock()
-        return lock
 
     async def create(self, parent: int, name: bytes, mode: int, uid: int = 0, gid: int = 0,
                      rdev: int = 0) -> m.FileAttrs:
@@ -218,11 +199,14 @@ class Client:
         durable when fsync returns, and nobody was promised either before.
         """
         await self.io.wait_written(inode)
-        size_bytes = self.io.pending_size(InodeId(inode))
-        mtime_age_s = trio.current_time() - self._published_at.get(inode, -math.inf)
-        if size_bytes <= self._published_sizes.get(inode, 0) and (
-                datasync or mtime_age_s < MTIME_PUBLISH_INTERVAL_S):
-            size_bytes = 0  # the size is known; the mtime waits (for close at the latest)
+        state = self.files.find(inode)  # None: no write here, nothing to tell
+        size_bytes = 0
+        if state is not None:
+            size_bytes = state.unpublished_bytes
+            mtime_age_s = trio.current_time() - state.published_at_s
+            if size_bytes <= state.published_bytes and (
+                    datasync or mtime_age_s < MTIME_PUBLISH_INTERVAL_S):
+                size_bytes = 0  # the size is known; the mtime waits (for close at the latest)
         with unwrapped_errors():
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.io.flush, InodeId(inode))
@@ -231,27 +215,26 @@ class Client:
 
     async def _write_end(self, inode: int, size_bytes: int) -> None:
         """Tell the master the file's writes reach ``size_bytes`` (and set its mtime)."""
-        async with self._size_lock(inode):
+        state = self.files.get(inode)  # kept while its lock is held (FileStates)
+        async with state.size_lock:
             # A truncate while this waited for the lock made the old reach void:
             # only what is still unpublished may be told, never more.
-            size_bytes = min(size_bytes, self.io.pending_size(InodeId(inode)))
+            size_bytes = min(size_bytes, state.unpublished_bytes)
             if not size_bytes:
                 return
             # Taken off the unpublished sizes before the call, as before write-behind:
             # a close meanwhile (even a forked child's, closing an inherited fd) then
             # finds nothing to publish, instead of waiting on a master that may be
             # away. Should the call fail, the size is owed again.
-            self.io.size_published(inode, size_bytes)
+            state.size_published(size_bytes)
             try:
                 await self.master.mutate(m.ClientToMasterWriteEnd(
                     session_id=0, op_id=0, inode=inode, size_bytes=size_bytes,
                     mtime_ns=time.time_ns()), reply_type=m.AttrsReply)
             except BaseException:
-                self.io.size_owed(inode, size_bytes)
+                state.size_owed(size_bytes)
                 raise
-            self._published_sizes[inode] = max(self._published_sizes.get(inode, 0),
-                                               size_bytes)
-            self._published_at[inode] = trio.current_time()
+            state.told(size_bytes)
 
     async def opened(self, inode: int, writable: bool = False) -> None:
         """A handle on ``inode`` opened here: the master keeps the file while any is open.
@@ -262,9 +245,9 @@ class Client:
         self.io.replicas_changed()
         if writable:
             await self.leases.opened_for_write(inode)
-        count = self.master.open_inodes.get(inode, 0)
-        self.master.open_inodes[inode] = count + 1
-        if count == 0:
+        state = self.files.get(inode)
+        state.handles += 1
+        if state.handles == 1:
             await self.master.call(m.ClientToMasterHold(
                 session_id=self.master.session_id, inode=inode, held=True),
                 reply_type=m.EmptyReply)
@@ -285,16 +268,14 @@ class Client:
             await self._drop_hold(inode)
 
     async def _drop_hold(self, inode: int) -> None:
-        count = self.master.open_inodes.pop(inode)
-        if count > 1:
-            self.master.open_inodes[inode] = count - 1
+        state = self.files.find(inode)
+        assert state is not None, f"inode {inode} closed more often than opened"
+        assert state.handles > 0, f"inode {inode} closed more often than opened"
+        state.handles -= 1
+        if state.handles:
             return
         self.io.forget_write_error(inode)
-        self._published_sizes.pop(inode, None)
-        self._published_at.pop(inode, None)
-        lock = self._size_locks.get(inode)
-        if lock is not None and not lock.locked():  # a held one is dropped by a later close
-            del self._size_locks[inode]
+        self.files.last_closed(state)
         await self.master.call(m.ClientToMasterHold(
             session_id=self.master.session_id, inode=inode, held=False),
             reply_type=m.EmptyReply)
@@ -323,7 +304,7 @@ class Client:
         only for every queued write to be on them.
         """
         await self.io.wait_written(inode)
-        size_bytes = self.io.pending_size(InodeId(inode))
+        size_bytes = self.files.unpublished_bytes(inode)
         if size_bytes:
             await self._write_end(inode, size_bytes)
 
@@ -365,7 +346,8 @@ async def open_client(host: str, port: int, key: bytes, identity: ClientIdentity
     """
     with unwrapped_errors():
         async with trio.open_nursery() as nursery:
-            master = MasterClient(nursery, host, port, key, identity, reconnect_timeout_s)
+            master = MasterClient(nursery, host, port, key, identity, FileStates(),
+                                  reconnect_timeout_s)
             chunkservers = ConnectionPool(nursery, key, "client", compress)
             leases = ClientLeases(master)
             local_replicas = LocalReplicas() if short_circuit_reads else None

@@ -19,6 +19,7 @@ from typing import Any, TypeAlias, TypeVar, get_args
 import msgspec
 import trio
 
+from vmstore.dfs.client.file_state import FileStates
 from vmstore.dfs.constants import (
     LEASE_EXPIRY_S,
     MASTER_RECONNECT_TIMEOUT_S,
@@ -65,7 +66,7 @@ class ClientIdentity:
 
 class MasterClient:
     def __init__(self, nursery: trio.Nursery, host: str, port: int, key: bytes,
-                 identity: ClientIdentity,
+                 identity: ClientIdentity, files: FileStates,
                  reconnect_timeout_s: float = MASTER_RECONNECT_TIMEOUT_S) -> None:
         self._nursery = nursery
         self.host = host
@@ -76,9 +77,10 @@ class MasterClient:
         self.session_id = 0
         self._next_op_id = 1
         self._connection: Connection | None = None
-        # Files this client has open, with handle counts: declared again to
-        # a restarted master so that it keeps unlinked open files alive.
-        self.open_inodes: dict[int, int] = {}
+        # Per file: its open handles here among the rest. The open files are
+        # declared again to a restarted master, so that it keeps unlinked open
+        # files alive.
+        self.files = files
         self.lease_expiry_s = LEASE_EXPIRY_S  # the master's, learned with the session
         # Called when the master no longer knew our session (it expired):
         # whatever the old session held is gone.
@@ -162,7 +164,7 @@ class MasterClient:
             reply, _ = await connection.call(m.ClientToMasterOpenSession(
                 host_label=self.identity.host_label, hostname=self.identity.hostname,
                 mount_point=self.identity.mount_point, pid=os.getpid(),
-                resume_session_id=self.session_id, open_inodes=list(self.open_inodes)),
+                resume_session_id=self.session_id, open_inodes=self.files.open_inodes()),
                 reply_type=m.MasterToClientSession)
             replaced = self.session_id and reply.session_id != self.session_id
             if replaced:
