@@ -400,9 +400,8 @@ class VmstoreOperations(pyfuse3.Operations):
     @translated
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self.handles[fh]
-        written = await self.client.write(handle.inode, off, buf, wait=handle.synchronous)
-        if handle.synchronous:
-            await self.client.fsync(handle.inode)
+        written = await self.client.write(handle.inode, off, buf, wait=False,
+                                          synchronous=handle.synchronous)
         BYTES_WRITTEN.inc(written)
         open_file = self.open_files[handle.inode]
         open_file.size_bytes = max(open_file.size_bytes, off + written)

@@ -183,9 +183,16 @@ class Client:
             return b""
         return await self.io.read(InodeId(inode), offset, length)
 
-    async def write(self, inode: int, offset: int, data: bytes, *, wait: bool = True) -> int:
-        """Write; with ``wait`` False, return once queued (write-behind, ChunkIO.write)."""
-        await self.io.write(InodeId(inode), offset, data, wait=wait)
+    async def write(self, inode: int, offset: int, data: bytes, *, wait: bool = True,
+                    synchronous: bool = False) -> int:
+        """Write; with ``wait`` False, return once queued (write-behind, ChunkIO.write).
+
+        ``synchronous`` (an O_SYNC or O_DSYNC handle): on stable storage on every
+        replica, with the file's size on the master, before this returns.
+        """
+        await self.io.write(InodeId(inode), offset, data, wait=wait or synchronous)
+        if synchronous:
+            await self.fsync(inode)
         return len(data)
 
     async def fsync(self, inode: int, datasync: bool = False) -> None:
