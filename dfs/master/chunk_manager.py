@@ -39,7 +39,7 @@ from vmstore.dfs.log_fields import about
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.keyed_lock import KeyedLock
 from vmstore.dfs.master.placement import Candidate, choose_servers, order_for_reader
-from vmstore.dfs.master.registry import Registry
+from vmstore.dfs.master.registry import ChunkserverEntry, Registry
 from vmstore.dfs.metadata.chunks import ChunkTable
 from vmstore.dfs.protocol.capability import CapabilitySigner
 from vmstore.dfs.protocol.messages import (
@@ -314,7 +314,9 @@ class ChunkManager:
         The version moves on first, on the live replicas: writes in flight
         with the old version fail, and their clients wait on this chunk's
         lock for the new chain, which includes the copy. So the copy never
-        misses a write.
+        misses a write. It moves only once a target is chosen: with nowhere
+        to copy to, a bump would make every returning replica stale for
+        nothing, once per healing pass (seen: version 603 in a few minutes).
         """
         async with self.chunk_locks.hold(chunk_id):
             version = self.chunks.version(chunk_id)
@@ -322,22 +324,15 @@ class ChunkManager:
                 return
             up = [s for s in self.chunks.replicas(chunk_id)
                   if (e := self.registry.chunkservers.get(s)) is not None and e.up]
+            if len([s for s in up if not self.registry.chunkservers[s].draining]) >= goal:
+                return
+            target = self._copy_target(chunk_id, up)
             await self._change_chain(chunk_id, version, up)
             version = ChunkVersion(version + 1)
             holders = self.chunks.replicas(chunk_id)
-            keepers = [h for h in holders if not self.registry.chunkservers[h].draining]
-            if len(keepers) >= goal:
-                return
-            labels = frozenset(self.registry.chunkservers[h].host_label for h in holders)
-            candidates = [Candidate(e.server_id, e.host_label, e.bytes_free)
-                          for e in self.registry.up_servers() if not e.draining]
-            chosen = choose_servers(candidates, 1, "", self.rng, exclude_host_labels=labels)
-            if not chosen:
-                raise NoSpace(f"no host without a replica of chunk {chunk_id} has room")
-            target = self.registry.chunkservers[chosen[0]]
-            assert target.connection is not None
             sources = [self.registry.chunkservers[h].address for h in holders]
             capability = self.signer.read(0, chunk_id, life_s=REPLICATION_TIMEOUT_S)
+            assert target.connection is not None
             await target.connection.call(MasterToChunkserverReplicate(
                 chunk_id=chunk_id, version=version, sources=sources, capability=capability),
                 timeout_s=REPLICATION_TIMEOUT_S)
@@ -345,6 +340,17 @@ class ChunkManager:
                                                                             target.server_id))
             log.info("chunk %d copied to chunkserver %d (now %d replicas)", chunk_id,
                      target.server_id, len(holders) + 1)
+
+    def _copy_target(self, chunk_id: ChunkId, holders: list[ServerId]) -> ChunkserverEntry:
+        """A live host with room and no replica of the chunk; NoSpace if there is none."""
+        labels = frozenset(self.registry.chunkservers[h].host_label for h in holders)
+        candidates = [Candidate(e.server_id, e.host_label, e.bytes_free)
+                      for e in self.registry.up_servers()
+                      if not e.draining and e.server_id not in holders]
+        chosen = choose_servers(candidates, 1, "", self.rng, exclude_host_labels=labels)
+        if not chosen:
+            raise NoSpace(f"no host without a replica of chunk {chunk_id} has room")
+        return self.registry.chunkservers[chosen[0]]
 
     async def remove_replicas(self, chunk_id: ChunkId, servers: tuple[ServerId, ...]) -> int:
         """Delete surplus (or drained) replicas; returns how many went."""
