@@ -20,7 +20,7 @@ restarted under the workload; a network that delays and retransmits.
 
 Which faults are drawn: ``VMSTORE_SIM_FAULTS`` (see FAULTS).
 Seeds: ``VMSTORE_SIM_SEED`` (the first seed; random by default) and
-``VMSTORE_SIM_SEEDS`` (how many runs; 40 by default, thousands for a soak),
+``VMSTORE_SIM_SEEDS`` (how many runs; 200 by default, thousands for a soak),
 ``VMSTORE_SIM_STEPS`` (steps per run). A failing run prints its seed.
 """
 
@@ -43,14 +43,17 @@ from vmstore.dfs.testing.model import FileModel, first_difference
 from vmstore.dfs.testing.simnet import NetworkFaults
 
 FIRST_SEED = seed_from_environment()
-RUNS = int(os.environ.get("VMSTORE_SIM_SEEDS", "40"))
+RUNS = int(os.environ.get("VMSTORE_SIM_SEEDS", "200"))
 STEPS = int(os.environ.get("VMSTORE_SIM_STEPS", "60"))
 # Which faults a run draws: "network" (delays, retransmits; the CI default),
 # "kills" (also chunkservers killed during writes, and restarted), "chaos"
 # (also disk EIO, bit flips, disk replacement, master restarts). The last two
-# still find open failures: a write that waits 60 s on the master after a
-# chunkserver died under it, then fails; a chunk lost after a disk replacement
-# that followed a master restart. They stay behind this switch until fixed.
+# still fail about 2% of runs, on one open weakness: a restarted chunkserver
+# refuses tokens issued before its start, so it leaves each chain it is in at
+# that chain's next write (TokenPredatesRestart), long after it came back, and
+# a second failure then finds the chunk at one replica ("no live replica of
+# chunk N is left"). Every other failure they found is fixed, with its own
+# deterministic test beside this file.
 FAULTS = os.environ.get("VMSTORE_SIM_FAULTS", "network")
 assert FAULTS in ("network", "kills", "chaos"), FAULTS
 KILLS = FAULTS in ("kills", "chaos")
@@ -211,12 +214,23 @@ async def _make_well(run: Run) -> None:
         await run.cluster.restart(victim)
     # Healed before the disk is replaced: every chunk has its goal of replicas
     # again (copies to a sick disk failed until now), so the new disk loses none.
-    await _healed(run)
+    await _settled(run)
     if store.faults_injected:
         await run.cluster.kill(victim)
         run.cluster.wipe(victim)  # a new disk: what it held is rebuilt from the others
         await run.cluster.restart(victim)
-        await _healed(run)
+        await _settled(run)
+
+
+async def _settled(run: Run) -> None:
+    """The last fault has played out: every queued write is on its chain (a write
+    that failed at the sick server while it was sick drops it from that chain
+    when it is retried, perhaps after it came back), and every chunk is at its
+    goal again. Only then may another server fall sick: goal 2 promises to
+    survive one fault at a time, not a second one inside the first's repair."""
+    for inode in run.models:
+        await _fsync(run, inode)
+    await _healed(run)
 
 
 async def _healed(run: Run) -> None:
@@ -297,6 +311,7 @@ async def test_model_check(run_index: int, tmp_path: Path, sim_clock: trio.abc.C
     # (a broken invariant, a lost chunk) still fail the run.
     expected_logs.allow("vmstore", ".")
     # A flipped bit is found by a read or the scrub, which say so loudly.
-    expected_logs.allow("vmstore.dfs.chunkserver", "bad blocks|damaged|checksum",
+    expected_logs.allow("vmstore.dfs.chunkserver",
+                        "bad blocks|damaged|checksum|data where the table says zeros",
                         level=logging.ERROR)
     await _run(tmp_path, seed)
