@@ -213,6 +213,8 @@ RULES = [
             "vmstore.dfs.client",
             "vmstore.dfs.protocol.transport",
             "vmstore.dfs.protocol.rpc",
+            "vmstore.dfs.protocol.connection",
+            "vmstore.dfs.protocol.frames",
         ),
     ),
     Rule(
