@@ -36,6 +36,7 @@ from vmstore.dfs.errors import (
 )
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol import network
 from vmstore.dfs.protocol.rpc import Connection, open_connection
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class MasterClient:
         self.host = host
         self.port = port
         self._key = key
+        self._wire = network.current()  # every reconnect goes over the same network
         self.identity = identity
         self.reconnect_timeout_s = reconnect_timeout_s
         self.session_id = 0
@@ -160,7 +162,7 @@ class MasterClient:
 
     async def _hold(self, *, task_status: Any) -> None:
         async with open_connection(self.host, self.port, self._key,
-                                   self.identity.role) as connection:
+                                   self.identity.role, wire=self._wire) as connection:
             reply, _ = await connection.call(m.ClientToMasterOpenSession(
                 host_label=self.identity.host_label, hostname=self.identity.hostname,
                 mount_point=self.identity.mount_point, pid=os.getpid(),

@@ -134,12 +134,15 @@ async def open_connection(
     compress: bool = False,
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
     security: tls.TransportSecurity | None = None,
+    wire: network.Network | None = None,
 ) -> AsyncIterator[Connection]:
     """Connect (in TLS if this process's mode says so), authenticate both ways, and
-    serve the connection while the block runs."""
+    serve the connection while the block runs. ``wire``: the network to connect
+    over (default: the calling task's, ``network.current()``)."""
     peer = f"{host}:{port}"
     security = security or tls.current()
-    stream: trio.abc.Stream = await _connect(host, port, connect_timeout_s)
+    wire = wire or network.current()
+    stream: trio.abc.Stream = await _connect(wire, host, port, connect_timeout_s)
     try:
         with trio.fail_after(AUTH_TIMEOUT_S):
             try:
@@ -148,7 +151,7 @@ async def open_connection(
                 await trio.aclose_forcefully(stream)
                 if security.mode == "required":
                     raise
-                stream = await _connect(host, port, connect_timeout_s)
+                stream = await _connect(wire, host, port, connect_timeout_s)
                 security.note_plaintext_fallback(peer)
             frames = FrameStream(stream)
             await _authenticate_connector(frames, key, role, peer)
@@ -172,10 +175,11 @@ async def open_connection(
                 connection.close()
 
 
-async def _connect(host: str, port: int, timeout_s: float) -> trio.abc.Stream:
+async def _connect(wire: network.Network, host: str, port: int, timeout_s: float
+                   ) -> trio.abc.Stream:
     try:
         with trio.fail_after(timeout_s):
-            return await network.current().connect(host, port)
+            return await wire.connect(host, port)
     except (OSError, trio.TooSlowError) as error:
         raise PeerUnavailable(f"cannot connect to {host}:{port}: {error or 'timed out'}"
                               ) from None
@@ -287,6 +291,9 @@ class ConnectionPool:
         self._key = key
         self._role = role
         self._compress = compress
+        # The network the pool was made on: connections made later, from any
+        # task, go over it (in-process clusters run several hosts in one task).
+        self._wire = network.current()
         self._connections: dict[tuple[str, int], Connection] = {}
         self._locks: dict[tuple[str, int], trio.Lock] = {}
 
@@ -305,7 +312,7 @@ class ConnectionPool:
 
     async def _hold(self, host: str, port: int, *, task_status: Any) -> None:
         async with open_connection(host, port, self._key, self._role,
-                                   compress=self._compress) as connection:
+                                   compress=self._compress, wire=self._wire) as connection:
             task_status.started(connection)
             await connection.closed.wait()
 
