@@ -57,7 +57,7 @@ async def attack(garbage: bytes) -> tuple[str, Message | None]:
             # swallowed it whole (and been answered, as a whole frame is): the
             # connection is then idle and in step, so a second honest request,
             # sent only after the first went unanswered, must be answered.
-            for attempt in range(2):
+            for _attempt in range(2):
                 await theirs.send_all(frame_of(ClientToMasterGetAttr(inode=5),
                                                request_id=HONEST_ID))
                 with trio.move_on_after(FRAME_RECEIVE_TIMEOUT_S * 3):
