@@ -277,11 +277,9 @@ class SimNetwork:
 
     async def _connect(self, source: str, host: str, port: int) -> SimStream:
         await trio.lowlevel.checkpoint()
-        lot = trio.lowlevel.ParkingLot()
         while not self.can_reach(source, host):
-            # The SYN is lost; the caller's deadline ends the wait.
-            with trio.move_on_after(self.faults.retransmit_s):
-                await lot.park()
+            # The SYN is lost and sent again; the caller's deadline ends the wait.
+            await trio.sleep(self.faults.retransmit_s)
         listener = self._listeners.get((host, port))
         if listener is None:
             raise OSError(errno.ECONNREFUSED, f"connection to {host}:{port} refused")

@@ -22,7 +22,6 @@ async def test_a_file_written_reads_back_after_a_chunkserver_dies(tmp_path: Path
                 await cluster.kill(name)
                 assert await client.read(attrs.inode, 0, len(data), len(data)) == data
                 await cluster.restart(name)
-            await trio.sleep(0)
 
 
 async def test_each_client_stays_on_its_own_host(tmp_path: Path, sim_seed: int,
