@@ -176,7 +176,7 @@ class SimCluster:
             with network.using(self.network.host(node.name)), trio.CancelScope() as scope:
                 node.scope = scope
                 await node.service(node.settings, task_status=task_status)
-                await trio.sleep_forever()  # services return once started; stay until killed
+                await trio.sleep_forever()  # a service that returned (none does) waits too
         finally:
             node.stopped.set()
 
