@@ -171,8 +171,9 @@ class TokenPredatesRestart(TokenExpired):
     """A chunkserver refused a write capability issued before it started: it lost the
     lease epochs it had seen, so it cannot tell a fenced writer from a current one.
 
-    Says nothing against the writer. A chain member that applied the write passes it
-    on as its successor's fault (that replica missed the write), not as its own."""
+    Says nothing against the writer nor any replica: a chain member that applied the
+    write passes it back unchanged, and the writer repeats the write on the whole chain
+    with a fresh token."""
 
     code = 29
 

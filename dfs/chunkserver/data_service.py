@@ -136,18 +136,14 @@ def _naming(member: m.ReplicaAddress) -> Iterator[None]:
     """A failure of the chain beyond us names the member at fault.
 
     A successor that refused a token only because it restarted since the token
-    was issued is that fault too: we admitted the writer with every epoch we
-    know, so our replica holds a current writer's bytes and the successor's is
-    the one that missed them (reporting ours damaged, as for a fenced writer,
-    dropped a good replica at every routine restart of a chain member).
+    was issued (TokenPredatesRestart) is nobody's fault: it goes back to the
+    writer as it is, a TokenExpired, and the writer repeats the write on the
+    whole chain with a fresh token. Naming the restarted member instead dropped
+    it from the chain at every routine restart, leaving the chunk one failure
+    from loss until it was rebuilt (found by the model check).
     """
     try:
         yield
-    except TokenPredatesRestart as error:
-        raise ReplicaUnavailable(
-            f"chain member {member.server_id} ({member.host}:{member.port}) restarted since"
-            f" the writer's token was issued and missed the write: {error}",
-            member.server_id) from None
     except DfsError as error:
         if error.server_id or isinstance(error, (InvalidArgument, *WRITER_REFUSED)):
             raise  # already names the member at fault, or nobody is
@@ -248,6 +244,8 @@ class DataService:
                 finally:
                     if forwarded is not None:
                         forwarded.call.abandon()
+            except TokenPredatesRestart:
+                raise  # our bytes are a current writer's; it repeats them with a fresh token
             except WRITER_REFUSED as error:
                 if applied:
                     reason = f"applied a write the chain refused ({error})"
