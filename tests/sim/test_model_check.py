@@ -45,16 +45,11 @@ from vmstore.dfs.testing.simnet import NetworkFaults
 FIRST_SEED = seed_from_environment()
 RUNS = int(os.environ.get("VMSTORE_SIM_SEEDS", "200"))
 STEPS = int(os.environ.get("VMSTORE_SIM_STEPS", "60"))
-# Which faults a run draws: "network" (delays, retransmits; the CI default),
-# "kills" (also chunkservers killed during writes, and restarted), "chaos"
-# (also disk EIO, bit flips, disk replacement, master restarts). The last two
-# still fail about 2% of runs, on one open weakness: a restarted chunkserver
-# refuses tokens issued before its start, so it leaves each chain it is in at
-# that chain's next write (TokenPredatesRestart), long after it came back, and
-# a second failure then finds the chunk at one replica ("no live replica of
-# chunk N is left"). Every other failure they found is fixed, with its own
-# deterministic test beside this file.
-FAULTS = os.environ.get("VMSTORE_SIM_FAULTS", "network")
+# Which faults a run draws: "network" (delays, retransmits), "kills" (also
+# chunkservers killed during writes, and restarted), "chaos" (also disk EIO,
+# bit flips, disk replacement, master restarts; the CI default). Every failure
+# they found is fixed, with its own deterministic test beside this file.
+FAULTS = os.environ.get("VMSTORE_SIM_FAULTS", "chaos")
 assert FAULTS in ("network", "kills", "chaos"), FAULTS
 KILLS = FAULTS in ("kills", "chaos")
 CHAOS = FAULTS == "chaos"
