@@ -53,6 +53,26 @@ RPC_TIMEOUT_S = 30.0
 # long before this fires.
 DATA_RPC_TIMEOUT_S = 30.0
 
+# --- silent peers (a hung host, process or disk: no reset, no answer) ---
+# A read not answered within max(HEDGE_FLOOR_S, HEDGE_P99_MULTIPLE x the
+# replica's recent p99) also goes to another replica; the first answer wins.
+# A replica with too few samples to judge waits HEDGE_CEILING_S, and no
+# estimate ever waits longer: a guest sees at most about that much of a hung
+# replica. The same deadline bounds a short-circuit open on this host.
+HEDGE_FLOOR_S = 0.03
+HEDGE_P99_MULTIPLE = 4.0
+HEDGE_CEILING_S = 0.5
+# Recent answers kept per peer (a ring: its p99 is its second-largest sample),
+# for at most this many peers (the least recently heard go first).
+LATENCY_SAMPLES_MAX = 128
+LATENCY_SAMPLES_MIN = 8
+LATENCY_PEERS_MAX = 4096
+# A peer that made a read hedge is tried after the others for this long.
+SLOW_PEER_BACKOFF_S = 5.0
+# A local chunkserver that did not answer a short-circuit open in time is not
+# asked again for this long: reads go over the network meanwhile.
+LOCAL_STALL_RECHECK_S = 2.0
+
 # --- master --------------------------------------------------------------
 HEARTBEAT_INTERVAL_S = 1.0
 # A chunkserver silent for this long is marked down and leaves write chains.

@@ -10,6 +10,13 @@ Promises:
   repeated, at most WRITE_RETRIES_MAX times.
 * ``read`` returns only checksum-verified bytes of the current version,
   trying each replica before asking the master again; holes read as zeros.
+  A replica that has not answered within a deadline drawn from its recent
+  latency (``protocol.latency``: HEDGE_FLOOR_S to HEDGE_CEILING_S) is not
+  waited for alone: the read goes to the next replica too, the first answer
+  wins and the others are cancelled (a hedged read). So a hung replica, whose
+  TCP stays up and silent, costs a read about HEDGE_CEILING_S at most, not
+  DATA_RPC_TIMEOUT_S; it is then tried after the others for
+  SLOW_PEER_BACKOFF_S.
 * ``flush`` returns when every chunk written since the last flush is on
   stable storage on every replica of its chain.
 * Every write and flush carries a WRITE capability ("token") of the file's
@@ -30,10 +37,12 @@ as a chunkserver says it is stale or refuses its capability.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import trio
+from prometheus_client import Counter
 
 from vmstore.dfs.client.leases import ClientLeases
 from vmstore.dfs.client.local_replicas import LocalReplicas
@@ -45,11 +54,15 @@ from vmstore.dfs.constants import (
     DATA_REQUEST_BYTES_MAX,
     DATA_RPC_TIMEOUT_S,
     FULL_WRITE_BATCHES_MAX,
+    HEDGE_CEILING_S,
+    HEDGE_FLOOR_S,
+    HEDGE_P99_MULTIPLE,
     LOCATION_CACHE_ENTRIES_MAX,
     MAX_FILE_SIZE_BYTES,
     READ_RETRIES_MAX,
     RECONNECT_BACKOFF_MAX_S,
     RECONNECT_BACKOFF_MIN_S,
+    SLOW_PEER_BACKOFF_S,
     WRITE_BATCHES_MAX,
     WRITE_BEHIND_BYTES_MAX,
     WRITE_RETRIES_MAX,
@@ -67,8 +80,10 @@ from vmstore.dfs.errors import (
     unwrapped_errors,
 )
 from vmstore.dfs.log_fields import about
+from vmstore.dfs.metrics import REGISTRY
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.capability import READ_CAPABILITY_LIFE_S
+from vmstore.dfs.protocol.latency import LatencyTracker
 from vmstore.dfs.protocol.limits import ByteBudget
 from vmstore.dfs.protocol.rpc import ConnectionPool
 from vmstore.dfs.types import InodeId
@@ -77,6 +92,13 @@ log = logging.getLogger(__name__)
 LOCATION_PREFETCH_CHUNKS = 16
 # A file fsynced within this long has its writes sent synchronous (see flush).
 SYNCHRONOUS_AFTER_FSYNC_S = 1.0
+
+HEDGED_READS = Counter(
+    "vmstore_client_hedged_reads_total",
+    "Reads sent to another replica because the one asked was late (sent), and those"
+    " the later replica answered first (won)", ["event"], registry=REGISTRY)
+HEDGES_SENT = HEDGED_READS.labels("sent")  # label lookups take a lock: once, not per read
+HEDGES_WON = HEDGED_READS.labels("won")
 
 
 def chunk_pieces(offset: int, length: int) -> list[tuple[int, int, int, int]]:
@@ -150,6 +172,10 @@ class ChunkIO:
         # changed in a way a reader here must see: local readahead from
         # before is not used.
         self.data_generation = 0
+        # Per chunkserver (server id): how fast its reads are answered, for hedging.
+        self.read_latency = LatencyTracker(floor_s=HEDGE_FLOOR_S, ceiling_s=HEDGE_CEILING_S,
+                                           multiple=HEDGE_P99_MULTIPLE,
+                                           off_s=DATA_RPC_TIMEOUT_S)
 
     # --- locations ------------------------------------------------------------
     async def _location_for_read(self, inode: int, index: int) -> m.ChunkLocation | None:
@@ -270,32 +296,92 @@ class ChunkIO:
                                                        self.data_generation)
                 if local is not None:
                     return local
-            for replica in location.replicas:
-                try:
-                    connection = await self.chunkservers.get(replica.host, replica.port)
-                    reply, payload = await connection.call(m.ToChunkserverReadChunk(
-                        chunk_id=location.chunk_id, version=location.version,
-                        offset_bytes=inner, length_bytes=size,
-                        capability=location.read_capability),
-                        timeout_s=DATA_RPC_TIMEOUT_S, reply_type=m.ReadChunkReply)
-                    return join_zero_ranges(inner, size, reply.zero_ranges, payload)
-                except ReadRefused as error:
-                    # Signed with a key since retired (a key rotation)? One fresh
-                    # capability from the master settles it; a second refusal is final.
-                    if refused_before:
-                        raise
-                    refused_before = True
-                    errors.append(f"server {replica.server_id}: {error}")
-                    break
-                except TokenExpired as error:
-                    errors.append(f"server {replica.server_id}: {error}")
-                    break  # every replica would say so: a fresh capability first
-                except DfsError as error:
-                    errors.append(f"server {replica.server_id}: {error}")
+            outcome = await self._read_replicas(location, inner, size, errors)
+            if isinstance(outcome, bytes):
+                return outcome
+            if isinstance(outcome, ReadRefused):
+                # Signed with a key since retired (a key rotation)? One fresh
+                # capability from the master settles it; a second refusal is final.
+                if refused_before:
+                    raise outcome
+                refused_before = True
+            # TokenExpired: every replica would say so, a fresh capability first;
+            # None: no replica could answer, ask the master where they are now.
             self._read_locations.pop((inode, index), None)
             await trio.sleep(min(RECONNECT_BACKOFF_MIN_S * 2**attempt, RECONNECT_BACKOFF_MAX_S))
         raise ReplicaUnavailable(f"chunk {index} of inode {inode}: no replica could be read"
                                  f" ({'; '.join(errors[-4:])})")
+
+    async def _read_replicas(self, location: m.ChunkLocation, inner: int, size: int,
+                             errors: list[str]) -> bytes | ReadRefused | TokenExpired | None:
+        """The range from the first replica to answer with verified bytes (hedged).
+
+        Replicas are asked one at a time, in the location's order, those held
+        slow last. One that fails makes the next be asked at once; one that
+        has not answered within its deadline (``LatencyTracker``) makes the
+        next be asked too, without giving up on it: the first good answer
+        wins and the others are cancelled. None: every replica failed (each
+        failure is in ``errors``); a refusal of the capability is returned,
+        since every replica would refuse it alike.
+        """
+        replicas = sorted(location.replicas,
+                          key=lambda replica: self.read_latency.is_slow(replica.server_id))
+        answers, answered = trio.open_memory_channel[tuple[int, bytes | DfsError]](
+            len(replicas))
+        hedged: set[int] = set()  # the replicas asked because another was late
+        async with trio.open_nursery() as race:
+            race.start_soon(self._read_one, replicas[0], location, inner, size, answers, 0)
+            asked = waiting = 1
+            while waiting:
+                late = replicas[asked - 1]
+                hedge_s = (self.read_latency.deadline_s(late.server_id)
+                           if asked < len(replicas) else math.inf)
+                answer: tuple[int, bytes | DfsError] | None = None
+                with trio.move_on_after(hedge_s):
+                    answer = await answered.receive()
+                if answer is None:  # slow path: the last one asked is late, ask the next too
+                    self.read_latency.hold_slow(late.server_id, SLOW_PEER_BACKOFF_S)
+                    HEDGES_SENT.inc()
+                    hedged.add(asked)
+                else:
+                    waiting -= 1
+                    slot, outcome = answer
+                    if isinstance(outcome, bytes):
+                        if slot in hedged:
+                            HEDGES_WON.inc()
+                        race.cancel_scope.cancel()  # the losers, still waiting
+                        return outcome
+                    errors.append(f"server {replicas[slot].server_id}: {outcome}")
+                    if isinstance(outcome, (ReadRefused, TokenExpired)):
+                        race.cancel_scope.cancel()
+                        return outcome
+                    if asked == len(replicas):
+                        continue
+                race.start_soon(self._read_one, replicas[asked], location, inner, size,
+                                answers, asked)
+                asked += 1
+                waiting += 1
+        return None
+
+    async def _read_one(self, replica: m.ReplicaAddress, location: m.ChunkLocation,
+                        inner: int, size: int,
+                        answers: trio.MemorySendChannel[tuple[int, bytes | DfsError]],
+                        slot: int) -> None:
+        """Read the range from one replica; its bytes or its error go to ``answers``."""
+        started_s = trio.current_time()
+        outcome: bytes | DfsError
+        try:
+            connection = await self.chunkservers.get(replica.host, replica.port)
+            reply, payload = await connection.call(m.ToChunkserverReadChunk(
+                chunk_id=location.chunk_id, version=location.version,
+                offset_bytes=inner, length_bytes=size,
+                capability=location.read_capability),
+                timeout_s=DATA_RPC_TIMEOUT_S, reply_type=m.ReadChunkReply)
+            outcome = join_zero_ranges(inner, size, reply.zero_ranges, payload)
+            self.read_latency.record(replica.server_id, trio.current_time() - started_s)
+        except DfsError as error:
+            outcome = error
+        answers.send_nowait((slot, outcome))  # room for every replica's answer
 
     # --- writing ----------------------------------------------------------------
     async def write(self, inode: InodeId, offset: int, data: bytes, *,

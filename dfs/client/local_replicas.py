@@ -41,7 +41,15 @@ done, on a truncate and on every open, for close-to-open) and for
 READAHEAD_TTL_S at most, so another host's writes show within that time even
 in a file held open.
 
+A hung local chunkserver (stopped, or stuck behind its disk) keeps its
+socket and never answers: an open waits for it no longer than the deadline
+drawn from its recent opens (``protocol.latency``, HEDGE_CEILING_S at most),
+then the read goes over the network (hedged there) and the server is left
+alone for LOCAL_STALL_RECHECK_S. Reads of fds already open never ask it.
+
 Caveats:
+* A hung local *disk* still stalls a read of an open fd: the pread runs on
+  the trio thread.
 * An fd outlives its chunkserver: after a kill -9, a replica whose version
   still matches the location (no write happened since, or the master would
   have moved the version on) keeps being read from the file. It holds the
@@ -67,11 +75,19 @@ import trio
 from prometheus_client import Counter
 
 from vmstore.dfs.client.zero_ranges import join_zero_ranges
-from vmstore.dfs.constants import BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES
+from vmstore.dfs.constants import (
+    BLOCK_SIZE_BYTES,
+    CHUNK_SIZE_BYTES,
+    HEDGE_CEILING_S,
+    HEDGE_FLOOR_S,
+    HEDGE_P99_MULTIPLE,
+    LOCAL_STALL_RECHECK_S,
+)
 from vmstore.dfs.errors import AccessDenied, DfsError, error_from_code
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import REGISTRY
 from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.latency import LatencyTracker
 from vmstore.dfs.protocol.local_socket import (
     LOCAL_CALL_TIMEOUT_S,
     close_all,
@@ -187,6 +203,10 @@ class LocalReplicas:
         self._links: dict[Server, _Link] = {}
         self._not_local_until_s: dict[Server, float] = {}
         self._closed = False
+        # Per local chunkserver: how fast it opens replicas, for the open's deadline.
+        self._open_latency = LatencyTracker(floor_s=HEDGE_FLOOR_S, ceiling_s=HEDGE_CEILING_S,
+                                            multiple=HEDGE_P99_MULTIPLE,
+                                            off_s=LOCAL_CALL_TIMEOUT_S)
 
     def close(self) -> None:
         """Close every fd and connection; reads after this all fall back."""
@@ -219,7 +239,7 @@ class LocalReplicas:
             try:
                 if opened is None or opened.version != location.version:
                     self._drop(key)
-                    opened = await self._open(server, location)
+                    opened = await self._open_in_time(server, location)
                     if opened is None:
                         continue  # not local after all
                     if self._closed:  # closed while the open waited: keep nothing
@@ -253,6 +273,31 @@ class LocalReplicas:
             os.close(opened.fd)
 
     # --- opening ----------------------------------------------------------------
+    async def _open_in_time(self, server: Server, location: m.ChunkLocation
+                            ) -> _OpenReplica | None:
+        """``_open`` within the server's deadline (``protocol.latency``).
+
+        A chunkserver that is alive but silent (stopped, or stuck behind its
+        disk) keeps its Unix socket: a connect and a send succeed and no
+        answer comes. Past the deadline the read falls back to the network,
+        whose reads are hedged, and the server is not asked again for
+        LOCAL_STALL_RECHECK_S.
+        """
+        started_s = trio.current_time()
+        try:
+            with trio.fail_after(self._open_latency.deadline_s(server)):
+                opened = await self._open(server, location)
+        except trio.TooSlowError:
+            self._not_local_until_s[server] = trio.current_time() + LOCAL_STALL_RECHECK_S
+            log.info("%s:%d: the local chunkserver did not open a replica within %.3f s;"
+                     " reading over the network for %.0f s", *server,
+                     trio.current_time() - started_s, LOCAL_STALL_RECHECK_S,
+                     extra=about("local_open_late", host=server[0], error="late"))
+            raise
+        if opened is not None:
+            self._open_latency.record(server, trio.current_time() - started_s)
+        return opened
+
     async def _open(self, server: Server, location: m.ChunkLocation) -> _OpenReplica | None:
         """A new fd of the replica at ``server``; None if that chunkserver is not local.
 

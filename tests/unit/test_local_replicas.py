@@ -28,7 +28,7 @@ from vmstore.dfs.chunkserver.write_fence import WriteFence
 from vmstore.dfs.client import local_replicas
 from vmstore.dfs.client.local_replicas import LocalReplicas, read_verified
 from vmstore.dfs.client.zero_ranges import join_zero_ranges
-from vmstore.dfs.constants import BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES
+from vmstore.dfs.constants import BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES, HEDGE_CEILING_S
 from vmstore.dfs.errors import ChecksumMismatch, ChunkNotFound, ProtocolError, StaleChunkVersion
 from vmstore.dfs.protocol import codec
 from vmstore.dfs.protocol import messages as m
@@ -379,3 +379,24 @@ async def test_the_client_side_frame_check(store: ChunkStore) -> None:
         await send_frame(left, m.EmptyReply(), 2, response=True)
         header, message, received = await receive_frame(right)  # type: ignore[misc]
         assert (header.request_id, message, received) == (2, m.EmptyReply(), [])
+
+
+async def test_a_hung_local_chunkserver_costs_a_read_its_deadline_only(
+        autojump_clock: trio.abc.Clock) -> None:
+    """A chunkserver stopped (SIGSTOP) keeps its socket: connects and sends succeed, and
+    no answer ever comes. The read falls back within the hedge deadline, not
+    LOCAL_CALL_TIMEOUT_S, and the next reads go to the network without asking it."""
+    port = next(_PORTS)
+    with new_socket() as hung:  # listens, never accepts: a frozen process's socket
+        await hung.bind(local_socket_name(HOST, port))
+        hung.listen(8)
+        replicas = LocalReplicas()
+        try:
+            started_s = trio.current_time()
+            assert await replicas.read(location_of(port, 1), 0, BS) is None
+            assert trio.current_time() - started_s <= HEDGE_CEILING_S  # virtual time
+            started_s = trio.current_time()
+            assert await replicas.read(location_of(port, 1), 0, BS) is None
+            assert trio.current_time() == started_s  # not asked again meanwhile
+        finally:
+            replicas.close()
