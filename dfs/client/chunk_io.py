@@ -317,15 +317,15 @@ class ChunkIO:
         """The range from the first replica to answer with verified bytes (hedged).
 
         Replicas are asked one at a time, in the location's order, those held
-        slow last. One that fails makes the next be asked at once; one that
-        has not answered within its deadline (``LatencyTracker``) makes the
-        next be asked too, without giving up on it: the first good answer
+        slow last (a hedge lost lately, or a short-circuit open timed out).
+        One that fails makes the next be asked at once; one that has not
+        answered within its deadline (``LatencyTracker``) makes the next be
+        asked too, without giving up on it: the first good answer
         wins and the others are cancelled. None: every replica failed (each
         failure is in ``errors``); a refusal of the capability is returned,
         since every replica would refuse it alike.
         """
-        replicas = sorted(location.replicas,
-                          key=lambda replica: self.read_latency.is_slow(replica.server_id))
+        replicas = sorted(location.replicas, key=self._held_slow)
         answers, answered = trio.open_memory_channel[tuple[int, bytes | DfsError]](
             len(replicas))
         hedged: set[int] = set()  # the replicas asked because another was late
@@ -362,6 +362,12 @@ class ChunkIO:
                 asked += 1
                 waiting += 1
         return None
+
+    def _held_slow(self, replica: m.ReplicaAddress) -> bool:
+        """Whether ``replica`` lately made a read wait past its deadline (ask it last)."""
+        return self.read_latency.is_slow(replica.server_id) or (
+            self.local_replicas is not None
+            and self.local_replicas.stalled(replica.host, replica.port))
 
     async def _read_one(self, replica: m.ReplicaAddress, location: m.ChunkLocation,
                         inner: int, size: int,

@@ -202,6 +202,8 @@ class LocalReplicas:
         self._fds: OrderedDict[tuple[str, int, int], _OpenReplica] = OrderedDict()
         self._links: dict[Server, _Link] = {}
         self._not_local_until_s: dict[Server, float] = {}
+        # Local chunkservers that let an open time out, until when (see ``stalled``).
+        self._stalled_until_s: dict[Server, float] = {}
         self._closed = False
         # Per local chunkserver: how fast it opens replicas, for the open's deadline.
         self._open_latency = LatencyTracker(floor_s=HEDGE_FLOOR_S, ceiling_s=HEDGE_CEILING_S,
@@ -217,6 +219,11 @@ class LocalReplicas:
         for link in self._links.values():
             link.close()
         self._links.clear()
+
+    def stalled(self, host: str, port: int) -> bool:
+        """Whether the chunkserver at host:port is local and lately let an open time out:
+        the same process serves its network reads, so they are better asked last."""
+        return trio.current_time() < self._stalled_until_s.get((host, port), 0.0)
 
     # --- reading ----------------------------------------------------------------
     async def read(self, location: m.ChunkLocation, offset: int, length: int,
@@ -289,6 +296,7 @@ class LocalReplicas:
                 opened = await self._open(server, location)
         except trio.TooSlowError:
             self._not_local_until_s[server] = trio.current_time() + LOCAL_STALL_RECHECK_S
+            self._stalled_until_s[server] = self._not_local_until_s[server]
             log.info("%s:%d: the local chunkserver did not open a replica within %.3f s;"
                      " reading over the network for %.0f s", *server,
                      trio.current_time() - started_s, LOCAL_STALL_RECHECK_S,
