@@ -12,7 +12,7 @@ import trio
 from vmstore.cli.cluster_client import with_client
 from vmstore.cli.config import add_master_argument
 from vmstore.dfs.client.client import Client
-from vmstore.dfs.constants import CHUNK_SIZE_BYTES
+from vmstore.dfs.constants import BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES
 from vmstore.dfs.progress import ProgressDisplay
 from vmstore.dfs.protocol.messages import StatusReply
 
@@ -48,6 +48,8 @@ def status_text(status: StatusReply) -> str:
     chunks = status.chunks
     health = "healthy" if chunks.lost == chunks.endangered == chunks.undergoal == 0 else (
         "DATA LOST" if chunks.lost else "DEGRADED")
+    if status.damaged:
+        health += f"; {len(status.damaged)} chunk(s) with BAD BLOCKS in their last copy"
     if status.refused:
         health += f"; {len(status.refused)} chunkserver(s) REFUSED (another cluster, or older"
         health += " metadata: see below)"
@@ -70,6 +72,12 @@ def status_text(status: StatusReply) -> str:
                      f" {refused.reason}")
     if status.refused:
         lines.append("")
+    for damaged in status.damaged:
+        lines.append(f"chunk {damaged.chunk_id} is partly damaged: its last copy (chunkserver"
+                     f" {damaged.server_id}) has bad {block_ranges_text(damaged.bad_blocks)};"
+                     " the rest reads")
+    if status.damaged:
+        lines.append("")
     if status.healing is not None:
         lines.append(healing_text(status))
     lines.append(f"write leases held: {status.write_leases}")
@@ -90,6 +98,15 @@ def healing_text(status: StatusReply) -> str:
     return (f"healing: {healing.under_goal} chunks waiting for a copy, {healing.copying}"
             f" copying at {rate / 2**20:,.0f} MiB/s{left}; {healing.chunks_copied} copied,"
             f" {healing.replicas_removed} surplus removed since the master started")
+
+
+def block_ranges_text(ranges: list[tuple[int, int]]) -> str:
+    """[first, end) 4 KiB block ranges as an operator reads them."""
+    if not ranges:
+        return "blocks (which ones is not known)"
+    return "blocks " + ", ".join(
+        f"{first}-{end - 1} (bytes {first * BLOCK_SIZE_BYTES}-{end * BLOCK_SIZE_BYTES - 1})"
+        for first, end in ranges)
 
 
 def _duration(seconds: float) -> str:
@@ -135,7 +152,8 @@ def run_status(args: argparse.Namespace) -> int:
         status = with_client(args.master, lambda client: client.status(), role="admin")
     print(json.dumps(status_json(status), indent=2) if args.json else status_text(status))
     chunks = status.chunks
-    return 2 if chunks.lost else (1 if degraded(status) or status.refused else 0)
+    return 2 if chunks.lost or status.damaged else (
+        1 if degraded(status) or status.refused else 0)
 
 
 def register(subparsers: Any) -> None:

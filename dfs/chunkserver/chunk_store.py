@@ -316,16 +316,19 @@ class ChunkStore:
                 found.append(replica)
         return sorted(found)
 
-    def verify(self, chunk_id: int) -> list[int]:
-        """Indexes of the blocks whose data does not match their checksum (scrub)."""
+    def verify(self, chunk_id: int, first: int = 0, end: int = BLOCKS_PER_CHUNK) -> list[int]:
+        """Indexes of the blocks in [first, end) (default: all) whose data does not match
+        their checksum (scrub, and a read that met a bad block)."""
         check_id(chunk_id)
+        if not 0 <= first <= end <= BLOCKS_PER_CHUNK:
+            raise InvalidArgument(f"blocks [{first}, {end}) out of [0, {BLOCKS_PER_CHUNK})")
         bad: list[int] = []
         # One run at a time, so writes to the chunk are not held up for a
         # whole 64 MiB scan.
-        for first in range(0, BLOCKS_PER_CHUNK, RUN_BLOCKS_MAX):
+        for run_first in range(first, end, RUN_BLOCKS_MAX):
             with self._use(chunk_id) as replica:
-                end = min(first + RUN_BLOCKS_MAX, BLOCKS_PER_CHUNK)
-                for _ in self._blocks(replica, first, end, bad):
+                run_end = min(run_first + RUN_BLOCKS_MAX, end)
+                for _ in self._blocks(replica, run_first, run_end, bad):
                     pass
         return bad
 

@@ -44,6 +44,7 @@ from vmstore.dfs.chunkserver.identity import ServerIdentity
 from vmstore.dfs.chunkserver.range_lock import RangeLocks
 from vmstore.dfs.chunkserver.write_fence import WriteFence
 from vmstore.dfs.constants import (
+    BLOCK_SIZE_BYTES,
     CHUNK_SIZE_BYTES,
     DATA_REQUEST_BYTES_MAX,
     DATA_RPC_TIMEOUT_S,
@@ -69,6 +70,7 @@ from vmstore.dfs.metrics import LATENCY_BUCKETS_S, REGISTRY
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.capability import READ, WRITE
 from vmstore.dfs.protocol.limits import acquire_uncontended_at_once
+from vmstore.dfs.protocol.replica_format import block_ranges
 from vmstore.dfs.protocol.rpc import Connection, ConnectionPool, Handler, OutgoingCall
 
 log = logging.getLogger(__name__)
@@ -155,7 +157,8 @@ def _naming(member: m.ReplicaAddress) -> Iterator[None]:
 class DataService:
     def __init__(self, store: ChunkStore, peers: ConnectionPool, fence: WriteFence,
                  identity: ServerIdentity,
-                 report_damaged: Callable[[int, int, str], None]) -> None:
+                 report_damaged: Callable[[int, int, str, list[tuple[int, int]]], None]
+                 ) -> None:
         self.store = store
         self.fence = fence
         self.report_damaged = report_damaged  # bad replicas, for the master link to tell
@@ -219,11 +222,23 @@ class DataService:
                 log.error("chunk %d: %s", request.chunk_id, error,
                           extra=about("checksum_mismatch", chunk=request.chunk_id,
                                       version=request.version, error=str(error)))
-                self.report_damaged(request.chunk_id, request.version, str(error))
+                self.report_damaged(request.chunk_id, request.version, str(error),
+                                    await self._bad_blocks_read(request))
             raise self._fault(error, f"read of chunk {request.chunk_id}") from None
         self.bytes_read += len(payload)
         BYTES_READ.inc(len(payload))
         return m.ReadChunkReply(zero_ranges=zero_ranges), payload
+
+    async def _bad_blocks_read(self, request: m.ToChunkserverReadChunk) -> list[tuple[int, int]]:
+        """The bad blocks of a read's range, as [first, end) ranges, for the master: it
+        keeps a damaged last copy, and says which blocks are lost ([]: could not tell)."""
+        first = request.offset_bytes // BLOCK_SIZE_BYTES
+        end = -(-(request.offset_bytes + request.length_bytes) // BLOCK_SIZE_BYTES)
+        try:
+            return block_ranges(await self.disk(request.length_bytes, self.store.verify,
+                                                request.chunk_id, first, end))
+        except (*REPLICA_FAULTS, InvalidArgument):
+            return []
 
     async def write(self, request: m.ToChunkserverWriteChunk, payload: bytes) -> m.Message:
         applied = False
@@ -253,7 +268,7 @@ class DataService:
                                 request.chunk_id, reason,
                                 extra=about("fenced_write_applied", chunk=request.chunk_id,
                                             version=request.version, error=str(error)))
-                    self.report_damaged(request.chunk_id, request.version, reason)
+                    self.report_damaged(request.chunk_id, request.version, reason, [])
                 raise
         self.bytes_written += len(payload)
         BYTES_WRITTEN.inc(len(payload))

@@ -50,6 +50,7 @@ from vmstore.dfs.protocol.rpc import Connection, open_connection
 
 log = logging.getLogger(__name__)
 DAMAGE_REPORTS_QUEUED_MAX = 1024
+Damage = tuple[int, int, str, list[tuple[int, int]]]  # chunk id, version, reason, bad blocks
 
 
 CHUNKS = Gauge("vmstore_chunkserver_chunks", "Replicas stored here", registry=REGISTRY)
@@ -79,13 +80,14 @@ class DamageReports:
     """
 
     def __init__(self) -> None:
-        self._in, self.queued = trio.open_memory_channel[tuple[int, int, str]](
-            DAMAGE_REPORTS_QUEUED_MAX)
+        self._in, self.queued = trio.open_memory_channel[Damage](DAMAGE_REPORTS_QUEUED_MAX)
 
-    def report(self, chunk_id: int, version: int, reason: str) -> None:
-        """Queue a report of a bad replica; dropped if the queue is full (scrub finds it again)."""
+    def report(self, chunk_id: int, version: int, reason: str,
+               bad_blocks: list[tuple[int, int]]) -> None:
+        """Queue a report of a bad replica, with its bad [first, end) block ranges ([]: not
+        known which); dropped if the queue is full (scrub finds it again)."""
         try:
-            self._in.send_nowait((chunk_id, version, reason))
+            self._in.send_nowait((chunk_id, version, reason, bad_blocks))
         except trio.WouldBlock:
             log.warning("damage report queue full; chunk %d will be reported by scrub",
                         chunk_id, extra=about("damage_report_dropped", chunk=chunk_id))
@@ -140,13 +142,14 @@ class MasterLink:
             backoff_s = min(backoff_s * 2, RECONNECT_BACKOFF_MAX_S)
 
     async def _send_damage_reports(self, connection: Connection) -> None:
-        async for chunk_id, version, reason in self.damage_reports.queued:
+        async for chunk_id, version, reason, bad_blocks in self.damage_reports.queued:
             try:
                 await connection.call(m.ChunkserverToMasterReportDamaged(
                     server_id=self.identity.server_id, chunk_id=chunk_id, version=version,
-                    reason=reason), timeout_s=RPC_TIMEOUT_S)
+                    reason=reason, bad_blocks=bad_blocks), timeout_s=RPC_TIMEOUT_S)
             except DfsError:
-                self.damage_reports.report(chunk_id, version, reason)  # again on the next link
+                # again on the next link
+                self.damage_reports.report(chunk_id, version, reason, bad_blocks)
                 raise
 
     async def _register(self, connection: Connection) -> None:

@@ -1,8 +1,9 @@
 """Background scrub: reads every replica at a bounded rate and checks its checksums.
 
 Promise: every replica on this disk is verified once per pass; a replica
-with a bad block is reported to the master (which drops it and rebuilds it
-from a good copy). The rate limit keeps scrubbing from starving guests.
+with a bad block is reported to the master, with the bad blocks' ranges
+(it drops it and rebuilds it from a good copy, or keeps it if it is the
+last). The rate limit keeps scrubbing from starving guests.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from vmstore.dfs.chunkserver.chunk_store import ChunkStore
 from vmstore.dfs.constants import CHUNK_SIZE_BYTES, SCRUB_PASS_PAUSE_S, SCRUB_RATE_BYTES_PER_S
 from vmstore.dfs.errors import ChunkNotFound
 from vmstore.dfs.log_fields import about
+from vmstore.dfs.protocol.replica_format import block_ranges
 
 log = logging.getLogger(__name__)
 Disk = Callable[..., Awaitable[Any]]
@@ -24,7 +26,8 @@ Disk = Callable[..., Awaitable[Any]]
 
 class Scrubber:
     def __init__(self, store: ChunkStore, disk: Disk, rate_bytes_per_s: float,
-                 report_damaged: Callable[[int, int, str], None]) -> None:
+                 report_damaged: Callable[[int, int, str, list[tuple[int, int]]], None]
+                 ) -> None:
         self.store = store
         self.disk = disk
         self.rate_bytes_per_s = rate_bytes_per_s
@@ -56,4 +59,5 @@ class Scrubber:
                       version, len(bad_blocks), bad_blocks[0],
                       extra=about("scrub_found_damage", chunk=chunk_id, version=version,
                                   bad_blocks=len(bad_blocks)))
-            self.report_damaged(chunk_id, version, f"scrub found {len(bad_blocks)} bad blocks")
+            self.report_damaged(chunk_id, version, f"scrub found {len(bad_blocks)} bad blocks",
+                                block_ranges(bad_blocks))

@@ -37,6 +37,7 @@ from vmstore.dfs.errors import (
 )
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.master.committer import GroupCommitter
+from vmstore.dfs.master.damage import DamageBook
 from vmstore.dfs.master.keyed_lock import KeyedLock
 from vmstore.dfs.master.placement import Candidate, choose_servers, order_for_reader
 from vmstore.dfs.master.registry import ChunkserverEntry, Registry
@@ -77,6 +78,7 @@ class ChunkManager:
         self.chunk_locks = KeyedLock()
         self.deletions_wanted = trio.Event()
         self.allocating: set[ChunkId] = set()
+        self.damage = DamageBook()  # damaged last copies, kept
 
     # --- reading -----------------------------------------------------------------
     def location(
@@ -326,11 +328,16 @@ class ChunkManager:
                   if (e := self.registry.chunkservers.get(s)) is not None and e.up]
             if len([s for s in up if not self.registry.chunkservers[s].draining]) >= goal:
                 return
+            if up and all(self.damage.is_damaged(chunk_id, s) for s in up):
+                # A damaged last copy would fail the copy at its first bad block:
+                # no bump for a copy that cannot be made.
+                raise ReplicaUnavailable(f"chunk {chunk_id}: every live replica is damaged")
             target = self._copy_target(chunk_id, up)
             await self._change_chain(chunk_id, version, up)
             version = ChunkVersion(version + 1)
             holders = self.chunks.replicas(chunk_id)
-            sources = [self.registry.chunkservers[h].address for h in holders]
+            sources = [self.registry.chunkservers[h].address for h in holders
+                       if not self.damage.is_damaged(chunk_id, h)]
             capability = self.signer.read(0, chunk_id, life_s=REPLICATION_TIMEOUT_S)
             assert target.connection is not None
             await target.connection.call(MasterToChunkserverReplicate(
@@ -372,13 +379,26 @@ class ChunkManager:
             return len(doomed)
 
     async def drop_damaged(self, chunk_id: ChunkId, server_id: ServerId,
-                           version: ChunkVersion) -> None:
-        """A replica failed its checksums: it stops counting now and is rebuilt elsewhere."""
+                           version: ChunkVersion, bad_blocks: list[tuple[int, int]]) -> None:
+        """A replica failed its checksums: it stops counting and is rebuilt elsewhere, if
+        a healthy current replica is up. Else it is the last copy: kept, serving its good
+        blocks, and listed in ``damage`` (a disk full of torn tails, or one rotten
+        block, must not cost the acknowledged rest)."""
         async with self.chunk_locks.hold(chunk_id):
             if self.chunks.version(chunk_id) != version:
                 return  # already replaced by a newer version
             if server_id not in self.chunks.replicas(chunk_id):
                 return
+            if not self._healthy_others(chunk_id, server_id):
+                if self.damage.note(chunk_id, server_id, bad_blocks):
+                    log.error("chunk %d: replica on chunkserver %d has bad blocks %s but is"
+                              " the last current copy up; kept, its good blocks still"
+                              " served", chunk_id, server_id,
+                              _ranges_text(self.damage.of_chunk(chunk_id) or []),
+                              extra=about("damaged_last_copy_kept", chunk=chunk_id,
+                                          server=server_id))
+                return
+            self.damage.forget(chunk_id, server_id)
             await self.committer.run(lambda: self.writer_chunks.remove_replica(chunk_id,
                                                                                server_id))
             log.warning("chunk %d: replica on chunkserver %d is damaged; dropped", chunk_id,
@@ -386,6 +406,24 @@ class ChunkManager:
                                                server=server_id))
             await self._command_all([server_id], lambda _: MasterToChunkserverDeleteChunk(
                 chunk_id=chunk_id, version=version))
+
+    def _healthy_others(self, chunk_id: ChunkId, server_id: ServerId) -> list[ServerId]:
+        """The chunk's current replicas other than ``server_id`` that are up and not
+        known damaged."""
+        return [h for h in self.chunks.replicas(chunk_id)
+                if h != server_id and not self.damage.is_damaged(chunk_id, h)
+                and (e := self.registry.chunkservers.get(h)) is not None and e.up]
+
+    async def recheck_damaged(self) -> None:
+        """Drop each kept damaged replica that now has a healthy current copy up (it is
+        then rebuilt from that); forget those that are no longer replicas."""
+        for chunk_id, server_id, _ in list(self.damage):
+            version = self.chunks.version(chunk_id)
+            if version is None or server_id not in self.chunks.replicas(chunk_id):
+                self.damage.forget(chunk_id, server_id)
+            elif self._healthy_others(chunk_id, server_id):
+                self.damage.forget(chunk_id, server_id)
+                await self.drop_damaged(chunk_id, server_id, version, [])
 
     # --- chunkserver registration -----------------------------------------------------
     def reconcile_report(
@@ -479,3 +517,9 @@ class ChunkManager:
                     self.writer_chunks.finish_deletion(chunk_id)
 
             await self.committer.run(record)
+
+
+def _ranges_text(ranges: list[tuple[int, int]]) -> str:
+    """Block ranges as an operator reads them: "17, 40-42" ("unknown" if none)."""
+    return ", ".join(f"{first}" if end == first + 1 else f"{first}-{end - 1}"
+                     for first, end in ranges) or "unknown"

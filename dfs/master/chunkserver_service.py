@@ -120,7 +120,8 @@ class ChunkserverService:
                                " connection: a chunkserver reports only its own replicas")
         await self.chunk_manager.drop_damaged(ChunkId(request.chunk_id),
                                               ServerId(request.server_id),
-                                              ChunkVersion(request.version))
+                                              ChunkVersion(request.version),
+                                              [(first, end) for first, end in request.bad_blocks])
 
     def heartbeat(self, connection: Connection,
                   request: m.ChunkserverToMasterHeartbeat) -> m.Message:
@@ -138,7 +139,7 @@ class ChunkserverService:
         task_status.started()
         while True:
             await trio.sleep(HEARTBEAT_INTERVAL_S)
-            for entry in self.registry.expire_silent(trio.current_time()):
+            for entry in self.registry.expire_silent():
                 log.warning("chunkserver %d (%s:%d) missed its heartbeats; marked down",
                             entry.server_id, entry.host, entry.port,
                             extra=about("chunkserver_down", server=entry.server_id,

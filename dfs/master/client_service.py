@@ -307,6 +307,9 @@ class ClientService:
             healing=self.healing.status(),
             write_leases=self.leases.held_count(),
             refused=list(self.registry.refused.values()),
+            damaged=[m.DamagedChunk(chunk_id=chunk_id, server_id=server_id, bad_blocks=ranges)
+                     for chunk_id, server_id, ranges in self.chunk_manager.damage
+                     if server_id in self.chunk_manager.chunks.replicas(chunk_id)],
         )
 
     async def gauge_loop(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -338,10 +341,14 @@ class ClientService:
         for inode, index, chunk_id, goal in chunks:
             live = sum(1 for h in holders.get(chunk_id, []) if h in up)
             state = _chunk_state(live, goal)
+            bad_blocks = self.chunk_manager.damage.of_chunk(chunk_id)
+            if bad_blocks is not None and state != "lost":
+                state = "damaged"  # its only live replicas have bad blocks
             if state != "ok":
                 problems.append(m.FsckProblem(
                     path=fsck.path_of(store, inode), inode=inode, chunk_index=index,
-                    chunk_id=chunk_id, state=state, live_replicas=live, goal=goal))
+                    chunk_id=chunk_id, state=state, live_replicas=live, goal=goal,
+                    bad_blocks=bad_blocks or []))
         errors = fsck.namespace_errors(store, self.registry.is_open)
         return m.FsckReply(chunks_checked=len(chunks), problems=problems,
                            namespace_errors=errors)

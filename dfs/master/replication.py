@@ -12,7 +12,7 @@ once: they are simply tried again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +47,14 @@ def plan(
     servers: dict[ServerId, ChunkserverEntry],
     now_s: float,
     delay_s: float,
+    is_damaged: Callable[[ChunkId, ServerId], bool] = lambda _chunk, _server: False,
 ) -> tuple[list[ChunkNeed], list[ChunkNeed]]:
-    """(under goal, most endangered first; with replicas to remove) among ``rows``."""
+    """(under goal, most endangered first; with replicas to remove) among ``rows``.
+
+    A holder ``is_damaged`` (a damaged last copy the master keeps) counts toward the
+    goal but is no copy source: a chunk with no other source waits, without a version
+    bump, until a healthy copy is up.
+    """
     under: list[ChunkNeed] = []
     over: list[ChunkNeed] = []
     for chunk_id, goal, holders in rows:
@@ -63,7 +69,7 @@ def plan(
                 (draining if entry.draining else keepers).append(holder)
             elif now_s - entry.last_heartbeat_s < delay_s:
                 away += 1
-        sources = tuple(keepers + draining)
+        sources = tuple(h for h in keepers + draining if not is_damaged(chunk_id, h))
         if sources and len(keepers) + away < goal:
             under.append(ChunkNeed(chunk_id, goal, sources))
         elif len(keepers) > goal or (draining and len(keepers) >= goal):
@@ -110,8 +116,10 @@ class ReplicationDriver:
                 await self._one_pass(nursery)
 
     async def _one_pass(self, nursery: trio.Nursery) -> None:
+        await self.chunk_manager.recheck_damaged()
         rows = self.chunk_manager.chunks.health_rows()
-        under, over = plan(rows, self.registry.chunkservers, monotonic_s(), self.delay_s)
+        under, over = plan(rows, self.registry.chunkservers, monotonic_s(), self.delay_s,
+                           self.chunk_manager.damage.is_damaged)
         self.under_goal = len(under)
         for need in under:
             if need.chunk_id in self._active:

@@ -320,5 +320,18 @@ def _zero_run(
 
 def _bad_block(chunk_id: int, index: int, bad: list[int] | None, why: str) -> None:
     if bad is None:
-        raise ChecksumMismatch(f"{chunk_name(chunk_id)} block {index}: {why}")
+        start = index * BLOCK_SIZE_BYTES
+        raise ChecksumMismatch(f"{chunk_name(chunk_id)} block {index} (chunk bytes {start}"
+                               f"-{start + BLOCK_SIZE_BYTES - 1}): {why}")
     bad.append(index)
+
+
+def block_ranges(indexes: Sequence[int]) -> list[tuple[int, int]]:
+    """Block indexes as merged, ordered [first, end) ranges: [3, 4, 5, 9] -> [(3, 6), (9, 10)]."""
+    ranges: list[tuple[int, int]] = []
+    for index in sorted(set(indexes)):
+        if ranges and ranges[-1][1] == index:
+            ranges[-1] = (ranges[-1][0], index + 1)
+        else:
+            ranges.append((index, index + 1))
+    return ranges

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
-from vmstore.dfs.constants import BLOCK_SIZE_BYTES
+from vmstore.dfs.constants import BLOCK_SIZE_BYTES, BLOCKS_PER_CHUNK
 from vmstore.dfs.protocol.replica_format import DATA_OFFSET
 from vmstore.dfs.types import ChunkVersion
 
@@ -152,9 +152,9 @@ class FaultyChunkStore(ChunkStore):
         self._before("read")
         return super().read(chunk_id, version, offset, length)
 
-    def verify(self, chunk_id: int) -> list[int]:
+    def verify(self, chunk_id: int, first: int = 0, end: int = BLOCKS_PER_CHUNK) -> list[int]:
         self._before("verify")
-        return super().verify(chunk_id)
+        return super().verify(chunk_id, first, end)
 
     def write(self, chunk_id: int, version: int, offset: int, length: int, payload: Any,
               zero_ranges: Sequence[tuple[int, int]]) -> None:

@@ -121,7 +121,8 @@ class MasterToChunkserverFence(Request, frozen=True, kw_only=True):
 
 
 class ChunkserverToMasterReportDamaged(Request, frozen=True, kw_only=True):
-    """A replica here failed its checksums (on a read or a scrub): drop and rebuild it."""
+    """A replica here failed its checksums (on a read or a scrub): drop and rebuild it,
+    unless it is the last current copy (then it is kept, its good blocks still served)."""
 
     TYPE: ClassVar[int] = 203
     REPLY: ClassVar[type[Message]] = EmptyReply
@@ -129,3 +130,6 @@ class ChunkserverToMasterReportDamaged(Request, frozen=True, kw_only=True):
     chunk_id: U63
     version: U63
     reason: str
+    # [first, end) block index ranges found bad, merged and ordered; empty: not known
+    # which (the whole replica is suspect, e.g. it applied a write its chain refused)
+    bad_blocks: list[tuple[U63, U63]] = []

@@ -42,6 +42,15 @@ class ChunkHealth(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     lost: U63
 
 
+class DamagedChunk(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A replica with bad blocks kept because no healthy current copy of its chunk is up:
+    reads of its good blocks succeed, reads of its bad ones fail (EIO)."""
+
+    chunk_id: U63
+    server_id: U63
+    bad_blocks: list[tuple[U63, U63]]  # [first, end) 4 KiB block ranges; empty: not known
+
+
 class ClientStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     session_id: U63
     hostname: str
@@ -70,6 +79,7 @@ class StatusReply(Message, frozen=True, kw_only=True):
     healing: HealingStatus | None = None
     write_leases: U63 = 0  # files with a write lease held
     refused: list[RefusedChunkserver] = []  # recent registrations refused, newest last
+    damaged: list[DamagedChunk] = []  # last copies with bad blocks, by chunk id
 
 
 class ClientToMasterDrain(Request, frozen=True, kw_only=True):
@@ -86,9 +96,10 @@ class FsckProblem(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     inode: U63
     chunk_index: U63
     chunk_id: U63
-    state: str  # "lost" | "endangered" | "undergoal"
+    state: str  # "lost" | "damaged" (no healthy live replica) | "endangered" | "undergoal"
     live_replicas: U63
     goal: U63
+    bad_blocks: list[tuple[U63, U63]] = []  # "damaged": [first, end) 4 KiB block ranges
 
 
 class FsckReply(Message, frozen=True, kw_only=True):
