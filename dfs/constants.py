@@ -121,6 +121,11 @@ LEASE_RENEWALS_PER_EXPIRY = 4
 INLINE_DISK_BYTES_MAX = 256 * 1024
 # An inline fdatasync that takes longer than this sends syncs to the worker
 # thread for SLOW_SYNC_BACKOFF_S.
+# Two readings of the master's clock this far apart: the master did not run in
+# between (SIGSTOP, a frozen VM, swapping), so the silences of its peers in that
+# gap are its own, and every session and chunkserver gets a full period again
+# (dfs.master.stall_watch).
+MASTER_STALL_MIN_S = 2.0
 INLINE_SYNC_SLOW_S = 0.005
 SLOW_SYNC_BACKOFF_S = 30.0
 # Short-circuit readers served at once on the chunkserver's Unix socket, and

@@ -17,6 +17,10 @@ Promises:
   (``ChunkManager.fence_file``).
 * Leases and epochs survive master restarts (SQLite); after a restart every
   known session gets a full ``lease_expiry_s`` to come back.
+* Silence counts only while this master runs: after a stall of the master
+  itself (SIGSTOP, a frozen host) every session gets a full ``lease_expiry_s``
+  from the moment it runs again (``master.stall_watch``), so the renewals that
+  waited in its sockets meanwhile are read before anything expires.
 
 Changes to one file's lease are serialised by a per-inode lock.
 """
@@ -73,9 +77,8 @@ class LeaseManager:
         entry = self.registry.sessions.get(session_id)
         return entry is not None and self._silent_s(entry) <= self.lease_expiry_s
 
-    @staticmethod
-    def _silent_s(entry: SessionEntry) -> float:
-        return trio.current_time() - entry.last_seen_s
+    def _silent_s(self, entry: SessionEntry) -> float:
+        return self.registry.stalls.silent_s(entry.last_seen_s)
 
     def _matches_host(self, session_id: SessionId, host: str) -> bool:
         entry = self.registry.sessions.get(session_id)
@@ -234,6 +237,7 @@ class LeaseManager:
         task_status.started()
         while True:
             await trio.sleep(SESSION_EXPIRY_CHECK_INTERVAL_S)
+            self.registry.stalls.now_s()  # read steadily, so that a gap is a stall
             for session_id, entry in list(self.registry.sessions.items()):
                 silent_s = self._silent_s(entry)
                 if silent_s > self.lease_expiry_s:

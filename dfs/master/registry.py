@@ -15,6 +15,7 @@ import trio
 
 from vmstore.dfs.constants import CHUNKSERVER_DOWN_AFTER_S, REFUSED_CHUNKSERVERS_KEPT_MAX
 from vmstore.dfs.errors import ReplicaUnavailable
+from vmstore.dfs.master.stall_watch import StallWatch
 from vmstore.dfs.protocol.messages import (
     ChunkserverStatus,
     ClientStatus,
@@ -66,6 +67,8 @@ class SessionEntry:
 class Registry:
     def __init__(self, startup_grace_s: float = STARTUP_GRACE_S) -> None:
         self.started_s = trio.current_time()
+        # Silences of chunkservers and sessions count only time this master ran.
+        self.stalls = StallWatch()
         self.startup_grace_s = startup_grace_s
         self.chunkservers: dict[ServerId, ChunkserverEntry] = {}
         self.sessions: dict[SessionId, SessionEntry] = {}
@@ -136,11 +139,12 @@ class Registry:
                 down.append(server_id)
         return up, down
 
-    def expire_silent(self, now_s: float) -> list[ChunkserverEntry]:
+    def expire_silent(self) -> list[ChunkserverEntry]:
         """Disconnect chunkservers whose heartbeats stopped; returns them."""
         expired = []
         for entry in self.chunkservers.values():
-            if entry.up and now_s - entry.last_heartbeat_s > CHUNKSERVER_DOWN_AFTER_S:
+            silent_s = self.stalls.silent_s(entry.last_heartbeat_s)
+            if entry.up and silent_s > CHUNKSERVER_DOWN_AFTER_S:
                 assert entry.connection is not None
                 entry.connection.close()
                 expired.append(entry)
