@@ -5,6 +5,8 @@ Promise: ``read`` returns the bytes last written to a range, or raises
 checksum stored for their block. Once ``flush``, ``set_version`` or
 ``truncate_and_set_version`` returns, the replica's data, checksums and
 version are on stable storage. ``create`` is durable when it returns.
+A copy built aside (``stage``) takes the place of the chunk's replica here
+only at ``install``, once every block read back good and it is durable.
 
 Synchronous on purpose: no trio. The chunkserver's async service moves the
 big calls to worker threads; the store is thread-safe (calls on one chunk
@@ -74,6 +76,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -103,7 +106,7 @@ from vmstore.dfs.chunkserver.store_arguments import (
     segments_of,
 )
 from vmstore.dfs.constants import BLOCKS_PER_CHUNK, CHUNK_SIZE_BYTES
-from vmstore.dfs.errors import ChunkNotFound, Exists, InvalidArgument
+from vmstore.dfs.errors import ChecksumMismatch, ChunkNotFound, Exists, InvalidArgument
 from vmstore.dfs.protocol.replica_format import (
     CRC_TABLE_OFFSET,
     DATA_OFFSET,
@@ -135,6 +138,14 @@ _LOCAL_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 
 __all__ = ["DATA_OFFSET", "FILE_SIZE_BYTES", "HEADER_SIZE_BYTES", "ZERO_BLOCK",
            "ZERO_BLOCK_CRC", "ChunkStore", "is_zero"]
+
+
+@dataclass(frozen=True)
+class StagedReplica:
+    """A replica being built under tmp/ (``ChunkStore.stage``), not yet in its place."""
+
+    replica: OpenReplica
+    path: Path
 
 
 class ChunkStore:
@@ -195,13 +206,8 @@ class ChunkStore:
             fsync_dir(self._chunks_dir)
         # Built complete under tmp/ and linked into place, so the name never
         # points to a half-written file, and link() fails if the name exists.
-        tmp = self._tmp_dir / f"{chunk_id:016x}.{threading.get_ident():x}.tmp"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        tmp, fd, crcs = self._new_file(chunk_id, version)
         try:
-            os.ftruncate(fd, FILE_SIZE_BYTES)
-            pwrite_all(fd, [encode_header(chunk_id, version)], 0)
-            crcs = array("I", [ZERO_BLOCK_CRC]) * BLOCKS_PER_CHUNK
-            pwrite_all(fd, [table_bytes(crcs)], CRC_TABLE_OFFSET)
             os.fsync(fd)
             try:
                 os.link(tmp, path)
@@ -220,6 +226,78 @@ class ChunkStore:
             else:
                 self._open[chunk_id] = OpenReplica(chunk_id, fd, version, crcs)
                 self._evict()
+
+    def _new_file(self, chunk_id: int, version: int) -> tuple[Path, int, array[int]]:
+        """An all-zero replica file under tmp/, not linked anywhere: (path, fd, table)."""
+        tmp = self._tmp_dir / f"{chunk_id:016x}.{threading.get_ident():x}.{time.time_ns()}.tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        try:
+            os.ftruncate(fd, FILE_SIZE_BYTES)
+            pwrite_all(fd, [encode_header(chunk_id, version)], 0)
+            crcs = array("I", [ZERO_BLOCK_CRC]) * BLOCKS_PER_CHUNK
+            pwrite_all(fd, [table_bytes(crcs)], CRC_TABLE_OFFSET)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        return tmp, fd, crcs
+
+    # --- copies made aside (the replicator) -----------------------------------
+    def stage(self, chunk_id: int, version: int) -> StagedReplica:
+        """A new replica built under tmp/, beside any replica of the chunk here, which
+        stays in place, read and reported as before, until ``install``."""
+        check_id(chunk_id)
+        check_version(version)
+        path, fd, crcs = self._new_file(chunk_id, version)
+        return StagedReplica(OpenReplica(chunk_id, fd, version, crcs), path)
+
+    def write_staged(self, staged: StagedReplica, offset: int, length: int, payload: Buffer,
+                     zero_ranges: Sequence[tuple[int, int]]) -> None:
+        """``write`` to a staged replica."""
+        check_range(offset, length)
+        segments = segments_of(offset, length, memoryview(payload).cast("B"), zero_ranges)
+        with staged.replica.lock:
+            if length > 0:
+                self._writer.write_segments(staged.replica, offset, segments)
+
+    def install(self, staged: StagedReplica) -> None:
+        """Read every block of the staged replica back against its checksums, make it
+        durable, and only then put it in the place of the chunk's replica here (if any);
+        ChecksumMismatch (nothing replaced) if a block does not read back."""
+        replica = staged.replica
+        with replica.lock:
+            bad: list[int] = []
+            for _ in verified_blocks(replica.fd, replica.crcs, 0, 0, BLOCKS_PER_CHUNK,
+                                     replica.chunk_id, bad):
+                pass
+            if bad:
+                raise ChecksumMismatch(f"{chunk_name(replica.chunk_id)}: the copy made"
+                                       f" here reads back {len(bad)} bad blocks")
+            sync_replica(replica)
+            os.fsync(replica.fd)
+        path = self._path(replica.chunk_id)
+        if mkdir_new(path.parent):
+            fsync_dir(self._chunks_dir)
+        with self._lock:
+            # rename() swaps the name at once: a reader has the old file or the new one.
+            os.rename(staged.path, path)
+            old = self._open.pop(replica.chunk_id, None)
+            if old is not None:
+                old.retired = True  # its fd closes when its last user leaves
+                old.dirty = False
+                if old.pins == 0:
+                    os.close(old.fd)
+            self._open[replica.chunk_id] = replica
+            self._evict()
+        fsync_dir(path.parent)
+
+    def discard(self, staged: StagedReplica) -> None:
+        """Drop a staged replica that will not be installed."""
+        os.close(staged.replica.fd)
+        try:
+            os.unlink(staged.path)
+        except FileNotFoundError:
+            pass
 
     def delete(self, chunk_id: int) -> None:
         """Remove a replica; ChunkNotFound if there is none."""

@@ -1,9 +1,11 @@
 """Copies a chunk from a peer on the master's command (the target pulls, as in MooseFS).
 
-Promise: a replica made here becomes current only when it is complete and
-on stable storage. Until then it sits at the previous version, which the
-master already knows is stale: if this process dies mid-copy, the partial
-replica is reported stale at the next registration and deleted, never read.
+Promise: a replica made here takes its place only when it is complete, read
+back against its checksums and on stable storage. Until then it is built
+aside under tmp/ (``ChunkStore.stage``), never reported nor read, and any
+replica of the chunk already here stays in place: a copy that fails or dies
+half-way costs nothing that was here before (issue 19: a replicator that
+discarded its own copy first lost the chunk when its source was a forgery).
 Copies are throttled to ``bandwidth_bytes_per_s`` so guests keep their I/O.
 Every read from a source carries the READ capability the master put in its
 command: sources serve no copy the master did not order.
@@ -17,13 +19,13 @@ from typing import Any
 
 import trio
 
-from vmstore.dfs.chunkserver.chunk_store import ChunkStore
+from vmstore.dfs.chunkserver.chunk_store import ChunkStore, StagedReplica
 from vmstore.dfs.constants import (
     CHUNK_SIZE_BYTES,
     DATA_RPC_TIMEOUT_S,
     REPLICATION_PIECE_BYTES,
 )
-from vmstore.dfs.errors import ChunkNotFound, DfsError, ReplicaUnavailable
+from vmstore.dfs.errors import DfsError, ReplicaUnavailable
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import ConnectionPool
 
@@ -50,45 +52,31 @@ class Replicator:
                                      f" chunkserver's disk: {error}") from None
 
     async def _replicate(self, request: m.MasterToChunkserverReplicate) -> None:
-        staging_version = request.version - 1
-        assert staging_version >= 1, "the master bumps the version before a copy"
-        await self.disk(0, self._start, request.chunk_id, staging_version)
+        staged = await self.disk(0, self.store.stage, request.chunk_id, request.version)
         try:
             started = trio.current_time()
             copied = 0
             for offset in range(0, CHUNK_SIZE_BYTES, REPLICATION_PIECE_BYTES):
-                copied += await self._copy_piece(request, staging_version, offset)
+                copied += await self._copy_piece(request, staged, offset)
                 # Throttle: never ahead of the allowed rate.
                 ahead_s = copied / self.bandwidth_bytes_per_s - (trio.current_time() - started)
                 if ahead_s > 0:
                     await trio.sleep(ahead_s)
-            await self.disk(0, self.store.flush, request.chunk_id)
-            await self.disk(0, self.store.set_version, request.chunk_id, staging_version,
-                            request.version)
+            await self.disk(CHUNK_SIZE_BYTES, self.store.install, staged)
         except BaseException:
             with trio.CancelScope(shield=True):
                 try:
-                    await self.disk(0, self._discard, request.chunk_id)
+                    await self.disk(0, self.store.discard, staged)
                 except OSError as error:
-                    # Left at the staging version: stale, reported and deleted later.
+                    # Under tmp/: never reported, and removed at the next start.
                     log.warning("could not discard the partial copy of chunk %d: %s",
                                 request.chunk_id, error)
             raise
         log.info("replicated chunk %d version %d (%d bytes of data)", request.chunk_id,
                  request.version, copied)
 
-    def _start(self, chunk_id: int, staging_version: int) -> None:
-        self._discard(chunk_id)  # a stale copy of ours is worth nothing
-        self.store.create(chunk_id, staging_version)
-
-    def _discard(self, chunk_id: int) -> None:
-        try:
-            self.store.delete(chunk_id)
-        except ChunkNotFound:
-            pass
-
-    async def _copy_piece(self, request: m.MasterToChunkserverReplicate, staging_version: int,
-                          offset: int) -> int:
+    async def _copy_piece(self, request: m.MasterToChunkserverReplicate,
+                          staged: StagedReplica, offset: int) -> int:
         errors: list[str] = []
         for source in request.sources:
             try:
@@ -102,8 +90,8 @@ class Replicator:
                 errors.append(f"server {source.server_id}: {error}")
                 continue
             if payload:
-                await self.disk(len(payload), self.store.write, request.chunk_id,
-                                staging_version, offset, REPLICATION_PIECE_BYTES, payload,
+                await self.disk(len(payload), self.store.write_staged, staged, offset,
+                                REPLICATION_PIECE_BYTES, payload,
                                 [tuple(r) for r in reply.zero_ranges])
             self.bytes_copied += len(payload)
             return len(payload)

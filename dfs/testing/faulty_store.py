@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vmstore.dfs.chunkserver.chunk_store import ChunkStore
+from vmstore.dfs.chunkserver.chunk_store import ChunkStore, StagedReplica
 from vmstore.dfs.constants import BLOCK_SIZE_BYTES, BLOCKS_PER_CHUNK
 from vmstore.dfs.protocol.replica_format import DATA_OFFSET
 from vmstore.dfs.types import ChunkVersion
@@ -155,6 +155,11 @@ class FaultyChunkStore(ChunkStore):
     def verify(self, chunk_id: int, first: int = 0, end: int = BLOCKS_PER_CHUNK) -> list[int]:
         self._before("verify")
         return super().verify(chunk_id, first, end)
+
+    def write_staged(self, staged: StagedReplica, offset: int, length: int, payload: Any,
+                     zero_ranges: Sequence[tuple[int, int]]) -> None:
+        self._before("write")  # a copy's writes fail with the others
+        super().write_staged(staged, offset, length, payload, zero_ranges)
 
     def write(self, chunk_id: int, version: int, offset: int, length: int, payload: Any,
               zero_ranges: Sequence[tuple[int, int]]) -> None:
