@@ -1,7 +1,9 @@
-"""`vmstore metadata backup|inspect`: the master's metadata file, on the master's host.
+"""`vmstore metadata backup|inspect|restore`: the master's metadata file, on its host.
 
-Neither command talks to the master: both read its database file directly,
-read-only, while it runs (``dfs.metadata.backup``, ``dfs.metadata.inspection``).
+None of them talks to the master: backup and inspect read its database file
+directly, read-only, while it runs (``dfs.metadata.backup``,
+``dfs.metadata.inspection``); restore writes one while no master runs on it
+(``dfs.metadata.restore``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ from vmstore.cli.config import master_data_dir
 from vmstore.dfs.errors import ConfigError
 from vmstore.dfs.metadata.backup import backup_metadata
 from vmstore.dfs.metadata.inspection import MetadataSummary, inspect_metadata
-
-METADATA_FILE_NAME = "metadata.db"  # in the master's data dir (dfs.master.main)
+from vmstore.dfs.metadata.restore import METADATA_FILE_NAME, restore_metadata
 
 
 def master_metadata(data_dir: Path | None) -> Path:
@@ -64,9 +65,25 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 1 if summary.schema_differences else 0
 
 
+def run_restore(args: argparse.Namespace) -> int:
+    data_dir = args.data_dir or master_data_dir()
+    if data_dir is None:
+        raise ConfigError("restore where? pass --data-dir (or set [master] data_dir in the"
+                          " config file)")
+    result = restore_metadata(Path(args.source), data_dir, force=args.force)
+    backup = result.backup
+    print(f"restored metadata of cluster {backup.cluster_id} from {backup.path}"
+          f" ({backup.table_rows.get('inodes', 0):,} inodes, backup generation"
+          f" {backup.generation}) to {result.database} at generation {result.generation}")
+    if result.replaced is not None:
+        print(f"the metadata it replaced is kept as {result.replaced}")
+    print("start the master on it; changes made after the backup are lost")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "metadata", help="back up or inspect the master's metadata (on the master's host)",
+        "metadata", help="back up, inspect or restore the master's metadata (on its host)",
         description="Read the master's metadata database directly, read-only, while the"
         " master runs. The master's data dir is --data-dir, or [master] data_dir in the"
         " config file.")
@@ -97,3 +114,20 @@ def register(subparsers: Any) -> None:
     source.add_argument("--data-dir", type=Path, help="the master's data dir")
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(handler=run_inspect)
+
+    restore = actions.add_parser(
+        "restore", help="put a backup back as the master's metadata (master stopped)",
+        description="Check a backup (integrity_check, schema, cluster id), then make it the"
+        " metadata of the master's data dir, with its generation moved past any the"
+        " chunkservers have seen (so they accept the master) and its id counters skipped"
+        " forward. Refused while a process holds the data dir's database open (a master"
+        " running), and where metadata exists unless --force (the old file is kept,"
+        " renamed). Every change made after the backup is lost.",
+        epilog="example: vmstore metadata restore --from /backup/metadata-20261203T0400Z.db"
+        " --data-dir /var/lib/vmstore-master")
+    restore.add_argument("--from", dest="source", required=True, metavar="FILE",
+                         help="the backup (vmstore metadata backup, or a scheduled one)")
+    restore.add_argument("--data-dir", type=Path, help="the master's data dir")
+    restore.add_argument("--force", action="store_true",
+                         help="replace metadata already there (kept beside it, renamed)")
+    restore.set_defaults(handler=run_restore)

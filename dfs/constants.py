@@ -114,6 +114,9 @@ SESSION_EXPIRY_CHECK_INTERVAL_S = 0.5
 # Clients renew this many times per expiry period, so a few lost renewals
 # (a busy master, a dropped packet) do not cost the lease.
 LEASE_RENEWALS_PER_EXPIRY = 4
+# `vmstore metadata restore` moves every id counter (inodes, chunks, sessions...)
+# forward by this much: ids handed out after the backup are never handed out again.
+RESTORE_ID_SKIP = 2**32
 
 # --- chunkserver ---------------------------------------------------------
 # Store calls on buffers up to this size run on the event loop: a pwrite to

@@ -36,9 +36,9 @@ def backup_metadata(source: Path, destination: Path) -> MetadataSummary:
     reading = open_read_only(source)
     try:
         summary = _copy(reading, source, temporary)
-        _fsync_path(temporary)
+        fsync_path(temporary)
         os.replace(temporary, destination)
-        _fsync_path(destination.parent)
+        fsync_path(destination.parent)
     except OSError as error:
         raise ConfigError(f"cannot write {destination}: {error.strerror or error}") from None
     finally:
@@ -70,7 +70,7 @@ def _copy(reading: sqlite3.Connection, source: Path, temporary: Path) -> Metadat
         writing.close()
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
