@@ -69,6 +69,17 @@ LATENCY_SAMPLES_MIN = 8
 LATENCY_PEERS_MAX = 4096
 # A peer that made a read hedge is tried after the others for this long.
 SLOW_PEER_BACKOFF_S = 5.0
+# A write chain member silent this long per member it waits for (it and those
+# after it) is dropped as a dead one would be. The unit is the writer's
+# WRITE_SILENCE_P99_MULTIPLE x the chain's recent p99 write time, clamped to
+# [WRITE_SILENCE_FLOOR_S, WRITE_SILENCE_CEILING_S] (the ceiling while too few
+# writes are known): a chain busy behind a loaded disk answers slowly, its
+# unit grows, and it is not dropped. A chain of one waits DATA_RPC_TIMEOUT_S:
+# nobody is dropped below one replica. The floor stays above TCP's minimum
+# retransmit time (200 ms): one lost packet must not drop a healthy member.
+WRITE_SILENCE_FLOOR_S = 0.3
+WRITE_SILENCE_P99_MULTIPLE = 4.0
+WRITE_SILENCE_CEILING_S = 2.0
 # A local chunkserver that did not answer a short-circuit open in time is not
 # asked again for this long: reads go over the network meanwhile.
 LOCAL_STALL_RECHECK_S = 2.0
@@ -103,6 +114,9 @@ SCRUB_RATE_BYTES_PER_S = 12 * 1024 * 1024
 # Rest between scrub passes at the default rate; a faster rate rests less.
 SCRUB_PASS_PAUSE_S = 60.0
 REPLY_CACHE_PER_SESSION_MAX = 1024
+# `vmstore metadata restore` moves every id counter (inodes, chunks, sessions...)
+# forward by this much: ids handed out after the backup are never handed out again.
+RESTORE_ID_SKIP = 2**32
 CHUNK_ALLOCATION_RETRIES_MAX = 5
 # Write leases. A client session silent this long loses its leases; a write
 # token lives this long minus CLOCK_SKEW_MAX_S, the most the clocks of the
@@ -111,12 +125,45 @@ LEASE_EXPIRY_S = 20.0
 LEASE_EXPIRY_MIN_S = 4.0
 CLOCK_SKEW_MAX_S = 2.0
 SESSION_EXPIRY_CHECK_INTERVAL_S = 0.5
+# Two readings of the master's clock this far apart: the master did not run in
+# between (SIGSTOP, a frozen VM, swapping), so the silences of its peers in that
+# gap are its own, and every session and chunkserver gets a full period again
+# (dfs.master.stall_watch).
+MASTER_STALL_MIN_S = 2.0
 # Clients renew this many times per expiry period, so a few lost renewals
 # (a busy master, a dropped packet) do not cost the lease.
 LEASE_RENEWALS_PER_EXPIRY = 4
-# `vmstore metadata restore` moves every id counter (inodes, chunks, sessions...)
-# forward by this much: ids handed out after the backup are never handed out again.
-RESTORE_ID_SKIP = 2**32
+
+# --- metadata HA (dfs.master.ha: etcd elects the leader and keeps the journal) ---
+# One etcd call, whole (connect, send, answer): etcd answers a healthy write in
+# milliseconds; past this the member is taken as silent and the next one tried.
+ETCD_CALL_TIMEOUT_S = 2.0
+# The leader's etcd lease: a leader that cannot renew it for this long is
+# deposed and a standby is elected. Failover takes about this long plus one
+# election; shorter risks losing leadership to one slow fsync on etcd.
+LEADER_LEASE_TTL_S = 3
+# The leader renews its lease this often, and stops acting as leader once its
+# last renewal is LEADER_LEASE_TTL_S - LEADER_SAFETY_MARGIN_S old, so that it
+# has stopped before etcd lets the lease go and a standby can win.
+LEADER_RENEW_INTERVAL_S = 0.5
+LEADER_SAFETY_MARGIN_S = 0.5
+# A standby reads the journal's new entries this often (and at most this many
+# per read): its lag, and how long a takeover spends catching up.
+JOURNAL_POLL_INTERVAL_S = 0.05
+JOURNAL_READ_ENTRIES_MAX = 256
+# A change waits this long for etcd to take its journal entry (quorum lost:
+# changes wait, unacknowledged, and resume); past it the leader gives up its
+# leadership rather than hold every client longer.
+JOURNAL_APPEND_TIMEOUT_S = 60.0
+# etcd refuses requests over its --max-request-bytes (1.5 MiB by default;
+# vmstore's etcd runs with 16 MiB): a batch's journal entry must fit.
+JOURNAL_ENTRY_BYTES_MAX = 15 * 1024 * 1024
+# The leader writes a snapshot of the metadata, and trims the journal before
+# it, after this many entries: a new or wiped standby starts from the snapshot.
+JOURNAL_ENTRIES_PER_SNAPSHOT = 2000
+# A snapshot is stored in etcd in parts of at most this size.
+SNAPSHOT_PART_BYTES_MAX = 1024 * 1024
+
 
 # --- chunkserver ---------------------------------------------------------
 # Store calls on buffers up to this size run on the event loop: a pwrite to
@@ -124,17 +171,22 @@ RESTORE_ID_SKIP = 2**32
 INLINE_DISK_BYTES_MAX = 256 * 1024
 # An inline fdatasync that takes longer than this sends syncs to the worker
 # thread for SLOW_SYNC_BACKOFF_S.
-# Two readings of the master's clock this far apart: the master did not run in
-# between (SIGSTOP, a frozen VM, swapping), so the silences of its peers in that
-# gap are its own, and every session and chunkserver gets a full period again
-# (dfs.master.stall_watch).
-MASTER_STALL_MIN_S = 2.0
 INLINE_SYNC_SLOW_S = 0.005
 SLOW_SYNC_BACKOFF_S = 30.0
 # Short-circuit readers served at once on the chunkserver's Unix socket, and
 # the socket's listen() backlog.
 LOCAL_READ_CONNECTIONS_MAX = 256
 LOCAL_READ_LISTEN_BACKLOG_MAX = 64
+# Replicas the master deletes go to the chunkserver's quarantine (issue 19) and
+# stay there this long (default of [chunkserver] quarantine_retention_s), then go
+# once the master says their chunk is safe (at its goal with healthy current
+# replicas, or no file's any more). It asks this often, this many chunks a call.
+QUARANTINE_RETENTION_S = 24 * 3600.0
+QUARANTINE_CHECK_INTERVAL_S = 60.0
+QUARANTINE_CHECK_CHUNKS_MAX = 1024
+# Space pressure: with less than this share of the data directory's file system
+# free, quarantined replicas are purged, oldest first, retention or not.
+QUARANTINE_PRESSURE_FREE_FRACTION = 0.05
 
 # --- client --------------------------------------------------------------
 # Directory entries a client asks the master for in one readdir call.

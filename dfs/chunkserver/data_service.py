@@ -4,6 +4,9 @@ Promises:
 * A write is answered only after this replica and every replica down the
   chain has applied it; a failure names the chunkserver at fault
   (``DfsError.server_id``) so the client can ask the master for a new chain.
+  A successor that stays silent (a hung process, host or disk: no reset) is
+  named too, once the writer's silence deadline for it has passed
+  (``successor_timeout_s``), not after DATA_RPC_TIMEOUT_S.
 * A read returns only bytes whose checksums matched, from a replica whose
   version is the one asked for.
 * A flush is answered only after the chunk's data is on stable storage here
@@ -58,6 +61,7 @@ from vmstore.dfs.errors import (
     DfsError,
     InvalidArgument,
     LeaseLost,
+    PeerUnavailable,
     ProtocolError,
     ReplicaUnavailable,
     StaleChunkVersion,
@@ -90,6 +94,10 @@ REQUEST_ERRORS = Counter(
 DATA_BYTES = Counter("vmstore_chunkserver_data_bytes_total",
                      "Chunk bytes served to readers and stored for writers", ["direction"],
                      registry=REGISTRY)
+SILENT_SUCCESSORS = Counter(
+    "vmstore_chunkserver_silent_successors_total",
+    "Forwarded writes and flushes whose next chain member did not answer within the"
+    " writer's silence deadline: named to the writer, which drops it", registry=REGISTRY)
 OPERATION_OF = {m.ToChunkserverReadChunk: "read", m.ToChunkserverWriteChunk: "write",
                 m.ToChunkserverFlushChunk: "flush"}
 # Label lookups take a lock: done once here, not on every request.
@@ -152,6 +160,20 @@ def _naming(member: m.ReplicaAddress) -> Iterator[None]:
         raise ReplicaUnavailable(
             f"chain member {member.server_id} ({member.host}:{member.port}): {error}",
             member.server_id) from None
+
+
+def successor_timeout_s(request: m.ToChunkserverWriteChunk | m.ToChunkserverFlushChunk
+                        ) -> float:
+    """How long the rest of the chain may take to answer a forwarded request.
+
+    One silence unit (``m.SilenceS``, chosen by the writer) per member still to
+    answer: the successor and every member after it. The member before us
+    waits one unit more than we do, so when a member down the chain is
+    silent, the member just before it is the first to give up, and names it.
+    """
+    if not request.silence_s:
+        return DATA_RPC_TIMEOUT_S
+    return min(DATA_RPC_TIMEOUT_S, request.silence_s * len(request.chain_rest))
 
 
 class DataService:
@@ -317,16 +339,26 @@ class DataService:
         if not request.chain_rest:
             return None
         member, rest = request.chain_rest[0], request.chain_rest[1:]
+        timeout_s = successor_timeout_s(request)
         with _naming(member):
-            connection = await self.peers.get(member.host, member.port)
-            return _Forwarded(member, await connection.send_request(
-                msgspec.structs.replace(request, chain_rest=rest), payload,
-                timeout_s=DATA_RPC_TIMEOUT_S))
+            with trio.move_on_after(timeout_s):
+                connection = await self.peers.get(member.host, member.port)
+                return _Forwarded(member, await connection.send_request(
+                    msgspec.structs.replace(request, chain_rest=rest), payload,
+                    timeout_s=timeout_s))
+            SILENT_SUCCESSORS.inc()
+            raise PeerUnavailable(f"no connection within {timeout_s:.3f} s")
 
     async def _reply_of_next(self, forwarded: _Forwarded) -> None:
-        """Until the rest of the chain has done what ``_forward`` sent it."""
+        """Until the rest of the chain has done what ``_forward`` sent it, or its
+        deadline (``successor_timeout_s``) has passed: then the member is named."""
         with _naming(forwarded.member):
-            await forwarded.call.reply()
+            try:
+                await forwarded.call.reply()
+            except PeerUnavailable:
+                if trio.current_time() >= forwarded.call.deadline_s:
+                    SILENT_SUCCESSORS.inc()
+                raise
 
     async def flush(self, request: m.ToChunkserverFlushChunk) -> m.Message:
         # WRITE, but no epoch: a flush changes no bytes, and a fenced writer's

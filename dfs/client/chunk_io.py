@@ -7,7 +7,11 @@ Promises:
   file's, and a lost write fails the file's later writes and flushes);
   when a chain member fails, the master is asked for a new chain (the
   version moves on, the failed replica becomes stale) and the write is
-  repeated, at most WRITE_RETRIES_MAX times.
+  repeated, at most WRITE_RETRIES_MAX times. A member that stays silent
+  (no reset) fails the write once the chain's silence deadline has passed
+  (``_call_head``: one unit per member, the unit drawn from the chain's
+  recent write times, WRITE_SILENCE_FLOOR_S to WRITE_SILENCE_CEILING_S), and
+  is dropped alike; a chain of one is never dropped from, it is waited for.
 * ``read`` returns only checksum-verified bytes of the current version,
   trying each replica before asking the master again; holes read as zeros.
   A replica that has not answered within a deadline drawn from its recent
@@ -66,6 +70,9 @@ from vmstore.dfs.constants import (
     WRITE_BATCHES_MAX,
     WRITE_BEHIND_BYTES_MAX,
     WRITE_RETRIES_MAX,
+    WRITE_SILENCE_CEILING_S,
+    WRITE_SILENCE_FLOOR_S,
+    WRITE_SILENCE_P99_MULTIPLE,
 )
 from vmstore.dfs.errors import (
     DfsError,
@@ -73,6 +80,7 @@ from vmstore.dfs.errors import (
     InvalidArgument,
     LeaseHeld,
     LeaseLost,
+    PeerUnavailable,
     ReadRefused,
     ReplicaUnavailable,
     TokenExpired,
@@ -99,6 +107,10 @@ HEDGED_READS = Counter(
     " the later replica answered first (won)", ["event"], registry=REGISTRY)
 HEDGES_SENT = HEDGED_READS.labels("sent")  # label lookups take a lock: once, not per read
 HEDGES_WON = HEDGED_READS.labels("won")
+SILENT_MEMBERS = Counter(
+    "vmstore_client_silent_chain_members_total",
+    "Chain writes and flushes that failed because a member stayed silent past its"
+    " deadline (that member is then dropped from the chain)", registry=REGISTRY)
 
 
 def chunk_pieces(offset: int, length: int) -> list[tuple[int, int, int, int]]:
@@ -176,6 +188,11 @@ class ChunkIO:
         self.read_latency = LatencyTracker(floor_s=HEDGE_FLOOR_S, ceiling_s=HEDGE_CEILING_S,
                                            multiple=HEDGE_P99_MULTIPLE,
                                            off_s=DATA_RPC_TIMEOUT_S)
+        # Per chain head (server id): how fast its whole chain answers writes and
+        # flushes, for the chain's silence unit. off_s 0: no unit, the fixed timeout.
+        self.write_latency = LatencyTracker(
+            floor_s=WRITE_SILENCE_FLOOR_S, ceiling_s=WRITE_SILENCE_CEILING_S,
+            multiple=WRITE_SILENCE_P99_MULTIPLE, off_s=0.0)
 
     # --- locations ------------------------------------------------------------
     async def _location_for_read(self, inode: int, index: int) -> m.ChunkLocation | None:
@@ -326,6 +343,9 @@ class ChunkIO:
         since every replica would refuse it alike.
         """
         replicas = sorted(location.replicas, key=self._held_slow)
+        if not replicas:
+            errors.append("no current replica is listed")
+            return None
         answers, answered = trio.open_memory_channel[tuple[int, bytes | DfsError]](
             len(replicas))
         hedged: set[int] = set()  # the replicas asked because another was late
@@ -529,11 +549,11 @@ class ChunkIO:
             location = target.location
             head, rest = location.replicas[0], location.replicas[1:]
             try:
-                connection = await self.chunkservers.get(head.host, head.port)
-                await connection.call(m.ToChunkserverWriteChunk(
+                unit_s = self._silence_unit_s(location)
+                await self._call_head(location, m.ToChunkserverWriteChunk(
                     chunk_id=location.chunk_id, version=location.version, extents=extents,
-                    chain_rest=rest, token=target.token, flush=flush), payload,
-                    timeout_s=DATA_RPC_TIMEOUT_S)
+                    chain_rest=rest, token=target.token, flush=flush, silence_s=unit_s),
+                    payload, unit_s)
                 return location
             except WriteRefused as error:
                 # A key rotation may have retired the key that signed it: one fresh
@@ -565,6 +585,41 @@ class ChunkIO:
                 await self._replace_chain(inode, location, failed)
         raise ReplicaUnavailable(f"write to chunk {index} of inode {inode} failed"
                                  f" {WRITE_RETRIES_MAX} times; last: {last_error}")
+
+    def _silence_unit_s(self, location: m.ChunkLocation) -> float:
+        """The chain's silence unit (``m.SilenceS``): 0 for a chain of one, which
+        waits DATA_RPC_TIMEOUT_S, since nobody is dropped below one replica."""
+        members = len(location.replicas)
+        if members < 2:
+            return 0.0
+        unit_s = self.write_latency.deadline_s(location.replicas[0].server_id)
+        return min(unit_s, DATA_RPC_TIMEOUT_S / members)
+
+    async def _call_head(self, location: m.ChunkLocation,
+                         request: m.ToChunkserverWriteChunk | m.ToChunkserverFlushChunk,
+                         payload: bytes | memoryview, unit_s: float) -> None:
+        """Send a write or flush to the chain's head and wait for the whole chain.
+
+        With a silence unit, the head is waited for one unit per member (each
+        member waits one unit less for the rest of the chain, and names a
+        silent successor); past that the head itself is silent: PeerUnavailable,
+        naming nobody, so the caller blames the head.
+        """
+        head = location.replicas[0]
+        timeout_s = unit_s * len(location.replicas) if unit_s else DATA_RPC_TIMEOUT_S
+        started_s = trio.current_time()
+        try:
+            with trio.move_on_after(timeout_s):
+                connection = await self.chunkservers.get(head.host, head.port)
+                await connection.call(request, payload, timeout_s=timeout_s)
+                self.write_latency.record(head.server_id, trio.current_time() - started_s)
+                return
+            raise PeerUnavailable(f"chunkserver {head.server_id} ({head.host}:{head.port})"
+                                  f" did not answer within {timeout_s:.3f} s")
+        except (PeerUnavailable, ReplicaUnavailable):
+            if unit_s and trio.current_time() - started_s >= unit_s:
+                SILENT_MEMBERS.inc()  # a deadline passed: silence, not a reset
+            raise
 
     async def _replace_chain(self, inode: int, location: m.ChunkLocation, failed: int
                              ) -> m.ChunkLocation:
@@ -606,10 +661,10 @@ class ChunkIO:
             head, rest = location.replicas[0], location.replicas[1:]
             try:
                 token = (await self._target_for_write(inode, location.index)).token
-                connection = await self.chunkservers.get(head.host, head.port)
-                await connection.call(m.ToChunkserverFlushChunk(
+                unit_s = self._silence_unit_s(location)
+                await self._call_head(location, m.ToChunkserverFlushChunk(
                     chunk_id=location.chunk_id, version=location.version, chain_rest=rest,
-                    capability=token), timeout_s=DATA_RPC_TIMEOUT_S)
+                    capability=token, silence_s=unit_s), b"", unit_s)
                 return
             except WriteRefused as error:
                 if refused_before:  # once: see write() on key rotation

@@ -60,3 +60,46 @@ async def test_reads_go_on_from_another_replica_while_one_is_silent(
             assert sent > sent_before
             assert won > won_before
             cluster.network.heal()
+
+
+@pytest.mark.parametrize("position", ["head", "tail"])
+async def test_writes_go_on_without_a_silent_chain_member(
+        tmp_path: Path, sim_seed: int, sim_clock: trio.abc.Clock, sim_logs,
+        position: str) -> None:  # type: ignore[no-untyped-def]
+    """A write+fsync loop (a guest flushing after every write): a chain member goes
+    silent, each write and fsync finishes within the bound while it stays
+    silent, the member is dropped (the version moves on without it), and once
+    it is back every read returns what was written, never its stale bytes."""
+    sim_logs.allow("vmstore", ".")  # the silent member is dropped, marked down, rebuilt
+    block = 4096
+    async with open_cluster(tmp_path, seed=sim_seed, chunkservers=3) as cluster:
+        async with cluster.client("writer") as client:
+            inode = await cluster.stored_file(client, "/a.img", bytes(block))
+            written = bytearray()
+
+            async def write_and_fsync(count: int) -> None:
+                for _ in range(count):
+                    piece = bytes([len(written) // block % 251 + 1]) * block
+                    started_s = trio.current_time()
+                    await client.write(inode, len(written), piece)
+                    await client.fsync(inode)
+                    assert trio.current_time() - started_s <= STALL_BOUND_S
+                    written.extend(piece)
+
+            await write_and_fsync(20)  # samples of the chain's write times
+            chain = await cluster.holders(client, inode)
+            assert len(chain) == 2
+            silent = chain[0 if position == "head" else -1]
+            cluster.network.isolate(silent)
+            silent_before = chunk_io.SILENT_MEMBERS._value.get()
+            faulted_at_s = trio.current_time()
+            await write_and_fsync(20)
+            assert trio.current_time() - faulted_at_s < 5.0  # before the master saw it
+            assert chunk_io.SILENT_MEMBERS._value.get() > silent_before
+            holders = await cluster.holders(client, inode)
+            assert silent not in holders
+            assert holders  # never below one live replica
+            cluster.network.heal()
+            await write_and_fsync(5)
+        async with cluster.client("reader") as reader:
+            assert await reader.read(inode, 0, len(written), len(written)) == bytes(written)

@@ -11,7 +11,7 @@ from typing import Annotated, ClassVar
 
 import msgspec
 
-from vmstore.dfs.constants import WRITE_BATCH_EXTENTS_MAX
+from vmstore.dfs.constants import DATA_RPC_TIMEOUT_S, WRITE_BATCH_EXTENTS_MAX
 from vmstore.dfs.protocol.messages.base import U63, EmptyReply, Message, Request
 from vmstore.dfs.protocol.messages.records import Capability, Chain
 
@@ -34,6 +34,14 @@ class ToChunkserverReadChunk(Request, frozen=True, kw_only=True):
     offset_bytes: U63
     length_bytes: U63
     capability: Capability | None = None  # READ of this chunk; None is refused
+
+
+# A chain write's silence unit (seconds, chosen by the writer from the chain's
+# recent latency): a member forwarding to N more members answers
+# ReplicaUnavailable naming its successor when no reply came within N units,
+# so the writer, which waits one unit more per member, learns which member
+# went silent. 0: the fixed DATA_RPC_TIMEOUT_S (a writer that sets none).
+SilenceS = Annotated[float, msgspec.Meta(ge=0.0, le=DATA_RPC_TIMEOUT_S)]
 
 
 class WriteExtent(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -65,6 +73,7 @@ class ToChunkserverWriteChunk(Request, frozen=True, kw_only=True):
     # Also make the replica durable (as ToChunkserverFlushChunk) before answering:
     # a writer that fsyncs after every write saves the flush's round trip.
     flush: bool = False
+    silence_s: SilenceS = 0.0  # see SilenceS
 
 
 class ToChunkserverFlushChunk(Request, frozen=True, kw_only=True):
@@ -76,6 +85,7 @@ class ToChunkserverFlushChunk(Request, frozen=True, kw_only=True):
     version: U63
     chain_rest: Chain
     capability: Capability | None = None  # WRITE of this chunk; None is refused
+    silence_s: SilenceS = 0.0  # see SilenceS
 
 
 # --- short-circuit reads: a client → a chunkserver on its own host ------------------
