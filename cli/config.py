@@ -25,6 +25,9 @@ Every error names the file, the key and what is wrong, in one line.
     metrics = "127.0.0.1:9430"       # Prometheus endpoint
     lease_expiry = 20                # seconds; also replication_delay, startup_grace
     # new_cluster = true             # an empty data_dir starts a new cluster (first start only)
+    backup_dir = "/var/backups/vmstore"  # the master backs its metadata up there
+    backup_interval = 3600           # seconds between backups
+    backup_keep = 48                 # the newest backups kept
 
     [chunkserver]                    # `vmstore chunkserver` defaults (every disk)
     replication_mib_per_s = 200
@@ -73,6 +76,9 @@ DAEMON_OPTION_TYPES: dict[str, dict[str, type]] = {
                "startup_grace": float, "lease_expiry": float, "new_cluster": bool},
     "chunkserver": {"replication_mib_per_s": float, "scrub_mib_per_s": float},
 }
+# Scheduled metadata backups (dfs.master.backups): [master] backup_dir, backup_interval
+# (seconds), backup_keep (files).
+DAEMON_OPTION_TYPES["master"].update(backup_dir=Path, backup_interval=float, backup_keep=float)
 _KNOWN = {"cluster": {"master", "key_file"}, "client": {"host_label", "mount"},
           "mount": {"short_circuit_reads"},
           "logging": {"level", "format"}, "tls": {"mode", "cert_file", "key_file", "ca_file"},

@@ -20,6 +20,8 @@ from vmstore.cli.config import (
 from vmstore.cli.log_setup import add_logging_arguments, setup_logging_from
 from vmstore.dfs.chunkserver.main import ChunkserverSettings, run_chunkserver
 from vmstore.dfs.constants import (
+    BACKUP_INTERVAL_S,
+    BACKUPS_KEPT,
     CLOCK_SKEW_MAX_S,
     LEASE_EXPIRY_MIN_S,
     LEASE_EXPIRY_S,
@@ -28,6 +30,7 @@ from vmstore.dfs.constants import (
     SCRUB_RATE_BYTES_PER_S,
 )
 from vmstore.dfs.errors import ConfigError
+from vmstore.dfs.master.backups import BackupSchedule
 from vmstore.dfs.master.main import MasterSettings, run_master, run_until_signal
 from vmstore.dfs.master.registry import STARTUP_GRACE_S
 from vmstore.dfs.metrics import serve
@@ -40,6 +43,8 @@ MASTER_DEFAULTS: dict[str, Any] = {
     "data_dir": None, "listen": f"0.0.0.0:{DEFAULT_MASTER_PORT}", "metrics": None,
     "replication_delay": REPLICATION_DELAY_S, "startup_grace": STARTUP_GRACE_S,
     "lease_expiry": LEASE_EXPIRY_S, "new_cluster": False}
+MASTER_DEFAULTS.update(backup_dir=None, backup_interval=BACKUP_INTERVAL_S,
+                       backup_keep=BACKUPS_KEPT)
 CHUNKSERVER_DEFAULTS: dict[str, Any] = {
     "replication_mib_per_s": REPLICATION_BANDWIDTH_BYTES_PER_S / 2**20,
     "scrub_mib_per_s": SCRUB_RATE_BYTES_PER_S / 2**20}
@@ -103,11 +108,26 @@ def run_master_command(args: argparse.Namespace) -> int:
                               replication_delay_s=args.replication_delay,
                               startup_grace_s=args.startup_grace,
                               lease_expiry_s=args.lease_expiry, exports=config.exports,
+                              backups=backup_schedule(args),
                               new_cluster=args.new_cluster)
     serve_metrics(args.metrics)
     trio.run(lambda: run_until_signal(run_master, settings,
                                       on_started=_write_ready_file(args.ready_file, host)))
     return 0
+
+
+def backup_schedule(args: argparse.Namespace) -> BackupSchedule | None:
+    """[master] backup_dir / --backup-dir and friends; None when no directory is given."""
+    if args.backup_dir is None:
+        return None
+    if args.backup_interval < 1:
+        raise ConfigError(f"backup interval {args.backup_interval:g}: at least 1 s")
+    if args.backup_keep < 1 or args.backup_keep != int(args.backup_keep):
+        raise ConfigError(f"backups to keep {args.backup_keep:g}: a whole number >= 1")
+    if not Path(args.backup_dir).is_dir():
+        raise ConfigError(f"backup directory {args.backup_dir} does not exist")
+    return BackupSchedule(Path(args.backup_dir), float(args.backup_interval),
+                          int(args.backup_keep))
 
 
 def run_chunkserver_command(args: argparse.Namespace) -> int:
@@ -198,6 +218,13 @@ def register(subparsers: Any) -> None:
                         metavar="SECONDS", help="a client silent this long loses its write"
                         " leases, and another host may write its files; its write tokens"
                         f" expire {CLOCK_SKEW_MAX_S:g} s earlier (default {LEASE_EXPIRY_S:g})")
+    master.add_argument("--backup-dir", type=Path, metavar="DIR",
+                        help="take scheduled backups of the metadata into DIR (off unless"
+                        " given); `vmstore status` warns when the newest is overdue")
+    master.add_argument("--backup-interval", type=float, metavar="SECONDS",
+                        help=f"time between scheduled backups (default {BACKUP_INTERVAL_S:g})")
+    master.add_argument("--backup-keep", type=float, metavar="N",
+                        help=f"scheduled backups kept, the newest (default {BACKUPS_KEPT})")
     master.add_argument("--new-cluster", action="store_true", default=None,
                         help="if --data-dir holds no metadata, create a new cluster there"
                         " (without it such a master refuses to start, so that a wrong path"

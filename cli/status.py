@@ -15,6 +15,7 @@ from vmstore.dfs.client.client import Client
 from vmstore.dfs.constants import BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES
 from vmstore.dfs.progress import ProgressDisplay
 from vmstore.dfs.protocol.messages import StatusReply
+from vmstore.dfs.protocol.messages.status import BackupStatus
 
 LOST_SETTLE_S = 30.0  # how long --wait-healthy lets down chunkservers come back
 WATCH_INTERVAL_S = 1.0
@@ -50,6 +51,8 @@ def status_text(status: StatusReply) -> str:
         "DATA LOST" if chunks.lost else "DEGRADED")
     if status.damaged:
         health += f"; {len(status.damaged)} chunk(s) with BAD BLOCKS in their last copy"
+    if backup_overdue(status):
+        health += "; metadata BACKUP OVERDUE (see below)"
     if status.refused:
         health += f"; {len(status.refused)} chunkserver(s) REFUSED (another cluster, or older"
         health += " metadata: see below)"
@@ -78,6 +81,8 @@ def status_text(status: StatusReply) -> str:
                      " the rest reads")
     if status.damaged:
         lines.append("")
+    if status.backups is not None:
+        lines.extend([backups_text(status.backups), ""])
     if status.healing is not None:
         lines.append(healing_text(status))
     lines.append(f"write leases held: {status.write_leases}")
@@ -98,6 +103,28 @@ def healing_text(status: StatusReply) -> str:
     return (f"healing: {healing.under_goal} chunks waiting for a copy, {healing.copying}"
             f" copying at {rate / 2**20:,.0f} MiB/s{left}; {healing.chunks_copied} copied,"
             f" {healing.replicas_removed} surplus removed since the master started")
+
+
+def backup_overdue(status: StatusReply) -> bool:
+    """Scheduled backups are configured and the newest is older than their interval
+    (or there is none, or the last one failed)."""
+    backups = status.backups
+    return backups is not None and (backups.newest_age_s < 0 or bool(backups.error)
+                                    or backups.newest_age_s > backups.interval_s)
+
+
+def backups_text(backups: BackupStatus) -> str:
+    newest = (f"newest {backups.newest}, {_duration(backups.newest_age_s)} old"
+              if backups.newest else "none yet")
+    line = (f"metadata backups in {backups.directory}: {backups.count} (keeping"
+            f" {backups.keep}, one every {_duration(backups.interval_s)}); {newest}")
+    if backups.error:
+        line += f"\nWARNING: the last scheduled backup failed: {backups.error}"
+    if backups.newest_age_s < 0 or backups.newest_age_s > backups.interval_s:
+        line += (f"\nWARNING: no metadata backup newer than the interval"
+                 f" ({_duration(backups.interval_s)}): the master's disk is the only copy of"
+                 " what changed since")
+    return line
 
 
 def block_ranges_text(ranges: list[tuple[int, int]]) -> str:

@@ -114,6 +114,11 @@ SCRUB_RATE_BYTES_PER_S = 12 * 1024 * 1024
 # Rest between scrub passes at the default rate; a faster rate rests less.
 SCRUB_PASS_PAUSE_S = 60.0
 REPLY_CACHE_PER_SESSION_MAX = 1024
+# Scheduled metadata backups (dfs.master.backups), when [master] backup_dir is set:
+# one this often, the newest this many kept; a failed one is tried again this soon.
+BACKUP_INTERVAL_S = 3600.0
+BACKUPS_KEPT = 48
+BACKUP_RETRY_S = 60.0
 # `vmstore metadata restore` moves every id counter (inodes, chunks, sessions...)
 # forward by this much: ids handed out after the backup are never handed out again.
 RESTORE_ID_SKIP = 2**32

@@ -33,6 +33,7 @@ from vmstore.dfs.errors import (
     NotFound,
     ProtocolError,
 )
+from vmstore.dfs.master.backups import ScheduledBackups
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.exports import Access, ExportGuard, ExportRule
@@ -89,6 +90,7 @@ class ClientService:
         healing: HealingReporter,
         master_address: str,
         exports: tuple[ExportRule, ...] = (),
+        backups: ScheduledBackups | None = None,
     ) -> None:
         self.committer = committer
         self.writer_namespace = writer_namespace
@@ -100,6 +102,7 @@ class ClientService:
         self.orphans = orphans
         self.healing = healing
         self.master_address = master_address
+        self.backups = backups  # shown by status
         self.guard = ExportGuard(exports, reader_namespace,
                                  lambda inode: registry.holds.get(inode, set()))
 
@@ -310,6 +313,7 @@ class ClientService:
             damaged=[m.DamagedChunk(chunk_id=chunk_id, server_id=server_id, bad_blocks=ranges)
                      for chunk_id, server_id, ranges in self.chunk_manager.damage
                      if server_id in self.chunk_manager.chunks.replicas(chunk_id)],
+            backups=None if self.backups is None else self.backups.status(),
         )
 
     async def gauge_loop(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

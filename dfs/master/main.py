@@ -25,6 +25,7 @@ import trio
 
 from vmstore.dfs.constants import CLOCK_SKEW_MAX_S, LEASE_EXPIRY_S, REPLICATION_DELAY_S
 from vmstore.dfs.errors import ConfigError, unwrapped_errors
+from vmstore.dfs.master.backups import BackupSchedule, ScheduledBackups
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.chunkserver_service import ChunkserverService
 from vmstore.dfs.master.client_service import ClientService
@@ -65,6 +66,8 @@ class MasterSettings:
     # A data directory without metadata may start a new cluster; ignored when the
     # metadata exists. Off: such a master refuses to start (see the module docstring).
     new_cluster: bool = False
+    # Backups the master takes of its metadata ([master] backup_*); None: none.
+    backups: BackupSchedule | None = None
 
 
 def metadata_path(settings: MasterSettings) -> Path:
@@ -118,13 +121,15 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
 
         async with trio.open_nursery() as nursery:
             await nursery.start(committer.serve)
+            backups = None if settings.backups is None else ScheduledBackups(
+                database, settings.backups)
             # Bound first: the client service reports the master's address with its port.
             listening = await listen(settings.listen_host, settings.port)
             port = listening.port
             clients = ClientService(committer, writer_namespace, reader_namespace,
                                     SessionTable(writer), chunk_manager, registry, leases,
                                     orphans, healing, f"{settings.listen_host}:{port}",
-                                    settings.exports)
+                                    settings.exports, backups)
 
             def handler_for(connection: Connection) -> Handler:
                 if connection.role == "chunkserver":
@@ -136,6 +141,8 @@ async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_S
             await nursery.start(leases.expiry_loop)
             nursery.start_soon(chunk_manager.deletion_loop)
             await nursery.start(healing.run)
+            if backups is not None:
+                await nursery.start(backups.run)
             nursery.start_soon(orphans.sweep_after_restart, settings.startup_grace_s)
             await nursery.start(clients.gauge_loop)
             log.info("master serving on %s:%d, metadata in %s (%s)", settings.listen_host, port,

@@ -69,6 +69,18 @@ class RefusedChunkserver(msgspec.Struct, frozen=True, kw_only=True, array_like=T
     refused_at_ns: Int64  # wall clock of the last refusal
 
 
+class BackupStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """The master's scheduled metadata backups ([master] backup_dir, dfs.master.backups)."""
+
+    directory: str
+    interval_s: float
+    keep: U63
+    count: U63  # backups in the directory now
+    newest: str  # its file name; "" when there is none
+    newest_age_s: float  # by its mtime; -1 when there is none
+    error: str  # why the last backup failed; "" when it did not
+
+
 class StatusReply(Message, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 150
     master_address: str
@@ -80,6 +92,7 @@ class StatusReply(Message, frozen=True, kw_only=True):
     write_leases: U63 = 0  # files with a write lease held
     refused: list[RefusedChunkserver] = []  # recent registrations refused, newest last
     damaged: list[DamagedChunk] = []  # last copies with bad blocks, by chunk id
+    backups: BackupStatus | None = None  # None: no scheduled backups configured
 
 
 class ClientToMasterDrain(Request, frozen=True, kw_only=True):
