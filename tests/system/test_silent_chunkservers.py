@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.system.conftest import Cluster, Mount, assert_no_crash, require_fuse
+from tests.system.conftest import Cluster, FsyncingWriter, Mount, assert_no_crash, require_fuse
 from vmstore.cli.local_cluster import local_down
 
 pytestmark = pytest.mark.system
@@ -88,4 +88,42 @@ def test_reads_finish_while_a_replica_holder_is_stopped(cluster: Cluster,
         print(reader.stderr.decode().strip())
     finally:
         os.kill(stopped, signal.SIGCONT)
+        mount.force_unmount()
+
+
+async def _chain_of(cluster: Cluster, name: str) -> list[str]:
+    """The chunkservers of chunk 0 of /NAME, in chain order."""
+    async with cluster.client() as client:
+        inode = (await client.lookup(1, name.encode())).inode
+        (location,) = await client.chunk_locations(inode, 0, 1)
+    return [f"chunkserver{int(replica.host_label.removeprefix('local'))}"
+            for replica in location.replicas]
+
+
+@pytest.mark.parametrize("position", [0, -1], ids=["head", "tail"])
+def test_fsynced_writes_go_on_while_a_chain_member_is_stopped(cluster: Cluster,
+                                                              position: int) -> None:
+    """A write+fsync loop (a guest flushing every 64 KiB) goes on while a chain member
+    is SIGSTOPped (before: one write+fsync stalled 30 s), and after SIGCONT every
+    block the loop was told is durable reads back through the mount: the stopped
+    member's replica, now stale, is never read."""
+    require_fuse()
+    mount = Mount(cluster, cluster.directory / "mnt")
+    writer = FsyncingWriter(mount.path / "guest.img")
+    stopped: int | None = None
+    try:
+        writer.wait_for_progress(30, "before the fault")
+        member = trio.run(_chain_of, cluster, "guest.img")[position]
+        stopped = cluster.pid(member)
+        os.kill(stopped, signal.SIGSTOP)
+        writer.wait_for_progress(30, f"while {member} is stopped", timeout_s=15.0)
+        os.kill(stopped, signal.SIGCONT)
+        stopped = None
+        assert member not in trio.run(_chain_of, cluster, "guest.img")
+        writer.wait_for_progress(10, "after the member is back")
+        writer.stop_and_check()
+    finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+        writer.stop()
         mount.force_unmount()
