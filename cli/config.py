@@ -32,6 +32,7 @@ Every error names the file, the key and what is wrong, in one line.
     [chunkserver]                    # `vmstore chunkserver` defaults (every disk)
     replication_mib_per_s = 200
     scrub_mib_per_s = 8
+    quarantine_retention_hours = 24  # replicas the master deletes are kept this long
 
     [tls]                            # optional; see README "TLS"
     mode = "on"                      # off | on (TLS out, both in) | required
@@ -74,7 +75,8 @@ DEFAULT_MOUNT = "/var/lib/vmstore"
 DAEMON_OPTION_TYPES: dict[str, dict[str, type]] = {
     "master": {"data_dir": Path, "listen": str, "metrics": str, "replication_delay": float,
                "startup_grace": float, "lease_expiry": float, "new_cluster": bool},
-    "chunkserver": {"replication_mib_per_s": float, "scrub_mib_per_s": float},
+    "chunkserver": {"replication_mib_per_s": float, "scrub_mib_per_s": float,
+                    "quarantine_retention_hours": float},
 }
 # Scheduled metadata backups (dfs.master.backups): [master] backup_dir, backup_interval
 # (seconds), backup_keep (files).

@@ -25,6 +25,7 @@ from vmstore.dfs.constants import (
     CLOCK_SKEW_MAX_S,
     LEASE_EXPIRY_MIN_S,
     LEASE_EXPIRY_S,
+    QUARANTINE_RETENTION_S,
     REPLICATION_BANDWIDTH_BYTES_PER_S,
     REPLICATION_DELAY_S,
     SCRUB_RATE_BYTES_PER_S,
@@ -47,7 +48,8 @@ MASTER_DEFAULTS.update(backup_dir=None, backup_interval=BACKUP_INTERVAL_S,
                        backup_keep=BACKUPS_KEPT)
 CHUNKSERVER_DEFAULTS: dict[str, Any] = {
     "replication_mib_per_s": REPLICATION_BANDWIDTH_BYTES_PER_S / 2**20,
-    "scrub_mib_per_s": SCRUB_RATE_BYTES_PER_S / 2**20}
+    "scrub_mib_per_s": SCRUB_RATE_BYTES_PER_S / 2**20,
+    "quarantine_retention_hours": QUARANTINE_RETENTION_S / 3600}
 
 
 def fill_from_config(args: argparse.Namespace, config: Config, section: str,
@@ -145,7 +147,8 @@ def run_chunkserver_command(args: argparse.Namespace) -> int:
         host_label=args.host_label or config.host_label or socket.gethostname(),
         advertise_host=args.advertise or host,
         replication_bandwidth_bytes_per_s=args.replication_mib_per_s * 2**20,
-        scrub_rate_bytes_per_s=args.scrub_mib_per_s * 2**20)
+        scrub_rate_bytes_per_s=args.scrub_mib_per_s * 2**20,
+        quarantine_retention_s=args.quarantine_retention_hours * 3600)
     serve_metrics(args.metrics)
     trio.run(lambda: run_until_signal(run_chunkserver, settings,
                                       on_started=_write_ready_file(args.ready_file, host)))
@@ -256,4 +259,9 @@ def register(subparsers: Any) -> None:
     chunkserver.add_argument("--scrub-mib-per-s", type=float,
                              help="background checksum verification rate; 0 turns it off"
                              f" (default {CHUNKSERVER_DEFAULTS['scrub_mib_per_s']:g})")
+    chunkserver.add_argument("--quarantine-retention-hours", type=float,
+                             help="replicas the master deletes are kept this long in the data"
+                             " directory's quarantine/ (vmstore quarantine), unless space runs"
+                             " short (default"
+                             f" {CHUNKSERVER_DEFAULTS['quarantine_retention_hours']:g})")
     chunkserver.set_defaults(handler=run_chunkserver_command)

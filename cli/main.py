@@ -20,6 +20,7 @@ from vmstore.cli import (
     metadata_command,
     migrate_command,
     mount_command,
+    quarantine_command,
     status,
     tls_command,
 )
@@ -31,7 +32,7 @@ from vmstore.dfs.protocol import tls
 # These read or write the config file themselves and connect nowhere: a
 # [tls] they are about to fix must not stop them.
 COMMANDS_WITHOUT_CONNECTIONS = frozenset({"init", "tls", "key", "bench", "umount", "local",
-                                         "metadata"})
+                                         "metadata", "quarantine"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (init_command, daemons, local_cluster, mount_command, status, fsck, files,
                    import_command, file_info, lease, migrate_command, bench, tls_command,
-                   key_command, metadata_command):
+                   key_command, metadata_command, quarantine_command):
         module.register(subparsers)
     return parser
 

@@ -58,8 +58,8 @@ Caveats, honestly:
 * ``set_version`` rewrites the header in place. Should a crash tear it,
   the header checksum fails and the replica is moved aside (lost, so the
   master re-replicates it), never read with a wrong version.
-* ``delete`` does not fsync the directory: after a crash a deleted replica
-  may come back; the master then sees an unknown chunk and deletes it again.
+* ``delete`` moves the replica into ``quarantine/`` (``dfs.chunkserver.
+  quarantine``), where it is kept for a while: it frees no space until purged.
 * Without hole punching (a filesystem that lacks it) zero blocks are written
   as zeros: correct, but they use disk space.
 """
@@ -88,7 +88,9 @@ from vmstore.dfs.chunkserver.data_dir import (
     is_chunk_subdir,
     mkdir_new,
     read_version,
+    replica_path,
 )
+from vmstore.dfs.chunkserver.quarantine import Quarantine
 from vmstore.dfs.chunkserver.replica_file import (
     Buffer,
     OpenReplica,
@@ -112,7 +114,6 @@ from vmstore.dfs.protocol.replica_format import (
     DATA_OFFSET,
     FILE_SIZE_BYTES,
     HEADER_SIZE_BYTES,
-    MAX_CHUNK_ID,
     RUN_BLOCKS_MAX,
     ZERO_BLOCK,
     ZERO_BLOCK_CRC,
@@ -166,6 +167,7 @@ class ChunkStore:
         self._closed = False
         for directory in (self._chunks_dir, self._damaged_dir, self._tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        self.quarantine = Quarantine(self.data_dir)  # where deleted replicas go
         # Half-made replicas of a create that crashed: never linked, so never
         # announced to the master.
         for entry in os.scandir(self._tmp_dir):
@@ -279,6 +281,13 @@ class ChunkStore:
         if mkdir_new(path.parent):
             fsync_dir(self._chunks_dir)
         with self._lock:
+            old = self._open.get(replica.chunk_id)
+            try:
+                version = old.version if old is not None else read_version(
+                    str(path), replica.chunk_id)
+                self.quarantine.keep_copy(path, replica.chunk_id, version)
+            except (FileNotFoundError, DamagedReplica):
+                pass  # nothing, or nothing of use, in place
             # rename() swaps the name at once: a reader has the old file or the new one.
             os.rename(staged.path, path)
             old = self._open.pop(replica.chunk_id, None)
@@ -299,16 +308,21 @@ class ChunkStore:
         except FileNotFoundError:
             pass
 
-    def delete(self, chunk_id: int) -> None:
-        """Remove a replica; ChunkNotFound if there is none."""
+    def delete(self, chunk_id: int) -> Path:
+        """Move a replica into quarantine (durably); its path there. ChunkNotFound if
+        there is none."""
         check_id(chunk_id)
-        with self._use(chunk_id) as replica, self._lock:
-            # Unlink and forget under the store lock: a create of the same id
-            # then either fails on the name or finds the cache clean.
-            os.unlink(self._path(chunk_id))
-            replica.retired = True
-            replica.dirty = False
-            del self._open[chunk_id]
+        path = self._path(chunk_id)
+        with self._use(chunk_id) as replica:
+            sync_replica(replica)  # what it holds, as it was, in quarantine
+            with self._lock:
+                # Move and forget under the store lock: a create of the same id
+                # then either fails on the name or finds the cache clean.
+                target = self.quarantine.move(path, chunk_id, replica.version)
+                replica.retired = True
+                del self._open[chunk_id]
+        self.quarantine.settle(path)
+        return target
 
     def version_of(self, chunk_id: int) -> ChunkVersion:
         check_id(chunk_id)
@@ -455,8 +469,7 @@ class ChunkStore:
 
     # --- internals: the replica cache ---------------------------------------
     def _path(self, chunk_id: int) -> Path:
-        assert 0 < chunk_id <= MAX_CHUNK_ID
-        return self._chunks_dir / f"{chunk_id & 0xFF:02x}" / f"{chunk_id:016x}.chunk"
+        return replica_path(self._chunks_dir, chunk_id)
 
     @contextmanager
     def _use(self, chunk_id: int) -> Iterator[OpenReplica]:

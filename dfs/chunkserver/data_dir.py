@@ -4,6 +4,7 @@ Layout, under the data directory::
 
     chunks/<chunk_id & 0xff as 2 hex>/<chunk_id as 16 hex>.chunk   the replicas
     damaged/   files that turned out not to be replicas, kept for a human
+    quarantine/  replicas the master had deleted, kept for a while (``quarantine``)
     tmp/       replicas being created, linked into chunks/ when complete
 
 Promise: ``chunk_id_of`` accepts only a regular file whose name is a valid
@@ -57,6 +58,12 @@ def read_version(path: str, chunk_id: int) -> int:
     finally:
         os.close(fd)
     return decode_header(header, chunk_id)
+
+
+def replica_path(chunks_dir: Path, chunk_id: int) -> Path:
+    """Where the replica of ``chunk_id`` lives under ``chunks_dir`` (DATA_DIR/chunks)."""
+    assert 0 < chunk_id <= MAX_CHUNK_ID
+    return chunks_dir / f"{chunk_id & 0xFF:02x}" / f"{chunk_id:016x}.chunk"
 
 
 def mkdir_new(path: Path) -> bool:

@@ -17,10 +17,15 @@ from vmstore.dfs.chunkserver.data_service import DataService
 from vmstore.dfs.chunkserver.identity import ServerIdentity, load_accepted_master, server_uuid
 from vmstore.dfs.chunkserver.local_read_service import LocalReadService
 from vmstore.dfs.chunkserver.master_link import DamageReports, LinkSettings, MasterLink
+from vmstore.dfs.chunkserver.quarantine_keeper import QuarantineKeeper
 from vmstore.dfs.chunkserver.replicator import Replicator
 from vmstore.dfs.chunkserver.scrubber import Scrubber
 from vmstore.dfs.chunkserver.write_fence import WriteFence
-from vmstore.dfs.constants import REPLICATION_BANDWIDTH_BYTES_PER_S, SCRUB_RATE_BYTES_PER_S
+from vmstore.dfs.constants import (
+    QUARANTINE_RETENTION_S,
+    REPLICATION_BANDWIDTH_BYTES_PER_S,
+    SCRUB_RATE_BYTES_PER_S,
+)
 from vmstore.dfs.protocol.capability import VerifiedCapabilities
 from vmstore.dfs.protocol.rpc import ConnectionPool, serve_connections
 
@@ -40,6 +45,7 @@ class ChunkserverSettings:
     advertise_host: str = ""  # defaults to listen_host
     replication_bandwidth_bytes_per_s: float = REPLICATION_BANDWIDTH_BYTES_PER_S
     scrub_rate_bytes_per_s: float = SCRUB_RATE_BYTES_PER_S
+    quarantine_retention_s: float = QUARANTINE_RETENTION_S
     # Short-circuit reads for clients on this host (an abstract Unix socket of
     # the real network namespace: off in an in-process cluster, dfs.testing).
     local_reads: bool = True
@@ -79,6 +85,9 @@ async def run_chunkserver(settings: ChunkserverSettings, *,
                 load_accepted_master(settings.data_dir), identity, damage_reports, replicator)
             await nursery.start(link.run)
             nursery.start_soon(scrubber.run)
+            nursery.start_soon(QuarantineKeeper(
+                store.quarantine, store.space, data.disk, settings.quarantine_retention_s,
+                link.safe_chunks).run)
             log.info("chunkserver %d serving %s on %s:%d", identity.server_id, settings.data_dir,
                      settings.listen_host, port)
             task_status.started(port)

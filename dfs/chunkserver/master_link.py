@@ -108,6 +108,7 @@ class MasterLink:
         self.chunk_count = 0  # as of the last registration, for the master's status
         self.replicator = replicator
         self.damage_reports = damage_reports
+        self._connection: Connection | None = None  # while registered
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Stay registered forever; ``started`` after the first registration."""
@@ -122,11 +123,15 @@ class MasterLink:
                     if self.registrations == 1:
                         task_status.started()
                     backoff_s = RECONNECT_BACKOFF_MIN_S
-                    with unwrapped_errors():
-                        async with trio.open_nursery() as nursery:
-                            nursery.start_soon(self._send_damage_reports, connection)
-                            await self._heartbeat_until_closed(connection)
-                            nursery.cancel_scope.cancel()
+                    self._connection = connection
+                    try:
+                        with unwrapped_errors():
+                            async with trio.open_nursery() as nursery:
+                                nursery.start_soon(self._send_damage_reports, connection)
+                                await self._heartbeat_until_closed(connection)
+                                nursery.cancel_scope.cancel()
+                    finally:
+                        self._connection = None
             except ClusterMismatch as error:
                 self.refused_reason = error.message
                 log.error("master %s refused, keeping every replica here: %s; asking again in"
@@ -140,6 +145,16 @@ class MasterLink:
                                                 error=str(error)))
             await trio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, RECONNECT_BACKOFF_MAX_S)
+
+    async def safe_chunks(self, chunk_ids: list[int]) -> list[int]:
+        """Which of these chunks the master says need no quarantined replica here;
+        PeerUnavailable while not registered."""
+        connection = self._connection
+        if connection is None:
+            raise PeerUnavailable("not registered with a master")
+        reply, _ = await connection.call(m.ChunkserverToMasterQuarantineCheck(
+            chunk_ids=chunk_ids), timeout_s=RPC_TIMEOUT_S, reply_type=m.QuarantineCheckReply)
+        return list(reply.safe)
 
     async def _send_damage_reports(self, connection: Connection) -> None:
         async for chunk_id, version, reason, bad_blocks in self.damage_reports.queued:
@@ -171,7 +186,7 @@ class MasterLink:
         self.registrations += 1
         for stale in reply.stale_chunks:
             try:
-                await self._delete(stale.chunk_id, stale.version)
+                await self._delete(stale.chunk_id, stale.version, "stale")
             except OSError as error:  # still stale at the next registration
                 log.warning("could not delete stale chunk %d: %s", stale.chunk_id, error,
                             extra=about("stale_delete_failed", chunk=stale.chunk_id,
@@ -229,7 +244,7 @@ class MasterLink:
         elif isinstance(request, m.MasterToChunkserverSetVersion):
             await self.disk(0, self._set_version, request)
         elif isinstance(request, m.MasterToChunkserverDeleteChunk):
-            await self._delete(request.chunk_id, request.version)
+            await self._delete(request.chunk_id, request.version, "deleted by the master")
         elif isinstance(request, m.MasterToChunkserverTruncateChunk):
             await self.disk(0, self._truncate, request)
         elif isinstance(request, m.MasterToChunkserverFence):
@@ -259,15 +274,20 @@ class MasterLink:
         self.store.truncate_and_set_version(request.chunk_id, request.old_version,
                                             request.new_version, request.length_bytes)
 
-    async def _delete(self, chunk_id: int, version: int) -> None:
+    async def _delete(self, chunk_id: int, version: int, why: str) -> None:
+        """Move the replica into quarantine (``dfs.chunkserver.quarantine``), never unlink it:
+        a master wrong about it (a forgery, lost metadata, a bug) costs nothing for a while."""
         def delete() -> None:
             try:
                 current = self.store.version_of(chunk_id)
             except ChunkNotFound:
                 return  # already gone: deletes are idempotent
             if version == 0 or current <= version:
-                self.store.delete(chunk_id)
+                kept = self.store.delete(chunk_id)
                 self.data.fence.forget(chunk_id)
                 self.chunk_count -= 1
+                log.info("chunk %d version %d %s: quarantined as %s", chunk_id, current, why,
+                         kept.name, extra=about("replica_quarantined", chunk=chunk_id,
+                                                version=current))
 
         await self.disk(0, delete)

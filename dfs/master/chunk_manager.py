@@ -414,6 +414,18 @@ class ChunkManager:
                 if h != server_id and not self.damage.is_damaged(chunk_id, h)
                 and (e := self.registry.chunkservers.get(h)) is not None and e.up]
 
+    def safe_without(self, chunk_ids: list[ChunkId]) -> list[ChunkId]:
+        """The chunks that need no other replica (a quarantined one may go): no file's any
+        more, or at their goal with healthy current replicas on live chunkservers."""
+        safe = []
+        for chunk_id in chunk_ids:
+            goal = self.chunks.goal_of(chunk_id)
+            if goal is None or self.chunks.is_deleted(chunk_id):
+                safe.append(chunk_id)
+            elif len(self._healthy_others(chunk_id, ServerId(0))) >= goal:
+                safe.append(chunk_id)
+        return safe
+
     async def recheck_damaged(self) -> None:
         """Drop each kept damaged replica that now has a healthy current copy up (it is
         then rebuilt from that); forget those that are no longer replicas."""

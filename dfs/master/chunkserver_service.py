@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from vmstore.dfs.constants import HEARTBEAT_INTERVAL_S
+from vmstore.dfs.constants import HEARTBEAT_INTERVAL_S, QUARANTINE_CHECK_CHUNKS_MAX
 from vmstore.dfs.errors import AccessDenied, ClusterMismatch, ProtocolError
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.master.chunk_manager import ChunkManager
@@ -47,6 +47,8 @@ class ChunkserverService:
             if isinstance(request, m.ChunkserverToMasterReportDamaged):
                 await self.report_damaged(connection, request)
                 return m.EmptyReply(), b""
+            if isinstance(request, m.ChunkserverToMasterQuarantineCheck):
+                return self.quarantine_check(connection, request), b""
             raise ProtocolError(f"{type(request).__name__} is not a chunkserver request")
 
         return handle
@@ -122,6 +124,17 @@ class ChunkserverService:
                                               ServerId(request.server_id),
                                               ChunkVersion(request.version),
                                               [(first, end) for first, end in request.bad_blocks])
+
+    def quarantine_check(self, connection: Connection,
+                         request: m.ChunkserverToMasterQuarantineCheck) -> m.Message:
+        if not any(e.connection is connection for e in self.registry.chunkservers.values()):
+            raise ProtocolError("a quarantine check from a connection no chunkserver"
+                                " registered on")
+        if len(request.chunk_ids) > QUARANTINE_CHECK_CHUNKS_MAX:
+            raise ProtocolError(f"a quarantine check of {len(request.chunk_ids)} chunks: at"
+                                f" most {QUARANTINE_CHECK_CHUNKS_MAX}")
+        safe = self.chunk_manager.safe_without([ChunkId(c) for c in request.chunk_ids])
+        return m.QuarantineCheckReply(safe=[int(c) for c in safe])
 
     def heartbeat(self, connection: Connection,
                   request: m.ChunkserverToMasterHeartbeat) -> m.Message:

@@ -74,6 +74,14 @@ class ChunkTable:
             holders.setdefault(chunk_id, []).append(ServerId(server_id))
         return [(ChunkId(c), goal, holders.get(c, [])) for c, goal in goals]
 
+    def goal_of(self, chunk_id: ChunkId) -> int | None:
+        """The goal of the file the chunk is part of; None if it is no file's."""
+        row = self.store.one(
+            "SELECT i.goal FROM file_chunks f JOIN inodes i ON i.id = f.inode_id"
+            " WHERE f.chunk_id = ?", (chunk_id,)
+        )
+        return None if row is None else int(row[0])
+
     def file_of_chunk(self, chunk_id: ChunkId) -> tuple[InodeId, int] | None:
         row = self.store.one(
             "SELECT inode_id, chunk_index FROM file_chunks WHERE chunk_id = ?", (chunk_id,)

@@ -126,9 +126,9 @@ class FaultyChunkStore(ChunkStore):
         self._before("create")
         super().create(chunk_id, version)
 
-    def delete(self, chunk_id: int) -> None:
+    def delete(self, chunk_id: int) -> Path:
         self._before("delete")
-        super().delete(chunk_id)
+        return super().delete(chunk_id)
 
     def version_of(self, chunk_id: int) -> ChunkVersion:
         self._before("version_of")

@@ -113,7 +113,8 @@ def test_hostile_chunk_ids_are_refused(tmp_path: Path, chunk_id: object) -> None
                      lambda: store.delete(chunk_id)):  # type: ignore[arg-type]
             with pytest.raises(InvalidArgument, match="chunk id"):
                 call()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks", "damaged", "tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks", "damaged", "quarantine",
+                                                          "tmp"]
 
 
 @settings(max_examples=200, deadline=None)

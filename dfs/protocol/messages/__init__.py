@@ -62,6 +62,7 @@ from vmstore.dfs.protocol.messages.base import (
 )
 from vmstore.dfs.protocol.messages.chunkserver_master import (
     ChunkserverToMasterHeartbeat,
+    ChunkserverToMasterQuarantineCheck,
     ChunkserverToMasterRegister,
     ChunkserverToMasterReportDamaged,
     MasterToChunkserverCreateChunk,
@@ -71,6 +72,7 @@ from vmstore.dfs.protocol.messages.chunkserver_master import (
     MasterToChunkserverReplicate,
     MasterToChunkserverSetVersion,
     MasterToChunkserverTruncateChunk,
+    QuarantineCheckReply,
 )
 from vmstore.dfs.protocol.messages.client_chunks import (
     ChunkLocationReply,
@@ -256,6 +258,8 @@ __all__ = [
     "MasterToChunkserverReplicate",
     "MasterToChunkserverFence",
     "ChunkserverToMasterReportDamaged",
+    "ChunkserverToMasterQuarantineCheck",
+    "QuarantineCheckReply",
     "ReadChunkReply",
     "ToChunkserverReadChunk",
     "WriteExtent",

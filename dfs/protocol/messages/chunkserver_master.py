@@ -133,3 +133,19 @@ class ChunkserverToMasterReportDamaged(Request, frozen=True, kw_only=True):
     # [first, end) block index ranges found bad, merged and ordered; empty: not known
     # which (the whole replica is suspect, e.g. it applied a write its chain refused)
     bad_blocks: list[tuple[U63, U63]] = []
+
+
+class QuarantineCheckReply(Message, frozen=True, kw_only=True):
+    TYPE: ClassVar[int] = 205
+    safe: list[U63]  # the asked chunk ids whose quarantined replicas may be purged
+
+
+class ChunkserverToMasterQuarantineCheck(Request, frozen=True, kw_only=True):
+    """Which of these chunks, whose replicas sit in this chunkserver's quarantine past
+    their retention, are safe without them: no file's any more, or at their goal with
+    healthy (not damaged) current replicas on live chunkservers. At most
+    QUARANTINE_CHECK_CHUNKS_MAX ids."""
+
+    TYPE: ClassVar[int] = 204
+    REPLY: ClassVar[type[Message]] = QuarantineCheckReply
+    chunk_ids: list[U63]
