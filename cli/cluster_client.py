@@ -25,7 +25,8 @@ def with_client(master: str | None, work: Callable[[Client], Awaitable[T]],
     async def main() -> T:
         async with open_client(config.master_host, config.master_port, key,
                                ClientIdentity(host_label=config.host_label, role=role),
-                               reconnect_timeout_s=COMMAND_MASTER_TIMEOUT_S) as client:
+                               reconnect_timeout_s=COMMAND_MASTER_TIMEOUT_S,
+                               other_masters=config.other_masters) as client:
             return await work(client)
 
     return trio.run(main)

@@ -74,7 +74,8 @@ DEFAULT_MOUNT = "/var/lib/vmstore"
 # [master] and [chunkserver] keys: the daemon's flag names, and the type each takes.
 DAEMON_OPTION_TYPES: dict[str, dict[str, type]] = {
     "master": {"data_dir": Path, "listen": str, "metrics": str, "replication_delay": float,
-               "startup_grace": float, "lease_expiry": float, "new_cluster": bool},
+               "startup_grace": float, "lease_expiry": float, "new_cluster": bool,
+               "etcd": str, "etcd_prefix": str, "advertise": str},
     "chunkserver": {"replication_mib_per_s": float, "scrub_mib_per_s": float,
                     "quarantine_retention_hours": float},
 }
@@ -102,12 +103,15 @@ class Config:
     daemon_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     exports: tuple[ExportRule, ...] = ()  # the master's rules; () lets everyone in read-write
     short_circuit_reads: bool = True  # [mount]: read replicas on this host from their files
+    # [cluster] master may list an HA group's masters: the first is master_host:port.
+    other_masters: tuple[tuple[str, int], ...] = ()
 
 
 def add_master_argument(parser: argparse.ArgumentParser) -> None:
     """The --master flag every command that talks to a cluster takes."""
     parser.add_argument("--master", metavar="HOST:PORT",
-                        help="the master (default: from the config file)")
+                        help="the master, or an HA group's masters as HOST:PORT,HOST:PORT,..."
+                        " (default: from the config file)")
 
 
 def parse_address(text: str, what: str) -> tuple[str, int]:
@@ -131,8 +135,12 @@ def load_config(path: Path | None = None, *, master: str | None = None,
     cluster = data.get("cluster", {})
     master_text = master or _text(path, cluster, "cluster", "master")
     host, port = "", 0
+    other_masters: tuple[tuple[str, int], ...] = ()
     if master_text:
-        host, port = parse_address(master_text, f"{path} [cluster] master")
+        # An HA group: "host:port,host:port,...", tried in turn.
+        masters = [parse_address(text.strip(), f"{path} [cluster] master")
+                   for text in master_text.split(",") if text.strip()]
+        (host, port), other_masters = masters[0], tuple(masters[1:])
     elif need_master:
         raise ConfigError(f"no master address: pass --master or set [cluster] master in {path}")
     key_text = key_file or _text(path, cluster, "cluster", "key_file")
@@ -152,7 +160,8 @@ def load_config(path: Path | None = None, *, master: str | None = None,
                                   for section in DAEMON_OPTION_TYPES},
                   exports=exports_from(path, data.get("exports", [])),
                   short_circuit_reads=_flag(path, data.get("mount", {}), "mount",
-                                            "short_circuit_reads", True))
+                                            "short_circuit_reads", True),
+                  other_masters=other_masters)
 
 
 def master_data_dir(path: Path | None = None) -> Path | None:

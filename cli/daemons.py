@@ -32,6 +32,7 @@ from vmstore.dfs.constants import (
 )
 from vmstore.dfs.errors import ConfigError
 from vmstore.dfs.master.backups import BackupSchedule
+from vmstore.dfs.master.ha import run_ha_master
 from vmstore.dfs.master.main import MasterSettings, run_master, run_until_signal
 from vmstore.dfs.master.registry import STARTUP_GRACE_S
 from vmstore.dfs.metrics import serve
@@ -43,7 +44,8 @@ DRAIN_POLL_INTERVAL_S = 1.0
 MASTER_DEFAULTS: dict[str, Any] = {
     "data_dir": None, "listen": f"0.0.0.0:{DEFAULT_MASTER_PORT}", "metrics": None,
     "replication_delay": REPLICATION_DELAY_S, "startup_grace": STARTUP_GRACE_S,
-    "lease_expiry": LEASE_EXPIRY_S, "new_cluster": False}
+    "lease_expiry": LEASE_EXPIRY_S, "new_cluster": False, "etcd": None,
+    "etcd_prefix": "/vmstore/", "advertise": None}
 MASTER_DEFAULTS.update(backup_dir=None, backup_interval=BACKUP_INTERVAL_S,
                        backup_keep=BACKUPS_KEPT)
 CHUNKSERVER_DEFAULTS: dict[str, Any] = {
@@ -61,8 +63,9 @@ def fill_from_config(args: argparse.Namespace, config: Config, section: str,
             setattr(args, name, from_file.get(name, default))
 
 
-def _write_ready_file(path: str | None, host: str) -> Any:
-    def on_started(port: int) -> None:
+def _write_ready_file(path: str | None, host: str, fixed_port: int | None = None) -> Any:
+    def on_started(started_port: int | None) -> None:
+        port = fixed_port if fixed_port is not None else started_port
         if path:
             temporary = Path(path + ".tmp")
             temporary.write_text(f"{host}:{port}\n")
@@ -105,14 +108,26 @@ def run_master_command(args: argparse.Namespace) -> int:
                           f" {CLOCK_SKEW_MAX_S:g} s less)")
     setup_logging_from(args, config.log_level, config.log_format)
     host, port = parse_address(args.listen, "--listen")
+    endpoints = tuple(url.strip() for url in (args.etcd or "").split(",") if url.strip())
+    if endpoints and port == 0:
+        raise ConfigError("an HA master (--etcd) needs a fixed --listen port: clients and"
+                          " chunkservers find it in their list of masters")
+    advertise = args.advertise or f"{host}:{port}"
     settings = MasterSettings(data_dir=args.data_dir, listen_host=host, port=port,
                               key=use_key_file(config.key_file),
                               replication_delay_s=args.replication_delay,
                               startup_grace_s=args.startup_grace,
                               lease_expiry_s=args.lease_expiry, exports=config.exports,
                               backups=backup_schedule(args),
-                              new_cluster=args.new_cluster)
+                              new_cluster=args.new_cluster, etcd_endpoints=endpoints,
+                              etcd_prefix=args.etcd_prefix, advertise=advertise)
     serve_metrics(args.metrics)
+    if endpoints:
+        # A standby has no port to report: the ready file says it joined the group.
+        trio.run(lambda: run_until_signal(run_ha_master, settings,
+                                          on_started=_write_ready_file(args.ready_file, host,
+                                                                       port)))
+        return 0
     trio.run(lambda: run_until_signal(run_master, settings,
                                       on_started=_write_ready_file(args.ready_file, host)))
     return 0
@@ -143,7 +158,8 @@ def run_chunkserver_command(args: argparse.Namespace) -> int:
     host, port = parse_address(args.listen, "--listen")
     settings = ChunkserverSettings(
         data_dir=args.data_dir, listen_host=host, port=port, master_host=config.master_host,
-        master_port=config.master_port, key=use_key_file(config.key_file),
+        master_port=config.master_port, other_masters=config.other_masters,
+        key=use_key_file(config.key_file),
         host_label=args.host_label or config.host_label or socket.gethostname(),
         advertise_host=args.advertise or host,
         replication_bandwidth_bytes_per_s=args.replication_mib_per_s * 2**20,
@@ -221,6 +237,14 @@ def register(subparsers: Any) -> None:
                         metavar="SECONDS", help="a client silent this long loses its write"
                         " leases, and another host may write its files; its write tokens"
                         f" expire {CLOCK_SKEW_MAX_S:g} s earlier (default {LEASE_EXPIRY_S:g})")
+    master.add_argument("--etcd", metavar="URL[,URL...]",
+                        help="metadata HA: etcd client URLs (e.g. http://10.0.0.1:2379,...)."
+                        " Masters started with the same etcd and --etcd-prefix form one group:"
+                        " one leads, the others follow its journal and take over")
+    master.add_argument("--etcd-prefix", metavar="PREFIX",
+                        help="this cluster's keys in etcd (default /vmstore/)")
+    master.add_argument("--advertise", metavar="HOST:PORT",
+                        help="HA: the address clients reach this master at (default: --listen)")
     master.add_argument("--backup-dir", type=Path, metavar="DIR",
                         help="take scheduled backups of the metadata into DIR (off unless"
                         " given); `vmstore status` warns when the newest is overdue")

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -48,25 +49,29 @@ def free_port() -> int:
 
 
 def spawn(directory: Path, name: str, arguments: list[str] | None = None,
-          prefix: list[str] | None = None, environment: dict[str, str] | None = None) -> Path:
+          prefix: list[str] | None = None, environment: dict[str, str] | None = None,
+          program: list[str] | None = None) -> Path:
     """Start one daemon detached (again, as saved if no ``arguments`` are given).
 
     ``prefix`` runs it through another command first, such as ``nsenter
     --net=...`` to start it inside a network namespace (a test's "host");
     ``environment`` adds to (or overrides) this process's environment.
+    ``program``: another program than `vmstore` (etcd), which writes no ready file.
     """
     (directory / "logs").mkdir(parents=True, exist_ok=True)
     (directory / "run").mkdir(parents=True, exist_ok=True)
     saved = directory / "run" / f"{name}.args"
     if arguments is None:
-        arguments, prefix, environment = json.loads(saved.read_text())
-    saved.write_text(json.dumps([arguments, prefix or [], environment or {}]))
+        arguments, prefix, environment, *rest = json.loads(saved.read_text())
+        program = rest[0] if rest else None
+    saved.write_text(json.dumps([arguments, prefix or [], environment or {}, program]))
     ready = directory / "run" / f"{name}.addr"
     ready.unlink(missing_ok=True)
+    command = ([*program, *arguments] if program else
+               [sys.executable, "-m", "vmstore.cli.main", *arguments, "--ready-file", str(ready)])
     with open(directory / "logs" / f"{name}.log", "ab") as log_file:
         process = subprocess.Popen(
-            [*(prefix or []), sys.executable, "-m", "vmstore.cli.main", *arguments,
-             "--ready-file", str(ready)],
+            [*(prefix or []), *command],
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env={**os.environ, **(environment or {})})
     (directory / "run" / f"{name}.pid").write_text(f"{process.pid}\n")
@@ -76,8 +81,8 @@ def spawn(directory: Path, name: str, arguments: list[str] | None = None,
 def forget_argument(directory: Path, name: str, argument: str) -> None:
     """Drop ``argument`` from the arguments a restart of daemon ``name`` uses."""
     saved = directory / "run" / f"{name}.args"
-    arguments, prefix, environment = json.loads(saved.read_text())
-    saved.write_text(json.dumps([[a for a in arguments if a != argument], prefix, environment]))
+    arguments, *rest = json.loads(saved.read_text())
+    saved.write_text(json.dumps([[a for a in arguments if a != argument], *rest]))
 
 
 def wait_ready(ready: Path, name: str, directory: Path) -> str:
@@ -109,11 +114,13 @@ def _alive(pid: int) -> bool:
 
 def local_up(directory: Path, chunkservers: int, mountpoint: Path | None = None,
              master_flags: tuple[str, ...] = (), chunkserver_flags: tuple[str, ...] = (),
-             tls: bool = False) -> str:
-    """Start master, chunkservers and (if ``mountpoint``) the mount; the master's address.
+             tls: bool = False, masters: int = 1) -> str:
+    """Start master, chunkservers and (if ``mountpoint``) the mount; the master's address
+    (with ``masters`` > 1, an HA group's addresses, comma-separated).
 
     Every daemon reads DIR/vmstore.toml; with ``tls`` it names a CA and a
-    certificate made in DIR/tls, and TLS is required on every connection.
+    certificate made in DIR/tls, and TLS is required on every connection. With
+    ``masters`` > 1, a three-member etcd (etcd0..2) and masters master0..N-1.
     """
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -123,19 +130,30 @@ def local_up(directory: Path, chunkservers: int, mountpoint: Path | None = None,
     key_file = directory / "cluster.key"
     if not key_file.exists():
         generate_key_file(key_file)
-    master = f"127.0.0.1:{free_port()}"
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(masters)]
+    master = ",".join(addresses)
     config = directory / "vmstore.toml"
     config.write_text(f'[cluster]\nmaster = "{master}"\nkey_file = "{key_file}"\n\n'
                       f'[client]\nhost_label = "local0"\n' + (_tls_section(directory) if tls
                                                               else ""))
     environment = {"VMSTORE_CONFIG": str(config)}
-    ready = spawn(directory, "master", ["master", "--data-dir", str(directory / "master"),
-                                        "--listen", master, "--key-file", str(key_file),
-                                        "--new-cluster", *master_flags], environment=environment)
-    wait_ready(ready, "master", directory)
-    # A restart (`spawn` of the saved arguments) must find its metadata, not make a
-    # new cluster where it went missing.
-    forget_argument(directory, "master", "--new-cluster")
+    ha_flags: list[str] = []
+    if masters > 1:
+        ha_flags = ["--etcd", ",".join(start_etcd(directory, ETCD_MEMBERS))]
+    for index, address in enumerate(addresses):
+        name = "master" if masters == 1 else f"master{index}"
+        # The first master makes the cluster; the others join it as standbys.
+        first = ["--new-cluster"] if index == 0 else []
+        ready = spawn(directory, name, ["master", "--data-dir", str(directory / name),
+                                        "--listen", address, "--key-file", str(key_file),
+                                        *ha_flags, *first, *master_flags],
+                      environment=environment)
+        wait_ready(ready, name, directory)
+        # A restart (`spawn` of the saved arguments) must find its metadata, not make a
+        # new cluster where it went missing.
+        forget_argument(directory, name, "--new-cluster")
+    if masters > 1:
+        wait_for_leader(addresses)
     names = []
     for index in range(chunkservers):
         name = f"chunkserver{index}"
@@ -154,6 +172,60 @@ def local_up(directory: Path, chunkservers: int, mountpoint: Path | None = None,
             "--key-file", str(key_file), "--host-label", "local0"], environment=environment)
         wait_ready(ready, "mount", directory)
     return master
+
+
+ETCD_MEMBERS = 3
+# A journal entry is one group commit's rows (dfs.master.journal): room for big ones.
+ETCD_REQUEST_BYTES_MAX = 16 * 1024 * 1024
+
+
+def start_etcd(directory: Path, members: int) -> list[str]:
+    """A new etcd cluster of ``members`` on loopback (etcd0..); its client URLs."""
+    peers = [f"http://127.0.0.1:{free_port()}" for _ in range(members)]
+    clients = [f"http://127.0.0.1:{free_port()}" for _ in range(members)]
+    initial = ",".join(f"etcd{index}={peer}" for index, peer in enumerate(peers))
+    token = f"vmstore-{random.getrandbits(64):016x}"
+    for index, (peer, client) in enumerate(zip(peers, clients, strict=True)):
+        spawn(directory, f"etcd{index}", [
+            "--name", f"etcd{index}", "--data-dir", str(directory / f"etcd{index}"),
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--initial-cluster", initial, "--initial-cluster-state", "new",
+            "--initial-cluster-token", token,
+            "--max-request-bytes", str(ETCD_REQUEST_BYTES_MAX),
+            # Old revisions of the journal's keys go; without compaction etcd keeps them all.
+            "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "5m"],
+            program=["etcd"])
+    wait_for_etcd(clients)
+    return clients
+
+
+def wait_for_etcd(clients: list[str]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(clients[0] + "/health", timeout=1.0) as answer:
+                if json.loads(answer.read()).get("health") == "true":
+                    return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise ConfigError(f"etcd at {clients[0]} not healthy within {READY_TIMEOUT_S} s")
+
+
+def wait_for_leader(addresses: list[str]) -> str:
+    """The address of the master that leads (the only one that listens)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for address in addresses:
+            host, port = address.rsplit(":", 1)
+            try:
+                socket.create_connection((host, int(port)), timeout=0.5).close()
+                return address
+            except OSError:
+                continue
+        time.sleep(0.1)
+    raise ConfigError(f"no master of {', '.join(addresses)} leads within {READY_TIMEOUT_S} s")
 
 
 def _tls_section(directory: Path) -> str:
@@ -202,7 +274,8 @@ def local_down(directory: Path) -> int:
 def run_local(args: argparse.Namespace) -> int:
     if args.action == "up":
         mountpoint = None if args.no_mount else (args.mount or args.dir / "mnt").absolute()
-        master = local_up(args.dir, args.chunkservers, mountpoint, tls=args.tls)
+        master = local_up(args.dir, args.chunkservers, mountpoint, tls=args.tls,
+                          masters=args.masters)
         print(f"vmstore local cluster up: master {master}, {args.chunkservers} chunkservers")
         if mountpoint is not None:
             print(f"  mounted at:    {mountpoint} (fuse.vmstore)")
@@ -226,6 +299,8 @@ def register(subparsers: Any) -> None:
     local.add_argument("--chunkservers", type=int, default=3, help="how many (default 3)")
     local.add_argument("--mount", type=Path, help="mount point (default DIR/mnt)")
     local.add_argument("--no-mount", action="store_true", help="daemons only, no FUSE mount")
+    local.add_argument("--masters", type=int, default=1, help="1: one master on SQLite (the"
+                       " default); 2 or 3: an HA group, with a three-member etcd")
     local.add_argument("--tls", action="store_true", help="make a CA and a certificate in"
                        " DIR/tls and require TLS on every connection")
     local.set_defaults(handler=run_local)

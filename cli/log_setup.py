@@ -47,6 +47,10 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper()))
+    # httpx (the HA master's etcd client) logs every request at INFO: several a
+    # second. Its failures reach our own log through EtcdUnavailable.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:

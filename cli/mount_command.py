@@ -47,6 +47,7 @@ def mount_in_foreground(args: argparse.Namespace) -> int:
     serve_metrics(args.metrics)
     settings = MountSettings(mountpoint=absolute(args.mountpoint),
                              master_host=config.master_host, master_port=config.master_port,
+                             other_masters=config.other_masters,
                              key=use_key_file(config.key_file),
                              host_label=args.host_label or config.host_label,
                              read_only=args.read_only,

@@ -30,6 +30,9 @@
 #                          real guests and live migrations (one libvirtd per
 #                          simulated host; the tests start them, not systemd)
 #   libvirt-dev            libvirt-python (the coordinator) builds against it
+#   etcd-server            metadata HA: the masters' election and journal (the
+#                          tests and `vmstore local up --masters 3` start their
+#                          own etcd processes on free ports)
 #   busybox-static, libc6-dev
 #                          the tiny test guest: busybox in its initramfs and a
 #                          static disk-writer program compiled by the tests
@@ -61,7 +64,8 @@ quietly() {
 command -v "$PYTHON" >/dev/null 2>&1 || die "no interpreter '$PYTHON' on PATH (set PYTHON=...)"
 
 packages=(fuse3 libfuse3-dev pkg-config gcc qemu-utils fio iproute2 procps util-linux e2fsprogs kmod systemd openssl
-          qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev busybox-static libc6-dev)
+          qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev busybox-static libc6-dev
+          etcd-server)
 if ! "$PYTHON" -c 'import os, sys, sysconfig
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
     packages+=(python3-dev)

@@ -234,6 +234,20 @@ class ClusterMismatch(DfsError):
     code = 42
 
 
+class EtcdUnavailable(DfsError):
+    """No etcd endpoint answered a call in time (metadata HA); the message names each
+    endpoint's failure. The call may still have taken effect."""
+
+    code = 43
+
+
+class NotLeader(MasterUnavailable):
+    """This master is not (or no longer) the leader of an HA cluster: nothing it did for
+    the request was acknowledged. Clients and chunkservers go to another master."""
+
+    code = 44
+
+
 # --- tools: migration, image import, bench ---------------------------------
 class PreflightFailed(DfsError):
     """A guest cannot move as asked; the message lists every problem preflight found."""

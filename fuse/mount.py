@@ -45,6 +45,7 @@ class MountSettings:
     # On SIGHUP (systemctl reload): re-read what may change live (TLS); new
     # connections use it, open ones go on until they are remade.
     reload: Callable[[], None] | None = None
+    other_masters: tuple[tuple[str, int], ...] = ()  # the rest of an HA group's masters
 
 
 def mount_options(settings: MountSettings) -> set[str]:
@@ -102,7 +103,8 @@ async def open_operations(settings: MountSettings) -> AsyncIterator[VmstoreOpera
     identity = ClientIdentity(host_label=settings.host_label,
                               mount_point=str(settings.mountpoint))
     async with open_client(settings.master_host, settings.master_port, settings.key,
-                           identity, short_circuit_reads=settings.short_circuit_reads) as client:
+                           identity, short_circuit_reads=settings.short_circuit_reads,
+                           other_masters=settings.other_masters) as client:
         yield VmstoreOperations(client, settings.writeback_cache)
 
 

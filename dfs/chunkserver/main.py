@@ -51,6 +51,8 @@ class ChunkserverSettings:
     local_reads: bool = True
     # The replica files (dfs.testing lays faults over them).
     store_factory: Callable[[Path], ChunkStore] = ChunkStore
+    # The rest of an HA group's masters (dfs.master.ha); the link tries each in turn.
+    other_masters: tuple[tuple[str, int], ...] = ()
 
 
 async def run_chunkserver(settings: ChunkserverSettings, *,
@@ -80,6 +82,7 @@ async def run_chunkserver(settings: ChunkserverSettings, *,
             link = MasterLink(LinkSettings(
                 master_host=settings.master_host, master_port=settings.master_port,
                 key=settings.key, server_uuid=server_uuid(settings.data_dir),
+                other_masters=settings.other_masters,
                 advertise_host=advertise_host, data_port=port, host_label=settings.host_label,
                 data_dir=settings.data_dir), store, data,
                 load_accepted_master(settings.data_dir), identity, damage_reports, replicator)

@@ -66,6 +66,7 @@ class LinkSettings:
     master_port: int
     key: bytes
     server_uuid: str
+    other_masters: tuple[tuple[str, int], ...]  # the rest of an HA group's masters
     advertise_host: str  # the address clients and peers reach us at
     data_port: int
     host_label: str
@@ -113,11 +114,17 @@ class MasterLink:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Stay registered forever; ``started`` after the first registration."""
         backoff_s = RECONNECT_BACKOFF_MIN_S
-        address = f"{self.settings.master_host}:{self.settings.master_port}"
+        # An HA group's masters: after a failure, the next one (only the leader
+        # listens; a deposed one is refused for its older generation).
+        masters = [(self.settings.master_host, self.settings.master_port),
+                   *self.settings.other_masters]
+        attempt = 0
         while True:
+            host, port = masters[attempt % len(masters)]
+            attempt += 1
+            address = f"{host}:{port}"
             try:
-                async with open_connection(self.settings.master_host, self.settings.master_port,
-                                           self.settings.key, "chunkserver",
+                async with open_connection(host, port, self.settings.key, "chunkserver",
                                            handler=self.handle) as connection:
                     await self._register(connection)
                     if self.registrations == 1:
@@ -134,10 +141,12 @@ class MasterLink:
                         self._connection = None
             except ClusterMismatch as error:
                 self.refused_reason = error.message
+                retry_s = MASTER_REFUSED_RETRY_S if len(masters) == 1 else backoff_s
                 log.error("master %s refused, keeping every replica here: %s; asking again in"
-                          " %.0f s", address, error.message, MASTER_REFUSED_RETRY_S,
+                          " %.1f s", address, error.message, retry_s,
                           extra=about("master_refused", peer=address, error=error.message))
-                await trio.sleep(MASTER_REFUSED_RETRY_S)
+                await trio.sleep(retry_s)
+                backoff_s = min(backoff_s * 2, RECONNECT_BACKOFF_MAX_S)
                 continue
             except DfsError as error:
                 log.info("link to master %s down: %s; retrying in %.2f s", address, error,

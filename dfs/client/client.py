@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -346,15 +346,17 @@ class Client:
 async def open_client(host: str, port: int, key: bytes, identity: ClientIdentity,
                       *, reconnect_timeout_s: float = MASTER_RECONNECT_TIMEOUT_S,
                       compress: bool = False,
-                      short_circuit_reads: bool = True) -> AsyncIterator[Client]:
+                      short_circuit_reads: bool = True,
+                      other_masters: Sequence[tuple[str, int]] = ()) -> AsyncIterator[Client]:
     """A connected client for the block's duration; connections close after it.
 
     ``short_circuit_reads``: read replicas on this host from their files.
+    ``other_masters``: the rest of an HA group's masters (``host:port`` first).
     """
     with unwrapped_errors():
         async with trio.open_nursery() as nursery:
             master = MasterClient(nursery, host, port, key, identity, FileStates(),
-                                  reconnect_timeout_s)
+                                  reconnect_timeout_s, other_masters)
             chunkservers = ConnectionPool(nursery, key, "client", compress)
             leases = ClientLeases(master)
             local_replicas = LocalReplicas() if short_circuit_reads else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, get_args
 
@@ -30,6 +30,7 @@ from vmstore.dfs.constants import (
 from vmstore.dfs.errors import (
     DfsError,
     MasterUnavailable,
+    NotLeader,
     PeerUnavailable,
     ReplicaUnavailable,
     SessionLost,
@@ -68,10 +69,14 @@ class ClientIdentity:
 class MasterClient:
     def __init__(self, nursery: trio.Nursery, host: str, port: int, key: bytes,
                  identity: ClientIdentity, files: FileStates,
-                 reconnect_timeout_s: float = MASTER_RECONNECT_TIMEOUT_S) -> None:
+                 reconnect_timeout_s: float = MASTER_RECONNECT_TIMEOUT_S,
+                 other_masters: Sequence[tuple[str, int]] = ()) -> None:
         self._nursery = nursery
         self.host = host
         self.port = port
+        # An HA group's masters (dfs.master.ha): the one tried now first; a master
+        # that cannot be reached, or says it does not lead, sends us to the next.
+        self.masters = [(host, port), *other_masters]
         self._key = key
         self._wire = network.current()  # every reconnect goes over the same network
         self.identity = identity
@@ -141,6 +146,7 @@ class MasterClient:
             try:
                 return await attempt()
             except TRANSIENT_ERRORS as error:
+                self._next_master(error)
                 if trio.current_time() + backoff_s > deadline:
                     raise MasterUnavailable(
                         f"master {self.address} unavailable for {self.reconnect_timeout_s} s:"
@@ -148,6 +154,17 @@ class MasterClient:
                 log.debug("master call %s failed (%s); retrying", what, error)
             await trio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, RECONNECT_BACKOFF_MAX_S)
+
+    def _next_master(self, error: DfsError) -> None:
+        """After a failure, try the next master of an HA group (the only one stays)."""
+        if len(self.masters) == 1:
+            return
+        if isinstance(error, NotLeader) and self._connection is not None:
+            self._connection.close()  # a deposed leader: its connection is no use
+        elif self._connection is not None and not self._connection.closed.is_set():
+            return  # the call failed, not the master: keep it
+        index = (self.masters.index((self.host, self.port)) + 1) % len(self.masters)
+        self.host, self.port = self.masters[index]
 
     async def _connected(self) -> Connection:
         connection = self._connection

@@ -9,18 +9,23 @@ clients creating files cost a few fsyncs, not a hundred.
 A change is a synchronous function run in the committer's worker thread on
 the store's writing connection: it must not touch trio or the network. It
 runs to completion, so the state it checks cannot move under it.
+
+With metadata HA, a ``BatchJournal`` ships each batch's rows to the journal
+in etcd inside the batch's transaction, before COMMIT: a batch etcd did not
+take is rolled back here too, and its callers get the journal's error
+(``NotLeader``), never a reply.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import trio
 
 from vmstore.dfs.constants import GROUP_COMMIT_BATCH_MAX
-from vmstore.dfs.errors import DfsError
+from vmstore.dfs.errors import DfsError, NotLeader
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metadata.store import MetadataStore
 
@@ -38,9 +43,24 @@ class _Job(Generic[T]):
         self.error: BaseException | None = None
 
 
+class BatchJournal(Protocol):
+    def attach(self, store: MetadataStore) -> None:
+        """Before the first batch: watch what batches change on ``store``."""
+
+    def record(self, store: MetadataStore) -> None:
+        """In the worker thread, inside the batch's transaction: put what it changed in the
+        journal, or raise (NotLeader) so that nothing of it commits."""
+
+    async def after_batch(self) -> None:
+        """On the trio thread, after a batch committed and before the next one starts."""
+
+
 class GroupCommitter:
-    def __init__(self, store: MetadataStore) -> None:
+    def __init__(self, store: MetadataStore, journal: BatchJournal | None = None) -> None:
         self.store = store
+        self.journal = journal
+        if journal is not None:
+            journal.attach(store)
         self._send, self._receive = trio.open_memory_channel[_Job[Any]](GROUP_COMMIT_BATCH_MAX * 4)
         self.batches = 0
         self.changes = 0
@@ -69,6 +89,8 @@ class GroupCommitter:
                 await trio.to_thread.run_sync(self._commit, batch)
             for job in batch:
                 job.done.set()
+            if self.journal is not None:
+                await self.journal.after_batch()
 
     def _commit(self, batch: list[_Job[Any]]) -> None:
         try:
@@ -79,6 +101,15 @@ class GroupCommitter:
                             job.result = job.change()
                     except Exception as error:  # the change's own error goes to its caller
                         job.error = error
+                if self.journal is not None:
+                    self.journal.record(self.store)
+        except NotLeader as error:
+            log.error("metadata batch of %d changes not journaled: %s", len(batch), error,
+                      extra=about("metadata_commit_failed", changes=len(batch),
+                                  error=str(error)))
+            for job in batch:
+                job.error = error
+            return
         except Exception as error:
             # The commit itself failed (disk full, I/O error): nothing of the
             # batch is durable, so nobody may be told it is.

@@ -18,6 +18,7 @@ import signal
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,14 @@ from vmstore.dfs.master.backups import BackupSchedule, ScheduledBackups
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.chunkserver_service import ChunkserverService
 from vmstore.dfs.master.client_service import ClientService
-from vmstore.dfs.master.committer import GroupCommitter
+from vmstore.dfs.master.committer import BatchJournal, GroupCommitter
 from vmstore.dfs.master.exports import ExportRule
 from vmstore.dfs.master.lease_manager import LeaseManager
 from vmstore.dfs.master.orphans import Orphans
 from vmstore.dfs.master.registry import STARTUP_GRACE_S, Registry
 from vmstore.dfs.master.replication import ReplicationDriver
 from vmstore.dfs.metadata.chunks import ChunkTable
-from vmstore.dfs.metadata.identity import begin_generation
+from vmstore.dfs.metadata.identity import advance_generation, begin_generation
 from vmstore.dfs.metadata.leases import LeaseTable
 from vmstore.dfs.metadata.namespace import Namespace
 from vmstore.dfs.metadata.sessions import SessionTable
@@ -68,6 +69,10 @@ class MasterSettings:
     new_cluster: bool = False
     # Backups the master takes of its metadata ([master] backup_*); None: none.
     backups: BackupSchedule | None = None
+    # Metadata HA (dfs.master.ha): etcd's client URLs; none: the embedded master.
+    etcd_endpoints: tuple[str, ...] = ()
+    etcd_prefix: str = "/vmstore/"  # the cluster's keys in etcd (one etcd, many clusters)
+    advertise: str = ""  # host:port clients reach this master at, recorded with the leader key
 
 
 def metadata_path(settings: MasterSettings) -> Path:
@@ -89,38 +94,47 @@ def metadata_path(settings: MasterSettings) -> Path:
     return database
 
 
-async def run_master(settings: MasterSettings, *, task_status: Any = trio.TASK_STATUS_IGNORED
-                     ) -> None:
-    """Serve until cancelled; reports the bound port through ``task_status``."""
+async def run_master(settings: MasterSettings, *, journal: BatchJournal | None = None,
+                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled; reports the bound port through ``task_status``.
+
+    ``journal``: an HA leader's (``dfs.master.ha``): every commit, this start's
+    generation first, goes to the journal in etcd before it is acknowledged.
+    """
     with ExitStack() as stack:
         database = metadata_path(settings)
         writer = MetadataStore(database)
         stack.callback(writer.close)
-        identity = begin_generation(writer)
+        embedded_identity = begin_generation(writer) if journal is None else None
         reader = MetadataStore(database)
         stack.callback(reader.close)
-        committer = GroupCommitter(writer)
-        registry = Registry(settings.startup_grace_s)
-        reader_chunks = ChunkTable(reader)
-        for server_id, _uuid, host, port, label, draining in reader_chunks.servers():
-            registry.known(server_id, host, port, label)
-            registry.chunkservers[server_id].draining = draining
-        signer = CapabilitySigner(settings.key,
-                                  write_life_s=settings.lease_expiry_s - CLOCK_SKEW_MAX_S)
-        chunk_manager = ChunkManager(committer, ChunkTable(writer), reader_chunks, registry,
-                                     random.Random(settings.seed), signer)
-        chunkservers = ChunkserverService(committer, ChunkTable(writer), chunk_manager, registry,
-                                          identity)
-        writer_namespace, reader_namespace = Namespace(writer, registry.is_open), Namespace(reader)
-        orphans = Orphans(committer, writer_namespace, reader_namespace, chunk_manager, registry)
-        leases = LeaseManager(committer, LeaseTable(writer), LeaseTable(reader),
-                              SessionTable(writer), registry, chunk_manager, signer,
-                              settings.lease_expiry_s, files_released=orphans.delete)
-        leases.adopt_sessions_after_restart()
-        healing = ReplicationDriver(chunk_manager, settings.replication_delay_s)
-
+        committer = GroupCommitter(writer, journal)
         async with trio.open_nursery() as nursery:
             await nursery.start(committer.serve)
+            identity = embedded_identity
+            if identity is None:  # an HA leader: its generation is its first journaled batch
+                identity = await committer.run(partial(advance_generation, writer))
+            registry = Registry(settings.startup_grace_s)
+            reader_chunks = ChunkTable(reader)
+            for server_id, _uuid, host, port, label, draining in reader_chunks.servers():
+                registry.known(server_id, host, port, label)
+                registry.chunkservers[server_id].draining = draining
+            signer = CapabilitySigner(settings.key,
+                                      write_life_s=settings.lease_expiry_s - CLOCK_SKEW_MAX_S)
+            chunk_manager = ChunkManager(committer, ChunkTable(writer), reader_chunks, registry,
+                                         random.Random(settings.seed), signer)
+            chunkservers = ChunkserverService(committer, ChunkTable(writer), chunk_manager,
+                                              registry, identity)
+            writer_namespace = Namespace(writer, registry.is_open)
+            reader_namespace = Namespace(reader)
+            orphans = Orphans(committer, writer_namespace, reader_namespace, chunk_manager,
+                              registry)
+            leases = LeaseManager(committer, LeaseTable(writer), LeaseTable(reader),
+                                  SessionTable(writer), registry, chunk_manager, signer,
+                                  settings.lease_expiry_s, files_released=orphans.delete)
+            leases.adopt_sessions_after_restart()
+            healing = ReplicationDriver(chunk_manager, settings.replication_delay_s)
+
             backups = None if settings.backups is None else ScheduledBackups(
                 database, settings.backups)
             # Bound first: the client service reports the master's address with its port.

@@ -135,6 +135,14 @@ CREATE TABLE IF NOT EXISTS leases (
     holder_host     TEXT NOT NULL,     -- the holder's host label, for operators
     handover_host   TEXT NOT NULL      -- host (label or hostname) allowed to take it; '' none
 ) WITHOUT ROWID;
+-- How far this copy of the metadata has come in the HA journal (etcd): the
+-- last entry applied here, in the transaction that applied it. One row, or
+-- none (an embedded master, or a copy that never joined a journal). Not
+-- journaled itself (dfs.metadata.change_capture): each copy keeps its own.
+CREATE TABLE IF NOT EXISTS journal_position (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  INTEGER NOT NULL   -- the last journal entry in this copy
+);
 -- Replies to mutating client requests, so that a request retried after a
 -- lost reply (master restart, broken connection) is answered, not redone.
 CREATE TABLE IF NOT EXISTS reply_cache (

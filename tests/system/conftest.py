@@ -34,12 +34,15 @@ HEAL_TIMEOUT_S = 180.0
 class Cluster:
     def __init__(self, directory: Path, chunkservers: int,
                  master_flags: tuple[str, ...] = (),
-                 chunkserver_flags: tuple[str, ...] = (), tls: bool = False) -> None:
+                 chunkserver_flags: tuple[str, ...] = (), tls: bool = False,
+                 masters: int = 1) -> None:
         self.directory = directory
         self.master_address = local_up(directory, chunkservers, None, master_flags,
-                                       chunkserver_flags, tls=tls)
+                                       chunkserver_flags, tls=tls, masters=masters)
         self.tls = load_tls_settings(self.config_path)
-        self.master_host, self.master_port = parse_address(self.master_address, "master")
+        # An HA group's address is a list: the first master stands for it here.
+        self.master_host, self.master_port = parse_address(
+            self.master_address.split(",")[0], "master")
         self.key = load_key(directory / "cluster.key")
         self.chunkserver_names = [f"chunkserver{i}" for i in range(chunkservers)]
 

@@ -34,7 +34,7 @@ def replicas_on_disk(cluster: Cluster) -> dict[str, str]:
 
 def start_master(cluster: Cluster, *extra: str) -> str:
     """Start the master as it was saved, plus ``extra`` flags for this start only."""
-    arguments, prefix, environment = json.loads(
+    arguments, prefix, environment, *_program = json.loads(
         (cluster.directory / "run" / "master.args").read_text())
     ready = spawn(cluster.directory, "master", [*arguments, *extra], prefix, environment)
     address = wait_ready(ready, "master", cluster.directory)

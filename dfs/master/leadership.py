@@ -1,0 +1,126 @@
+"""Who leads: one master at a time, elected through an etcd lease.
+
+Promises:
+* ``campaign`` returns only once this master holds the leader key, on an etcd
+  lease of its own; the key's create_revision is its epoch, larger than every
+  earlier leader's (etcd revisions only grow).
+* While it leads, ``hold`` renews the lease. This master counts itself leader
+  only until LEADER_LEASE_TTL_S - LEADER_SAFETY_MARGIN_S after it *sent* its
+  last successful renewal: etcd starts the lease's TTL when it receives the
+  renewal, later, so this master has stopped before etcd can let the key go
+  and elect another (clock rates, not clocks, must agree, as in every
+  lease-based leader).
+* ``hold`` returns when the leadership is lost (renewal refused, or not
+  possible in time); the caller runs its leader's work in ``leading``, a
+  cancel scope whose deadline follows the renewals, so the work stops by
+  itself at the last moment it may run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from vmstore.dfs.constants import (
+    LEADER_LEASE_TTL_S,
+    LEADER_RENEW_INTERVAL_S,
+    LEADER_SAFETY_MARGIN_S,
+    RECONNECT_BACKOFF_MAX_S,
+)
+from vmstore.dfs.errors import EtcdUnavailable
+from vmstore.dfs.log_fields import about
+from vmstore.dfs.master import etcd_client as etcd
+from vmstore.dfs.master.etcd_client import EtcdClient
+
+log = logging.getLogger(__name__)
+
+
+class Leadership:
+    def __init__(self, client: EtcdClient, leader_key: bytes, address: str) -> None:
+        self.etcd = client
+        self.leader_key = leader_key
+        self.address = address  # what clients are told: host:port of this master
+        self.epoch = 0
+        self.lease = 0
+        self.leading = trio.CancelScope()
+
+    async def current_leader(self) -> tuple[str, int] | None:
+        """The leader's address and epoch, if one is elected."""
+        found = await self.etcd.range(self.leader_key)
+        if not found:
+            return None
+        return found[0].value.decode(errors="replace"), found[0].create_revision
+
+    async def campaign(self) -> int:
+        """Wait until this master is elected; its epoch."""
+        announced = None
+        while True:
+            try:
+                lease = await self.etcd.grant_lease(LEADER_LEASE_TTL_S)
+                sent_s = trio.current_time()
+                result = await self.etcd.txn(
+                    [etcd.created_at(self.leader_key, 0)],
+                    [etcd.put(self.leader_key, self.address.encode(), lease)],
+                    [etcd.get(self.leader_key)])
+            except EtcdUnavailable as error:
+                log.warning("cannot campaign for leadership: %s", error,
+                            extra=about("campaign_failed", error=str(error)))
+                await trio.sleep(RECONNECT_BACKOFF_MAX_S)
+                continue
+            if result.succeeded:
+                self.epoch, self.lease = result.revision, lease
+                self.leading = trio.CancelScope(deadline=self._valid_until(sent_s))
+                log.info("elected leader (epoch %d)", self.epoch,
+                         extra=about("leader_elected", epoch=self.epoch, address=self.address))
+                return self.epoch
+            await self._revoke(lease)
+            holder = result.ranges[0][0] if result.ranges and result.ranges[0] else None
+            if holder is not None and holder.create_revision != announced:
+                announced = holder.create_revision
+                log.info("standby: the leader is %s (epoch %d)", holder.value.decode(
+                    errors="replace"), holder.create_revision,
+                    extra=about("standby", leader=holder.value.decode(errors="replace"),
+                                epoch=holder.create_revision))
+            await trio.sleep(LEADER_RENEW_INTERVAL_S)
+
+    def _valid_until(self, sent_s: float) -> float:
+        return sent_s + LEADER_LEASE_TTL_S - LEADER_SAFETY_MARGIN_S
+
+    async def hold(self) -> None:
+        """Renew the lease until the leadership is lost; then return (``leading`` is cancelled)."""
+        try:
+            while True:
+                await trio.sleep(LEADER_RENEW_INTERVAL_S)
+                sent_s = trio.current_time()
+                try:
+                    with trio.move_on_at(self.leading.deadline) as too_late:
+                        ttl_s = await self.etcd.keep_alive(self.lease)
+                    if too_late.cancelled_caught:
+                        raise EtcdUnavailable("no renewal before the lease ran out")
+                except EtcdUnavailable as error:
+                    if trio.current_time() < self.leading.deadline:
+                        continue  # another try while the lease still holds
+                    log.error("leadership lost (epoch %d): %s", self.epoch, error,
+                              extra=about("leader_lost", epoch=self.epoch, error=str(error)))
+                    return
+                if ttl_s <= 0:
+                    log.error("leadership lost (epoch %d): etcd let the lease expire",
+                              self.epoch, extra=about("leader_lost", epoch=self.epoch,
+                                                      error="lease expired"))
+                    return
+                self.leading.deadline = self._valid_until(sent_s)
+        finally:
+            self.leading.cancel()
+
+    async def resign(self) -> None:
+        """Let a standby take over at once (a clean stop), rather than after the TTL."""
+        self.leading.cancel()
+        with trio.move_on_after(1.0):
+            await self._revoke(self.lease)
+
+    async def _revoke(self, lease: int) -> None:
+        try:
+            await self.etcd.revoke_lease(lease)
+        except EtcdUnavailable:
+            pass  # it expires by itself
