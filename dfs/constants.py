@@ -152,6 +152,12 @@ LEADER_LEASE_TTL_S = 3
 # has stopped before etcd lets the lease go and a standby can win.
 LEADER_RENEW_INTERVAL_S = 0.5
 LEADER_SAFETY_MARGIN_S = 0.5
+# A client of an HA group waits this long for the leader's answer before it
+# takes the leader for hung and tries the others (a retried change is answered
+# from the replicated reply cache, never done twice). Above a healthy leader's
+# slowest batch (an etcd append waits out one etcd election, ~1 s), and a few
+# times the time a hung leader takes to be replaced.
+HA_MASTER_CALL_TIMEOUT_S = 10.0
 # A standby reads the journal's new entries this often (and at most this many
 # per read): its lag, and how long a takeover spends catching up.
 JOURNAL_POLL_INTERVAL_S = 0.05

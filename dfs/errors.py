@@ -216,6 +216,13 @@ class MasterUnavailable(PeerUnavailable):
     code = 33
 
 
+class NoAnswer(PeerUnavailable):
+    """A call's deadline passed with the connection still up: the peer is silent (hung
+    process or host, cut link with no reset) or slow."""
+
+    code = 35
+
+
 class ConfigError(DfsError):
     code = 40
 

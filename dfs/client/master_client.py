@@ -21,6 +21,7 @@ import trio
 
 from vmstore.dfs.client.file_state import FileStates
 from vmstore.dfs.constants import (
+    HA_MASTER_CALL_TIMEOUT_S,
     LEASE_EXPIRY_S,
     MASTER_RECONNECT_TIMEOUT_S,
     RECONNECT_BACKOFF_MAX_S,
@@ -30,6 +31,7 @@ from vmstore.dfs.constants import (
 from vmstore.dfs.errors import (
     DfsError,
     MasterUnavailable,
+    NoAnswer,
     NotLeader,
     PeerUnavailable,
     ReplicaUnavailable,
@@ -103,12 +105,17 @@ class MasterClient:
         self._next_op_id += 1
         return op_id
 
+    def _timeout_s(self, timeout_s: float) -> float:
+        """An HA group's leader is replaced within seconds when it hangs: waiting the
+        single master's RPC_TIMEOUT_S for it would stall every client that long."""
+        return timeout_s if len(self.masters) == 1 else min(timeout_s, HA_MASTER_CALL_TIMEOUT_S)
+
     async def call(self, request: m.Request, *, reply_type: type[ReplyT],
                    timeout_s: float = RPC_TIMEOUT_S) -> ReplyT:
         """Send ``request``; retry transient failures until the reconnect deadline."""
         async def attempt() -> ReplyT:
             connection = await self._connected()
-            reply, _ = await connection.call(request, timeout_s=timeout_s,
+            reply, _ = await connection.call(request, timeout_s=self._timeout_s(timeout_s),
                                              reply_type=reply_type)
             return reply
 
@@ -133,7 +140,8 @@ class MasterClient:
                 raise SessionLost(f"{what}: session {stamped} ended before"
                                   f" the master answered (now session {self.session_id});"
                                   " it may or may not have been applied")
-            reply, _ = await connection.call(sent, reply_type=reply_type)
+            reply, _ = await connection.call(sent, reply_type=reply_type,
+                                             timeout_s=self._timeout_s(RPC_TIMEOUT_S))
             return reply
 
         return await self._retrying(attempt, what)
@@ -156,12 +164,19 @@ class MasterClient:
             backoff_s = min(backoff_s * 2, RECONNECT_BACKOFF_MAX_S)
 
     def _next_master(self, error: DfsError) -> None:
-        """After a failure, try the next master of an HA group (the only one stays)."""
+        """After a failure, try the next master of an HA group (the only one stays).
+
+        A master that said NotLeader, or stayed silent past a call's deadline (a
+        hung leader keeps its sockets open: SIGSTOP, a frozen host), is left for
+        the next one: a standby refuses the connection at once, and whoever was
+        elected meanwhile answers.
+        """
         if len(self.masters) == 1:
             return
-        if isinstance(error, NotLeader) and self._connection is not None:
-            self._connection.close()  # a deposed leader: its connection is no use
-        elif self._connection is not None and not self._connection.closed.is_set():
+        connection = self._connection
+        if isinstance(error, (NotLeader, NoAnswer)) and connection is not None:
+            connection.close()
+        elif connection is not None and not connection.closed.is_set():
             return  # the call failed, not the master: keep it
         index = (self.masters.index((self.host, self.port)) + 1) % len(self.masters)
         self.host, self.port = self.masters[index]

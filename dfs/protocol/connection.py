@@ -44,6 +44,7 @@ from vmstore.dfs.errors import (
     DfsError,
     InvalidArgument,
     InvalidField,
+    NoAnswer,
     PeerUnavailable,
     ProtocolError,
     error_from_code,
@@ -109,8 +110,8 @@ class OutgoingCall:
                                 f" {type(self.request).__name__} with {type(reply).__name__}")
         return reply, pending.payload  # type: ignore[return-value]
 
-    def timed_out(self) -> PeerUnavailable:
-        return PeerUnavailable(f"{self.connection.peer} did not answer"
+    def timed_out(self) -> NoAnswer:
+        return NoAnswer(f"{self.connection.peer} did not answer"
                                f" {type(self.request).__name__} within {self.timeout_s} s")
 
     def abandon(self) -> None:

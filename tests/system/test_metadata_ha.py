@@ -13,7 +13,9 @@ What is checked (issue 15):
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -23,9 +25,10 @@ import pytest
 import trio
 
 from tests.system.conftest import Cluster, assert_no_crash
-from vmstore.cli.local_cluster import local_down
+from vmstore.cli.local_cluster import local_down, spawn
 from vmstore.dfs.client.client import Client, open_client
 from vmstore.dfs.client.master_client import ClientIdentity
+from vmstore.dfs.errors import DfsError, NotFound
 from vmstore.dfs.types import ROOT_INODE
 
 FAILOVER_TIMEOUT_S = 60.0
@@ -160,3 +163,57 @@ def test_a_wiped_standby_rebuilds_itself_from_the_snapshot_and_the_journal(
             await write_files(client, 5, 2, acknowledged)
 
     trio.run(check)
+
+
+def test_a_hung_leader_is_replaced_and_acknowledges_nothing_once_it_resumes(
+        ha_cluster: HaCluster) -> None:
+    acknowledged: dict[str, bytes] = {}
+    hung = ha_cluster.leader()
+    hung_address = ha_cluster.masters[ha_cluster.master_names.index(hung)]
+
+    async def main() -> None:
+        async with ha_cluster.ha_client() as client:
+            await write_files(client, 0, 3, acknowledged)
+            os.kill(ha_cluster.pid(hung), signal.SIGSTOP)
+            try:
+                # Its calls to the hung leader time out; a standby is elected meanwhile.
+                await write_files(client, 3, 5, acknowledged)
+            finally:
+                os.kill(ha_cluster.pid(hung), signal.SIGCONT)
+            # The old leader runs again, past its leadership: a client that knows only it
+            # gets nothing acknowledged.
+            host, port = hung_address.rsplit(":", 1)
+            with pytest.raises(DfsError):
+                async with open_client(host, int(port), ha_cluster.key,
+                                       ClientIdentity(host_label="local1"),
+                                       reconnect_timeout_s=3.0) as stale:
+                    await stale.create_file("/after-resume")
+            await check_files(client, acknowledged)
+            with pytest.raises(NotFound):
+                await client.resolve("/after-resume")
+
+    trio.run(main)
+    assert ha_cluster.leader() != hung
+    assert "no longer the leader" in ha_cluster.logs()[hung]
+
+
+def test_changes_wait_while_etcd_has_no_quorum_and_resume_after(ha_cluster: HaCluster) -> None:
+    acknowledged: dict[str, bytes] = {}
+
+    async def main() -> None:
+        async with ha_cluster.ha_client() as client:
+            await write_files(client, 0, 3, acknowledged)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write_files, client, 3, 10, acknowledged)
+                await trio.sleep(0.3)
+                ha_cluster.kill("etcd1")
+                ha_cluster.kill("etcd2")
+                await trio.sleep(5.0)  # no quorum: nothing may be acknowledged meanwhile
+                waited = len(acknowledged)
+                await trio.sleep(2.0)
+                assert len(acknowledged) == waited, "acknowledged without an etcd quorum"
+                spawn(ha_cluster.directory, "etcd1")
+            await check_files(client, acknowledged)
+
+    trio.run(main)
+    assert len(acknowledged) == 13
