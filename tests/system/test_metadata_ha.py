@@ -24,7 +24,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.system.conftest import Cluster, assert_no_crash
+from tests.system.conftest import (
+    Cluster,
+    FsyncingWriter,
+    Mount,
+    assert_no_crash,
+    require_fuse,
+)
 from vmstore.cli.local_cluster import local_down, spawn
 from vmstore.dfs.client.client import Client, open_client
 from vmstore.dfs.client.master_client import ClientIdentity
@@ -217,3 +223,19 @@ def test_changes_wait_while_etcd_has_no_quorum_and_resume_after(ha_cluster: HaCl
 
     trio.run(main)
     assert len(acknowledged) == 13
+
+
+def test_a_guest_writing_through_the_mount_sees_no_error_across_a_failover(
+        ha_cluster: HaCluster) -> None:
+    require_fuse()
+    mount = Mount(ha_cluster, ha_cluster.directory / "mnt")
+    writer = FsyncingWriter(mount.path / "guest.img")
+    try:
+        writer.wait_for_progress(20, "before the failover")
+        ha_cluster.kill(ha_cluster.leader())
+        # A new leader; the mount's calls waited for it and resumed, with no error.
+        writer.wait_for_progress(20, "after the leader was killed", timeout_s=FAILOVER_TIMEOUT_S)
+        writer.stop_and_check()
+    finally:
+        writer.stop()
+        mount.force_unmount()
