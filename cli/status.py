@@ -11,6 +11,7 @@ import trio
 
 from vmstore.cli.cluster_client import with_client
 from vmstore.cli.config import add_master_argument
+from vmstore.cli.status_ha import ha_degraded, ha_text
 from vmstore.dfs.client.client import Client
 from vmstore.dfs.constants import BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES
 from vmstore.dfs.progress import ProgressDisplay
@@ -53,6 +54,8 @@ def status_text(status: StatusReply) -> str:
         health += f"; {len(status.damaged)} chunk(s) with BAD BLOCKS in their last copy"
     if backup_overdue(status):
         health += "; metadata BACKUP OVERDUE (see below)"
+    if ha_degraded(status.ha):
+        health += "; metadata HA DEGRADED (see below)"
     if status.refused:
         health += f"; {len(status.refused)} chunkserver(s) REFUSED (another cluster, or older"
         health += " metadata: see below)"
@@ -60,6 +63,7 @@ def status_text(status: StatusReply) -> str:
         f"master {status.master_address}: {health}",
         f"chunks: {chunks.total} total, {chunks.ok} ok, {chunks.undergoal} under goal,"
         f" {chunks.endangered} endangered, {chunks.lost} lost; {status.inodes} inodes",
+        *([] if status.ha is None else ha_text(status.ha)),
         "",
         f"{'ID':>4} {'STATE':<6} {'ADDRESS':<22} {'HOST':<12} {'USED':>11} {'TOTAL':>11}"
         f" {'CHUNKS':>7}",

@@ -174,6 +174,14 @@ JOURNAL_ENTRY_BYTES_MAX = 15 * 1024 * 1024
 JOURNAL_ENTRIES_PER_SNAPSHOT = 2000
 # A snapshot is stored in etcd in parts of at most this size.
 SNAPSHOT_PART_BYTES_MAX = 1024 * 1024
+# A standby publishes its journal position in etcd at most this often, on a
+# lease of its own that lapses after STANDBY_REPORT_TTL_S without renewal (a
+# dead standby drops out of `vmstore status`); the leader probes the standbys'
+# reports and each etcd member this often, each probe within ETCD_PROBE_TIMEOUT_S.
+STANDBY_REPORT_INTERVAL_S = 1.0
+STANDBY_REPORT_TTL_S = 5
+HA_STATUS_INTERVAL_S = 1.0
+ETCD_PROBE_TIMEOUT_S = 1.0
 
 
 # --- chunkserver ---------------------------------------------------------

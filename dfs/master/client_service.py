@@ -91,6 +91,7 @@ class ClientService:
         master_address: str,
         exports: tuple[ExportRule, ...] = (),
         backups: ScheduledBackups | None = None,
+        ha_status: Callable[[], m.HaStatus] | None = None,
     ) -> None:
         self.committer = committer
         self.writer_namespace = writer_namespace
@@ -103,6 +104,7 @@ class ClientService:
         self.healing = healing
         self.master_address = master_address
         self.backups = backups  # shown by status
+        self.ha_status = ha_status  # an HA leader's view of its group (dfs.master.ha_status)
         self.guard = ExportGuard(exports, reader_namespace,
                                  lambda inode: registry.holds.get(inode, set()))
 
@@ -314,6 +316,7 @@ class ClientService:
                      for chunk_id, server_id, ranges in self.chunk_manager.damage
                      if server_id in self.chunk_manager.chunks.replicas(chunk_id)],
             backups=None if self.backups is None else self.backups.status(),
+            ha=None if self.ha_status is None else self.ha_status(),
         )
 
     async def gauge_loop(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -194,3 +194,14 @@ class EtcdClient:
         except (httpx.HTTPError, ValueError) as error:
             raise EtcdUnavailable(f"etcd {endpoint}: {type(error).__name__} {error}") from None
         return reply
+
+    async def health(self, endpoint: str) -> str:
+        """"" when the member serves (/health says so: it has a quorum); else why not."""
+        try:
+            response = await self._http.get(endpoint + "/health")
+            reply: dict[str, Any] = response.json()
+        except (httpx.HTTPError, ValueError) as error:
+            raise EtcdUnavailable(f"etcd {endpoint}: {type(error).__name__} {error}") from None
+        if str(reply.get("health")) == "true":
+            return ""
+        return str(reply.get("reason") or f"/health answered {reply}")

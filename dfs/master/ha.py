@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,13 @@ from vmstore.dfs.constants import (
 from vmstore.dfs.errors import ConfigError, EtcdUnavailable, NotLeader
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.master.etcd_client import EtcdClient
+from vmstore.dfs.master.ha_status import (
+    JOURNAL_APPEND_SECONDS,
+    JOURNAL_POSITION,
+    HaMonitor,
+    StandbyProgress,
+    report_standby,
+)
 from vmstore.dfs.master.journal import JournalEntry, MetadataJournal
 from vmstore.dfs.master.leadership import Leadership
 from vmstore.dfs.master.main import MasterSettings, metadata_path, run_master
@@ -146,9 +154,12 @@ class JournaledCommits:
         if not changes:
             return
         entry = JournalEntry(self.position + 1, self.leadership.epoch, encode_changes(changes))
+        started = time.perf_counter()
         trio.from_thread.run(self._append, entry)
+        JOURNAL_APPEND_SECONDS.observe(time.perf_counter() - started)
         _set_position(store, entry.seq)
         self.position = entry.seq
+        JOURNAL_POSITION.set(entry.seq)
 
     async def _append(self, entry: JournalEntry) -> None:
         async with trio.open_nursery() as nursery:
@@ -227,7 +238,8 @@ async def _prepare_copy(settings: MasterSettings, journal: MetadataJournal) -> i
     return None
 
 
-async def _follow(settings: MasterSettings, journal: MetadataJournal, position: int) -> None:
+async def _follow(settings: MasterSettings, journal: MetadataJournal, position: int,
+                  progress: StandbyProgress) -> None:
     """Apply the journal into the local copy until cancelled."""
     store = MetadataStore(settings.data_dir / DATABASE_NAME)
     try:
@@ -242,6 +254,7 @@ async def _follow(settings: MasterSettings, journal: MetadataJournal, position: 
             if entries:
                 await trio.to_thread.run_sync(apply_entries, store, entries)
                 position = entries[-1].seq
+                progress.applied(position)
                 continue
             await trio.sleep(JOURNAL_POLL_INTERVAL_S)
     finally:
@@ -289,8 +302,11 @@ async def run_ha_master(settings: MasterSettings, *,
                          " a first master started with --new-cluster", settings.etcd_prefix)
                 await trio.sleep(1.0)
                 continue
+            progress = StandbyProgress(position)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_follow, settings, journal, position)
+                nursery.start_soon(_follow, settings, journal, position, progress)
+                nursery.start_soon(report_standby, client, journal.keys.prefix,
+                                   settings.advertise, progress)
                 await leadership.campaign()
                 nursery.cancel_scope.cancel()
             try:
@@ -315,9 +331,13 @@ async def _lead(settings: MasterSettings, journal: MetadataJournal,
             # which standbys need. The first batch (the generation) publishes it.
             snapshot_due = await journal.snapshot_header() is None
             commits = JournaledCommits(journal, leadership, position, snapshot_due)
+            monitor = HaMonitor(journal.etcd, journal.keys.prefix, settings.advertise,
+                                leadership.epoch, lambda: commits.position)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(leadership.hold)
-                await nursery.start(partial(run_master, journal=commits), settings)
+                nursery.start_soon(monitor.run)
+                await nursery.start(partial(run_master, journal=commits,
+                                            ha_status=monitor.status), settings)
                 log.info("leading (epoch %d) from journal entry %d", leadership.epoch,
                          position, extra=about("leading", epoch=leadership.epoch,
                                                seq=position))

@@ -43,6 +43,7 @@ from vmstore.dfs.metadata.namespace import Namespace
 from vmstore.dfs.metadata.sessions import SessionTable
 from vmstore.dfs.metadata.store import MetadataStore
 from vmstore.dfs.protocol.capability import CapabilitySigner
+from vmstore.dfs.protocol.messages import HaStatus
 from vmstore.dfs.protocol.rpc import Connection, Handler, listen, serve_listening
 
 log = logging.getLogger(__name__)
@@ -95,11 +96,13 @@ def metadata_path(settings: MasterSettings) -> Path:
 
 
 async def run_master(settings: MasterSettings, *, journal: BatchJournal | None = None,
+                     ha_status: Callable[[], HaStatus] | None = None,
                      task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled; reports the bound port through ``task_status``.
 
     ``journal``: an HA leader's (``dfs.master.ha``): every commit, this start's
     generation first, goes to the journal in etcd before it is acknowledged.
+    ``ha_status``: an HA leader's view of its group, for status.
     """
     with ExitStack() as stack:
         database = metadata_path(settings)
@@ -143,7 +146,7 @@ async def run_master(settings: MasterSettings, *, journal: BatchJournal | None =
             clients = ClientService(committer, writer_namespace, reader_namespace,
                                     SessionTable(writer), chunk_manager, registry, leases,
                                     orphans, healing, f"{settings.listen_host}:{port}",
-                                    settings.exports, backups)
+                                    settings.exports, backups, ha_status)
 
             def handler_for(connection: Connection) -> Handler:
                 if connection.role == "chunkserver":

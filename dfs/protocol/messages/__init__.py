@@ -159,10 +159,13 @@ from vmstore.dfs.protocol.messages.status import (
     ClientToMasterFsck,
     ClientToMasterStatus,
     DamagedChunk,
+    EtcdMemberStatus,
     FsckProblem,
     FsckReply,
+    HaStatus,
     HealingStatus,
     RefusedChunkserver,
+    StandbyStatus,
     StatusReply,
 )
 
@@ -242,6 +245,9 @@ __all__ = [
     "ClientStatus",
     "RefusedChunkserver",
     "DamagedChunk",
+    "StandbyStatus",
+    "EtcdMemberStatus",
+    "HaStatus",
     "StatusReply",
     "ClientToMasterDrain",
     "FsckProblem",

@@ -81,6 +81,38 @@ class BackupStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     error: str  # why the last backup failed; "" when it did not
 
 
+class StandbyStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A standby master of an HA group, as it last reported itself in etcd
+    (``dfs.master.ha_status``: at most every STANDBY_REPORT_INTERVAL_S)."""
+
+    address: str  # HOST:PORT it will serve on once elected (its --advertise)
+    position: U63  # the last journal entry applied to its copy of the metadata
+    lag_entries: U63  # the leader's position minus that (its report may be a second old)
+
+
+class EtcdMemberStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """One etcd endpoint as the leader sees it (/health and /v3/maintenance/status)."""
+
+    endpoint: str  # the client URL the masters use
+    up: bool  # answered /health with health "true" (it has a quorum and serves)
+    leader: bool  # etcd's own raft leader
+    db_size_bytes: U63  # its backend database file (0 when it did not answer)
+    raft_term: U63
+    version: str  # etcd's version; "" when it did not answer
+    error: str  # why it is not up; "" when it is
+
+
+class HaStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """The metadata HA group (issue 15), from its leader: None on an embedded master."""
+
+    leader_address: str  # this leader's --advertise address
+    epoch: U63  # the create revision of the leader key in etcd
+    journal_position: U63  # the last journal entry this leader appended
+    standbys: list[StandbyStatus]  # those reporting now (a dead one's key expires)
+    etcd: list[EtcdMemberStatus]  # every configured endpoint, in --etcd order
+    checked_age_s: float  # how old the standby and etcd figures are (probed each second)
+
+
 class StatusReply(Message, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 150
     master_address: str
@@ -93,6 +125,7 @@ class StatusReply(Message, frozen=True, kw_only=True):
     refused: list[RefusedChunkserver] = []  # recent registrations refused, newest last
     damaged: list[DamagedChunk] = []  # last copies with bad blocks, by chunk id
     backups: BackupStatus | None = None  # None: no scheduled backups configured
+    ha: HaStatus | None = None  # None: an embedded master (no etcd)
 
 
 class ClientToMasterDrain(Request, frozen=True, kw_only=True):
