@@ -127,13 +127,12 @@ def translated(handler: Callable[P, Coroutine[Any, Any, R]]
 
 @dataclass
 class OpenFile:
-    """What this mount knows of a file while handles to it are open."""
+    """What only the mount keeps of a file while handles to it are open here.
 
-    inode: int
-    size_bytes: int  # the larger of the master's size and this mount's writes
-    handles: int = 0
-    writable_handles: int = 0  # while any: this mount holds the file's write lease
-    dirty: bool = False  # written since the size was last published
+    The rest (handles, the size shown, written since published) is the
+    client's FileState, read through ``Client.files``.
+    """
+
     # The master's attributes and when they came (time.monotonic()): while this
     # mount holds the write lease, nobody else changes the file's data or size,
     # so the kernel's GETATTR after each write is answered from here.
@@ -186,6 +185,7 @@ class VmstoreOperations(pyfuse3.Operations):
         # master's, so another host's appends stay invisible: off by default,
         # for single-host use only.
         self.enable_writeback_cache = writeback_cache
+        # By inode, while a handle is open here (FileState.handles).
         self.open_files: dict[int, OpenFile] = {}
         self.handles: dict[int, Handle] = {}
         self._next_handle = 1
@@ -197,15 +197,18 @@ class VmstoreOperations(pyfuse3.Operations):
         self.without_capabilities: set[int] = set()
 
     # --- attributes ---------------------------------------------------------------
+    def _open_here(self, inode: int) -> bool:
+        state = self.client.files.find(inode)
+        return state is not None and state.handles > 0
+
     def _entry(self, attrs: FileAttrs) -> pyfuse3.EntryAttributes:
+        state = self.client.files.find(attrs.inode)
         open_file = self.open_files.get(attrs.inode)
-        if open_file is None:
+        if state is None or not state.handles or open_file is None:
             return entry_attributes(attrs)
         if attrs is not open_file.attrs:
             open_file.attrs, open_file.attrs_at_s = attrs, time.monotonic()
-        open_file.size_bytes = max(open_file.size_bytes, attrs.size_bytes) \
-            if open_file.dirty else attrs.size_bytes
-        return entry_attributes(attrs, open_file.size_bytes)
+        return entry_attributes(attrs, state.showing(attrs.size_bytes))
 
     @translated
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
@@ -217,11 +220,13 @@ class VmstoreOperations(pyfuse3.Operations):
 
     @translated
     async def getattr(self, inode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        state = self.client.files.find(inode)
         open_file = self.open_files.get(inode)
-        if (open_file is not None and open_file.writable_handles and open_file.attrs
+        if (state is not None and state.writable_handles and open_file is not None
+                and open_file.attrs
                 and time.monotonic() - open_file.attrs_at_s < ATTR_TIMEOUT_S):
             # The lease holder's own view: its size is this mount's to know.
-            return entry_attributes(open_file.attrs, open_file.size_bytes)
+            return entry_attributes(open_file.attrs, state.size_bytes)
         return self._entry(await self.client.getattr(inode))
 
     @translated
@@ -243,12 +248,7 @@ class VmstoreOperations(pyfuse3.Operations):
             changes["mtime_ns"] = attr.st_mtime_ns
         if not changes:
             return self._entry(await self.client.getattr(inode))
-        attrs = await self.client.setattr(inode, **changes)
-        open_file = self.open_files.get(inode)
-        if open_file is not None and "size_bytes" in changes:
-            open_file.size_bytes = attrs.size_bytes
-            open_file.dirty = False
-        return self._entry(attrs)
+        return self._entry(await self.client.setattr(inode, **changes))
 
     # --- namespace --------------------------------------------------------------------
     @translated
@@ -321,14 +321,13 @@ class VmstoreOperations(pyfuse3.Operations):
 
     # --- files --------------------------------------------------------------------
     def _new_handle(self, attrs: FileAttrs, flags: int) -> pyfuse3.FileInfo:
-        open_file = self.open_files.get(attrs.inode)
-        if open_file is None:
-            open_file = self.open_files[attrs.inode] = OpenFile(attrs.inode, attrs.size_bytes)
-        elif not open_file.dirty:
-            open_file.size_bytes = attrs.size_bytes
-        open_file.handles += 1
+        """The handle of an open the client has counted (``Client.opened``)."""
+        state = self.client.files.find(attrs.inode)
+        assert state is not None, f"inode {attrs.inode}: a handle without Client.opened"
+        assert state.handles > 0, f"inode {attrs.inode}: a handle without Client.opened"
+        self.open_files.setdefault(attrs.inode, OpenFile())
+        state.showing(attrs.size_bytes)
         writable = flags & os.O_ACCMODE != os.O_RDONLY
-        open_file.writable_handles += writable
         handle_id = self._next_handle
         self._next_handle += 1
         self.handles[handle_id] = Handle(attrs.inode, writable,
@@ -373,12 +372,11 @@ class VmstoreOperations(pyfuse3.Operations):
             # libfuse 3 negotiates atomic O_TRUNC: the kernel sends no setattr,
             # truncating is ours to do here.
             attrs = await self.client.setattr(inode, size_bytes=0)
-            known = self.open_files.get(inode)
-            if known is not None:
-                known.size_bytes = 0
-                known.dirty = False
-        known = self.open_files.get(inode)
-        if known is not None and not known.dirty and known.size_bytes != attrs.size_bytes:
+        state = self.client.files.find(inode)
+        assert state is not None, f"inode {inode}: opened without its state"
+        if (state.handles > 1 and inode in self.open_files and not state.written
+                and state.size_bytes != attrs.size_bytes):
+            # Another handle open here showed the kernel a size that is no longer so.
             pyfuse3.invalidate_inode(inode, attr_only=True)
         return self._new_handle(attrs, flags)
 
@@ -392,8 +390,9 @@ class VmstoreOperations(pyfuse3.Operations):
     @translated
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.handles[fh]
-        data = await self.client.read(handle.inode, off, size,
-                                      self.open_files[handle.inode].size_bytes)
+        state = self.client.files.find(handle.inode)
+        assert state is not None, f"inode {handle.inode}: a handle open without its state"
+        data = await self.client.read(handle.inode, off, size, state.size_bytes)
         BYTES_READ.inc(len(data))
         return data
 
@@ -403,45 +402,26 @@ class VmstoreOperations(pyfuse3.Operations):
         written = await self.client.write(handle.inode, off, buf, wait=False,
                                           synchronous=handle.synchronous)
         BYTES_WRITTEN.inc(written)
-        open_file = self.open_files[handle.inode]
-        open_file.size_bytes = max(open_file.size_bytes, off + written)
-        open_file.dirty = True
         return written
 
     @translated
     async def flush(self, fh: int) -> None:
-        await self._publish(self.handles[fh].inode)
-
-    async def _publish(self, inode: int) -> None:
-        open_file = self.open_files.get(inode)
-        if open_file is not None:
-            await self._publish_file(open_file)
-
-    async def _publish_file(self, open_file: OpenFile) -> None:
-        if open_file.dirty:
-            await self.client.publish_size(open_file.inode)
-            open_file.dirty = False
+        await self.client.publish_written(self.handles[fh].inode)
 
     @translated
     async def fsync(self, fh: int, datasync: bool) -> None:
-        inode = self.handles[fh].inode
-        await self.client.fsync(inode, datasync)
-        open_file = self.open_files.get(inode)
-        if open_file is not None and not datasync:
-            open_file.dirty = False  # an fdatasync may leave the mtime for close
+        await self.client.fsync(self.handles[fh].inode, datasync)
 
     @translated
     async def release(self, fh: int) -> None:
         handle = self.handles.pop(fh)
-        open_file = self.open_files[handle.inode]
-        open_file.handles -= 1
-        open_file.writable_handles -= handle.writable
         try:
-            if open_file.handles == 0:
-                del self.open_files[handle.inode]
-                await self._publish_file(open_file)
+            # The client decides whether this is the file's last handle here
+            # (then it publishes the size) before it awaits anything.
+            await self.client.closed(handle.inode, handle.writable, publish_written=True)
         finally:
-            await self.client.closed(handle.inode, handle.writable)
+            if not self._open_here(handle.inode):
+                self.open_files.pop(handle.inode, None)
 
     # --- extended attributes -------------------------------------------------------------
     @translated

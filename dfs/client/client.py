@@ -39,7 +39,8 @@ class Client:
         self.master = master
         self.io = chunk_io
         self.leases = chunk_io.leases
-        # Per file: open handles, the size owed and told, the size lock.
+        # Per file: open handles, the size shown, owed and told, the size lock. The
+        # mount reads these states here, and changes them through the methods below.
         self.files = chunk_io.files
 
     # --- namespace by inode ------------------------------------------------------------
@@ -83,6 +84,7 @@ class Client:
                 raise
             finally:
                 self.io.replicas_changed()
+            state.truncated(reply.attrs.size_bytes)
         return reply.attrs
 
     async def create(self, parent: int, name: bytes, mode: int, uid: int = 0, gid: int = 0,
@@ -193,6 +195,7 @@ class Client:
         await self.io.write(InodeId(inode), offset, data, wait=wait or synchronous)
         if synchronous:
             await self.fsync(inode)
+        self.files.get(inode).write_returned(offset + len(data))
         return len(data)
 
     async def fsync(self, inode: int, datasync: bool = False) -> None:
@@ -219,6 +222,9 @@ class Client:
                 nursery.start_soon(self.io.flush, InodeId(inode))
                 if size_bytes:
                     nursery.start_soon(self._write_end, inode, size_bytes)
+        state = self.files.find(inode)
+        if state is not None and not datasync:
+            state.written = False  # an fdatasync may leave the mtime for close
 
     async def _write_end(self, inode: int, size_bytes: int) -> None:
         """Tell the master the file's writes reach ``size_bytes`` (and set its mtime)."""
@@ -252,34 +258,43 @@ class Client:
         self.io.replicas_changed()
         if writable:
             await self.leases.opened_for_write(inode)
-        state = self.files.get(inode)
-        state.handles += 1
-        if state.handles == 1:
+        if self.files.get(inode).handle_opened(writable):
             await self.master.call(m.ClientToMasterHold(
                 session_id=self.master.session_id, inode=inode, held=True),
                 reply_type=m.EmptyReply)
 
-    async def closed(self, inode: int, writable: bool = False) -> None:
+    async def closed(self, inode: int, writable: bool = False, *,
+                     publish_written: bool = False) -> None:
         """One handle closed (every ``opened`` has one ``closed``).
+
+        ``publish_written`` (the mount's release): if it was the file's last
+        handle here and the file was written since its size was published,
+        publish it first. Which close is the last is decided before anything
+        awaits, so of two at once exactly one publishes.
 
         The lease goes only after the file's queued writes are on the replicas
         (or lost): the next writer must find them there.
         """
+        state = self.files.find(inode)
+        assert state is not None, f"inode {inode} closed more often than opened"
+        last = state.handle_closing(writable)
         try:
-            if writable:
-                try:
-                    await self.io.wait_written(inode)
-                finally:
-                    await self.leases.closed_for_write(inode)
+            try:
+                if last and publish_written:
+                    await self.publish_written(inode)
+            finally:
+                if writable:
+                    try:
+                        await self.io.wait_written(inode)
+                    finally:
+                        await self.leases.closed_for_write(inode)
         finally:
             await self._drop_hold(inode)
 
     async def _drop_hold(self, inode: int) -> None:
         state = self.files.find(inode)
-        assert state is not None, f"inode {inode} closed more often than opened"
-        assert state.handles > 0, f"inode {inode} closed more often than opened"
-        state.handles -= 1
-        if state.handles:
+        assert state is not None, f"inode {inode}: its state went while a close was under way"
+        if not state.handle_closed():
             return
         self.io.forget_write_error(inode)
         self.files.last_closed(state)
@@ -314,6 +329,16 @@ class Client:
         size_bytes = self.files.unpublished_bytes(inode)
         if size_bytes:
             await self._write_end(inode, size_bytes)
+        state = self.files.find(inode)
+        if state is not None:
+            state.written = False
+
+    async def publish_written(self, inode: int) -> None:
+        """``publish_size`` if the file was written here since its size was last
+        published (what a close does, close-to-open)."""
+        state = self.files.find(inode)
+        if state is not None and state.written:
+            await self.publish_size(inode)
 
     # --- by path, for tools and tests ------------------------------------------------
     async def resolve(self, path: str) -> m.FileAttrs:

@@ -13,8 +13,10 @@ import errno
 import os
 import random
 import stat
+from typing import Any
 
 import pyfuse3
+import pytest
 import trio
 
 from tests.fuse.kernel import (
@@ -31,6 +33,7 @@ from tests.fuse.kernel import (
     read_file,
     readdir,
 )
+from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.testing.cluster import SimCluster
 from vmstore.fuse.operations import VmstoreOperations
 
@@ -115,6 +118,36 @@ async def test_another_hosts_change_drops_the_kernels_attributes_at_open(
     for info in (reader, again):
         await operations.flush(info.fh)
         await operations.release(info.fh)
+
+
+async def test_of_two_releases_at_once_exactly_one_is_the_last(
+        cluster: SimCluster, operations: VmstoreOperations, monkeypatch: pytest.MonkeyPatch,
+        sim_clock: trio.abc.Clock) -> None:
+    """Two handles of a written file released at once, without a FLUSH first (as a
+    process's exit may): one release publishes the size, once, and the file is let go."""
+    inode = await create_file(operations, b"f")
+    first = await operations.open(inode, os.O_RDWR, ROOT)
+    second = await operations.open(inode, os.O_RDWR, ROOT)
+    await operations.write(first.fh, 0, b"x" * 10_000)
+    await operations.write(second.fh, 10_000, b"y" * 5_000)
+    told: list[int] = []
+    mutate = operations.client.master.mutate
+
+    async def recording(request: Any, **kwargs: Any) -> Any:
+        if isinstance(request, m.ClientToMasterWriteEnd):
+            told.append(request.size_bytes)
+        return await mutate(request, **kwargs)
+
+    monkeypatch.setattr(operations.client.master, "mutate", recording)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(operations.release, first.fh)
+        nursery.start_soon(operations.release, second.fh)
+    assert told == [15_000]
+    assert operations.open_files == {}
+    assert operations.client.files.find(inode) is None
+    assert operations.client.files.open_inodes() == []
+    async with cluster.client("client2") as other:
+        assert (await other.getattr(inode)).size_bytes == 15_000
 
 
 # --- setattr ---------------------------------------------------------------------------

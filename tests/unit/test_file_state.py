@@ -67,3 +67,36 @@ async def test_a_held_size_lock_keeps_its_state(monkeypatch: pytest.MonkeyPatch)
         assert files.find(2) is open_file
         assert files.find(3) is None
     assert len(files) == 3
+
+
+async def test_the_last_close_is_decided_when_it_begins_and_the_hold_lasts_to_its_end() -> None:
+    files = FileStates()
+    state = files.get(7)
+    assert state.handle_opened(writable=True)  # the first: the master is to hold the file
+    assert not state.handle_opened(writable=False)
+    state.write_returned(4096)
+    assert (state.handles, state.writable_handles, state.written) == (2, 1, True)
+    assert not state.handle_closing(writable=True)
+    assert state.handle_closing(writable=False)  # the last, though the first has not ended
+    assert (state.handles, state.writable_handles, state.closing) == (0, 0, 2)
+    assert files.open_inodes() == [7]  # held while closes are under way
+    assert not state.idle
+    assert not state.handle_opened(writable=False)  # held already
+    assert not state.written  # a first open starts afresh
+    assert state.handle_closing(writable=False)
+    assert not state.handle_closed()
+    assert not state.handle_closed()
+    assert state.handle_closed()
+    assert files.open_inodes() == []
+    files.last_closed(state)
+    assert files.find(7) is None
+
+
+async def test_the_size_shown_is_the_masters_unless_written_here() -> None:
+    state = FileStates().get(7)
+    assert state.showing(5000) == 5000
+    state.write_returned(6000)
+    assert state.showing(5000) == 6000  # the master does not know the write yet
+    assert state.showing(8000) == 8000
+    state.truncated(100)
+    assert state.showing(5000) == 5000
