@@ -1,0 +1,112 @@
+"""The metadata journal and the election against a real etcd (one member, its own port).
+
+* A leader's append lands; a deposed leader's append is refused (NotLeader) and
+  leaves nothing; the same entry appended twice (a lost answer, retried) counts once.
+* Two campaigns: one wins, the other waits; the winner's resignation lets it win.
+* A snapshot publishes whole, trims the journal before it, and reads back checked.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from vmstore.cli.local_cluster import free_port, wait_for_etcd
+from vmstore.dfs.errors import DamagedMetadata, NotLeader
+from vmstore.dfs.master.etcd_client import EtcdClient
+from vmstore.dfs.master.journal import JournalEntry, MetadataJournal
+from vmstore.dfs.master.leadership import Leadership
+
+
+@pytest.fixture
+def etcd_url(tmp_path: Path) -> Iterator[str]:
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd is not installed (Debian: etcd-server)")
+    client, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    process = subprocess.Popen(
+        ["etcd", "--data-dir", str(tmp_path / "etcd"), "--listen-client-urls", client,
+         "--advertise-client-urls", client, "--listen-peer-urls", peer,
+         "--initial-advertise-peer-urls", peer, "--initial-cluster", f"default={peer}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_etcd([client])
+        yield client
+    finally:
+        process.kill()
+        process.wait()
+
+
+def entry(seq: int, epoch: int, changes: bytes = b"x") -> JournalEntry:
+    return JournalEntry(seq, epoch, changes)
+
+
+def test_only_the_leader_appends_and_a_retried_append_counts_once(etcd_url: str) -> None:
+    async def main() -> None:
+        client = EtcdClient([etcd_url])
+        journal = MetadataJournal(client, "/test/")
+        first = Leadership(client, journal.keys.leader, "a:1")
+        old_epoch = await first.campaign()
+        await journal.append(entry(1, old_epoch))
+        await journal.append(entry(1, old_epoch))  # the answer was lost: the retry is a no-op
+        # Deposed (its lease revoked: what expiry does), another is elected.
+        await first.resign()
+        second = Leadership(client, journal.keys.leader, "b:1")
+        new_epoch = await second.campaign()
+        assert new_epoch > old_epoch
+        with pytest.raises(NotLeader):
+            await journal.append(entry(2, old_epoch))
+        await journal.append(entry(2, new_epoch))
+        with pytest.raises(NotLeader):  # a different entry 2: never two of one number
+            await journal.append(entry(2, new_epoch, b"other"))
+        assert [(e.seq, e.epoch) for e in await journal.read(0)] == [(1, old_epoch),
+                                                                     (2, new_epoch)]
+        assert [e.seq for e in await journal.read(1)] == [2]
+        await client.aclose()
+
+    trio.run(main)
+
+
+def test_a_second_campaign_waits_until_the_leader_resigns(etcd_url: str) -> None:
+    async def main() -> None:
+        client = EtcdClient([etcd_url])
+        first = Leadership(client, b"/test/leader", "a:1")
+        await first.campaign()
+        second = Leadership(client, b"/test/leader", "b:1")
+        with trio.move_on_after(1.5) as waited:
+            await second.campaign()
+        assert waited.cancelled_caught, "two leaders at once"
+        assert await second.current_leader() == ("a:1", first.epoch)
+        await first.resign()
+        with trio.fail_after(5):
+            assert await second.campaign() > first.epoch
+        await client.aclose()
+
+    trio.run(main)
+
+
+def test_a_snapshot_trims_the_journal_and_reads_back_checked(etcd_url: str) -> None:
+    async def main() -> None:
+        client = EtcdClient([etcd_url])
+        journal = MetadataJournal(client, "/test/")
+        leader = Leadership(client, journal.keys.leader, "a:1")
+        epoch = await leader.campaign()
+        for seq in range(1, 6):
+            await journal.append(entry(seq, epoch))
+        database = bytes(range(256)) * 9000  # more than one part
+        header = await journal.publish_snapshot(3, epoch, "cluster-1", database)
+        assert await journal.snapshot_header() == header
+        assert await journal.fetch_snapshot(header) == database
+        assert [e.seq for e in await journal.read(3)] == [4, 5]
+        assert await journal.first_seq() == 4
+        # A damaged part is found, not installed.
+        await client.put(journal.keys.part(3, 0), b"rot")
+        with pytest.raises(DamagedMetadata, match="hash"):
+            await journal.fetch_snapshot(header)
+        await client.aclose()
+
+    trio.run(main)
