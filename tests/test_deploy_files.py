@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from vmstore.cli.config import load_config
+from vmstore.cli.local_cluster import ETCD_REQUEST_BYTES_MAX
+from vmstore.dfs.constants import JOURNAL_ENTRY_BYTES_MAX
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
@@ -21,6 +23,8 @@ def verify(name: str, text: str, directory: Path) -> list[str]:
         pytest.skip("systemd-analyze is not installed (Debian package systemd)")
     # ExecStart must name an existing binary; the installed vmstore may not be there.
     text = text.replace("/usr/local/bin/vmstore", shutil.which("true") or "/bin/true")
+    if not Path("/usr/bin/etcd").exists():  # etcd-server is not installed here
+        text = text.replace("/usr/bin/etcd", shutil.which("true") or "/bin/true")
     (directory / name).write_text(text)
     result = subprocess.run([analyze, "verify", "--man=no", str(directory / name)],
                             capture_output=True, text=True, timeout=60)
@@ -45,3 +49,28 @@ def test_example_config_loads() -> None:
     config = load_config(DEPLOY / "config" / "vmstore.toml")
     assert (config.master_host, config.master_port) == ("10.0.0.1", 9420)
     assert config.host_label == "rack1-host3"
+
+
+def exec_start(unit: str) -> list[str]:
+    text = (DEPLOY / "systemd" / unit).read_text()
+    return next(line for line in text.splitlines()
+                if line.startswith("ExecStart="))[len("ExecStart="):].split()
+
+
+def test_the_etcd_unit_runs_etcd_as_metadata_ha_needs() -> None:
+    command = exec_start("vmstore-etcd.service")
+    assert command[0] == "/usr/bin/etcd"
+    request_bytes = int(command[command.index("--max-request-bytes") + 1])
+    # One group commit is one journal entry; the local cluster's etcd says the same.
+    assert request_bytes == ETCD_REQUEST_BYTES_MAX > JOURNAL_ENTRY_BYTES_MAX
+    assert command[command.index("--auto-compaction-mode") + 1] == "periodic"
+    assert "--auto-compaction-retention" in command
+
+
+def test_the_ha_master_unit_joins_a_group() -> None:
+    command = exec_start("vmstore-master-ha.service")
+    assert command[:2] == ["/usr/local/bin/vmstore", "master"]
+    for flag in ("--etcd", "--advertise", "--listen", "--data-dir"):
+        assert flag in command, flag
+    listen = command[command.index("--listen") + 1]
+    assert not listen.endswith(":0"), "an HA master needs a fixed port"
