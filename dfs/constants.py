@@ -206,6 +206,10 @@ QUARANTINE_CHECK_CHUNKS_MAX = 1024
 # Space pressure: with less than this share of the data directory's file system
 # free, quarantined replicas are purged, oldest first, retention or not.
 QUARANTINE_PRESSURE_FREE_FRACTION = 0.05
+# Owner records (file and chunk index, for `vmstore recover`) the master sends in
+# one registration reply, for replicas written before records existed; about 25
+# bytes each on the wire, so 100,000 stay well inside MAX_FRAME_BODY_BYTES.
+REGISTRATION_OWNERS_MAX = 100_000
 
 # --- client --------------------------------------------------------------
 # Directory entries a client asks the master for in one readdir call.

@@ -23,7 +23,8 @@ File format, one file per replica at
 ``DATA_DIR/chunks/<chunk_id & 0xff as 2 hex>/<chunk_id as 16 hex>.chunk``::
 
     offset 0       header, 4096 bytes: b"VMSCHNK1", u64 chunk_id, u64 version,
-                   u32 crc32 of the 24 bytes before it; the rest zero
+                   u32 crc32 of the 24 bytes before it; at 64 the owner record
+                   (inode, chunk index; zeros in a replica from before records)
     offset 4096    CRC table: BLOCKS_PER_CHUNK u32 (64 KiB), the crc32 of each
                    4 KiB data block; ZERO_BLOCK_CRC for a block of zeros
     DATA_OFFSET    data: CHUNK_SIZE_BYTES, sparse; zero blocks are holes
@@ -55,7 +56,7 @@ Caveats, honestly:
   bad block, indistinguishable from corrupt data. CRC32 catches every burst
   error up to 32 bits and random damage with probability 1 - 2**-32; it is
   no defence against deliberate tampering.
-* ``set_version`` rewrites the header in place. Should a crash tear it,
+* ``set_version`` and ``set_owner`` rewrite the header in place. Should a crash tear it,
   the header checksum fails and the replica is moved aside (lost, so the
   master re-replicates it), never read with a wrong version.
 * ``delete`` moves the replica into ``quarantine/`` (``dfs.chunkserver.
@@ -87,7 +88,7 @@ from vmstore.dfs.chunkserver.data_dir import (
     fsync_dir,
     is_chunk_subdir,
     mkdir_new,
-    read_version,
+    read_header,
     replica_path,
 )
 from vmstore.dfs.chunkserver.quarantine import Quarantine
@@ -95,6 +96,7 @@ from vmstore.dfs.chunkserver.replica_file import (
     Buffer,
     OpenReplica,
     pwrite_all,
+    store_owner,
     store_version,
     sync_replica,
 )
@@ -118,8 +120,10 @@ from vmstore.dfs.protocol.replica_format import (
     ZERO_BLOCK,
     ZERO_BLOCK_CRC,
     DamagedReplica,
+    ReplicaOwner,
     chunk_name,
     decode_header,
+    decode_owner,
     encode_header,
     is_zero,
     pread_full,
@@ -197,8 +201,9 @@ class ChunkStore:
         self.close()
 
     # --- whole replicas -----------------------------------------------------
-    def create(self, chunk_id: int, version: int) -> None:
-        """A new, all-zero replica, durable when this returns; Exists if there is one."""
+    def create(self, chunk_id: int, version: int, owner: ReplicaOwner | None = None) -> None:
+        """A new, all-zero replica, durable when this returns; Exists if there is one.
+        *owner* (the file and index the chunk belongs to) goes in its header."""
         check_id(chunk_id)
         check_version(version)
         path = self._path(chunk_id)
@@ -208,7 +213,7 @@ class ChunkStore:
             fsync_dir(self._chunks_dir)
         # Built complete under tmp/ and linked into place, so the name never
         # points to a half-written file, and link() fails if the name exists.
-        tmp, fd, crcs = self._new_file(chunk_id, version)
+        tmp, fd, crcs = self._new_file(chunk_id, version, owner)
         try:
             os.fsync(fd)
             try:
@@ -226,16 +231,17 @@ class ChunkStore:
                 # A concurrent call opened the new file already; keep its fd.
                 os.close(fd)
             else:
-                self._open[chunk_id] = OpenReplica(chunk_id, fd, version, crcs)
+                self._open[chunk_id] = OpenReplica(chunk_id, fd, version, crcs, owner=owner)
                 self._evict()
 
-    def _new_file(self, chunk_id: int, version: int) -> tuple[Path, int, array[int]]:
+    def _new_file(self, chunk_id: int, version: int,
+                  owner: ReplicaOwner | None) -> tuple[Path, int, array[int]]:
         """An all-zero replica file under tmp/, not linked anywhere: (path, fd, table)."""
         tmp = self._tmp_dir / f"{chunk_id:016x}.{threading.get_ident():x}.{time.time_ns()}.tmp"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         try:
             os.ftruncate(fd, FILE_SIZE_BYTES)
-            pwrite_all(fd, [encode_header(chunk_id, version)], 0)
+            pwrite_all(fd, [encode_header(chunk_id, version, owner)], 0)
             crcs = array("I", [ZERO_BLOCK_CRC]) * BLOCKS_PER_CHUNK
             pwrite_all(fd, [table_bytes(crcs)], CRC_TABLE_OFFSET)
         except BaseException:
@@ -245,13 +251,14 @@ class ChunkStore:
         return tmp, fd, crcs
 
     # --- copies made aside (the replicator) -----------------------------------
-    def stage(self, chunk_id: int, version: int) -> StagedReplica:
+    def stage(self, chunk_id: int, version: int,
+              owner: ReplicaOwner | None = None) -> StagedReplica:
         """A new replica built under tmp/, beside any replica of the chunk here, which
         stays in place, read and reported as before, until ``install``."""
         check_id(chunk_id)
         check_version(version)
-        path, fd, crcs = self._new_file(chunk_id, version)
-        return StagedReplica(OpenReplica(chunk_id, fd, version, crcs), path)
+        path, fd, crcs = self._new_file(chunk_id, version, owner)
+        return StagedReplica(OpenReplica(chunk_id, fd, version, crcs, owner=owner), path)
 
     def write_staged(self, staged: StagedReplica, offset: int, length: int, payload: Buffer,
                      zero_ranges: Sequence[tuple[int, int]]) -> None:
@@ -283,8 +290,8 @@ class ChunkStore:
         with self._lock:
             old = self._open.get(replica.chunk_id)
             try:
-                version = old.version if old is not None else read_version(
-                    str(path), replica.chunk_id)
+                version = old.version if old is not None else read_header(
+                    str(path), replica.chunk_id)[0]
                 self.quarantine.keep_copy(path, replica.chunk_id, version)
             except (FileNotFoundError, DamagedReplica):
                 pass  # nothing, or nothing of use, in place
@@ -387,9 +394,24 @@ class ChunkStore:
         with self._use(chunk_id) as replica:
             sync_replica(replica)
 
+    def set_owner(self, chunk_id: int, version: int, owner: ReplicaOwner) -> None:
+        """Record the file and index the chunk belongs to in the replica's header,
+        durably (a replica from before owner records, upgraded in place);
+        StaleChunkVersion unless it is *version* now."""
+        check_id(chunk_id)
+        check_version(version)
+        with self._use(chunk_id) as replica:
+            check_current(replica, version)
+            if replica.owner != owner:
+                store_owner(replica, owner)
+
     def list_chunks(self) -> list[tuple[ChunkId, ChunkVersion]]:
         """Every replica on disk, sorted; files that are not replicas move to damaged/."""
-        found: list[tuple[ChunkId, ChunkVersion]] = []
+        return [(chunk_id, version) for chunk_id, version, _ in self.list_replicas()]
+
+    def list_replicas(self) -> list[tuple[ChunkId, ChunkVersion, ReplicaOwner | None]]:
+        """``list_chunks`` with each replica's owner record (None: it has none)."""
+        found: list[tuple[ChunkId, ChunkVersion, ReplicaOwner | None]] = []
         for subdir in sorted(os.scandir(self._chunks_dir), key=lambda entry: entry.name):
             if not is_chunk_subdir(subdir):
                 self._move_aside(Path(subdir.path), "not a chunk subdirectory")
@@ -514,7 +536,8 @@ class ChunkStore:
             version = decode_header(raw[:HEADER_SIZE_BYTES], chunk_id)
             if len(raw) < DATA_OFFSET:
                 raise DamagedReplica("CRC table truncated")
-            return OpenReplica(chunk_id, fd, version, table_from_bytes(raw[CRC_TABLE_OFFSET:]))
+            return OpenReplica(chunk_id, fd, version, table_from_bytes(raw[CRC_TABLE_OFFSET:]),
+                               owner=decode_owner(raw[:HEADER_SIZE_BYTES]))
         except DamagedReplica as damage:
             os.close(fd)
             self._move_aside(path, str(damage))
@@ -540,13 +563,15 @@ class ChunkStore:
         finally:
             os.close(replica.fd)
 
-    def _scan_entry(self, subdir: str, entry: os.DirEntry[str]) -> tuple[ChunkId, ChunkVersion]:
+    def _scan_entry(self, subdir: str, entry: os.DirEntry[str]
+                    ) -> tuple[ChunkId, ChunkVersion, ReplicaOwner | None]:
         chunk_id = chunk_id_of(subdir, entry)
         with self._lock:
             cached = self._open.get(chunk_id)
             if cached is not None:
-                return ChunkId(chunk_id), ChunkVersion(cached.version)
-        return ChunkId(chunk_id), ChunkVersion(read_version(entry.path, chunk_id))
+                return ChunkId(chunk_id), ChunkVersion(cached.version), cached.owner
+        version, owner = read_header(entry.path, chunk_id)
+        return ChunkId(chunk_id), ChunkVersion(version), owner
 
     def _move_aside(self, path: Path, reason: str) -> None:
         """Keep a file that is not a replica for a human to look at; never raises."""

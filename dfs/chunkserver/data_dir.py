@@ -8,7 +8,7 @@ Layout, under the data directory::
     tmp/       replicas being created, linked into chunks/ when complete
 
 Promise: ``chunk_id_of`` accepts only a regular file whose name is a valid
-chunk id in the subdirectory that id belongs to, and ``read_version`` only
+chunk id in the subdirectory that id belongs to, and ``read_header`` only
 a header that checks out for that id; anything else is DamagedReplica, for
 ChunkStore to move aside. ``fsync_dir`` makes a directory's entries durable.
 
@@ -26,7 +26,9 @@ from vmstore.dfs.protocol.replica_format import (
     HEADER_SIZE_BYTES,
     MAX_CHUNK_ID,
     DamagedReplica,
+    ReplicaOwner,
     decode_header,
+    decode_owner,
     pread_full,
 )
 
@@ -50,14 +52,14 @@ def chunk_id_of(subdir: str, entry: os.DirEntry[str]) -> int:
     return chunk_id
 
 
-def read_version(path: str, chunk_id: int) -> int:
-    """The version in the header of the replica file at *path*, which is *chunk_id*'s."""
+def read_header(path: str, chunk_id: int) -> tuple[int, ReplicaOwner | None]:
+    """(version, owner record or None) of the replica file at *path*, *chunk_id*'s."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         header = pread_full(fd, HEADER_SIZE_BYTES, 0)
     finally:
         os.close(fd)
-    return decode_header(header, chunk_id)
+    return decode_header(header, chunk_id), decode_owner(header)
 
 
 def replica_path(chunks_dir: Path, chunk_id: int) -> Path:

@@ -37,15 +37,18 @@ from vmstore.dfs.errors import (
     ChunkNotFound,
     ClusterMismatch,
     DfsError,
+    InvalidArgument,
     PeerUnavailable,
     ProtocolError,
     ReplicaUnavailable,
+    StaleChunkVersion,
     unwrapped_errors,
 )
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import REGISTRY
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.cluster_identity import ClusterIdentity, refusal
+from vmstore.dfs.protocol.replica_format import ReplicaOwner
 from vmstore.dfs.protocol.rpc import Connection, open_connection
 
 log = logging.getLogger(__name__)
@@ -110,6 +113,7 @@ class MasterLink:
         self.replicator = replicator
         self.damage_reports = damage_reports
         self._connection: Connection | None = None  # while registered
+        self._owners_to_record: list[m.ChunkOwner] = []  # from the last registration
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Stay registered forever; ``started`` after the first registration."""
@@ -135,6 +139,7 @@ class MasterLink:
                         with unwrapped_errors():
                             async with trio.open_nursery() as nursery:
                                 nursery.start_soon(self._send_damage_reports, connection)
+                                nursery.start_soon(self._record_owners)
                                 await self._heartbeat_until_closed(connection)
                                 nursery.cancel_scope.cancel()
                     finally:
@@ -177,7 +182,8 @@ class MasterLink:
                 raise
 
     async def _register(self, connection: Connection) -> None:
-        chunks = await self.disk(2**30, self.store.list_chunks)
+        replicas = await self.disk(2**30, self.store.list_replicas)
+        chunks = [(chunk_id, version) for chunk_id, version, _ in replicas]
         bytes_total, bytes_used = self.store.space()
         accepted = self.accepted or ClusterIdentity("", 0, "")
         reply, _ = await connection.call(m.ChunkserverToMasterRegister(
@@ -187,12 +193,14 @@ class MasterLink:
             chunks=[m.ChunkReport(chunk_id=c, version=v) for c, v in chunks],
             cluster_id=accepted.cluster_id, generation=accepted.generation,
             incarnation=accepted.incarnation,
+            unowned_chunks=[chunk_id for chunk_id, _, owner in replicas if owner is None],
         ), timeout_s=RPC_TIMEOUT_S * 4, reply_type=m.MasterToChunkserverRegistered)
         await self._accept_master(ClusterIdentity(reply.cluster_id, reply.generation,
                                                   reply.incarnation))
         self.identity.server_id = reply.server_id
         self.chunk_count = len(chunks)  # each stale one is subtracted as it is deleted
         self.registrations += 1
+        self._owners_to_record = list(reply.owners)
         for stale in reply.stale_chunks:
             try:
                 await self._delete(stale.chunk_id, stale.version, "stale")
@@ -202,6 +210,27 @@ class MasterLink:
                                         error=str(error)))
         log.info("registered with master as chunkserver %d (%d replicas, %d stale deleted)",
                  self.identity.server_id, len(chunks), len(reply.stale_chunks))
+
+    async def _record_owners(self) -> None:
+        """Write the owner records the master sent (replicas from before records get
+        theirs, for `vmstore recover`), one replica at a time, in the background: not
+        urgent, and each costs a header write and an fdatasync."""
+        owners, self._owners_to_record = self._owners_to_record, []
+        recorded = 0
+        for owner in owners:
+            try:
+                await self.disk(0, self.store.set_owner, owner.chunk_id, owner.version,
+                                ReplicaOwner(owner.inode, owner.index))
+                recorded += 1
+            except (ChunkNotFound, StaleChunkVersion, InvalidArgument):
+                continue  # gone or changed since the report; its next one asks again
+            except OSError as error:
+                log.warning("could not record the owner of chunk %d: %s", owner.chunk_id,
+                            error, extra=about("owner_record_failed", chunk=owner.chunk_id,
+                                               error=str(error)))
+        if owners:
+            log.info("recorded the file and index of %d replicas (of %d named)", recorded,
+                     len(owners), extra=about("owner_records_written", count=recorded))
 
     async def _accept_master(self, master: ClusterIdentity) -> None:
         """Raise ClusterMismatch for a master this chunkserver must refuse (the master
@@ -248,7 +277,8 @@ class MasterLink:
 
     async def _obey(self, request: m.Request) -> None:
         if isinstance(request, m.MasterToChunkserverCreateChunk):
-            await self.disk(0, self.store.create, request.chunk_id, request.version)
+            owner = ReplicaOwner(request.inode, request.index) if request.inode else None
+            await self.disk(0, self.store.create, request.chunk_id, request.version, owner)
             self.chunk_count += 1
         elif isinstance(request, m.MasterToChunkserverSetVersion):
             await self.disk(0, self._set_version, request)

@@ -3,7 +3,7 @@
 Promise: ``pwrite_all`` writes every byte it is given or raises OSError;
 once ``sync_replica`` returns, what was written and punched since the last
 sync is durable; ``store_version`` puts a version on disk only after the
-data it vouches for.
+data it vouches for. Every header written keeps the replica's owner record.
 
 Synchronous, and no locking here: the caller holds the replica's lock
 (``ChunkStore._use``). The format of the file is in
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from vmstore.dfs.protocol.replica_format import encode_header
+from vmstore.dfs.protocol.replica_format import ReplicaOwner, encode_header
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
@@ -64,6 +64,8 @@ class OpenReplica:
     dirty: bool = False  # written since the last fdatasync
     punched: bool = False  # holes punched since the last fsync
     retired: bool = False  # deleted: close the fd once the last user leaves
+    # The file and index the header names; None: a replica from before owner records.
+    owner: ReplicaOwner | None = None
 
 
 def pwrite_all(fd: int, buffers: Sequence[Buffer], offset: int) -> None:
@@ -117,6 +119,13 @@ def sync_replica(replica: OpenReplica) -> None:
 def store_version(replica: OpenReplica, version: int) -> None:
     # Data first: a version on disk never vouches for data that is not.
     sync_replica(replica)
-    pwrite_all(replica.fd, [encode_header(replica.chunk_id, version)], 0)
+    pwrite_all(replica.fd, [encode_header(replica.chunk_id, version, replica.owner)], 0)
     os.fdatasync(replica.fd)
     replica.version = version
+
+
+def store_owner(replica: OpenReplica, owner: ReplicaOwner) -> None:
+    """Put the owner record in the header (same version), durably."""
+    pwrite_all(replica.fd, [encode_header(replica.chunk_id, replica.version, owner)], 0)
+    os.fdatasync(replica.fd)
+    replica.owner = owner

@@ -27,6 +27,7 @@ from vmstore.dfs.constants import (
 )
 from vmstore.dfs.errors import DfsError, ReplicaUnavailable
 from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.replica_format import ReplicaOwner
 from vmstore.dfs.protocol.rpc import ConnectionPool
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ class Replicator:
                                      f" chunkserver's disk: {error}") from None
 
     async def _replicate(self, request: m.MasterToChunkserverReplicate) -> None:
-        staged = await self.disk(0, self.store.stage, request.chunk_id, request.version)
+        owner = ReplicaOwner(request.inode, request.index) if request.inode else None
+        staged = await self.disk(0, self.store.stage, request.chunk_id, request.version, owner)
         try:
             started = trio.current_time()
             copied = 0

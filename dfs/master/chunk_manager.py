@@ -173,7 +173,8 @@ class ChunkManager:
     async def _create_and_attach(self, inode: InodeId, index: int, chunk_id: ChunkId,
                                  chosen: list[ServerId], writer_label: str) -> ChunkLocation:
         created = await self._command_all(
-            chosen, lambda _: MasterToChunkserverCreateChunk(chunk_id=chunk_id, version=1))
+            chosen, lambda _: MasterToChunkserverCreateChunk(chunk_id=chunk_id, version=1,
+                                                             inode=inode, index=index))
         if not created:
             raise ReplicaUnavailable(f"no chunkserver could create chunk {chunk_id}")
 
@@ -339,10 +340,12 @@ class ChunkManager:
             sources = [self.registry.chunkservers[h].address for h in holders
                        if not self.damage.is_damaged(chunk_id, h)]
             capability = self.signer.read(0, chunk_id, life_s=REPLICATION_TIMEOUT_S)
+            owner = self.chunks.file_of_chunk(chunk_id)  # for the copy's header
+            inode, index = owner if owner is not None else (0, 0)
             assert target.connection is not None
             await target.connection.call(MasterToChunkserverReplicate(
-                chunk_id=chunk_id, version=version, sources=sources, capability=capability),
-                timeout_s=REPLICATION_TIMEOUT_S)
+                chunk_id=chunk_id, version=version, sources=sources, capability=capability,
+                inode=inode, index=index), timeout_s=REPLICATION_TIMEOUT_S)
             await self.committer.run(lambda: self.writer_chunks.add_replica(chunk_id,
                                                                             target.server_id))
             log.info("chunk %d copied to chunkserver %d (now %d replicas)", chunk_id,

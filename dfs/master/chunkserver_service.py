@@ -13,7 +13,11 @@ from typing import Any
 
 import trio
 
-from vmstore.dfs.constants import HEARTBEAT_INTERVAL_S, QUARANTINE_CHECK_CHUNKS_MAX
+from vmstore.dfs.constants import (
+    HEARTBEAT_INTERVAL_S,
+    QUARANTINE_CHECK_CHUNKS_MAX,
+    REGISTRATION_OWNERS_MAX,
+)
 from vmstore.dfs.errors import AccessDenied, ClusterMismatch, ProtocolError
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.master.chunk_manager import ChunkManager
@@ -57,13 +61,14 @@ class ChunkserverService:
                        request: m.ChunkserverToMasterRegister) -> m.Message:
         self._refuse_a_mismatch(request)
 
-        def change() -> tuple[ServerId, list[m.ChunkReport], bool]:
+        def change() -> tuple[ServerId, list[m.ChunkReport], bool, list[m.ChunkOwner]]:
             server_id = self.writer_chunks.register_server(
                 request.server_uuid, request.host, request.port, request.host_label)
             stale = self.chunk_manager.reconcile_report(server_id, request.chunks)
-            return server_id, stale, self.writer_chunks.is_draining(server_id)
+            owners = self._owners(server_id, request)
+            return server_id, stale, self.writer_chunks.is_draining(server_id), owners
 
-        server_id, stale, draining = await self.committer.run(change)
+        server_id, stale, draining, owners = await self.committer.run(change)
         previous = self.registry.chunkservers.get(server_id)
         if previous is not None and previous.connection is not None:
             previous.connection.close()  # the same server reconnected: the old link is dead
@@ -83,7 +88,28 @@ class ChunkserverService:
             self.chunk_manager.deletions_wanted.set()
         return m.MasterToChunkserverRegistered(
             server_id=server_id, stale_chunks=stale, cluster_id=self.identity.cluster_id,
-            generation=self.identity.generation, incarnation=self.identity.incarnation)
+            generation=self.identity.generation, incarnation=self.identity.incarnation,
+            owners=owners)
+
+    def _owners(self, server_id: ServerId,
+                request: m.ChunkserverToMasterRegister) -> list[m.ChunkOwner]:
+        """The owner records of the replicas reported without one that the master just
+        counted as current there (inside the registration's commit): how replicas from
+        before records get theirs. At most REGISTRATION_OWNERS_MAX; the rest next time."""
+        if not request.unowned_chunks:
+            return []
+        versions = {report.chunk_id: report.version for report in request.chunks}
+        held = self.writer_chunks.chunks_on_server(server_id)
+        owners: list[m.ChunkOwner] = []
+        for chunk_id in request.unowned_chunks:
+            if len(owners) >= REGISTRATION_OWNERS_MAX:
+                break
+            owner = self.writer_chunks.file_of_chunk(ChunkId(chunk_id))
+            if owner is None or chunk_id not in held or chunk_id not in versions:
+                continue
+            owners.append(m.ChunkOwner(chunk_id=chunk_id, version=versions[chunk_id],
+                                       inode=owner[0], index=owner[1]))
+        return owners
 
     def _refuse_a_mismatch(self, request: m.ChunkserverToMasterRegister) -> None:
         """Raise ClusterMismatch before the report touches the metadata if the chunkserver

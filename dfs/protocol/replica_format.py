@@ -15,12 +15,22 @@ both import it: one implementation of the checks, not two that drift.
 Layout, one file per replica::
 
     offset 0       header, 4096 bytes: b"VMSCHNK1", u64 chunk_id, u64 version,
+                   u32 crc32 of the 24 bytes before it; then at OWNER_OFFSET (64)
+                   the owner record: b"VMSOWNR1", u64 inode, u64 chunk index,
                    u32 crc32 of the 24 bytes before it; the rest zero
     offset 4096    CRC table: BLOCKS_PER_CHUNK u32 (64 KiB), the crc32 of each
                    4 KiB data block; ZERO_BLOCK_CRC for a block of zeros
     DATA_OFFSET    data: CHUNK_SIZE_BYTES, sparse; zero blocks are holes
 
 All integers are little-endian.
+
+The owner record names the file (inode) and the chunk's index in it, so that
+``vmstore recover`` can rebuild files from replicas alone when every copy of
+the metadata is gone. It came after the format: a replica written before it
+has zeros there and reads as before (``decode_owner`` gives None); the master
+sends the record at the chunkserver's next registration (``set_owner``). A
+reader that predates it ignores the record. A record whose checksum fails is
+no record (the replica's data is not in doubt for it).
 
 Caveats, honestly:
 
@@ -44,6 +54,7 @@ import sys
 import zlib
 from array import array
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TypeAlias
 
 from vmstore.dfs.constants import BLOCK_SIZE_BYTES, BLOCKS_PER_CHUNK, CHUNK_SIZE_BYTES
@@ -66,7 +77,12 @@ ZERO_BLOCK_CRC = zlib.crc32(ZERO_BLOCK)
 
 HEADER = struct.Struct("<8sQQ")
 CRC = struct.Struct("<I")
-# The bytes of the header that carry meaning (the rest of its 4 KiB is zero).
+OWNER_MAGIC = b"VMSOWNR1"
+OWNER_OFFSET = 64
+OWNER = struct.Struct("<8sQQ")
+MAX_INODE = 2**63 - 1
+MAX_CHUNK_INDEX = 2**63 - 1
+# The bytes of the header every reader checks (the owner record is read apart).
 HEADER_USED_BYTES = HEADER.size + CRC.size
 # Reads, verifies and zero-fills go at most this far per call, which bounds
 # the memory a scrub of a whole chunk needs.
@@ -85,6 +101,14 @@ class DamagedReplica(Exception):
     """A replica file that is not one of ours; the message says why."""
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaOwner:
+    """The file a replica's chunk belongs to: its inode, and the chunk's index in it."""
+
+    inode: int
+    index: int
+
+
 def chunk_name(chunk_id: int) -> str:
     return f"chunk {chunk_id:016x}"
 
@@ -101,9 +125,32 @@ def is_zero(buffer: Buffer) -> bool:
 
 
 # --- header and table ---------------------------------------------------------
-def encode_header(chunk_id: int, version: int) -> bytes:
+def encode_header(chunk_id: int, version: int, owner: ReplicaOwner | None = None) -> bytes:
+    """The header's 4096 bytes; without an owner, the format from before owner records."""
     body = HEADER.pack(MAGIC, chunk_id, version)
-    return (body + CRC.pack(zlib.crc32(body))).ljust(HEADER_SIZE_BYTES, b"\0")
+    header = (body + CRC.pack(zlib.crc32(body))).ljust(OWNER_OFFSET, b"\0")
+    if owner is not None:
+        assert 0 < owner.inode <= MAX_INODE
+        assert 0 <= owner.index <= MAX_CHUNK_INDEX
+        record = OWNER.pack(OWNER_MAGIC, owner.inode, owner.index)
+        header += record + CRC.pack(zlib.crc32(record))
+    return header.ljust(HEADER_SIZE_BYTES, b"\0")
+
+
+def decode_owner(raw: bytes) -> ReplicaOwner | None:
+    """The owner record of a header; None if it has none (written before records
+    existed) or one that does not check out."""
+    if len(raw) < OWNER_OFFSET + OWNER.size + CRC.size:
+        return None
+    magic, inode, index = OWNER.unpack_from(raw, OWNER_OFFSET)
+    if magic != OWNER_MAGIC:
+        return None
+    crc_offset = OWNER_OFFSET + OWNER.size
+    if CRC.unpack_from(raw, crc_offset)[0] != zlib.crc32(raw[OWNER_OFFSET:crc_offset]):
+        return None
+    if not 0 < inode <= MAX_INODE or index > MAX_CHUNK_INDEX:
+        return None
+    return ReplicaOwner(int(inode), int(index))
 
 
 def decode_header(raw: bytes, chunk_id: int) -> int:

@@ -39,7 +39,7 @@ from typing import Any
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore, StagedReplica
 from vmstore.dfs.constants import BLOCK_SIZE_BYTES, BLOCKS_PER_CHUNK
-from vmstore.dfs.protocol.replica_format import DATA_OFFSET
+from vmstore.dfs.protocol.replica_format import DATA_OFFSET, ReplicaOwner
 from vmstore.dfs.types import ChunkVersion
 
 HANG_LIMIT_S = 600.0
@@ -122,9 +122,9 @@ class FaultyChunkStore(ChunkStore):
         raise OSError(errno.EIO, f"{operation}: I/O error ({how}, {self.data_dir})")
 
     # --- the store's operations -------------------------------------------------
-    def create(self, chunk_id: int, version: int) -> None:
+    def create(self, chunk_id: int, version: int, owner: ReplicaOwner | None = None) -> None:
         self._before("create")
-        super().create(chunk_id, version)
+        super().create(chunk_id, version, owner)
 
     def delete(self, chunk_id: int) -> Path:
         self._before("delete")

@@ -9,7 +9,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 from vmstore.dfs.protocol.messages.base import U63, EmptyReply, Message, Port, Request
-from vmstore.dfs.protocol.messages.records import Capability, ChunkReport, ReplicaAddress
+from vmstore.dfs.protocol.messages.records import (
+    Capability,
+    ChunkOwner,
+    ChunkReport,
+    ReplicaAddress,
+)
 
 
 class MasterToChunkserverRegistered(Message, frozen=True, kw_only=True):
@@ -22,6 +27,9 @@ class MasterToChunkserverRegistered(Message, frozen=True, kw_only=True):
     cluster_id: str = ""  # uuid of the master's cluster
     generation: U63 = 0  # of the master's metadata, moved forward at every master start
     incarnation: str = ""  # uuid of this master start
+    # The owner records the chunkserver's replicas lacked (``unowned_chunks``), for it
+    # to write in their headers; at most REGISTRATION_OWNERS_MAX, the rest next time.
+    owners: list[ChunkOwner] = []
 
 
 class ChunkserverToMasterRegister(Request, frozen=True, kw_only=True):
@@ -41,6 +49,9 @@ class ChunkserverToMasterRegister(Request, frozen=True, kw_only=True):
     cluster_id: str = ""
     generation: U63 = 0
     incarnation: str = ""
+    # Of ``chunks``, those whose replica header has no owner record (written before
+    # records existed); the reply names their owners.
+    unowned_chunks: list[U63] = []
 
 
 class ChunkserverToMasterHeartbeat(Request, frozen=True, kw_only=True):
@@ -53,12 +64,15 @@ class ChunkserverToMasterHeartbeat(Request, frozen=True, kw_only=True):
 
 
 class MasterToChunkserverCreateChunk(Request, frozen=True, kw_only=True):
-    """Create an empty replica (all holes) at ``version``."""
+    """Create an empty replica (all holes) at ``version``, its header naming the file
+    ``inode`` and the chunk's ``index`` in it (inode 0: not known, no owner record)."""
 
     TYPE: ClassVar[int] = 210
     REPLY: ClassVar[type[Message]] = EmptyReply
     chunk_id: U63
     version: U63
+    inode: U63 = 0
+    index: U63 = 0
 
 
 class MasterToChunkserverSetVersion(Request, frozen=True, kw_only=True):
@@ -105,6 +119,8 @@ class MasterToChunkserverReplicate(Request, frozen=True, kw_only=True):
     version: U63
     sources: list[ReplicaAddress]
     capability: Capability | None = None  # READ of the chunk, shown to the sources
+    inode: U63 = 0  # the file and index the copy's header names; 0: not known
+    index: U63 = 0
 
 
 class MasterToChunkserverFence(Request, frozen=True, kw_only=True):

@@ -90,3 +90,13 @@ class ChunkLocation(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
 class ChunkReport(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     chunk_id: U63
     version: U63
+
+
+class ChunkOwner(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """The file a chunk belongs to, for the owner record of its replicas' headers
+    (``replica_format``): what ``vmstore recover`` rebuilds files from."""
+
+    chunk_id: U63
+    version: U63  # the replica's current version; a replica at another is left as it is
+    inode: U63
+    index: U63  # the chunk's index in the file (byte offset // CHUNK_SIZE_BYTES)
