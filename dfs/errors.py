@@ -248,6 +248,13 @@ class EtcdUnavailable(DfsError):
     code = 43
 
 
+class JournalTrimmed(DfsError):
+    """A standby's copy is older than the oldest entry the HA journal keeps (it was down
+    while a snapshot trimmed it): the copy is rebuilt from the snapshot."""
+
+    code = 45
+
+
 class NotLeader(MasterUnavailable):
     """This master is not (or no longer) the leader of an HA cluster: nothing it did for
     the request was acknowledged. Clients and chunkservers go to another master."""

@@ -48,7 +48,7 @@ from vmstore.dfs.constants import (
     JOURNAL_POLL_INTERVAL_S,
     RECONNECT_BACKOFF_MAX_S,
 )
-from vmstore.dfs.errors import ConfigError, EtcdUnavailable, NotLeader
+from vmstore.dfs.errors import ConfigError, EtcdUnavailable, JournalTrimmed, NotLeader
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.master.etcd_client import EtcdClient
 from vmstore.dfs.master.ha_status import (
@@ -303,15 +303,20 @@ async def run_ha_master(settings: MasterSettings, *,
                 await trio.sleep(1.0)
                 continue
             progress = StandbyProgress(position)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_follow, settings, journal, position, progress)
-                nursery.start_soon(report_standby, client, journal.keys.prefix,
-                                   settings.advertise, progress)
-                await leadership.campaign()
-                nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_follow, settings, journal, position, progress)
+                    nursery.start_soon(report_standby, client, journal.keys.prefix,
+                                       settings.advertise, progress)
+                    await leadership.campaign()
+                    nursery.cancel_scope.cancel()
+            except JournalTrimmed as error:
+                log.warning("standby fell behind the journal (%s): starting again from the"
+                            " snapshot", error, extra=about("journal_trimmed", error=str(error)))
+                continue
             try:
                 await _lead(settings, journal, leadership)
-            except EtcdUnavailable as error:  # while catching up: another will lead
+            except (EtcdUnavailable, JournalTrimmed) as error:  # while catching up
                 log.warning("gave up the leadership: %s", error,
                             extra=about("etcd_unavailable", error=str(error)))
             log.warning("no longer the leader (epoch %d): following the journal as a standby",

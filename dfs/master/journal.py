@@ -16,7 +16,8 @@ Promises:
   quorum's fsync), so a batch is on a majority before any reply.
 * An append whose answer was lost is found on retry (the entry there is ours,
   byte for byte) and counts as done: never twice, never lost silently.
-* ``read`` returns entries in sequence order, without gaps.
+* ``read`` returns entries in sequence order, without gaps; JournalTrimmed when
+  the entries after the caller's position are gone (trimmed by a snapshot).
 * A snapshot is published whole or not at all: its parts go first, then one
   transaction guarded by the leader key names them and trims the journal up to
   its sequence number.
@@ -39,7 +40,7 @@ from vmstore.dfs.constants import (
     RECONNECT_BACKOFF_MIN_S,
     SNAPSHOT_PART_BYTES_MAX,
 )
-from vmstore.dfs.errors import DamagedMetadata, EtcdUnavailable, NotLeader
+from vmstore.dfs.errors import DamagedMetadata, EtcdUnavailable, JournalTrimmed, NotLeader
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.master import etcd_client as etcd
 from vmstore.dfs.master.etcd_client import EtcdClient
@@ -144,8 +145,11 @@ class MetadataJournal:
                 raise DamagedMetadata(f"journal entry {kv.key!r} in etcd does not decode:"
                                       f" {error}") from None
             if entry.seq != expected:
+                if not entries and entry.seq > expected:
+                    raise JournalTrimmed(f"the journal starts at entry {entry.seq}; this copy"
+                                         f" is at {after_seq}")
                 raise DamagedMetadata(f"journal entry {kv.key!r} holds seq {entry.seq};"
-                                      f" expected {expected} (a gap: trimmed past us?)")
+                                      f" expected {expected}")
             entries.append(entry)
             expected += 1
         return entries

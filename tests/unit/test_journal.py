@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from vmstore.cli.local_cluster import free_port, wait_for_etcd
-from vmstore.dfs.errors import DamagedMetadata, NotLeader
+from vmstore.dfs.errors import DamagedMetadata, JournalTrimmed, NotLeader
 from vmstore.dfs.master.etcd_client import EtcdClient
 from vmstore.dfs.master.journal import JournalEntry, MetadataJournal
 from vmstore.dfs.master.leadership import Leadership
@@ -103,6 +103,8 @@ def test_a_snapshot_trims_the_journal_and_reads_back_checked(etcd_url: str) -> N
         assert await journal.fetch_snapshot(header) == database
         assert [e.seq for e in await journal.read(3)] == [4, 5]
         assert await journal.first_seq() == 4
+        with pytest.raises(JournalTrimmed):  # a copy at entry 1: only the snapshot helps it
+            await journal.read(1)
         # A damaged part is found, not installed.
         await client.put(journal.keys.part(3, 0), b"rot")
         with pytest.raises(DamagedMetadata, match="hash"):
