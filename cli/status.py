@@ -66,12 +66,13 @@ def status_text(status: StatusReply) -> str:
         *([] if status.ha is None else ha_text(status.ha)),
         "",
         f"{'ID':>4} {'STATE':<6} {'ADDRESS':<22} {'HOST':<12} {'USED':>11} {'TOTAL':>11}"
-        f" {'CHUNKS':>7}",
+        f" {'FREE':>11} {'RESERVED':>11} {'CHUNKS':>7}",
     ]
     for server in status.chunkservers:
         state = "drain" if server.draining and server.state == "up" else server.state
         lines.append(f"{server.id:>4} {state:<6} {server.address:<22} {server.host:<12}"
                      f" {_size(server.bytes_used):>11} {_size(server.bytes_total):>11}"
+                     f" {_size(server.bytes_free):>11} {_size(server.bytes_reserved):>11}"
                      f" {server.chunk_count:>7}")
     lines.append("")
     for refused in status.refused:

@@ -206,6 +206,12 @@ QUARANTINE_CHECK_CHUNKS_MAX = 1024
 # Space pressure: with less than this share of the data directory's file system
 # free, quarantined replicas are purged, oldest first, retention or not.
 QUARANTINE_PRESSURE_FREE_FRACTION = 0.05
+# Disk space (dfs.chunkserver.space_ledger): each replica reserves its full size
+# while it is here; a new one is taken only while free - reserved keeps this much
+# over, and a write that would allocate is refused (NoSpace) rather than leave
+# less than this free: room for the file system's own blocks (extent trees,
+# directories, quarantine renames) that the ledger does not count.
+SPACE_MARGIN_BYTES = 8 * 1024 * 1024
 # Owner records (file and chunk index, for `vmstore recover`) the master sends in
 # one registration reply, for replicas written before records existed; about 25
 # bytes each on the wire, so 100,000 stay well inside MAX_FRAME_BODY_BYTES.

@@ -61,6 +61,12 @@ Caveats, honestly:
   master re-replicates it), never read with a wrong version.
 * ``delete`` moves the replica into ``quarantine/`` (``dfs.chunkserver.
   quarantine``), where it is kept for a while: it frees no space until purged.
+* Space: every replica here reserves its full size (``space_ledger``), so
+  ``create`` and ``stage`` raise NoSpace when a new one would not fit beside
+  the others' reservations, and ``write`` raises NoSpace, before writing
+  anything, when the new blocks it needs are not really free (the file
+  system filled by something the ledger does not count). An ENOSPC or EDQUOT
+  from the file system itself is NoSpace too.
 * Without hole punching (a filesystem that lacks it) zero blocks are written
   as zeros: correct, but they use disk space.
 """
@@ -100,7 +106,9 @@ from vmstore.dfs.chunkserver.replica_file import (
     store_version,
     sync_replica,
 )
+from vmstore.dfs.chunkserver.space_ledger import SpaceLedger, SpaceReport
 from vmstore.dfs.chunkserver.store_arguments import (
+    Segment,
     check_current,
     check_id,
     check_range,
@@ -109,8 +117,8 @@ from vmstore.dfs.chunkserver.store_arguments import (
     is_int,
     segments_of,
 )
-from vmstore.dfs.constants import BLOCKS_PER_CHUNK, CHUNK_SIZE_BYTES
-from vmstore.dfs.errors import ChecksumMismatch, ChunkNotFound, Exists, InvalidArgument
+from vmstore.dfs.constants import BLOCK_SIZE_BYTES, BLOCKS_PER_CHUNK, CHUNK_SIZE_BYTES
+from vmstore.dfs.errors import ChecksumMismatch, ChunkNotFound, Exists, InvalidArgument, NoSpace
 from vmstore.dfs.protocol.replica_format import (
     CRC_TABLE_OFFSET,
     DATA_OFFSET,
@@ -137,6 +145,8 @@ from vmstore.dfs.types import ChunkId, ChunkVersion
 logger = logging.getLogger(__name__)
 
 OPEN_FILES_MAX = 256
+# The file system's answers that mean "full": a write refused whole as NoSpace.
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # Read-only fds for short-circuit readers: O_NOFOLLOW for the reason _load
 # gives, O_CLOEXEC so that no child of the chunkserver inherits one.
 _LOCAL_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -151,12 +161,15 @@ class StagedReplica:
 
     replica: OpenReplica
     path: Path
+    key: tuple[str, int] = ("staged", 0)  # its entry in the space ledger
 
 
 class ChunkStore:
     """The replicas under one data directory, opened through a bounded LRU of fds."""
 
-    def __init__(self, data_dir: Path, *, open_files_max: int = OPEN_FILES_MAX) -> None:
+    def __init__(self, data_dir: Path, *, open_files_max: int = OPEN_FILES_MAX,
+                 capacity_bytes: int | None = None) -> None:
+        """``capacity_bytes``: use at most that much of the file system (``space_ledger``)."""
         assert open_files_max >= 1
         self.data_dir = Path(data_dir)
         self._chunks_dir = self.data_dir / "chunks"
@@ -172,6 +185,9 @@ class ChunkStore:
         for directory in (self._chunks_dir, self._damaged_dir, self._tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.quarantine = Quarantine(self.data_dir)  # where deleted replicas go
+        self.ledger = SpaceLedger(self.data_dir, capacity_bytes=capacity_bytes,
+                                  quarantined_bytes=self._quarantined_bytes)
+        self._staged_count = 0
         # Half-made replicas of a create that crashed: never linked, so never
         # announced to the master.
         for entry in os.scandir(self._tmp_dir):
@@ -209,6 +225,7 @@ class ChunkStore:
         path = self._path(chunk_id)
         if path.exists():
             raise Exists(f"{chunk_name(chunk_id)}: a replica exists")
+        self.ledger.admit_replica(f"create {chunk_name(chunk_id)}")
         if mkdir_new(path.parent):
             fsync_dir(self._chunks_dir)
         # Built complete under tmp/ and linked into place, so the name never
@@ -226,6 +243,7 @@ class ChunkStore:
         finally:
             os.unlink(tmp)
         fsync_dir(path.parent)
+        self.ledger.note_fd(chunk_id, fd)
         with self._lock:
             if chunk_id in self._open or self._closed:
                 # A concurrent call opened the new file already; keep its fd.
@@ -238,16 +256,17 @@ class ChunkStore:
                   owner: ReplicaOwner | None) -> tuple[Path, int, array[int]]:
         """An all-zero replica file under tmp/, not linked anywhere: (path, fd, table)."""
         tmp = self._tmp_dir / f"{chunk_id:016x}.{threading.get_ident():x}.{time.time_ns()}.tmp"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
-        try:
-            os.ftruncate(fd, FILE_SIZE_BYTES)
-            pwrite_all(fd, [encode_header(chunk_id, version, owner)], 0)
-            crcs = array("I", [ZERO_BLOCK_CRC]) * BLOCKS_PER_CHUNK
-            pwrite_all(fd, [table_bytes(crcs)], CRC_TABLE_OFFSET)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
+        with _full_is_no_space(f"new {chunk_name(chunk_id)}"):
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+            try:
+                os.ftruncate(fd, FILE_SIZE_BYTES)
+                pwrite_all(fd, [encode_header(chunk_id, version, owner)], 0)
+                crcs = array("I", [ZERO_BLOCK_CRC]) * BLOCKS_PER_CHUNK
+                pwrite_all(fd, [table_bytes(crcs)], CRC_TABLE_OFFSET)
+            except BaseException:
+                os.close(fd)
+                os.unlink(tmp)
+                raise
         return tmp, fd, crcs
 
     # --- copies made aside (the replicator) -----------------------------------
@@ -257,8 +276,13 @@ class ChunkStore:
         stays in place, read and reported as before, until ``install``."""
         check_id(chunk_id)
         check_version(version)
+        self.ledger.admit_replica(f"copy of {chunk_name(chunk_id)}")
         path, fd, crcs = self._new_file(chunk_id, version, owner)
-        return StagedReplica(OpenReplica(chunk_id, fd, version, crcs, owner=owner), path)
+        with self._lock:
+            self._staged_count += 1
+            key = ("staged", self._staged_count)
+        self.ledger.note_fd(key, fd)
+        return StagedReplica(OpenReplica(chunk_id, fd, version, crcs, owner=owner), path, key)
 
     def write_staged(self, staged: StagedReplica, offset: int, length: int, payload: Buffer,
                      zero_ranges: Sequence[tuple[int, int]]) -> None:
@@ -267,7 +291,8 @@ class ChunkStore:
         segments = segments_of(offset, length, memoryview(payload).cast("B"), zero_ranges)
         with staged.replica.lock:
             if length > 0:
-                self._writer.write_segments(staged.replica, offset, segments)
+                self._write_blocks(staged.replica, staged.key, offset, length, len(payload),
+                                   segments)
 
     def install(self, staged: StagedReplica) -> None:
         """Read every block of the staged replica back against its checksums, make it
@@ -305,10 +330,12 @@ class ChunkStore:
                     os.close(old.fd)
             self._open[replica.chunk_id] = replica
             self._evict()
+        self.ledger.move(staged.key, replica.chunk_id)
         fsync_dir(path.parent)
 
     def discard(self, staged: StagedReplica) -> None:
         """Drop a staged replica that will not be installed."""
+        self.ledger.forget(staged.key)
         os.close(staged.replica.fd)
         try:
             os.unlink(staged.path)
@@ -328,6 +355,7 @@ class ChunkStore:
                 target = self.quarantine.move(path, chunk_id, replica.version)
                 replica.retired = True
                 del self._open[chunk_id]
+        self.ledger.forget(chunk_id)
         self.quarantine.settle(path)
         return target
 
@@ -386,12 +414,13 @@ class ChunkStore:
             check_current(replica, old_version)
             if length < CHUNK_SIZE_BYTES:
                 self._writer.write_segments(replica, length, [(length, CHUNK_SIZE_BYTES, None)])
+                self.ledger.note_fd(chunk_id, replica.fd)
             store_version(replica, new_version)
 
     def flush(self, chunk_id: int) -> None:
         """Make the replica's written data and checksums durable."""
         check_id(chunk_id)
-        with self._use(chunk_id) as replica:
+        with self._use(chunk_id) as replica, _full_is_no_space(f"flush of {chunk_name(chunk_id)}"):
             sync_replica(replica)
 
     def set_owner(self, chunk_id: int, version: int, owner: ReplicaOwner) -> None:
@@ -428,6 +457,7 @@ class ChunkStore:
                     logger.warning("cannot read replica %s, skipped: %s", entry.path, error)
                     continue
                 found.append(replica)
+        self.ledger.keep_only({chunk_id for chunk_id, _, _ in found})
         return sorted(found)
 
     def verify(self, chunk_id: int, first: int = 0, end: int = BLOCKS_PER_CHUNK) -> list[int]:
@@ -447,9 +477,16 @@ class ChunkStore:
         return bad
 
     def space(self) -> tuple[int, int]:
-        """(bytes_total, bytes_used) of the filesystem holding the data directory."""
-        stats = os.statvfs(self.data_dir)
-        return stats.f_blocks * stats.f_frsize, (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+        """(bytes_total, bytes_used) of the data directory's file system (or capacity)."""
+        report = self.ledger.report()
+        return report.total_bytes, report.used_bytes
+
+    def space_report(self) -> SpaceReport:
+        """Total, used, free and reserved bytes, as the master places by them."""
+        return self.ledger.report()
+
+    def _quarantined_bytes(self) -> int:
+        return sum(entry.size_bytes for entry in self.quarantine.entries())
 
     # --- data ---------------------------------------------------------------
     def read(
@@ -487,7 +524,22 @@ class ChunkStore:
         with self._use(chunk_id) as replica:
             check_current(replica, version)
             if length > 0:
-                self._writer.write_segments(replica, offset, segments)
+                self._write_blocks(replica, chunk_id, offset, length, len(payload), segments)
+
+    def _write_blocks(self, replica: OpenReplica, key: int | tuple[str, int], offset: int,
+                      length: int, payload_bytes: int, segments: list[Segment]) -> None:
+        """Write the segments if the blocks they fill are free to have; NoSpace (nothing
+        written) if not. The caller holds the replica's lock."""
+        if payload_bytes:
+            # New blocks: holes the payload may fill, at most the payload's blocks
+            # (and two edges). Overcounts where it fills blocks with zeros: harmless.
+            first, end = offset // BLOCK_SIZE_BYTES, -(-(offset + length) // BLOCK_SIZE_BYTES)
+            holes = replica.crcs[first:end].count(ZERO_BLOCK_CRC)
+            need_bytes = min(holes, -(-payload_bytes // BLOCK_SIZE_BYTES) + 2) * BLOCK_SIZE_BYTES
+            self.ledger.admit_write(need_bytes, f"write to {chunk_name(replica.chunk_id)}")
+        with _full_is_no_space(f"write to {chunk_name(replica.chunk_id)}"):
+            self._writer.write_segments(replica, offset, segments)
+        self.ledger.note_fd(key, replica.fd)
 
     # --- internals: the replica cache ---------------------------------------
     def _path(self, chunk_id: int) -> Path:
@@ -536,6 +588,7 @@ class ChunkStore:
             version = decode_header(raw[:HEADER_SIZE_BYTES], chunk_id)
             if len(raw) < DATA_OFFSET:
                 raise DamagedReplica("CRC table truncated")
+            self.ledger.note_fd(chunk_id, fd)
             return OpenReplica(chunk_id, fd, version, table_from_bytes(raw[CRC_TABLE_OFFSET:]),
                                owner=decode_owner(raw[:HEADER_SIZE_BYTES]))
         except DamagedReplica as damage:
@@ -566,6 +619,7 @@ class ChunkStore:
     def _scan_entry(self, subdir: str, entry: os.DirEntry[str]
                     ) -> tuple[ChunkId, ChunkVersion, ReplicaOwner | None]:
         chunk_id = chunk_id_of(subdir, entry)
+        self.ledger.note(chunk_id, entry.stat(follow_symlinks=False).st_blocks * 512)
         with self._lock:
             cached = self._open.get(chunk_id)
             if cached is not None:
@@ -593,3 +647,14 @@ class ChunkStore:
         and yielded as None (``replica_format.verified_blocks``).
         """
         return verified_blocks(replica.fd, replica.crcs, 0, first, end, replica.chunk_id, bad)
+
+
+@contextmanager
+def _full_is_no_space(what: str) -> Iterator[None]:
+    """The file system's "full" (ENOSPC, EDQUOT) as NoSpace, naming what needed room."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in _FULL_ERRNOS:
+            raise
+        raise NoSpace(f"{what}: the file system is full ({error.strerror})") from None

@@ -11,6 +11,10 @@ Promises:
   version is the one asked for.
 * A flush is answered only after the chunk's data is on stable storage here
   and down the chain.
+* A write this replica has no room for fails before anything is written, as
+  NoSpace naming this chunkserver (never ReplicaUnavailable, never EIO): the
+  writer moves the chain to replicas that have room, or tells its caller
+  ENOSPC when none has (``dfs.chunkserver.space_ledger``).
 * Nothing is served without the master's capability for the chunk and the
   operation (``protocol.capability``): a read needs READ, a write and a
   flush need WRITE; a write's also needs a current lease epoch
@@ -31,6 +35,7 @@ fdatasync, unless the disk has been syncing fast: then it runs inline too
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -61,6 +66,7 @@ from vmstore.dfs.errors import (
     DfsError,
     InvalidArgument,
     LeaseLost,
+    NoSpace,
     PeerUnavailable,
     ProtocolError,
     ReplicaUnavailable,
@@ -80,7 +86,8 @@ from vmstore.dfs.protocol.rpc import Connection, ConnectionPool, Handler, Outgoi
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Errors that mean "this replica cannot take part", as opposed to a bad request.
-REPLICA_FAULTS = (ChunkNotFound, StaleChunkVersion, ChecksumMismatch, OSError)
+# NoSpace among them: the disk here is full, the writer moves the chain elsewhere.
+REPLICA_FAULTS = (ChunkNotFound, StaleChunkVersion, ChecksumMismatch, NoSpace, OSError)
 # Refusals of the writer, not of a replica: the client must not drop anyone.
 WRITER_REFUSED = (LeaseLost, TokenExpired, WriteRefused)
 
@@ -228,6 +235,8 @@ class DataService:
         message = f"chunkserver {self.identity.server_id}: {what}: {error}"
         if isinstance(error, DfsError):
             return type(error)(message, self.identity.server_id)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return NoSpace(message, self.identity.server_id)  # a disk full of others' data
         return ReplicaUnavailable(message, self.identity.server_id)
 
     async def read(self, request: m.ToChunkserverReadChunk) -> tuple[m.Message, bytes]:

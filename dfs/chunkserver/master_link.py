@@ -57,8 +57,9 @@ Damage = tuple[int, int, str, list[tuple[int, int]]]  # chunk id, version, reaso
 
 
 CHUNKS = Gauge("vmstore_chunkserver_chunks", "Replicas stored here", registry=REGISTRY)
-DISK_BYTES = Gauge("vmstore_chunkserver_disk_bytes", "The data directory's file system",
-                   ["kind"], registry=REGISTRY)
+DISK_BYTES = Gauge("vmstore_chunkserver_disk_bytes", "The data directory's file system:"
+                   " total, used, free (may still be written) and reserved (of free, what"
+                   " the replicas here may still take)", ["kind"], registry=REGISTRY)
 LINKED = Gauge("vmstore_chunkserver_master_connected", "1 while registered with the master",
                registry=REGISTRY)
 
@@ -184,12 +185,13 @@ class MasterLink:
     async def _register(self, connection: Connection) -> None:
         replicas = await self.disk(2**30, self.store.list_replicas)
         chunks = [(chunk_id, version) for chunk_id, version, _ in replicas]
-        bytes_total, bytes_used = self.store.space()
+        space = self.store.space_report()
         accepted = self.accepted or ClusterIdentity("", 0, "")
         reply, _ = await connection.call(m.ChunkserverToMasterRegister(
             server_uuid=self.settings.server_uuid, host=self.settings.advertise_host,
             port=self.settings.data_port, host_label=self.settings.host_label, pid=os.getpid(),
-            bytes_total=bytes_total, bytes_used=bytes_used,
+            bytes_total=space.total_bytes, bytes_used=space.used_bytes,
+            bytes_free=space.free_bytes, bytes_reserved=space.reserved_bytes,
             chunks=[m.ChunkReport(chunk_id=c, version=v) for c, v in chunks],
             cluster_id=accepted.cluster_id, generation=accepted.generation,
             incarnation=accepted.incarnation,
@@ -250,15 +252,18 @@ class MasterLink:
     async def _heartbeat_until_closed(self, connection: Connection) -> None:
         try:
             while not connection.closed.is_set():
-                bytes_total, bytes_used = self.store.space()
+                space = self.store.space_report()
                 await connection.call(m.ChunkserverToMasterHeartbeat(
-                    server_id=self.identity.server_id, bytes_total=bytes_total,
-                    bytes_used=bytes_used,
+                    server_id=self.identity.server_id, bytes_total=space.total_bytes,
+                    bytes_used=space.used_bytes, bytes_free=space.free_bytes,
+                    bytes_reserved=space.reserved_bytes,
                     chunk_count=self.chunk_count), timeout_s=RPC_TIMEOUT_S)
                 LINKED.set(1)
                 CHUNKS.set(self.chunk_count)
-                DISK_BYTES.labels("total").set(bytes_total)
-                DISK_BYTES.labels("used").set(bytes_used)
+                DISK_BYTES.labels("total").set(space.total_bytes)
+                DISK_BYTES.labels("used").set(space.used_bytes)
+                DISK_BYTES.labels("free").set(space.free_bytes)
+                DISK_BYTES.labels("reserved").set(space.reserved_bytes)
                 with trio.move_on_after(HEARTBEAT_INTERVAL_S):
                     await connection.closed.wait()
         finally:

@@ -12,6 +12,9 @@ Promises:
   (``_call_head``: one unit per member, the unit drawn from the chain's
   recent write times, WRITE_SILENCE_FLOOR_S to WRITE_SILENCE_CEILING_S), and
   is dropped alike; a chain of one is never dropped from, it is waited for.
+  A member without room for the write (NoSpace) is dropped alike while
+  others remain; when none remains, or the master has no chunkserver with
+  room for a new chunk, the write fails with NoSpace at once.
 * ``read`` returns only checksum-verified bytes of the current version,
   trying each replica before asking the master again; holes read as zeros.
   A replica that has not answered within a deadline drawn from its recent
@@ -80,6 +83,7 @@ from vmstore.dfs.errors import (
     InvalidArgument,
     LeaseHeld,
     LeaseLost,
+    NoSpace,
     PeerUnavailable,
     ReadRefused,
     ReplicaUnavailable,
@@ -573,6 +577,7 @@ class ChunkIO:
                 last_error = error
                 self._write_targets.pop((inode, index), None)  # a fresh token next time
             except DfsError as error:
+                _raise_if_nowhere_else(error, location)
                 last_error = error
                 failed = error.server_id or head.server_id
                 current = self._write_targets.get((inode, index))
@@ -678,11 +683,20 @@ class ChunkIO:
                 last_error = error
                 self._write_targets.pop((inode, location.index), None)  # a fresh one next
             except DfsError as error:
+                _raise_if_nowhere_else(error, location)
                 # The survivors acknowledged every write, so flushing them is enough.
                 last_error = error
                 location = await self._replace_chain(inode, location,
                                                      error.server_id or head.server_id)
         raise ReplicaUnavailable(f"flush of chunk {location.chunk_id} failed: {last_error}")
+
+
+def _raise_if_nowhere_else(error: DfsError, location: m.ChunkLocation) -> None:
+    """A chain member without room (NoSpace) leaves the chain like a failed one, and
+    the write goes on on the others; but the last one stays, and the write fails
+    with NoSpace (ENOSPC to a writer), at once: no other replica has the chunk."""
+    if isinstance(error, NoSpace) and (len(location.replicas) < 2 or not error.server_id):
+        raise error
 
 
 def _extents_of(batch: list[PendingWrite]) -> tuple[list[m.WriteExtent], bytes | memoryview]:

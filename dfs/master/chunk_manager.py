@@ -54,6 +54,7 @@ from vmstore.dfs.protocol.messages import (
     MasterToChunkserverTruncateChunk,
     Request,
 )
+from vmstore.dfs.protocol.replica_format import FILE_SIZE_BYTES
 from vmstore.dfs.types import ChunkId, ChunkVersion, InodeId, ServerId
 
 log = logging.getLogger(__name__)
@@ -172,10 +173,16 @@ class ChunkManager:
 
     async def _create_and_attach(self, inode: InodeId, index: int, chunk_id: ChunkId,
                                  chosen: list[ServerId], writer_label: str) -> ChunkLocation:
+        refusals: dict[ServerId, DfsError] = {}
         created = await self._command_all(
             chosen, lambda _: MasterToChunkserverCreateChunk(chunk_id=chunk_id, version=1,
-                                                             inode=inode, index=index))
+                                                             inode=inode, index=index),
+            refusals)
+        self._count_placements(created, refusals)
         if not created:
+            if refusals and all(isinstance(e, NoSpace) for e in refusals.values()):
+                raise NoSpace(f"no chunkserver has room for chunk {index} of inode {inode}"
+                              f" ({len(refusals)} asked, all full)")
             raise ReplicaUnavailable(f"no chunkserver could create chunk {chunk_id}")
 
         def attach() -> None:
@@ -187,6 +194,18 @@ class ChunkManager:
         # empty (found by the model check: its copy replaced the written one).
         async with self.chunk_locks.hold(chunk_id):
             return await self._write_chain(index, chunk_id, writer_label)
+
+    def _count_placements(self, created: list[ServerId],
+                          refusals: dict[ServerId, DfsError]) -> None:
+        """Until their next heartbeats: a new replica's reservation on the servers that
+        took one, and no room on those that said they have none."""
+        for server_id in created:
+            if (entry := self.registry.chunkservers.get(server_id)) is not None:
+                entry.placed(FILE_SIZE_BYTES)
+        for server_id, error in refusals.items():
+            if isinstance(error, NoSpace) and (
+                    entry := self.registry.chunkservers.get(server_id)) is not None:
+                entry.placed(entry.bytes_free)
 
     async def report_bad_chain(
         self, inode: InodeId, index: int, chunk_id: ChunkId, version: ChunkVersion,
@@ -287,9 +306,11 @@ class ChunkManager:
                     await self._change_chain(chunk_id, version, keep)
 
     async def _command_all(
-        self, servers: list[ServerId], make: Callable[[ServerId], Request]
+        self, servers: list[ServerId], make: Callable[[ServerId], Request],
+        refusals: dict[ServerId, DfsError] | None = None,
     ) -> list[ServerId]:
-        """Send a command to each server at once; the ones that succeeded, in order."""
+        """Send a command to each server at once; the ones that succeeded, in order
+        (``refusals``, if given, gets the error of each that refused)."""
         succeeded: set[ServerId] = set()
 
         async def one(server_id: ServerId) -> None:
@@ -301,9 +322,13 @@ class ChunkManager:
                 succeeded.add(server_id)
             except DfsError as error:
                 command = type(make(server_id)).__name__
-                log.warning("chunkserver %d refused %s: %s", server_id, command, error,
-                            extra=about("command_refused", server=server_id,
-                                        command=command, error=str(error)))
+                if refusals is not None:
+                    refusals[server_id] = error
+                # A full disk is a state the chunkserver reports, not a fault.
+                log.log(logging.INFO if isinstance(error, NoSpace) else logging.WARNING,
+                        "chunkserver %d refused %s: %s", server_id, command, error,
+                        extra=about("command_refused", server=server_id,
+                                    command=command, error=str(error)))
 
         async with trio.open_nursery() as nursery:
             for server_id in servers:
@@ -343,9 +368,14 @@ class ChunkManager:
             owner = self.chunks.file_of_chunk(chunk_id)  # for the copy's header
             inode, index = owner if owner is not None else (0, 0)
             assert target.connection is not None
-            await target.connection.call(MasterToChunkserverReplicate(
-                chunk_id=chunk_id, version=version, sources=sources, capability=capability,
-                inode=inode, index=index), timeout_s=REPLICATION_TIMEOUT_S)
+            try:
+                await target.connection.call(MasterToChunkserverReplicate(
+                    chunk_id=chunk_id, version=version, sources=sources,
+                    capability=capability, inode=inode, index=index),
+                    timeout_s=REPLICATION_TIMEOUT_S)
+            except NoSpace:
+                target.placed(target.bytes_free)  # full, until its next heartbeat
+                raise
             await self.committer.run(lambda: self.writer_chunks.add_replica(chunk_id,
                                                                             target.server_id))
             log.info("chunk %d copied to chunkserver %d (now %d replicas)", chunk_id,

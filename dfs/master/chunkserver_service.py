@@ -75,6 +75,7 @@ class ChunkserverService:
         entry = ChunkserverEntry(
             server_id, request.host, request.port, request.host_label, connection,
             pid=request.pid, bytes_total=request.bytes_total, bytes_used=request.bytes_used,
+            bytes_free_reported=request.bytes_free, bytes_reserved=request.bytes_reserved,
             chunk_count=len(request.chunks) - len(stale), last_heartbeat_s=trio.current_time(),
             draining=draining)
         self.registry.chunkservers[server_id] = entry
@@ -168,8 +169,8 @@ class ChunkserverService:
             raise ProtocolError(f"heartbeat for chunkserver {request.server_id}"
                                 " on a connection it did not register on")
         entry = self.registry.chunkservers[ServerId(request.server_id)]
-        entry.bytes_total = request.bytes_total
-        entry.bytes_used = request.bytes_used
+        entry.report_space(request.bytes_total, request.bytes_used, request.bytes_free,
+                           request.bytes_reserved)
         entry.chunk_count = request.chunk_count
         entry.last_heartbeat_s = trio.current_time()
         return m.EmptyReply()

@@ -1,7 +1,8 @@
 """Where replicas go: pure functions, no I/O, a seeded RNG for tests.
 
 Rules, in order: replicas of one chunk sit on distinct hosts (host labels);
-a server without room for a whole chunk is never chosen; the writer's own
+a server without room for a whole chunk beside the reservations of the
+chunks it holds is never chosen; the writer's own
 host comes first (reads stay local, the chain starts next to the writer);
 the rest are drawn at random weighted by free space, so full disks fill
 last and new disks fill first.
@@ -12,11 +13,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from vmstore.dfs.constants import CHUNK_SIZE_BYTES
+from vmstore.dfs.constants import SPACE_MARGIN_BYTES
+from vmstore.dfs.protocol.replica_format import FILE_SIZE_BYTES
 from vmstore.dfs.types import ServerId
 
-# Keep this much free on every disk: a chunk may grow to its full size.
-RESERVE_BYTES = 2 * CHUNK_SIZE_BYTES
+# A new replica reserves its full size on its chunkserver, which refuses it
+# unless its free space less its reservations keeps SPACE_MARGIN_BYTES over
+# (dfs.chunkserver.space_ledger): candidates' bytes_free is that free less reserved.
+RESERVE_BYTES = FILE_SIZE_BYTES + SPACE_MARGIN_BYTES
 
 
 @dataclass(frozen=True)

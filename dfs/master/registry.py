@@ -38,6 +38,10 @@ class ChunkserverEntry:
     pid: int = 0
     bytes_total: int = 0
     bytes_used: int = 0
+    # What may still be written there, and what of it its replicas may still take
+    # (dfs.chunkserver.space_ledger); free None: a chunkserver before reservations.
+    bytes_free_reported: int | None = None
+    bytes_reserved: int = 0
     chunk_count: int = 0
     last_heartbeat_s: float = 0.0
     draining: bool = False  # its replicas are being copied away; new chunks avoid it
@@ -54,7 +58,20 @@ class ChunkserverEntry:
 
     @property
     def bytes_free(self) -> int:
-        return max(0, self.bytes_total - self.bytes_used)
+        """Room for new replicas: free less what the replicas there may still take."""
+        if self.bytes_free_reported is None:
+            return max(0, self.bytes_total - self.bytes_used)
+        return max(0, self.bytes_free_reported - self.bytes_reserved)
+
+    def report_space(self, total: int, used: int, free: int | None, reserved: int) -> None:
+        """A registration's or heartbeat's figures replace what the master assumed."""
+        self.bytes_total, self.bytes_used = total, used
+        self.bytes_free_reported, self.bytes_reserved = free, reserved
+
+    def placed(self, replica_bytes: int) -> None:
+        """A replica was created there: count its reservation until the next heartbeat
+        reports it, so that chunks allocated meanwhile do not all land on one disk."""
+        self.bytes_reserved += replica_bytes
 
 
 @dataclass
@@ -161,6 +178,9 @@ class Registry:
                 pid=entry.pid,
                 bytes_total=entry.bytes_total,
                 bytes_used=entry.bytes_used,
+                bytes_free=(entry.bytes_free_reported if entry.bytes_free_reported is not None
+                            else entry.bytes_free),
+                bytes_reserved=entry.bytes_reserved,
                 chunk_count=entry.chunk_count,
                 draining=entry.draining,
                 replicas=(replicas or {}).get(entry.server_id, 0),

@@ -101,7 +101,8 @@ class SimCluster:
     """See the module docstring. Made by ``open_cluster``."""
 
     def __init__(self, nursery: trio.Nursery, root: Path, seed: int,
-                 network_faults: NetworkFaults | None) -> None:
+                 network_faults: NetworkFaults | None,
+                 capacity_bytes: int | None = None) -> None:
         self._nursery = nursery
         self.root = root
         self.seed = seed
@@ -109,6 +110,8 @@ class SimCluster:
         self.network = SimNetwork(self.random.getrandbits(64), network_faults)
         self.key = self.random.randbytes(32)
         self.stores: dict[str, FaultyChunkStore] = {}
+        # Each chunkserver's store uses at most this much of its disk (None: all of it).
+        self.capacity_bytes = capacity_bytes
         self._nodes: dict[str, _Node] = {}
         self.master_port = 0
 
@@ -133,7 +136,8 @@ class SimCluster:
             seed = self.random.getrandbits(32)
 
             def store(data_dir: Path) -> FaultyChunkStore:
-                self.stores[name] = FaultyChunkStore(data_dir, seed=seed)
+                self.stores[name] = FaultyChunkStore(data_dir, seed=seed,
+                                                     capacity_bytes=self.capacity_bytes)
                 return self.stores[name]
 
             settings = ChunkserverSettings(
@@ -216,13 +220,15 @@ class SimCluster:
 
 @asynccontextmanager
 async def open_cluster(root: Path, *, seed: int, chunkservers: int = 3,
-                       network_faults: NetworkFaults | None = None) -> AsyncIterator[SimCluster]:
-    """A running cluster under ``root`` for the block's duration; every node stops after."""
+                       network_faults: NetworkFaults | None = None,
+                       capacity_bytes: int | None = None) -> AsyncIterator[SimCluster]:
+    """A running cluster under ``root`` for the block's duration; every node stops after.
+    ``capacity_bytes``: each chunkserver's disk holds that much (small disks)."""
     async with trio.open_nursery() as nursery:
         clock = trio.lowlevel.current_clock()
         if isinstance(clock, trio.testing.MockClock) and clock.autojump_threshold == math.inf:
             nursery.start_soon(_advance_virtual_time, clock)
-        cluster = SimCluster(nursery, root, seed, network_faults)
+        cluster = SimCluster(nursery, root, seed, network_faults, capacity_bytes)
         await cluster.start_master()
         for index in range(1, chunkservers + 1):
             await cluster.start_chunkserver(f"cs{index}")

@@ -55,6 +55,7 @@ class FaultyChunkStore(ChunkStore):
         self.random = random.Random(seed)
         self._fail_counts: dict[str, int] = {}  # operation -> calls left to fail (-1: all)
         self._fail_rates: dict[str, float] = {}
+        self._fail_errnos: dict[str, int] = {}  # operation -> errno its failures raise
         self._tear_next_write = False
         self._running = threading.Event()
         self._running.set()
@@ -62,10 +63,13 @@ class FaultyChunkStore(ChunkStore):
         self.faults_injected = 0
 
     # --- commands -------------------------------------------------------------
-    def fail(self, operation: str, times: int = 1, *, rate: float = 0.0) -> None:
+    def fail(self, operation: str, times: int = 1, *, rate: float = 0.0,
+             error: int = errno.EIO) -> None:
         """The next ``times`` calls of ``operation`` raise EIO (-1: all of them); or,
-        with ``rate``, each call fails with that chance (drawn from the seed)."""
+        with ``rate``, each call fails with that chance (drawn from the seed).
+        ``error``: another errno (ENOSPC: a disk filled by something else)."""
         assert operation in OPERATIONS, operation
+        self._fail_errnos[operation] = error
         if rate:
             self._fail_rates[operation] = rate
         else:
@@ -119,7 +123,8 @@ class FaultyChunkStore(ChunkStore):
 
     def _inject(self, operation: str, how: str) -> None:
         self.faults_injected += 1
-        raise OSError(errno.EIO, f"{operation}: I/O error ({how}, {self.data_dir})")
+        code = self._fail_errnos.get(operation, errno.EIO)
+        raise OSError(code, f"{operation}: {os.strerror(code)} ({how}, {self.data_dir})")
 
     # --- the store's operations -------------------------------------------------
     def create(self, chunk_id: int, version: int, owner: ReplicaOwner | None = None) -> None:

@@ -49,6 +49,8 @@ class ChunkserverToMasterRegister(Request, frozen=True, kw_only=True):
     cluster_id: str = ""
     generation: U63 = 0
     incarnation: str = ""
+    bytes_free: U63 | None = None  # as in a heartbeat
+    bytes_reserved: U63 = 0
     # Of ``chunks``, those whose replica header has no owner record (written before
     # records existed); the reply names their owners.
     unowned_chunks: list[U63] = []
@@ -61,6 +63,10 @@ class ChunkserverToMasterHeartbeat(Request, frozen=True, kw_only=True):
     bytes_total: U63
     bytes_used: U63
     chunk_count: U63
+    # What may still be written, and what of it the replicas there may still take
+    # (dfs.chunkserver.space_ledger); None from a chunkserver before reservations.
+    bytes_free: U63 | None = None
+    bytes_reserved: U63 = 0
 
 
 class MasterToChunkserverCreateChunk(Request, frozen=True, kw_only=True):
