@@ -21,6 +21,7 @@ from vmstore.cli import (
     migrate_command,
     mount_command,
     quarantine_command,
+    recover_command,
     status,
     tls_command,
 )
@@ -32,7 +33,7 @@ from vmstore.dfs.protocol import tls
 # These read or write the config file themselves and connect nowhere: a
 # [tls] they are about to fix must not stop them.
 COMMANDS_WITHOUT_CONNECTIONS = frozenset({"init", "tls", "key", "bench", "umount", "local",
-                                         "metadata", "quarantine"})
+                                         "metadata", "quarantine", "recover"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (init_command, daemons, local_cluster, mount_command, status, fsck, files,
                    import_command, file_info, lease, migrate_command, bench, tls_command,
-                   key_command, metadata_command, quarantine_command):
+                   key_command, metadata_command, quarantine_command, recover_command):
         module.register(subparsers)
     return parser
 
