@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from vmstore.cli.config import load_config
+from vmstore.dfs.constants import KEYS_PER_FILE_MAX
 from vmstore.dfs.errors import ConfigError
 from vmstore.dfs.protocol.auth import (
     KEY_BYTES_MIN,
-    KEYS_PER_FILE_MAX,
     ClusterKeys,
     fingerprint,
     load_keys,

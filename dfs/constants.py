@@ -1,7 +1,15 @@
 """Sizes and limits of the whole cluster, units last in every name.
 
 A limit lives here so that a reader sees every bound in one place; code that
-needs a bound imports it rather than writing a number.
+needs a bound imports it rather than writing a number. Names end in their
+unit, then in _MAX or _MIN for a bound (DATA_REQUEST_BYTES_MAX).
+
+What is not here, on purpose: the wire and on-disk formats' own constants
+(magic numbers, protocol and schema versions, flag bits, field widths and
+offsets, header and MAC sizes), which stay beside the format they describe
+(dfs.protocol.codec, replica_format, capability, auth, local_socket,
+dfs.metadata.schema); errno-like codes (dfs.types, dfs.errors); and the test
+kit's own knobs (dfs.testing).
 """
 
 from __future__ import annotations
@@ -52,6 +60,34 @@ RPC_TIMEOUT_S = 30.0
 # Data RPCs may wait behind a disk; a dead peer is found by the heartbeat
 # long before this fires.
 DATA_RPC_TIMEOUT_S = 30.0
+# A frame reader asks its stream for at least this much at a time (fewer
+# syscalls for small frames); payloads from PAYLOAD_IN_PARTS_BYTES_MIN on are
+# received apart from the buffer (one copy less); payloads up to
+# JOINED_PAYLOAD_BYTES_MAX go out joined to their header in one send (one
+# syscall beats avoiding a small copy), bigger ones as a second send.
+FRAME_RECEIVE_BYTES = 256 * 1024
+PAYLOAD_IN_PARTS_BYTES_MIN = 128 * 1024
+JOINED_PAYLOAD_BYTES_MAX = 64 * 1024
+# A refusal's message sent back to a peer is cut to this (it may quote the peer's bytes).
+ERROR_TEXT_CHARS_MAX = 1000
+# A refused connection is logged at most once per address this often (a flood
+# must not flood the log too).
+REFUSAL_LOG_INTERVAL_S = 10.0
+# Keys a key file may hold during a rotation (the old ones are to be retired),
+# and how often a running process looks for a changed key file.
+KEYS_PER_FILE_MAX = 4
+KEY_FILE_CHECK_INTERVAL_S = 2.0
+# A read capability's life; clients refresh at half of it, with the next
+# chunk-location request (one master round trip per 16 chunks per 30 s of use).
+READ_CAPABILITY_LIFE_S = 60.0
+# Verified capabilities a chunkserver remembers (then it forgets them all:
+# each costs one MAC computation again).
+VERIFIED_CAPABILITIES_MAX = 65536
+# Every call on a chunkserver's local socket (a short-circuit open, its reply)
+# must finish within this; the chunkserver's listener waits this long after an
+# accept() that ran out of descriptors or memory, rather than end.
+LOCAL_CALL_TIMEOUT_S = 5.0
+LOCAL_ACCEPT_RETRY_S = 0.1
 
 # --- silent peers (a hung host, process or disk: no reset, no answer) ---
 # A read not answered within max(HEDGE_FLOOR_S, HEDGE_P99_MULTIPLE x the
@@ -67,6 +103,9 @@ HEDGE_CEILING_S = 0.5
 LATENCY_SAMPLES_MAX = 128
 LATENCY_SAMPLES_MIN = 8
 LATENCY_PEERS_MAX = 4096
+# A latency estimate's p99 is recomputed every this many samples, not per call
+# (a sort of LATENCY_SAMPLES_MAX per answer would cost more than it tells).
+LATENCY_P99_EVERY_SAMPLES = 8
 # A peer that made a read hedge is tried after the others for this long.
 SLOW_PEER_BACKOFF_S = 5.0
 # A write chain member silent this long per member it waits for (it and those
@@ -138,6 +177,15 @@ MASTER_STALL_MIN_S = 2.0
 # Clients renew this many times per expiry period, so a few lost renewals
 # (a busy master, a dropped packet) do not cost the lease.
 LEASE_RENEWALS_PER_EXPIRY = 4
+# The master's Prometheus gauges (chunkservers, clients, leases, rebuild) are
+# refreshed this often: a scrape every 15 s or so sees them at most this old.
+MASTER_GAUGES_INTERVAL_S = 2.0
+# fsck follows a directory's parents at most this deep: a loop in a damaged
+# namespace ends there, and no real tree is deeper (PATH_MAX is 4096 bytes).
+PATH_DEPTH_MAX = 4096
+# `vmstore metadata inspect` waits this long for a lock the master holds (a
+# checkpoint, WAL recovery) before it gives up.
+READ_LOCK_TIMEOUT_S = 30.0
 
 # --- metadata HA (dfs.master.ha: etcd elects the leader and keeps the journal) ---
 # One etcd call, whole (connect, send, answer): etcd answers a healthy write in
@@ -196,6 +244,16 @@ SLOW_SYNC_BACKOFF_S = 30.0
 # the socket's listen() backlog.
 LOCAL_READ_CONNECTIONS_MAX = 256
 LOCAL_READ_LISTEN_BACKLOG_MAX = 64
+# Replica files a chunk store keeps open (the least recently used close first):
+# well under a daemon's usual RLIMIT_NOFILE of 1024, with room for its sockets.
+REPLICA_FILES_OPEN_MAX = 256
+# Writes of this much or more start their writeback at once (sync_file_range,
+# SYNC_FILE_RANGE_WRITE: no wait), so that a stream's fsync at the end finds
+# little left dirty instead of all of it.
+EARLY_WRITEBACK_BYTES_MIN = 256 * 1024
+# Damage reports waiting for the master link; beyond this a scrub or read that
+# finds more waits (the master hears of every one, later).
+DAMAGE_REPORTS_QUEUED_MAX = 1024
 # Replicas the master deletes go to the chunkserver's quarantine (issue 19) and
 # stay there this long (default of [chunkserver] quarantine_retention_s), then go
 # once the master says their chunk is safe (at its goal with healthy current
@@ -252,3 +310,47 @@ FULL_WRITE_BATCHES_MAX = 16
 # often (close always records it): a writer fsyncing every 4 KiB would
 # otherwise pay a master commit per fsync for a timestamp.
 MTIME_PUBLISH_INTERVAL_S = 1.0
+# Chunk locations a client asks the master for at once (1 GiB of a file): a
+# sequential reader or writer pays one master round trip per 16 chunks.
+LOCATION_PREFETCH_CHUNKS = 16
+# A file fsynced within this long has its writes sent synchronous, durable on
+# every replica when acknowledged: a writer that fsyncs after each write (a
+# guest's flush) then finds nothing left to flush, and saves a round trip.
+SYNCHRONOUS_AFTER_FSYNC_S = 1.0
+# Batches of small writes in flight per chunk beyond which the next waits to be
+# half full (or for one to finish).
+SMALL_BATCHES_IN_FLIGHT_MAX = 2
+# A closing client waits this long for its queued writes, and again for the
+# master to close its session: a master that is away does not hold an unmount
+# for ever (the session then expires on its own).
+CLOSE_SESSION_TIMEOUT_S = 5.0
+# Short-circuit reads (dfs.client.local_replicas). Open replica fds kept (a
+# mount's RLIMIT_NOFILE is often 1024, and its TCP connections need some): 256
+# chunks are 16 GiB of hot data. An address whose socket is missing (a remote
+# chunkserver, or one that is down) is not asked again for NOT_LOCAL_RECHECK_S.
+# A sequential stream of small reads is read ahead READAHEAD_BYTES at once, and
+# what was read ahead is used for READAHEAD_TTL_S at most: another host's writes
+# show within that time.
+LOCAL_FDS_MAX = 256
+NOT_LOCAL_RECHECK_S = 10.0
+READAHEAD_BYTES = 128 * 1024
+READAHEAD_TTL_S = 1.0
+
+# --- tools and the migration coordinator -------------------------------------
+# A progress line on a terminal is rewritten in place; to a file or pipe, one
+# line is written this often at most.
+PROGRESS_PLAIN_INTERVAL_S = 2.0
+# The coordinator's calls to the master wait this long for it (a migration
+# must not hang on a master that is away; the operator can run it again).
+MIGRATION_MASTER_TIMEOUT_S = 15.0
+# A migration's progress and its worker are looked at this often.
+MIGRATION_POLL_INTERVAL_S = 0.5
+# Throttle steps for auto-converge: libvirt's defaults (20 % + 10 %) were
+# measured not to converge a paced dirtier in 120 s; these did in 67 s.
+AUTO_CONVERGE_INITIAL_PERCENT = 50
+AUTO_CONVERGE_INCREMENT_PERCENT = 20
+# QEMU keeps some memory of its own beyond the guest's RAM: a destination
+# needs this much free besides.
+QEMU_MEMORY_OVERHEAD_KIB = 64 * 1024
+# Failover asks the master this often whether a dead host still holds a write lease.
+FAILOVER_LEASE_POLL_INTERVAL_S = 1.0

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-PLAIN_INTERVAL_S = 2.0
+from vmstore.dfs.constants import PROGRESS_PLAIN_INTERVAL_S
 
 
 class ProgressDisplay:
@@ -22,7 +22,7 @@ class ProgressDisplay:
         if self.terminal:
             self.stream.write("\r\x1b[K" + line)
             self._shown = True
-        elif time.monotonic() - self._last_plain_s >= PLAIN_INTERVAL_S:
+        elif time.monotonic() - self._last_plain_s >= PROGRESS_PLAIN_INTERVAL_S:
             self.stream.write(line + "\n")
             self._last_plain_s = time.monotonic()
         self.stream.flush()

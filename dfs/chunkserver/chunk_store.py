@@ -117,7 +117,12 @@ from vmstore.dfs.chunkserver.store_arguments import (
     is_int,
     segments_of,
 )
-from vmstore.dfs.constants import BLOCK_SIZE_BYTES, BLOCKS_PER_CHUNK, CHUNK_SIZE_BYTES
+from vmstore.dfs.constants import (
+    BLOCK_SIZE_BYTES,
+    BLOCKS_PER_CHUNK,
+    CHUNK_SIZE_BYTES,
+    REPLICA_FILES_OPEN_MAX,
+)
 from vmstore.dfs.errors import ChecksumMismatch, ChunkNotFound, Exists, InvalidArgument, NoSpace
 from vmstore.dfs.protocol.replica_format import (
     CRC_TABLE_OFFSET,
@@ -143,8 +148,6 @@ from vmstore.dfs.protocol.replica_format import (
 from vmstore.dfs.types import ChunkId, ChunkVersion
 
 logger = logging.getLogger(__name__)
-
-OPEN_FILES_MAX = 256
 # The file system's answers that mean "full": a write refused whole as NoSpace.
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # Read-only fds for short-circuit readers: O_NOFOLLOW for the reason _load
@@ -167,7 +170,7 @@ class StagedReplica:
 class ChunkStore:
     """The replicas under one data directory, opened through a bounded LRU of fds."""
 
-    def __init__(self, data_dir: Path, *, open_files_max: int = OPEN_FILES_MAX,
+    def __init__(self, data_dir: Path, *, open_files_max: int = REPLICA_FILES_OPEN_MAX,
                  capacity_bytes: int | None = None) -> None:
         """``capacity_bytes``: use at most that much of the file system (``space_ledger``)."""
         assert open_files_max >= 1

@@ -32,14 +32,18 @@ import trio
 from prometheus_client import Counter
 
 from vmstore.dfs.chunkserver.data_service import DataService
-from vmstore.dfs.constants import LOCAL_READ_CONNECTIONS_MAX, LOCAL_READ_LISTEN_BACKLOG_MAX
+from vmstore.dfs.constants import (
+    LOCAL_ACCEPT_RETRY_S,
+    LOCAL_CALL_TIMEOUT_S,
+    LOCAL_READ_CONNECTIONS_MAX,
+    LOCAL_READ_LISTEN_BACKLOG_MAX,
+)
 from vmstore.dfs.errors import AccessDenied, DfsError, ProtocolError, ReplicaUnavailable
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import REGISTRY
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.capability import READ
 from vmstore.dfs.protocol.local_socket import (
-    LOCAL_CALL_TIMEOUT_S,
     close_all,
     local_socket_name,
     new_socket,
@@ -53,7 +57,6 @@ log = logging.getLogger(__name__)
 # accept() errors that mean "out of something for now": wait, then go on
 # (as trio's serve_listeners does), rather than end the listener.
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-_ACCEPT_RETRY_S = 0.1
 
 LOCAL_OPENS = Counter("vmstore_chunkserver_local_opens_total",
                       "Replica fds asked for by short-circuit readers on this host, by result",
@@ -104,7 +107,7 @@ class LocalReadService:
                 if error.errno not in _ACCEPT_CAPACITY_ERRNOS:
                     raise
                 log.warning("local socket: accept failed (%s); retrying", error)
-                await trio.sleep(_ACCEPT_RETRY_S)
+                await trio.sleep(LOCAL_ACCEPT_RETRY_S)
 
     async def _serve_one(self, connection: trio.socket.SocketType) -> None:
         self.connections += 1

@@ -27,6 +27,7 @@ from vmstore.dfs.chunkserver.data_service import DataService
 from vmstore.dfs.chunkserver.identity import ServerIdentity, store_accepted_master
 from vmstore.dfs.chunkserver.replicator import Replicator
 from vmstore.dfs.constants import (
+    DAMAGE_REPORTS_QUEUED_MAX,
     HEARTBEAT_INTERVAL_S,
     MASTER_REFUSED_RETRY_S,
     RECONNECT_BACKOFF_MAX_S,
@@ -52,7 +53,6 @@ from vmstore.dfs.protocol.replica_format import ReplicaOwner
 from vmstore.dfs.protocol.rpc import Connection, open_connection
 
 log = logging.getLogger(__name__)
-DAMAGE_REPORTS_QUEUED_MAX = 1024
 Damage = tuple[int, int, str, list[tuple[int, int]]]  # chunk id, version, reason, bad blocks
 
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from vmstore.dfs.constants import EARLY_WRITEBACK_BYTES_MIN
 from vmstore.dfs.protocol.replica_format import ReplicaOwner, encode_header
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
@@ -37,10 +38,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _fallocate = getattr(_libc, "fallocate64", None) or _libc.fallocate
 _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 _fallocate.restype = ctypes.c_int
-# Writes of this much or more start their writeback at once (sync_file_range,
-# SYNC_FILE_RANGE_WRITE: no wait), so that a stream's fsync at the end finds
-# little left dirty instead of all of it.
-_EARLY_WRITEBACK_BYTES_MIN = 256 * 1024
 _SYNC_FILE_RANGE_WRITE = 2
 _sync_file_range = getattr(_libc, "sync_file_range", None)
 if _sync_file_range is not None:
@@ -89,10 +86,10 @@ def pwrite_all(fd: int, buffers: Sequence[Buffer], offset: int) -> None:
 def start_writeback(fd: int, offset: int, size: int) -> None:
     """Start writing [offset, offset + size) of the file back now, without waiting.
 
-    Only for writes of at least _EARLY_WRITEBACK_BYTES_MIN; a smaller one is
+    Only for writes of at least EARLY_WRITEBACK_BYTES_MIN; a smaller one is
     left to the next sync.
     """
-    if size >= _EARLY_WRITEBACK_BYTES_MIN and _sync_file_range is not None:
+    if size >= EARLY_WRITEBACK_BYTES_MIN and _sync_file_range is not None:
         # Best effort: an error here only means the flush does it all later.
         _sync_file_range(fd, offset, size, _SYNC_FILE_RANGE_WRITE)
 

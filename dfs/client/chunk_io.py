@@ -65,11 +65,14 @@ from vmstore.dfs.constants import (
     HEDGE_FLOOR_S,
     HEDGE_P99_MULTIPLE,
     LOCATION_CACHE_ENTRIES_MAX,
+    LOCATION_PREFETCH_CHUNKS,
     MAX_FILE_SIZE_BYTES,
+    READ_CAPABILITY_LIFE_S,
     READ_RETRIES_MAX,
     RECONNECT_BACKOFF_MAX_S,
     RECONNECT_BACKOFF_MIN_S,
     SLOW_PEER_BACKOFF_S,
+    SYNCHRONOUS_AFTER_FSYNC_S,
     WRITE_BATCHES_MAX,
     WRITE_BEHIND_BYTES_MAX,
     WRITE_RETRIES_MAX,
@@ -94,16 +97,12 @@ from vmstore.dfs.errors import (
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import REGISTRY
 from vmstore.dfs.protocol import messages as m
-from vmstore.dfs.protocol.capability import READ_CAPABILITY_LIFE_S
 from vmstore.dfs.protocol.latency import LatencyTracker
 from vmstore.dfs.protocol.limits import ByteBudget
 from vmstore.dfs.protocol.rpc import ConnectionPool
 from vmstore.dfs.types import InodeId
 
 log = logging.getLogger(__name__)
-LOCATION_PREFETCH_CHUNKS = 16
-# A file fsynced within this long has its writes sent synchronous (see flush).
-SYNCHRONOUS_AFTER_FSYNC_S = 1.0
 
 HEDGED_READS = Counter(
     "vmstore_client_hedged_reads_total",

@@ -22,6 +22,7 @@ from vmstore.dfs.client.leases import ClientLeases
 from vmstore.dfs.client.local_replicas import LocalReplicas
 from vmstore.dfs.client.master_client import ClientIdentity, MasterClient
 from vmstore.dfs.constants import (
+    CLOSE_SESSION_TIMEOUT_S,
     MASTER_RECONNECT_TIMEOUT_S,
     MTIME_PUBLISH_INTERVAL_S,
     READDIR_BATCH_ENTRIES_MAX,
@@ -30,8 +31,6 @@ from vmstore.dfs.errors import NotADirectory, NotFound, unwrapped_errors
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import ConnectionPool
 from vmstore.dfs.types import ROOT_INODE, InodeId
-
-CLOSE_SESSION_TIMEOUT_S = 5.0
 
 
 class Client:

@@ -81,7 +81,12 @@ from vmstore.dfs.constants import (
     HEDGE_CEILING_S,
     HEDGE_FLOOR_S,
     HEDGE_P99_MULTIPLE,
+    LOCAL_CALL_TIMEOUT_S,
+    LOCAL_FDS_MAX,
     LOCAL_STALL_RECHECK_S,
+    NOT_LOCAL_RECHECK_S,
+    READAHEAD_BYTES,
+    READAHEAD_TTL_S,
 )
 from vmstore.dfs.errors import AccessDenied, DfsError, error_from_code
 from vmstore.dfs.log_fields import about
@@ -89,7 +94,6 @@ from vmstore.dfs.metrics import REGISTRY
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.latency import LatencyTracker
 from vmstore.dfs.protocol.local_socket import (
-    LOCAL_CALL_TIMEOUT_S,
     close_all,
     local_socket_name,
     new_socket,
@@ -110,16 +114,7 @@ from vmstore.dfs.protocol.replica_format import (
 )
 
 log = logging.getLogger(__name__)
-# Open replica fds kept (a mount's RLIMIT_NOFILE is often 1024, and its TCP
-# connections need some): 256 chunks are 16 GiB of hot data.
-LOCAL_FDS_MAX = 256
-# How long an address whose socket is missing (a remote chunkserver, or one
-# that is down) is not asked again.
-NOT_LOCAL_RECHECK_S = 10.0
 _REQUEST_ID_MAX = 2**32 - 1
-# Readahead of a sequential stream of small reads (see the module docstring).
-READAHEAD_BYTES = 128 * 1024
-READAHEAD_TTL_S = 1.0
 # connect() errors that mean "no such socket here": the replica is not local.
 _NOT_LOCAL_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENOENT})
 

@@ -28,15 +28,11 @@ import trio
 from vmstore.dfs.constants import (
     BLOCK_SIZE_BYTES,
     DATA_REQUEST_BYTES_MAX,
+    SMALL_BATCHES_IN_FLIGHT_MAX,
     WRITE_BATCH_EXTENTS_MAX,
     WRITE_BATCHES_PER_CHUNK_MAX,
 )
 from vmstore.dfs.errors import DfsError
-
-# Batches of small writes in flight per chunk beyond which the next waits to be
-# half full (or for one to finish).
-SMALL_BATCHES_IN_FLIGHT_MAX = 2
-
 
 _sequence = itertools.count()
 

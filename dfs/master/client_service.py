@@ -23,6 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from vmstore.dfs.constants import (
     CHUNK_SIZE_BYTES,
+    MASTER_GAUGES_INTERVAL_S,
     MAX_FILE_SIZE_BYTES,
     READDIR_REPLY_ENTRIES_MAX,
 )
@@ -53,7 +54,6 @@ from vmstore.dfs.types import ChunkId, ChunkVersion, InodeId, ServerId, SessionI
 # allocate chunks nobody can address, or overflow SQLite in index + count.
 CHUNK_INDEX_MAX = MAX_FILE_SIZE_BYTES // CHUNK_SIZE_BYTES - 1
 Reply = tuple[m.Message, bytes]
-GAUGE_INTERVAL_S = 2.0
 
 REQUEST_SECONDS = Histogram(
     "vmstore_master_request_seconds", "Time to answer a client request (mutations: durable)",
@@ -337,7 +337,7 @@ class ClientService:
                 REBUILD.labels("running").set(status.healing.copying)
                 REBUILD_RATE.set(status.healing.copied_bytes_per_s)
                 REBUILT.set(status.healing.chunks_copied)
-            await trio.sleep(GAUGE_INTERVAL_S)
+            await trio.sleep(MASTER_GAUGES_INTERVAL_S)
 
     def fsck(self, request: Any) -> m.Message:
         up = {e.server_id for e in self.registry.up_servers()}

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from vmstore.dfs.constants import PATH_DEPTH_MAX
 from vmstore.dfs.metadata.store import MetadataStore
 from vmstore.dfs.types import ROOT_INODE, ChunkId, InodeId, ServerId
 
-PATH_DEPTH_MAX = 4096
 _DIRECTORY_KIND = 0o040000
 
 

@@ -23,11 +23,9 @@ from pathlib import Path
 
 import sqlite_utils
 
+from vmstore.dfs.constants import READ_LOCK_TIMEOUT_S
 from vmstore.dfs.errors import DamagedMetadata, NotFound
 from vmstore.dfs.metadata.schema import SCHEMA_SQL
-
-# A reader waits this long for a lock the master holds (a checkpoint, WAL recovery).
-READ_LOCK_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)

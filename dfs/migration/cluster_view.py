@@ -17,12 +17,12 @@ import trio
 
 from vmstore.dfs.client.client import Client, open_client
 from vmstore.dfs.client.master_client import ClientIdentity
+from vmstore.dfs.constants import MIGRATION_MASTER_TIMEOUT_S
 from vmstore.dfs.errors import NotFound
 from vmstore.dfs.migration.hosts import ClusterAccess
 from vmstore.dfs.protocol import messages as m
 
 T = TypeVar("T")
-MASTER_TIMEOUT_S = 15.0
 
 
 def run_with_client(access: ClusterAccess, role: str,
@@ -31,7 +31,7 @@ def run_with_client(access: ClusterAccess, role: str,
     async def main() -> T:
         async with open_client(access.master_host, access.master_port, access.key,
                                ClientIdentity(host_label=access.host_label, role=role),
-                               reconnect_timeout_s=MASTER_TIMEOUT_S) as client:
+                               reconnect_timeout_s=MIGRATION_MASTER_TIMEOUT_S) as client:
             return await work(client)
 
     return trio.run(main)

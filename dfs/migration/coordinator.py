@@ -25,6 +25,11 @@ from typing import Any
 
 import libvirt
 
+from vmstore.dfs.constants import (
+    AUTO_CONVERGE_INCREMENT_PERCENT,
+    AUTO_CONVERGE_INITIAL_PERCENT,
+    MIGRATION_POLL_INTERVAL_S,
+)
 from vmstore.dfs.errors import MigrationFailed
 from vmstore.dfs.migration.cluster_view import ClusterView, GuestRecord, GuestRecords
 from vmstore.dfs.migration.domain import parse_domain
@@ -33,12 +38,7 @@ from vmstore.dfs.migration.preflight import Plan, check
 from vmstore.dfs.migration.progress import describe
 from vmstore.dfs.progress import ProgressDisplay
 
-POLL_INTERVAL_S = 0.5
 STALL_POLICIES = ("pause", "postcopy", "auto-converge", "abort")
-# Throttle steps for auto-converge: libvirt's defaults (20 % + 10 %) were
-# measured not to converge a paced dirtier in 120 s; these did in 67 s.
-AUTO_CONVERGE_INITIAL_PERCENT = 50
-AUTO_CONVERGE_INCREMENT_PERCENT = 20
 
 
 class JobStatistics:
@@ -62,7 +62,7 @@ class JobStatistics:
                 self.latest = self.domain.jobStats()
             except libvirt.libvirtError:
                 pass  # no job yet, or it has ended; keep the last figures
-            self._stopped.wait(POLL_INTERVAL_S)
+            self._stopped.wait(MIGRATION_POLL_INTERVAL_S)
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ class Migration:
             # An abort before QEMU's own copy has started cancels nothing: repeat it.
             while not self._worker_done.is_set():
                 self._abort(domain)
-                self._worker_done.wait(POLL_INTERVAL_S)
+                self._worker_done.wait(MIGRATION_POLL_INTERVAL_S)
             if self._error is not None:
                 raise MigrationFailed(f"{self.guest_name}: aborted; it keeps running on"
                                       f" {self.source.name}") from None
@@ -284,7 +284,7 @@ class Migration:
         deadline = started + self.options.stall_after_s
         policy_due = not self.options.offline
         try:
-            while not self._worker_done.wait(POLL_INTERVAL_S):
+            while not self._worker_done.wait(MIGRATION_POLL_INTERVAL_S):
                 latest = statistics.latest
                 if latest.get("memory_total"):  # else: the copy has not started yet
                     self.display.show(describe(latest))

@@ -23,6 +23,7 @@ from typing import Any
 
 import libvirt
 
+from vmstore.dfs.constants import FAILOVER_LEASE_POLL_INTERVAL_S
 from vmstore.dfs.errors import MigrationFailed, PreflightFailed
 from vmstore.dfs.migration.cluster_view import ClusterView, GuestRecord, GuestRecords, ImageFile
 from vmstore.dfs.migration.coordinator import (
@@ -34,9 +35,6 @@ from vmstore.dfs.migration.coordinator import (
 from vmstore.dfs.migration.domain import parse_domain
 from vmstore.dfs.migration.hosts import ClusterAccess, Fleet, MigrationHost
 from vmstore.dfs.progress import ProgressDisplay
-
-LEASE_POLL_INTERVAL_S = 1.0
-
 
 Connections = dict[str, tuple[MigrationHost, Any]]  # by host name
 
@@ -192,7 +190,7 @@ def _wait_out_leases(cluster: ClusterView, dead: MigrationHost,
                 f"{dead.name} still holds the write lease of {', '.join(held)} after"
                 f" {wait_s:g} s: it is alive and talking to the master. Not restarting its"
                 " guests; if it is powered off, run vmstore failover --fenced")
-        time.sleep(LEASE_POLL_INTERVAL_S)
+        time.sleep(FAILOVER_LEASE_POLL_INTERVAL_S)
 
 
 def _restart(record: GuestRecord, dead: MigrationHost, connections: Connections,

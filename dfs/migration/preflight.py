@@ -17,14 +17,13 @@ from typing import Any
 
 import libvirt
 
+from vmstore.dfs.constants import QEMU_MEMORY_OVERHEAD_KIB
 from vmstore.dfs.errors import PreflightFailed
 from vmstore.dfs.migration.cluster_view import ClusterView, ImageFile
 from vmstore.dfs.migration.domain import GuestDefinition
 from vmstore.dfs.migration.hosts import MigrationHost
 
 SAFE_CACHE_MODES = frozenset({"none", "directsync"})
-# QEMU keeps some memory of its own beyond the guest's RAM.
-MEMORY_OVERHEAD_KIB = 64 * 1024
 
 
 @dataclass
@@ -102,7 +101,7 @@ def _check_disks(guest: GuestDefinition, cluster: ClusterView, plan: Plan,
 def _check_memory(guest: GuestDefinition, destination: MigrationHost, connection: Any,
                   problems: list[str]) -> None:
     free_kib = connection.getFreeMemory() // 1024
-    needed_kib = guest.memory_kib + MEMORY_OVERHEAD_KIB
+    needed_kib = guest.memory_kib + QEMU_MEMORY_OVERHEAD_KIB
     if free_kib < needed_kib:
         problems.append(f"host {destination.name} has {free_kib // 1024} MiB free; the guest"
                         f" needs {needed_kib // 1024} MiB")

@@ -33,14 +33,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmstore.dfs.constants import KEY_FILE_CHECK_INTERVAL_S, KEYS_PER_FILE_MAX
 from vmstore.dfs.errors import AuthenticationFailed, ConfigError
 
 log = logging.getLogger(__name__)
 
 NONCE_BYTES = 32
 KEY_BYTES_MIN = 32
-KEYS_PER_FILE_MAX = 4
-KEY_FILE_CHECK_INTERVAL_S = 2.0
 ROLES = frozenset({"client", "chunkserver", "master", "admin"})
 
 

@@ -58,6 +58,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from vmstore.dfs.constants import READ_CAPABILITY_LIFE_S, VERIFIED_CAPABILITIES_MAX
 from vmstore.dfs.errors import ReadRefused, TokenExpired, WriteRefused
 from vmstore.dfs.protocol import auth
 from vmstore.dfs.protocol.messages import Capability
@@ -65,12 +66,6 @@ from vmstore.dfs.protocol.messages import Capability
 READ = 1
 WRITE = 2
 OPERATION_NAMES = {READ: "read", WRITE: "write"}
-# A read capability's life; clients refresh at half of it, with the next
-# chunk-location request (one master round trip per 16 chunks per 30 s of use).
-READ_CAPABILITY_LIFE_S = 60.0
-# Verified capabilities a chunkserver remembers (then it forgets them all:
-# each costs one MAC computation again).
-VERIFIED_CAPABILITIES_MAX = 65536
 MAC_BYTES = 16
 _KEY_PURPOSE = b"vmstore capability v1"
 _FIELDS = struct.Struct("<QQQQQQ")

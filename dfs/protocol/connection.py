@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import trio
 
 from vmstore.dfs.constants import (
+    ERROR_TEXT_CHARS_MAX,
     INFLIGHT_REQUESTS_PER_CONNECTION_MAX,
     REQUEST_BYTES_PER_CONNECTION_MAX,
     REQUEST_BYTES_PER_PROCESS_MAX,
@@ -61,7 +62,6 @@ log = logging.getLogger("vmstore.dfs.protocol.rpc")
 
 Handler = Callable[[Request, bytes], Awaitable[tuple[Message, bytes]]]
 ReplyT = TypeVar("ReplyT", bound=Message)
-_ERROR_TEXT_MAX = 1000  # of a refusal's message (it may quote the peer's bytes)
 # What a stream raises once the connection under it is gone (rpc uses it too).
 CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # Bytes of requests read but not yet answered, over all connections of this
@@ -264,7 +264,7 @@ class Connection:
                     extra=about("request_refused", peer=self.peer, role=self.role,
                                 error=str(error)))
         await self._send(encode_frame(
-            ErrorReply(code=InvalidArgument.code, message=error.message[:_ERROR_TEXT_MAX]),
+            ErrorReply(code=InvalidArgument.code, message=error.message[:ERROR_TEXT_CHARS_MAX]),
             request_id, response=True))
 
     def _resolve(self, request_id: int, message: Message, payload: bytes) -> None:

@@ -16,7 +16,12 @@ from __future__ import annotations
 
 import trio
 
-from vmstore.dfs.constants import FRAME_RECEIVE_TIMEOUT_S
+from vmstore.dfs.constants import (
+    FRAME_RECEIVE_BYTES,
+    FRAME_RECEIVE_TIMEOUT_S,
+    JOINED_PAYLOAD_BYTES_MAX,
+    PAYLOAD_IN_PARTS_BYTES_MIN,
+)
 from vmstore.dfs.errors import InvalidField, PeerUnavailable, ProtocolError
 from vmstore.dfs.protocol.codec import (
     HEADER_BYTES,
@@ -27,13 +32,6 @@ from vmstore.dfs.protocol.codec import (
 )
 from vmstore.dfs.protocol.limits import acquire_uncontended_at_once
 from vmstore.dfs.protocol.messages import Message
-
-_RECEIVE_CHUNK_BYTES = 256 * 1024
-# Payloads from this size on are received apart from the buffer (one copy less).
-_PAYLOAD_IN_PARTS_BYTES_MIN = 128 * 1024
-# Payloads up to this size are joined to the header in one send (one syscall
-# beats avoiding a small copy); bigger ones go as a second send.
-_JOIN_PAYLOAD_BYTES_MAX = 64 * 1024
 
 
 class FrameStream:
@@ -48,7 +46,7 @@ class FrameStream:
     async def _fill(self, wanted_bytes: int) -> None:
         while len(self._buffer) < wanted_bytes:
             data = await self.stream.receive_some(
-                max(_RECEIVE_CHUNK_BYTES, wanted_bytes - len(self._buffer))
+                max(FRAME_RECEIVE_BYTES, wanted_bytes - len(self._buffer))
             )
             if not data:
                 raise PeerUnavailable("connection closed by the peer")
@@ -86,7 +84,7 @@ class FrameStream:
         if len(self._buffer) >= frame_end:
             return self._decoded(header, *self._take(header))  # here: no deadline to set
         with trio.move_on_after(FRAME_RECEIVE_TIMEOUT_S):
-            if header.payload_bytes < _PAYLOAD_IN_PARTS_BYTES_MIN:
+            if header.payload_bytes < PAYLOAD_IN_PARTS_BYTES_MIN:
                 await self._fill(frame_end)
                 return self._decoded(header, *self._take(header))
             await self._fill(body_end)
@@ -142,7 +140,7 @@ class FrameStream:
 
     async def send(self, frame: tuple[bytes, bytes | memoryview]) -> None:
         head, payload = frame
-        if payload and len(payload) <= _JOIN_PAYLOAD_BYTES_MAX:
+        if payload and len(payload) <= JOINED_PAYLOAD_BYTES_MAX:
             head, payload = head + payload, b""
         if self.broken:
             raise PeerUnavailable("connection is broken")

@@ -13,7 +13,7 @@ Promises:
   does not grow with its silence; a peer that is merely busy answers slowly,
   and its deadline grows with its load.
 
-The p99 is recomputed every P99_EVERY_SAMPLES samples, not per call: a sort
+The p99 is recomputed every LATENCY_P99_EVERY_SAMPLES samples, not per call: a sort
 of LATENCY_SAMPLES_MAX floats per read would cost more than the read.
 
 The ``VMSTORE_STALL_DEADLINES=off`` environment switch exists for measuring
@@ -31,10 +31,14 @@ from dataclasses import dataclass, field
 
 import trio
 
-from vmstore.dfs.constants import LATENCY_PEERS_MAX, LATENCY_SAMPLES_MAX, LATENCY_SAMPLES_MIN
+from vmstore.dfs.constants import (
+    LATENCY_P99_EVERY_SAMPLES,
+    LATENCY_PEERS_MAX,
+    LATENCY_SAMPLES_MAX,
+    LATENCY_SAMPLES_MIN,
+)
 
 STALL_DEADLINES_ENV = "VMSTORE_STALL_DEADLINES"
-P99_EVERY_SAMPLES = 8
 
 
 def stall_deadlines_enabled() -> bool:
@@ -89,7 +93,7 @@ class LatencyTracker:
         samples.since_p99 += 1
         samples.slow_until_s = 0.0
         if len(samples.ring) >= LATENCY_SAMPLES_MIN and (
-                samples.since_p99 >= P99_EVERY_SAMPLES or samples.p99_s == math.inf):
+                samples.since_p99 >= LATENCY_P99_EVERY_SAMPLES or samples.p99_s == math.inf):
             samples.since_p99 = 0
             ordered = sorted(samples.ring)
             samples.p99_s = ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import trio
 
-REFUSAL_LOG_INTERVAL_S = 10.0
+from vmstore.dfs.constants import REFUSAL_LOG_INTERVAL_S
 
 
 class _Acquirable(Protocol):

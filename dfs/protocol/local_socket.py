@@ -46,8 +46,6 @@ from vmstore.dfs.protocol.messages import Message
 LOCAL_SOCKET_PREFIX = b"\0vmstore/chunkserver/"
 # A request or reply is under 200 bytes; anything longer is not ours.
 LOCAL_FRAME_BYTES_MAX = 4096
-# Every call on the socket (an open, its reply) must finish within this.
-LOCAL_CALL_TIMEOUT_S = 5.0
 FDS_PER_FRAME_MAX = 1
 _FD_BYTES = array.array("i").itemsize
 _ANCILLARY_BYTES = socket.CMSG_SPACE(FDS_PER_FRAME_MAX * _FD_BYTES)
