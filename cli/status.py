@@ -16,7 +16,7 @@ from vmstore.dfs.client.client import Client
 from vmstore.dfs.constants import BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES
 from vmstore.dfs.progress import ProgressDisplay
 from vmstore.dfs.protocol.messages import StatusReply
-from vmstore.dfs.protocol.messages.status import BackupStatus
+from vmstore.dfs.protocol.messages.status import BackupStatus, ChunkserverStatus
 
 LOST_SETTLE_S = 30.0  # how long --wait-healthy lets down chunkservers come back
 WATCH_INTERVAL_S = 1.0
@@ -59,6 +59,8 @@ def status_text(status: StatusReply) -> str:
     if status.refused:
         health += f"; {len(status.refused)} chunkserver(s) REFUSED (another cluster, or older"
         health += " metadata: see below)"
+    if failing := failing_disks(status):
+        health += f"; {len(failing)} chunkserver(s) with a FAILING DISK (see below)"
     lines = [
         f"master {status.master_address}: {health}",
         f"chunks: {chunks.total} total, {chunks.ok} ok, {chunks.undergoal} under goal,"
@@ -69,12 +71,18 @@ def status_text(status: StatusReply) -> str:
         f" {'FREE':>11} {'RESERVED':>11} {'CHUNKS':>7}",
     ]
     for server in status.chunkservers:
-        state = "drain" if server.draining and server.state == "up" else server.state
+        state = server_state(server)
         lines.append(f"{server.id:>4} {state:<6} {server.address:<22} {server.host:<12}"
                      f" {_size(server.bytes_used):>11} {_size(server.bytes_total):>11}"
                      f" {_size(server.bytes_free):>11} {_size(server.bytes_reserved):>11}"
                      f" {server.chunk_count:>7}")
     lines.append("")
+    for server in failing:
+        lines.append(f"chunkserver {server.id} ({server.address}): DISK FAILING:"
+                     f" {server.disk_failing}; its replicas are being copied away (replace"
+                     " or check the disk, then restart the chunkserver)")
+    if failing:
+        lines.append("")
     for refused in status.refused:
         lines.append(f"refused chunkserver {refused.server_uuid} at {refused.address}:"
                      f" {refused.reason}")
@@ -149,6 +157,23 @@ def degraded(status: StatusReply) -> bool:
     return bool(status.chunks.endangered or status.chunks.undergoal)
 
 
+def failing_disks(status: StatusReply) -> list[ChunkserverStatus]:
+    """Chunkservers up whose disk is failing: alive, yet not healthy."""
+    return [s for s in status.chunkservers if s.state == "up" and s.disk_failing]
+
+
+def server_state(server: ChunkserverStatus) -> str:
+    """up, down, drain, failing (its disk), or silent (a client found it so since its
+    last heartbeat)."""
+    if server.state != "up":
+        return server.state
+    if server.disk_failing:
+        return "failing"
+    if server.suspect:
+        return "silent"
+    return "drain" if server.draining else "up"
+
+
 def wait_until_healthy(args: argparse.Namespace) -> StatusReply:
     """Poll until no chunk is under goal, showing the healing progress."""
     display = ProgressDisplay()
@@ -185,7 +210,7 @@ def run_status(args: argparse.Namespace) -> int:
     print(json.dumps(status_json(status), indent=2) if args.json else status_text(status))
     chunks = status.chunks
     return 2 if chunks.lost or status.damaged else (
-        1 if degraded(status) or status.refused else 0)
+        1 if degraded(status) or status.refused or failing_disks(status) else 0)
 
 
 def register(subparsers: Any) -> None:

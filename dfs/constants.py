@@ -123,6 +123,21 @@ WRITE_SILENCE_CEILING_S = 2.0
 # asked again for this long: reads go over the network meanwhile.
 LOCAL_STALL_RECHECK_S = 2.0
 
+# --- disk watch (dfs.chunkserver.disk_watch) -----------------------------------
+# Each chunkserver writes, fdatasyncs and reads back a small probe file this often;
+# a probe not done within DISK_PROBE_DEADLINE_S, a store call not returned within
+# DISK_CALL_HANG_S, a probe that fails, or DISK_ERRORS_FAILING_MAX I/O errors of
+# store calls within DISK_ERROR_WINDOW_S mark its disk failing (for the process's
+# life): the master places nothing new there and copies its replicas away. The
+# deadlines are far above a healthy fdatasync (~0.3 ms) and a busy disk's (tens of
+# ms): a false mark costs a whole drain. A guest does not wait for them: a silent
+# chain member is dropped within about a second (WRITE_SILENCE_*).
+DISK_PROBE_INTERVAL_S = 2.0
+DISK_PROBE_DEADLINE_S = 5.0
+DISK_CALL_HANG_S = 5.0
+DISK_ERRORS_FAILING_MAX = 3
+DISK_ERROR_WINDOW_S = 60.0
+
 # --- master --------------------------------------------------------------
 HEARTBEAT_INTERVAL_S = 1.0
 # A chunkserver silent for this long is marked down and leaves write chains.

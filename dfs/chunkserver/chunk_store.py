@@ -97,6 +97,7 @@ from vmstore.dfs.chunkserver.data_dir import (
     read_header,
     replica_path,
 )
+from vmstore.dfs.chunkserver.disk_watch import probe_disk
 from vmstore.dfs.chunkserver.quarantine import Quarantine
 from vmstore.dfs.chunkserver.replica_file import (
     Buffer,
@@ -478,6 +479,11 @@ class ChunkStore:
                 for _ in self._blocks(replica, run_first, run_end, bad):
                     pass
         return bad
+
+    def probe(self) -> None:
+        """Write, fdatasync and read back a small file beside the replicas (the disk
+        watch's probe, ``dfs.chunkserver.disk_watch``); OSError if the disk refuses."""
+        probe_disk(self.data_dir)
 
     def space(self) -> tuple[int, int]:
         """(bytes_total, bytes_used) of the data directory's file system (or capacity)."""

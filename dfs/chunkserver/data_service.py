@@ -48,6 +48,7 @@ import trio
 from prometheus_client import Counter, Histogram
 
 from vmstore.dfs.chunkserver.chunk_store import ChunkStore
+from vmstore.dfs.chunkserver.disk_watch import DiskWatch
 from vmstore.dfs.chunkserver.identity import ServerIdentity
 from vmstore.dfs.chunkserver.range_lock import RangeLocks
 from vmstore.dfs.chunkserver.write_fence import WriteFence
@@ -195,6 +196,8 @@ class DataService:
         self.identity = identity
         self.range_locks = RangeLocks()
         self._disk = trio.CapacityLimiter(1)
+        # Sees every store call go through ``_disk``; run by the chunkserver's main.
+        self.disk_watch = DiskWatch(store.probe)
         self._sync_placement = SyncPlacement()
         self.bytes_read = 0
         self.bytes_written = 0
@@ -223,11 +226,16 @@ class DataService:
     async def disk(self, size_bytes: int, function: Callable[..., T], *args: Any) -> T:
         """Run a store call: inline when small, else in the worker thread."""
         await acquire_uncontended_at_once(self._disk)
+        started_s = self.disk_watch.call_started()
         try:
             if size_bytes <= INLINE_DISK_BYTES_MAX:
                 return function(*args)
             return await trio.to_thread.run_sync(function, *args)
+        except OSError as error:
+            self.disk_watch.call_failed(error)
+            raise
         finally:
+            self.disk_watch.call_ended(started_s)
             self._disk.release()
 
     def _fault(self, error: Exception, what: str) -> DfsError:
@@ -401,14 +409,18 @@ class DataService:
         """This replica's written data and checksums onto stable storage."""
         try:
             await acquire_uncontended_at_once(self._disk)
+            started = self.disk_watch.call_started()
             try:
                 if not self._sync_placement.inline():
                     await trio.to_thread.run_sync(self.store.flush, chunk_id)
                     return
-                started = time.perf_counter()
                 self.store.flush(chunk_id)
                 self._sync_placement.took(time.perf_counter() - started, chunk_id)
+            except OSError as error:
+                self.disk_watch.call_failed(error)
+                raise
             finally:
+                self.disk_watch.call_ended(started)
                 self._disk.release()
         except REPLICA_FAULTS as error:
             raise self._fault(error, f"flush of chunk {chunk_id}") from None

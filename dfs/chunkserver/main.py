@@ -87,6 +87,7 @@ async def run_chunkserver(settings: ChunkserverSettings, *,
                 data_dir=settings.data_dir), store, data,
                 load_accepted_master(settings.data_dir), identity, damage_reports, replicator)
             await nursery.start(link.run)
+            nursery.start_soon(data.disk_watch.run)
             nursery.start_soon(scrubber.run)
             nursery.start_soon(QuarantineKeeper(
                 store.quarantine, store.space, data.disk, settings.quarantine_retention_s,

@@ -140,6 +140,7 @@ class MasterLink:
                         with unwrapped_errors():
                             async with trio.open_nursery() as nursery:
                                 nursery.start_soon(self._send_damage_reports, connection)
+                                nursery.start_soon(self._report_failing_disk, connection)
                                 nursery.start_soon(self._record_owners)
                                 await self._heartbeat_until_closed(connection)
                                 nursery.cancel_scope.cancel()
@@ -181,6 +182,15 @@ class MasterLink:
                 # again on the next link
                 self.damage_reports.report(chunk_id, version, reason, bad_blocks)
                 raise
+
+    async def _report_failing_disk(self, connection: Connection) -> None:
+        """Tell the master once the disk is marked failing (at once, and again on every
+        new link): a stuck disk must not look healthy while heartbeats go on."""
+        watch = self.data.disk_watch
+        await watch.failed.wait()
+        await connection.call(m.ChunkserverToMasterDiskFailing(
+            server_id=self.identity.server_id, reason=watch.failing_reason),
+            timeout_s=RPC_TIMEOUT_S)
 
     async def _register(self, connection: Connection) -> None:
         replicas = await self.disk(2**30, self.store.list_replicas)

@@ -91,6 +91,8 @@ class ChunkManager:
             if entry is not None and entry.up:
                 holders.append((server_id, entry.host_label))
         ordered = order_for_reader(holders, reader_label)
+        # A silent one or a failing disk last: readers try replicas in order.
+        ordered.sort(key=lambda s: self.registry.chunkservers[s].shunned)
         return ChunkLocation(
             index=index, chunk_id=chunk_id, version=version,
             replicas=[self.registry.chunkservers[s].address for s in ordered],
@@ -128,6 +130,12 @@ class ChunkManager:
         if version is None:
             raise NotFound(f"chunk {chunk_id} was deleted meanwhile")
         up, down = self.registry.split_live(self.chunks.replicas(chunk_id))
+        # A holder found silent, or with a failing disk, leaves too while another
+        # stays: a writer would wait for it, then drop it anyway (never below one).
+        shunned = [s for s in up if self.registry.chunkservers[s].shunned]
+        if shunned and len(shunned) < len(up):
+            down += shunned
+            up = [s for s in up if s not in shunned]
         if down:
             await self._change_chain(chunk_id, version, up)
         return self._current_location(index, chunk_id, label)
@@ -145,7 +153,7 @@ class ChunkManager:
         self, inode: InodeId, index: int, goal: int, writer_label: str
     ) -> ChunkLocation:
         candidates = [Candidate(e.server_id, e.host_label, e.bytes_free)
-                      for e in self.registry.up_servers() if not e.draining]
+                      for e in self.registry.up_servers() if e.takes_new]
         chosen = choose_servers(candidates, goal, writer_label, self.rng)
         if len(chosen) < goal and self.registry.in_startup_grace():
             # Right after a restart most chunkservers have not registered yet:
@@ -217,10 +225,24 @@ class ChunkManager:
                 raise NotFound(f"chunk {chunk_id} no longer exists")
             if current == version:
                 holders = self.chunks.replicas(chunk_id)
+                self._suspect(chunk_id, [s for s in failed if s in holders])
                 up, _ = self.registry.split_live(holders)
                 survivors = [s for s in up if s not in failed]
                 await self._change_chain(chunk_id, current, survivors)
             return await self._write_chain(index, chunk_id, writer_label)
+
+    def _suspect(self, chunk_id: ChunkId, servers: list[ServerId]) -> None:
+        """A writer dropped these members of the chunk's chain (silent, or failed): avoid
+        them everywhere until they heartbeat again, well before CHUNKSERVER_DOWN_AFTER_S
+        would mark a silent one down. One that is fine heartbeats within a second."""
+        for server_id in servers:
+            entry = self.registry.chunkservers.get(server_id)
+            if entry is None or entry.suspect or not entry.up:
+                continue
+            entry.suspect = True
+            log.info("chunkserver %d suspect: a writer dropped it from chunk %d's chain;"
+                     " avoided until it heartbeats again", server_id, chunk_id,
+                     extra=about("chunkserver_suspect", server=server_id, chunk=chunk_id))
 
     async def _change_chain(
         self, chunk_id: ChunkId, version: ChunkVersion, keep: list[ServerId]
@@ -352,7 +374,7 @@ class ChunkManager:
                 return
             up = [s for s in self.chunks.replicas(chunk_id)
                   if (e := self.registry.chunkservers.get(s)) is not None and e.up]
-            if len([s for s in up if not self.registry.chunkservers[s].draining]) >= goal:
+            if len([s for s in up if not self.registry.chunkservers[s].leaving]) >= goal:
                 return
             if up and all(self.damage.is_damaged(chunk_id, s) for s in up):
                 # A damaged last copy would fail the copy at its first bad block:
@@ -362,8 +384,9 @@ class ChunkManager:
             await self._change_chain(chunk_id, version, up)
             version = ChunkVersion(version + 1)
             holders = self.chunks.replicas(chunk_id)
-            sources = [self.registry.chunkservers[h].address for h in holders
-                       if not self.damage.is_damaged(chunk_id, h)]
+            sources = [self.registry.chunkservers[h].address for h in sorted(
+                holders, key=lambda h: self.registry.chunkservers[h].shunned)
+                       if not self.damage.is_damaged(chunk_id, h)]  # a failing disk last
             capability = self.signer.read(0, chunk_id, life_s=REPLICATION_TIMEOUT_S)
             owner = self.chunks.file_of_chunk(chunk_id)  # for the copy's header
             inode, index = owner if owner is not None else (0, 0)
@@ -386,7 +409,7 @@ class ChunkManager:
         labels = frozenset(self.registry.chunkservers[h].host_label for h in holders)
         candidates = [Candidate(e.server_id, e.host_label, e.bytes_free)
                       for e in self.registry.up_servers()
-                      if not e.draining and e.server_id not in holders]
+                      if e.takes_new and e.server_id not in holders]
         chosen = choose_servers(candidates, 1, "", self.rng, exclude_host_labels=labels)
         if not chosen:
             raise NoSpace(f"no host without a replica of chunk {chunk_id} has room")

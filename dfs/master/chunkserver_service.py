@@ -53,6 +53,8 @@ class ChunkserverService:
                 return m.EmptyReply(), b""
             if isinstance(request, m.ChunkserverToMasterQuarantineCheck):
                 return self.quarantine_check(connection, request), b""
+            if isinstance(request, m.ChunkserverToMasterDiskFailing):
+                return self.disk_failing(connection, request), b""
             raise ProtocolError(f"{type(request).__name__} is not a chunkserver request")
 
         return handle
@@ -173,6 +175,28 @@ class ChunkserverService:
                            request.bytes_reserved)
         entry.chunk_count = request.chunk_count
         entry.last_heartbeat_s = trio.current_time()
+        if entry.suspect:
+            entry.suspect = False
+            log.info("chunkserver %d, found silent by a client, heartbeats again",
+                     entry.server_id, extra=about("chunkserver_unsuspected",
+                                                  server=entry.server_id))
+        return m.EmptyReply()
+
+    def disk_failing(self, connection: Connection,
+                     request: m.ChunkserverToMasterDiskFailing) -> m.Message:
+        """Its disk is failing: nothing new goes there, chains and reads move to the other
+        replicas, and the healing loop copies its replicas away (as for a drain), until
+        it registers anew."""
+        if not self._registered_on(connection, request.server_id):
+            raise ProtocolError(f"a disk report for chunkserver {request.server_id}"
+                                " on a connection it did not register on")
+        entry = self.registry.chunkservers[ServerId(request.server_id)]
+        if not entry.disk_failing:
+            log.error("chunkserver %d (%s:%d): disk failing: %s; its replicas are copied"
+                      " away", entry.server_id, entry.host, entry.port, request.reason,
+                      extra=about("chunkserver_disk_failing", server=entry.server_id,
+                                  peer=f"{entry.host}:{entry.port}", error=request.reason))
+        entry.disk_failing = request.reason or "failing"
         return m.EmptyReply()
 
     async def liveness_loop(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

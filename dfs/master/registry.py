@@ -45,10 +45,32 @@ class ChunkserverEntry:
     chunk_count: int = 0
     last_heartbeat_s: float = 0.0
     draining: bool = False  # its replicas are being copied away; new chunks avoid it
+    # Why its disk is failing, as it said (ChunkserverToMasterDiskFailing); "": healthy.
+    # Until it registers anew: its replicas are copied away, nothing new goes there.
+    disk_failing: str = ""
+    # A client found it silent (a chain member dropped for silence) since its last
+    # heartbeat: new chains, copies and reads go elsewhere until it heartbeats again,
+    # long before it would be marked down (CHUNKSERVER_DOWN_AFTER_S).
+    suspect: bool = False
 
     @property
     def up(self) -> bool:
         return self.connection is not None and not self.connection.closed.is_set()
+
+    @property
+    def leaving(self) -> bool:
+        """Its replicas are being copied away: drained, or its disk is failing."""
+        return self.draining or bool(self.disk_failing)
+
+    @property
+    def shunned(self) -> bool:
+        """Up perhaps, but chains and reads go to the others while there are any."""
+        return self.suspect or bool(self.disk_failing)
+
+    @property
+    def takes_new(self) -> bool:
+        """Up, and may be given a new replica (a new chunk's, or a copy)."""
+        return self.up and not self.leaving and not self.suspect
 
     @property
     def address(self) -> ReplicaAddress:
@@ -183,6 +205,8 @@ class Registry:
                 bytes_reserved=entry.bytes_reserved,
                 chunk_count=entry.chunk_count,
                 draining=entry.draining,
+                disk_failing=entry.disk_failing,
+                suspect=entry.suspect,
                 replicas=(replicas or {}).get(entry.server_id, 0),
             )
             for entry in sorted(self.chunkservers.values(), key=lambda e: e.server_id)

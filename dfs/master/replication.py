@@ -59,14 +59,14 @@ def plan(
     over: list[ChunkNeed] = []
     for chunk_id, goal, holders in rows:
         keepers: list[ServerId] = []  # up and staying: they count toward the goal
-        draining: list[ServerId] = []  # up but leaving: sources only
+        draining: list[ServerId] = []  # up but leaving (drained, disk failing): sources only
         away = 0  # down for less than the delay: they count, but cannot serve
         for holder in holders:
             entry = servers.get(holder)
             if entry is None:
                 continue
             if entry.up:
-                (draining if entry.draining else keepers).append(holder)
+                (draining if entry.leaving else keepers).append(holder)
             elif now_s - entry.last_heartbeat_s < delay_s:
                 away += 1
         sources = tuple(h for h in keepers + draining if not is_damaged(chunk_id, h))

@@ -44,7 +44,7 @@ from vmstore.dfs.types import ChunkVersion
 
 HANG_LIMIT_S = 600.0
 OPERATIONS = ("create", "delete", "version_of", "set_version", "truncate_and_set_version",
-              "flush", "read", "write", "verify")
+              "flush", "read", "write", "verify", "probe")
 
 
 class FaultyChunkStore(ChunkStore):
@@ -160,6 +160,10 @@ class FaultyChunkStore(ChunkStore):
     def verify(self, chunk_id: int, first: int = 0, end: int = BLOCKS_PER_CHUNK) -> list[int]:
         self._before("verify")
         return super().verify(chunk_id, first, end)
+
+    def probe(self) -> None:
+        self._before("probe")  # the disk watch's probe: fail or hang it like the rest
+        super().probe()
 
     def write_staged(self, staged: StagedReplica, offset: int, length: int, payload: Any,
                      zero_ranges: Sequence[tuple[int, int]]) -> None:

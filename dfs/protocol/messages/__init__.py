@@ -61,6 +61,7 @@ from vmstore.dfs.protocol.messages.base import (
     Request,
 )
 from vmstore.dfs.protocol.messages.chunkserver_master import (
+    ChunkserverToMasterDiskFailing,
     ChunkserverToMasterHeartbeat,
     ChunkserverToMasterQuarantineCheck,
     ChunkserverToMasterRegister,
@@ -258,6 +259,7 @@ __all__ = [
     "ClientToMasterStatus",
     "MasterToChunkserverRegistered",
     "ChunkserverToMasterRegister",
+    "ChunkserverToMasterDiskFailing",
     "ChunkserverToMasterHeartbeat",
     "MasterToChunkserverCreateChunk",
     "MasterToChunkserverSetVersion",

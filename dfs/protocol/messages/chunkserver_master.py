@@ -171,3 +171,15 @@ class ChunkserverToMasterQuarantineCheck(Request, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 204
     REPLY: ClassVar[type[Message]] = QuarantineCheckReply
     chunk_ids: list[U63]
+
+
+class ChunkserverToMasterDiskFailing(Request, frozen=True, kw_only=True):
+    """This chunkserver's disk is failing (``dfs.chunkserver.disk_watch``): hung, or
+    returning I/O errors. Sent as soon as it is marked and again after every
+    registration; the master places nothing new here, moves write chains and reads
+    elsewhere, and copies the replicas away, until the chunkserver registers anew."""
+
+    TYPE: ClassVar[int] = 206
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    server_id: U63
+    reason: str

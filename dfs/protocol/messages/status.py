@@ -24,6 +24,8 @@ class ChunkserverStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=Tr
     chunk_count: U63  # replica files it reported (heartbeat)
     draining: bool = False
     replicas: U63 = 0  # replicas the master counts on it (current or awaiting deletion)
+    disk_failing: str = ""  # why its disk is failing (hung, I/O errors); "": healthy
+    suspect: bool = False  # a client found it silent since its last heartbeat
     bytes_free: U63 = 0  # what may still be written there
     bytes_reserved: U63 = 0  # of that, what its replicas may still take (their full size)
 
