@@ -23,12 +23,11 @@ import trio
 
 from vmstore.dfs.client.client import open_client
 from vmstore.dfs.client.master_client import ClientIdentity
+from vmstore.dfs.constants import FUSE_TASKS_MAX, READ_AHEAD_KIB
 from vmstore.dfs.errors import DfsError
 from vmstore.fuse.operations import VmstoreOperations
 
 log = logging.getLogger(__name__)
-READ_AHEAD_KB = 1024  # measured: 1 MiB readahead took sequential reads from ~400 to ~1100 MB/s
-MAX_TASKS = 128
 
 
 @dataclass(frozen=True)
@@ -84,9 +83,9 @@ async def raise_readahead(mountpoint: Path) -> None:
             continue
         path = Path(f"/sys/class/bdi/{device}/read_ahead_kb")
         try:
-            if path.read_text().strip() == str(READ_AHEAD_KB):
+            if path.read_text().strip() == str(READ_AHEAD_KIB):
                 return
-            path.write_text(f"{READ_AHEAD_KB}\n")
+            path.write_text(f"{READ_AHEAD_KIB}\n")
         except OSError as error:
             log.info("could not raise readahead at %s: %s", path, error.strerror)
             return
@@ -123,7 +122,7 @@ async def run_mount(settings: MountSettings, *,
                 log.info("mounted %s:%d at %s", settings.master_host, settings.master_port,
                          settings.mountpoint)
                 task_status.started()
-                await pyfuse3.main(max_tasks=MAX_TASKS)
+                await pyfuse3.main(max_tasks=FUSE_TASKS_MAX)
                 nursery.cancel_scope.cancel()
         finally:
             pyfuse3.close(unmount=True)

@@ -36,7 +36,13 @@ import pyfuse3
 from prometheus_client import Counter, Histogram
 
 from vmstore.dfs.client.client import Client
-from vmstore.dfs.constants import READDIR_BATCH_ENTRIES_MAX
+from vmstore.dfs.constants import (
+    ATTR_TIMEOUT_S,
+    CAPABILITY_CACHE_ENTRIES_MAX,
+    ENTRY_TIMEOUT_S,
+    IO_ERROR_LOG_INTERVAL_S,
+    READDIR_BATCH_ENTRIES_MAX,
+)
 from vmstore.dfs.errors import DfsError, LeaseHeld, NoSuchAttribute
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import LATENCY_BUCKETS_S, REGISTRY
@@ -47,11 +53,8 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
-ATTR_TIMEOUT_S = 1.0
-ENTRY_TIMEOUT_S = 1.0
 BLOCK_SIZE_FOR_TOOLS = 65536  # st_blksize: tools size their I/O by it
 CAPABILITY_XATTR = b"security.capability"
-CAPABILITY_CACHE_MAX = 65536
 # readdir positions: 1 after ".", 2 after "..", cookie + 2 after a real entry.
 _DOT_POSITIONS = 2
 
@@ -81,7 +84,6 @@ def _count_error(operation: str, errno_value: int) -> None:
 
 # An EIO says nothing to whoever gets it; the log says why, at most once per
 # operation every IO_ERROR_LOG_INTERVAL_S (a guest retrying must not flood it).
-IO_ERROR_LOG_INTERVAL_S = 5.0
 _io_errors_unlogged: dict[str, int] = {}
 _io_error_logged_s: dict[str, float] = {}
 
@@ -436,7 +438,7 @@ class VmstoreOperations(pyfuse3.Operations):
             raise
 
     def _remember_no_capabilities(self, inode: int) -> None:
-        if len(self.without_capabilities) >= CAPABILITY_CACHE_MAX:
+        if len(self.without_capabilities) >= CAPABILITY_CACHE_ENTRIES_MAX:
             self.without_capabilities.clear()
         self.without_capabilities.add(inode)
 

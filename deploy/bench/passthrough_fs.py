@@ -65,8 +65,8 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
+from vmstore.dfs.constants import FUSE_TASKS_MAX
 from vmstore.dfs.protocol.messages import FileAttrs
-from vmstore.fuse.mount import MAX_TASKS
 from vmstore.fuse.operations import VmstoreOperations, entry_attributes
 
 NAME = "passthrough"
@@ -355,7 +355,7 @@ async def serve(source: Path, mountpoint: Path, direct_backing: bool) -> None:
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_terminate_on_signal)
-            await pyfuse3.main(max_tasks=MAX_TASKS)
+            await pyfuse3.main(max_tasks=FUSE_TASKS_MAX)
             nursery.cancel_scope.cancel()
     finally:
         pyfuse3.close(unmount=True)

@@ -62,8 +62,8 @@ from mount_bench import add_bench_options, markdown_table, settle  # noqa: E402
 from passthrough_fs import FILE_SYSTEM_TYPE  # noqa: E402
 
 from vmstore.cli.bench import choose_workloads, measure  # noqa: E402
+from vmstore.dfs.constants import READ_AHEAD_KIB  # noqa: E402
 from vmstore.dfs.errors import DfsError  # noqa: E402
-from vmstore.fuse.mount import READ_AHEAD_KB  # noqa: E402
 
 PASSTHROUGH_SCRIPT = Path(__file__).resolve().parent / "passthrough_fs.py"
 LOCAL_DISK = "local disk"
@@ -96,7 +96,7 @@ def raise_readahead(mountpoint: Path) -> None:
     device = mountpoint.stat().st_dev
     path = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
     try:
-        path.write_text(f"{READ_AHEAD_KB}\n")
+        path.write_text(f"{READ_AHEAD_KIB}\n")
     except OSError as error:
         say(f"readahead of {mountpoint} left as the kernel set it ({error})")
 
