@@ -221,6 +221,9 @@ LEADER_SAFETY_MARGIN_S = 0.5
 # slowest batch (an etcd append waits out one etcd election, ~1 s), and a few
 # times the time a hung leader takes to be replaced.
 HA_MASTER_CALL_TIMEOUT_S = 10.0
+# ...and then leaves it alone this long while others are left to try: a hung
+# leader is replaced within seconds, and going back to it costs a deadline more.
+SILENT_MASTER_AVOID_S = 30.0
 # A standby reads the journal's new entries this often (and at most this many
 # per read): its lag, and how long a takeover spends catching up.
 JOURNAL_POLL_INTERVAL_S = 0.05

@@ -27,15 +27,19 @@ Promises:
 * ``flush`` returns when every chunk written since the last flush is on
   stable storage on every replica of its chain.
 * Every write and flush carries a WRITE capability ("token") of the file's
-  write lease (``leases``), refreshed from the master at half its life; a
-  write refused because the lease is gone (LeaseLost) is never retried and
-  drops nobody from a chain.
+  write lease (``leases``), refreshed from the master at half its life, in the
+  background: the write goes on with the token it has (until
+  CAPABILITY_USE_FRACTION of its life), so a master that is slow or cut off
+  for a few seconds stalls no write. A write refused because the lease is gone
+  (LeaseLost) is never retried and drops nobody from a chain.
 * A read of a replica on this host is served from its file when it can be
   (``local_replicas``: same bytes, same checks), else over the network.
 * Every read carries the READ capability the master put in the chunk's
   location; a cached location is asked for again at half its capability's
-  life, together with the next LOCATION_PREFETCH_CHUNKS - 1 chunks, so
-  steady reads pay one master round trip per prefetch batch per half-life.
+  life (in the background, as tokens are), together with the next
+  LOCATION_PREFETCH_CHUNKS - 1 chunks, so steady reads pay one master round
+  trip per prefetch batch per half-life, and wait for none while the
+  capability they hold is good.
 
 Chunk locations are cached (bounded); a cached location is dropped as soon
 as a chunkserver says it is stale or refuses its capability.
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +62,8 @@ from vmstore.dfs.client.master_client import MasterClient
 from vmstore.dfs.client.write_behind import ChunkWrites, PendingWrite, covering
 from vmstore.dfs.client.zero_ranges import join_zero_ranges, split_zero_blocks
 from vmstore.dfs.constants import (
+    CAPABILITY_REFRESHES_MAX,
+    CAPABILITY_USE_FRACTION,
     CHUNK_SIZE_BYTES,
     DATA_REQUEST_BYTES_MAX,
     DATA_RPC_TIMEOUT_S,
@@ -140,10 +147,12 @@ class _WriteTarget:
     location: m.ChunkLocation
     token: m.Capability
     refresh_at_s: float  # trio clock: half the token's life after it arrived
+    usable_until_s: float  # trio clock: past this, wait for a fresh token
 
     @classmethod
     def from_reply(cls, reply: m.WriteLocationReply) -> _WriteTarget:
-        return cls(reply.location, reply.token, _refresh_at_s(reply.token))
+        return cls(reply.location, reply.token, _refresh_at_s(reply.token),
+                   _usable_until_s(reply.token))
 
 
 @dataclass(frozen=True)
@@ -152,13 +161,23 @@ class _ReadTarget:
 
     location: m.ChunkLocation | None
     refresh_at_s: float  # trio clock: half the read capability's life after it arrived
+    usable_until_s: float  # trio clock: past this, wait for a fresh location
+
+
+def _life_s(capability: m.Capability | None) -> float:
+    return (READ_CAPABILITY_LIFE_S if capability is None
+            else (capability.expires_ns - capability.issued_ns) / 1e9)
 
 
 def _refresh_at_s(capability: m.Capability | None) -> float:
     """Half a capability's life from now (by the local clock: immune to clock skew)."""
-    life_s = (READ_CAPABILITY_LIFE_S if capability is None
-              else (capability.expires_ns - capability.issued_ns) / 1e9)
-    return trio.current_time() + life_s / 2
+    return trio.current_time() + _life_s(capability) / 2
+
+
+def _usable_until_s(capability: m.Capability | None) -> float:
+    """Until when a capability that arrived now is used while a fresh one is asked for
+    in the background (the master's lives already allow for CLOCK_SKEW_MAX_S)."""
+    return trio.current_time() + _life_s(capability) * CAPABILITY_USE_FRACTION
 
 
 class ChunkIO:
@@ -196,12 +215,23 @@ class ChunkIO:
         self.write_latency = LatencyTracker(
             floor_s=WRITE_SILENCE_FLOOR_S, ceiling_s=WRITE_SILENCE_CEILING_S,
             multiple=WRITE_SILENCE_P99_MULTIPLE, off_s=0.0)
+        # Tokens and locations being asked for again in the background, by key.
+        self._refreshing: set[tuple[str, int, int]] = set()
 
     # --- locations ------------------------------------------------------------
     async def _location_for_read(self, inode: int, index: int) -> m.ChunkLocation | None:
         cached = self._read_locations.get((inode, index))
-        if cached is not None and trio.current_time() < cached.refresh_at_s:
-            return cached.location  # fast path; None is a hole
+        if cached is not None:
+            now_s = trio.current_time()
+            if now_s < cached.refresh_at_s:
+                return cached.location  # fast path; None is a hole
+            if now_s < cached.usable_until_s:  # still good: a fresh one meanwhile
+                self._refresh_soon(("read", inode, index),
+                                   lambda: self._ask_for_locations(inode, index))
+                return cached.location
+        return await self._ask_for_locations(inode, index)
+
+    async def _ask_for_locations(self, inode: int, index: int) -> m.ChunkLocation | None:
         reply = await self.master.call(m.ClientToMasterChunkLocations(
             inode=inode, first_index=index, count=LOCATION_PREFETCH_CHUNKS,
             session_id=self.master.session_id), reply_type=m.ChunkLocationsReply)
@@ -214,18 +244,51 @@ class ChunkIO:
                                 default=_refresh_at_s(None))
         for i in range(index, index + LOCATION_PREFETCH_CHUNKS):
             location = found.get(i)
+            capability = None if location is None else location.read_capability
             self._read_locations[(inode, i)] = _ReadTarget(
                 location, hole_refresh_at_s if location is None
-                else _refresh_at_s(location.read_capability))
+                else _refresh_at_s(capability), _usable_until_s(capability))
         return found.get(index)
+
+    def _refresh_soon(self, key: tuple[str, int, int],
+                      ask: Callable[[], Awaitable[object]]) -> None:
+        """Ask the master again in the background (once per key at a time, at most
+        CAPABILITY_REFRESHES_MAX at once); what it answers replaces the cache entry."""
+        if key in self._refreshing or len(self._refreshing) >= CAPABILITY_REFRESHES_MAX:
+            return
+        self._refreshing.add(key)
+        self._senders.start_soon(self._refresh, key, ask)
+
+    async def _refresh(self, key: tuple[str, int, int],
+                       ask: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await ask()
+        except DfsError as error:  # the next I/O asks again, in the foreground when due
+            log.info("background refresh of %s of inode %d chunk %d failed: %s", *key, error,
+                     extra=about("capability_refresh_failed", inode=key[1], error=str(error)))
+        finally:
+            self._refreshing.discard(key)
 
     async def _target_for_write(self, inode: int, index: int) -> _WriteTarget:
         target = self._write_targets.get((inode, index))
-        if target is None or trio.current_time() >= target.refresh_at_s:
-            target = await self._ask_for_write(m.ClientToMasterChunkForWrite(
-                session_id=0, op_id=0, inode=inode, index=index,
-                lease_epoch=self.leases.epoch_for_write(inode)))
-        return target
+        if target is not None:
+            now_s = trio.current_time()
+            if now_s < target.refresh_at_s:
+                return target  # fast path
+            if now_s < target.usable_until_s:  # still good: a fresh one meanwhile
+                self._refresh_soon(("write", inode, index),
+                                   lambda: self._refresh_token(inode, index))
+                return target
+        return await self._ask_for_chunk(inode, index)
+
+    async def _refresh_token(self, inode: int, index: int) -> None:
+        if self.leases.epoch_for_write(inode):  # never takes a lease in the background
+            await self._ask_for_chunk(inode, index)
+
+    async def _ask_for_chunk(self, inode: int, index: int) -> _WriteTarget:
+        return await self._ask_for_write(m.ClientToMasterChunkForWrite(
+            session_id=0, op_id=0, inode=inode, index=index,
+            lease_epoch=self.leases.epoch_for_write(inode)))
 
     async def _ask_for_write(self, request: m.ClientToMasterChunkForWrite
                              | m.ClientToMasterReportBadChain) -> _WriteTarget:
@@ -245,7 +308,8 @@ class ChunkIO:
         self._trim_cache(self._write_targets)
         self._write_targets[(inode, target.location.index)] = target
         self._read_locations[(inode, target.location.index)] = _ReadTarget(
-            target.location, _refresh_at_s(target.location.read_capability))
+            target.location, _refresh_at_s(target.location.read_capability),
+            _usable_until_s(target.location.read_capability))
         return target
 
     def forget(self, inode: int) -> None:

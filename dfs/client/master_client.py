@@ -27,6 +27,7 @@ from vmstore.dfs.constants import (
     RECONNECT_BACKOFF_MAX_S,
     RECONNECT_BACKOFF_MIN_S,
     RPC_TIMEOUT_S,
+    SILENT_MASTER_AVOID_S,
 )
 from vmstore.dfs.errors import (
     DfsError,
@@ -79,6 +80,7 @@ class MasterClient:
         # An HA group's masters (dfs.master.ha): the one tried now first; a master
         # that cannot be reached, or says it does not lead, sends us to the next.
         self.masters = [(host, port), *other_masters]
+        self._silent_until: dict[tuple[str, int], float] = {}  # trio clock
         self._key = key
         self._wire = network.current()  # every reconnect goes over the same network
         self.identity = identity
@@ -174,12 +176,21 @@ class MasterClient:
         if len(self.masters) == 1:
             return
         connection = self._connection
+        now = trio.current_time()
+        if isinstance(error, NoAnswer):
+            # Not again soon: going round to a hung master costs another deadline,
+            # which could outlast our session at the new leader.
+            self._silent_until[(self.host, self.port)] = now + SILENT_MASTER_AVOID_S
         if isinstance(error, (NotLeader, NoAnswer)) and connection is not None:
             connection.close()
         elif connection is not None and not connection.closed.is_set():
             return  # the call failed, not the master: keep it
-        index = (self.masters.index((self.host, self.port)) + 1) % len(self.masters)
-        self.host, self.port = self.masters[index]
+        start = self.masters.index((self.host, self.port))
+        following = [self.masters[(start + step) % len(self.masters)]
+                     for step in range(1, len(self.masters) + 1)]
+        self.host, self.port = next(
+            (master for master in following if self._silent_until.get(master, 0.0) <= now),
+            following[0])
 
     async def _connected(self) -> Connection:
         connection = self._connection
@@ -199,7 +210,7 @@ class MasterClient:
                 host_label=self.identity.host_label, hostname=self.identity.hostname,
                 mount_point=self.identity.mount_point, pid=os.getpid(),
                 resume_session_id=self.session_id, open_inodes=self.files.open_inodes()),
-                reply_type=m.MasterToClientSession)
+                reply_type=m.MasterToClientSession, timeout_s=self._timeout_s(RPC_TIMEOUT_S))
             replaced = self.session_id and reply.session_id != self.session_id
             if replaced:
                 log.warning("master did not know session %d (it expired); now session %d",

@@ -184,6 +184,10 @@ def test_a_hung_leader_is_replaced_and_acknowledges_nothing_once_it_resumes(
             try:
                 # Its calls to the hung leader time out; a standby is elected meanwhile.
                 await write_files(client, 3, 5, acknowledged)
+                # A client new to the cluster reads everything from the new leader while
+                # the old one is still hung: the chunkservers left it for the new one.
+                async with ha_cluster.ha_client() as newcomer:
+                    await check_files(newcomer, acknowledged)
             finally:
                 os.kill(ha_cluster.pid(hung), signal.SIGCONT)
             # The old leader runs again, past its leadership: a client that knows only it
