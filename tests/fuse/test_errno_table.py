@@ -39,6 +39,8 @@ DEFAULT_EIO: dict[type[errors.DfsError], str] = {
     errors.UnknownHost: f"{_NOT_ON_THE_MOUNTS_PATH}: a command line's",
     errors.ImportFailed: f"{_NOT_ON_THE_MOUNTS_PATH}: vmstore import's",
     errors.BenchFailed: f"{_NOT_ON_THE_MOUNTS_PATH}: vmstore bench's",
+    errors.EtcdUnavailable: f"{_NOT_ON_THE_MOUNTS_PATH}: between an HA master and etcd",
+    errors.JournalTrimmed: f"{_NOT_ON_THE_MOUNTS_PATH}: an HA standby's, about its copy",
 }
 
 
