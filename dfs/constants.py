@@ -122,6 +122,14 @@ WRITE_SILENCE_CEILING_S = 2.0
 # A local chunkserver that did not answer a short-circuit open in time is not
 # asked again for this long: reads go over the network meanwhile.
 LOCAL_STALL_RECHECK_S = 2.0
+# A client asks the master again for a write token or a read capability from half
+# its life on, in the background, and goes on using the one it has meanwhile, up
+# to this share of its life (by its own clock); only past that does an I/O wait
+# for the master. So a master slow or cut off for a few seconds stalls no guest.
+CAPABILITY_USE_FRACTION = 0.9
+# Background refreshes of tokens and locations a client runs at once (each one
+# master call); past this, a refresh waits for the next I/O that needs it.
+CAPABILITY_REFRESHES_MAX = 64
 
 # --- disk watch (dfs.chunkserver.disk_watch) -----------------------------------
 # Each chunkserver writes, fdatasyncs and reads back a small probe file this often;
