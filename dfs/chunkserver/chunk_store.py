@@ -130,6 +130,7 @@ from vmstore.dfs.protocol.replica_format import (
     DATA_OFFSET,
     FILE_SIZE_BYTES,
     HEADER_SIZE_BYTES,
+    REPLICA_FILE_MODE,
     RUN_BLOCKS_MAX,
     ZERO_BLOCK,
     ZERO_BLOCK_CRC,
@@ -261,7 +262,8 @@ class ChunkStore:
         """An all-zero replica file under tmp/, not linked anywhere: (path, fd, table)."""
         tmp = self._tmp_dir / f"{chunk_id:016x}.{threading.get_ident():x}.{time.time_ns()}.tmp"
         with _full_is_no_space(f"new {chunk_name(chunk_id)}"):
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                         REPLICA_FILE_MODE)
             try:
                 os.ftruncate(fd, FILE_SIZE_BYTES)
                 pwrite_all(fd, [encode_header(chunk_id, version, owner)], 0)

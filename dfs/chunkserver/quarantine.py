@@ -5,7 +5,9 @@ Layout, under the data directory::
     quarantine/<chunk_id as 16 hex>.v<version>.<quarantined at, ns since the epoch>.chunk
 
 Promise: ``put`` moves a replica file here by rename (one filesystem), and
-``keep_copy`` links one here; both fsync this directory (and ``put`` the one
+``keep_copy`` links one here; either takes its mode to QUARANTINED_FILE_MODE,
+which a short-circuit reader's fd of it sees (``restore`` gives the mode back);
+both fsync this directory (and ``put`` the one
 the file left) before returning, so after a crash the replica is in one of
 the two places, never gone. Nothing here is reported to the master or read
 by clients. Files leave only by ``purge`` (an operator, the retention
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from vmstore.dfs.chunkserver.data_dir import fsync_dir, mkdir_new, replica_path
 from vmstore.dfs.errors import Exists, InvalidArgument, NotFound
+from vmstore.dfs.protocol.replica_format import QUARANTINED_FILE_MODE, REPLICA_FILE_MODE
 
 _NAME = re.compile(r"([0-9a-f]{16})\.v([0-9]+)\.([0-9]+)\.chunk")
 
@@ -61,6 +64,7 @@ class Quarantine:
         """``put`` without the fsyncs, for a caller holding a lock: ``settle`` after."""
         target = self._target(chunk_id, version)
         os.rename(path, target)
+        os.chmod(target, QUARANTINED_FILE_MODE)  # what a reader's fd of it sees
         return target
 
     def settle(self, moved_from: Path) -> None:
@@ -73,6 +77,9 @@ class Quarantine:
         replaced in place, and the name must never be missing meanwhile)."""
         target = self._target(chunk_id, version)
         os.link(path, target)
+        # The inode leaves service (its name is about to be replaced): a reader's fd
+        # of it must see that.
+        os.chmod(target, QUARANTINED_FILE_MODE)
         fsync_dir(self.directory)
         return target
 
@@ -123,6 +130,7 @@ class Quarantine:
         except FileExistsError:
             raise Exists(f"chunk {chunk_id:016x} has a replica in place already ({place}):"
                          " purge or move it first") from None
+        os.chmod(place, REPLICA_FILE_MODE)
         fsync_dir(place.parent)
         os.unlink(path)
         fsync_dir(self.directory)

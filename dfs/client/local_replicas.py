@@ -19,7 +19,8 @@ not exist (or does not answer as a chunkserver we trust) is remembered as
 not local for NOT_LOCAL_RECHECK_S, so a remote replica costs a dict lookup
 per read.
 
-Fast path: a cached fd, then fstat (a deleted replica has no links), the
+Fast path: a cached fd, then fstat (a deleted replica has no links, or the
+quarantine's mode, see replica_format.QUARANTINED_FILE_MODE), the
 header, the range's CRC entries and its data, all with pread on the trio
 thread, whatever the size. The fstat and the header are skipped for
 READAHEAD_TTL_S after they were last found good under the same caller
@@ -106,6 +107,7 @@ from vmstore.dfs.protocol.replica_format import (
     CRC_ENTRY_BYTES,
     CRC_TABLE_OFFSET,
     HEADER_USED_BYTES,
+    QUARANTINED_FILE_MODE,
     DamagedReplica,
     crcs_from_bytes,
     decode_header,
@@ -394,6 +396,11 @@ class LocalReplicas:
             del self._links[server]
 
 
+def _retired(status: os.stat_result) -> bool:
+    """Unlinked, or moved to the chunkserver's quarantine (linked there: its mode says)."""
+    return status.st_nlink == 0 or stat.S_IMODE(status.st_mode) == QUARANTINED_FILE_MODE
+
+
 def read_verified(fd: int, chunk_id: int, version: int, offset: int, length: int, *,
                   check_replica: bool = True) -> bytes:
     """Chunk bytes [offset, offset + length) from a replica file, verified as the
@@ -401,7 +408,7 @@ def read_verified(fd: int, chunk_id: int, version: int, offset: int, length: int
     OSError) on any doubt. Synchronous, on the caller's thread. Without
     ``check_replica``, whether the file is still linked and at ``version`` is
     taken as known (the blocks are checked all the same)."""
-    if check_replica and os.fstat(fd).st_nlink == 0:
+    if check_replica and _retired(os.fstat(fd)):
         raise _Unusable(f"chunk {chunk_id:016x}: the replica was deleted")
     if check_replica and decode_header(os.pread(fd, HEADER_USED_BYTES, 0),
                                        chunk_id) != version:

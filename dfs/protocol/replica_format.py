@@ -84,6 +84,13 @@ MAX_INODE = 2**63 - 1
 MAX_CHUNK_INDEX = 2**63 - 1
 # The bytes of the header every reader checks (the owner record is read apart).
 HEADER_USED_BYTES = HEADER.size + CRC.size
+# A replica file's permission bits in service, and once quarantined: a
+# short-circuit reader's fd of a replica the master had deleted still reads
+# a linked file (quarantine is a rename), so the mode is what tells it the
+# replica is gone (one fstat, as before; the chunkserver runs as root and
+# reads either).
+REPLICA_FILE_MODE = 0o640
+QUARANTINED_FILE_MODE = 0o000
 # Reads, verifies and zero-fills go at most this far per call, which bounds
 # the memory a scrub of a whole chunk needs.
 RUN_BLOCKS_MAX = 256
