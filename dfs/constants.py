@@ -150,6 +150,11 @@ DISK_ERROR_WINDOW_S = 60.0
 HEARTBEAT_INTERVAL_S = 1.0
 # A chunkserver silent for this long is marked down and leaves write chains.
 CHUNKSERVER_DOWN_AFTER_S = 5.0
+# A registration under a chunkserver's uuid while that chunkserver's registered
+# link answers a ping within this time is refused (one live registration per
+# identity). Short: a real chunkserver whose old link died unseen waits at most
+# this long (plus its reconnect backoff) to register again.
+REGISTERED_LINK_PING_TIMEOUT_S = 2.0
 GROUP_COMMIT_BATCH_MAX = 256
 # A readdir reply carries at most this many entries, however many were asked.
 READDIR_REPLY_ENTRIES_MAX = 1024

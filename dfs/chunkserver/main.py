@@ -63,7 +63,9 @@ async def run_chunkserver(settings: ChunkserverSettings, *,
         store = settings.store_factory(settings.data_dir)
         stack.callback(store.close)
         async with trio.open_nursery() as nursery:
-            peers = ConnectionPool(nursery, settings.key, "chunkserver", compress=False)
+            uuid = server_uuid(settings.data_dir)  # what it proves to the master and peers
+            peers = ConnectionPool(nursery, settings.key, "chunkserver", compress=False,
+                                   identity=uuid)
             identity = ServerIdentity()  # the link fills it in at registration
             damage_reports = DamageReports()  # the link sends them
             fence = WriteFence(VerifiedCapabilities(settings.key))
@@ -81,7 +83,7 @@ async def run_chunkserver(settings: ChunkserverSettings, *,
                 await nursery.start(LocalReadService(data).serve, advertise_host, port)
             link = MasterLink(LinkSettings(
                 master_host=settings.master_host, master_port=settings.master_port,
-                key=settings.key, server_uuid=server_uuid(settings.data_dir),
+                key=settings.key, server_uuid=uuid,
                 other_masters=settings.other_masters,
                 advertise_host=advertise_host, data_port=port, host_label=settings.host_label,
                 data_dir=settings.data_dir), store, data,

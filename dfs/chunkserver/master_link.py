@@ -130,6 +130,7 @@ class MasterLink:
             address = f"{host}:{port}"
             try:
                 async with open_connection(host, port, self.settings.key, "chunkserver",
+                                           identity=self.settings.server_uuid,
                                            handler=self.handle) as connection:
                     await self._register(connection)
                     if self.registrations == 1:
@@ -303,6 +304,8 @@ class MasterLink:
             await self.disk(0, self._truncate, request)
         elif isinstance(request, m.MasterToChunkserverFence):
             await self.data.raise_fence(request)
+        elif isinstance(request, m.MasterToChunkserverPing):
+            pass  # this link is alive: another registration under our uuid is refused
         elif isinstance(request, m.MasterToChunkserverReplicate):
             had_replica = await self.disk(0, self._has_replica, request.chunk_id)
             await self.replicator.replicate(request)

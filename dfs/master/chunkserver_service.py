@@ -3,6 +3,13 @@
 Like MooseFS's matocsserv. The connection a chunkserver opens is also the
 one the master sends its commands on (create, set version, delete,
 truncate), so a chunkserver needs no listening port for the master.
+
+Promise: a chunkserver speaks only for itself. Its connection proved one uuid
+(``dfs.protocol.auth``); it registers only as that uuid, and only while no other
+connection registered under it still answers a ping (REGISTERED_LINK_PING_TIMEOUT_S);
+every later message (heartbeat, damage report, disk report, quarantine check) must
+name the server id registered on that same connection. Anything else is refused
+(AccessDenied or ProtocolError), logged, and changes nothing.
 """
 
 from __future__ import annotations
@@ -16,12 +23,14 @@ import trio
 from vmstore.dfs.constants import (
     HEARTBEAT_INTERVAL_S,
     QUARANTINE_CHECK_CHUNKS_MAX,
+    REGISTERED_LINK_PING_TIMEOUT_S,
     REGISTRATION_OWNERS_MAX,
 )
-from vmstore.dfs.errors import AccessDenied, ClusterMismatch, ProtocolError
+from vmstore.dfs.errors import AccessDenied, ClusterMismatch, DfsError, ProtocolError
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
+from vmstore.dfs.master.keyed_lock import KeyedLock
 from vmstore.dfs.master.registry import ChunkserverEntry, Registry
 from vmstore.dfs.metadata.chunks import ChunkTable
 from vmstore.dfs.protocol import messages as m
@@ -41,6 +50,10 @@ class ChunkserverService:
         self.writer_chunks = writer_chunks
         self.chunk_manager = chunk_manager
         self.registry = registry
+        # uuid -> the connection it last registered on: the one that holds the identity
+        # while it answers. One per chunkserver that ever registered since this start.
+        self._links: dict[str, Connection] = {}
+        self._registering = KeyedLock()  # per uuid: one registration at a time
 
     def handler_for(self, connection: Connection) -> Handler:
         async def handle(request: m.Request, payload: bytes) -> tuple[m.Message, bytes]:
@@ -61,8 +74,16 @@ class ChunkserverService:
 
     async def register(self, connection: Connection,
                        request: m.ChunkserverToMasterRegister) -> m.Message:
+        self._refuse_another_identity(connection, request)
         self._refuse_a_mismatch(request)
+        async with self._registering.hold(request.server_uuid):
+            await self._refuse_while_held(connection, request)
+            reply = await self._admit(connection, request)
+            self._links[request.server_uuid] = connection
+            return reply
 
+    async def _admit(self, connection: Connection,
+                     request: m.ChunkserverToMasterRegister) -> m.Message:
         def change() -> tuple[ServerId, list[m.ChunkReport], bool, list[m.ChunkOwner]]:
             server_id = self.writer_chunks.register_server(
                 request.server_uuid, request.host, request.port, request.host_label)
@@ -113,6 +134,41 @@ class ChunkserverService:
             owners.append(m.ChunkOwner(chunk_id=chunk_id, version=versions[chunk_id],
                                        inode=owner[0], index=owner[1]))
         return owners
+
+    def _refuse_another_identity(self, connection: Connection,
+                                 request: m.ChunkserverToMasterRegister) -> None:
+        """A chunkserver registers only as the uuid its connection proved."""
+        if connection.identity == request.server_uuid:
+            return
+        proved = f"chunkserver {connection.identity}" if connection.identity else "no uuid"
+        self._refuse_registration(connection, request, f"the connection proved {proved}:"
+                                  " a chunkserver registers only as itself")
+
+    async def _refuse_while_held(self, connection: Connection,
+                                 request: m.ChunkserverToMasterRegister) -> None:
+        """Refuse while another connection registered under this uuid still answers: one
+        live registration per identity, so a second cannot take over (or empty) a live
+        chunkserver's replica list. A link that does not answer is dead, unseen so far:
+        the newcomer (the chunkserver reconnecting) replaces it."""
+        holder = self._links.get(request.server_uuid)
+        if holder is None or holder is connection or holder.closed.is_set():
+            return
+        try:
+            await holder.call(m.MasterToChunkserverPing(),
+                              timeout_s=REGISTERED_LINK_PING_TIMEOUT_S)
+        except DfsError:
+            return
+        self._refuse_registration(connection, request, f"chunkserver {request.server_uuid}"
+                                  f" is registered and answering on {holder.peer}")
+
+    def _refuse_registration(self, connection: Connection,
+                             request: m.ChunkserverToMasterRegister, reason: str) -> None:
+        log.warning("refused a registration as chunkserver %s from %s (%d replicas"
+                    " reported): %s", request.server_uuid, connection.peer,
+                    len(request.chunks), reason,
+                    extra=about("registration_refused", peer=connection.peer, error=reason))
+        raise AccessDenied(f"registration as chunkserver {request.server_uuid} refused:"
+                           f" {reason}")
 
     def _refuse_a_mismatch(self, request: m.ChunkserverToMasterRegister) -> None:
         """Raise ClusterMismatch before the report touches the metadata if the chunkserver

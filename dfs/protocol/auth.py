@@ -1,15 +1,32 @@
-"""Mutual challenge-response authentication on the cluster key.
+"""Mutual challenge-response authentication: each peer proves its own credential.
 
-Both sides prove they hold the key by an HMAC over two fresh nonces, one
-from each side, so nothing on the wire can be replayed on another
-connection and the key itself never travels. The connector proves itself
-only after the acceptor has, so a fake acceptor learns nothing useful.
+A peer's credential is derived from the cluster key and who it is, as cephx
+issues a key per daemon: HMAC(cluster key, "chunkserver:" + its uuid) for a
+chunkserver, HMAC(cluster key, role) for a client, an admin or a master
+(``credential``). The connector names its role and, a chunkserver, its uuid;
+both sides then prove they hold *that* credential by an HMAC over two fresh
+nonces, one from each side, so nothing on the wire can be replayed on another
+connection and no key travels. The acceptor (a master or a chunkserver, which
+hold the cluster key) derives the credential of whoever the hello names, so
+the role and uuid a connection carries afterwards (``Connection.role``,
+``Connection.identity``) are what it proved, not what it claimed. The
+connector proves itself only after the acceptor has, so a fake acceptor
+learns nothing useful.
 
     connector                          acceptor
-    AuthHello(role, nonce_c)    ──▶
-                                ◀──    AuthChallenge(nonce_a, HMAC(k, "acceptor"|nonce_c|nonce_a))
-    AuthProof(HMAC(k, "connector"|nonce_a|nonce_c)) ──▶
+    AuthHello(role, nonce_c, identity) ──▶      c = credential(k, role, identity)
+                                ◀──    AuthChallenge(nonce_a, HMAC(c, "acceptor"|nonce_c|nonce_a))
+    AuthProof(HMAC(c, "connector"|nonce_a|nonce_c)) ──▶
                                 ◀──    AuthAccepted
+
+Caveats: the acceptor proves it holds the connector's credential, so a
+connector knows its peer holds the cluster key or that same credential (two
+clients share theirs). A holder of the cluster key can still derive every
+credential: per-daemon credentials bind a connection to one identity, and the
+master holds each identity to the replicas it reported (one live registration
+per chunkserver uuid, ``dfs.master.chunkserver_service``); they do not make a
+host that holds the key less than an insider. Protocol version 4: peers of
+version 3 proved the bare cluster key and cannot connect to these.
 
 Key rotation (``vmstore key rotate``): a key file holds one hex key per line.
 The first is this process's *current* key: an acceptor proves itself and
@@ -41,6 +58,27 @@ log = logging.getLogger(__name__)
 NONCE_BYTES = 32
 KEY_BYTES_MIN = 32
 ROLES = frozenset({"client", "chunkserver", "master", "admin"})
+IDENTITY_CHARS_MAX = 64  # a chunkserver's uuid is 36
+
+
+def credential(key: bytes, role: str, identity: str = "") -> bytes:
+    """The credential of ``role`` (a chunkserver: of the one whose uuid is ``identity``)
+    under cluster key ``key``: what that peer proves it holds at every handshake."""
+    assert role in ROLES, role
+    name = f"{role}:{identity}" if role == "chunkserver" else role
+    return hmac.new(key, b"vmstore credential " + name.encode(), hashlib.sha256).digest()
+
+
+def claim_problem(role: str, identity: str) -> str:
+    """Why a hello's claim cannot be checked ("" if it can): a known role; a uuid for a
+    chunkserver (which chunkserver it is, is what it proves), none for the others."""
+    if role not in ROLES:
+        return f"role {role!r} is not a vmstore role"
+    if role != "chunkserver":
+        return "" if not identity else f"a {role} names no identity (named {identity[:64]!r})"
+    if not identity or len(identity) > IDENTITY_CHARS_MAX or not identity.isprintable():
+        return "a chunkserver must name its uuid"
+    return ""
 
 
 def acceptor_proof(key: bytes, connector_nonce: bytes, acceptor_nonce: bytes) -> bytes:

@@ -39,7 +39,8 @@ from vmstore.dfs.errors import InvalidField, ProtocolError
 from vmstore.dfs.protocol.messages import MESSAGE_BY_TYPE, Message
 
 MAGIC = b"VMS1"
-PROTOCOL_VERSION = 3  # 2: capabilities on every chunk operation; 3: batched writes
+PROTOCOL_VERSION = 4  # 2: capabilities on every chunk operation; 3: batched writes;
+# 4: each peer proves its own credential (role, a chunkserver's uuid), not the cluster key
 FLAG_RESPONSE = 0x01
 FLAG_PAYLOAD_LZ4 = 0x02
 _KNOWN_FLAGS = FLAG_RESPONSE | FLAG_PAYLOAD_LZ4

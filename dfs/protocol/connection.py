@@ -123,11 +123,13 @@ class Connection:
     """One authenticated connection. Run ``serve`` in a nursery; then ``call``."""
 
     def __init__(
-        self, frames: FrameStream, peer: str, role: str, handler: Handler | None, compress: bool
+        self, frames: FrameStream, peer: str, role: str, handler: Handler | None, compress: bool,
+        identity: str = "",
     ) -> None:
         self.frames = frames
         self.peer = peer  # "host:port", for messages
         self.role = role  # what the peer authenticated as
+        self.identity = identity  # the uuid a chunkserver peer proved; "" for other roles
         self.handler = handler
         self.compress = compress
         self._pending: dict[int, _PendingCall] = {}

@@ -80,16 +80,18 @@ log = logging.getLogger(__name__)
 
 
 async def _authenticate_connector(frames: FrameStream, key: auth.KeyMaterial, role: str,
-                                  peer: str) -> None:
+                                  identity: str, peer: str) -> None:
     nonce = auth.new_nonce()
-    await frames.send(encode_frame(AuthHello(role=role, nonce=nonce), 0))
+    await frames.send(encode_frame(AuthHello(role=role, nonce=nonce, identity=identity), 0))
     _, challenge, _ = await frames.receive()
     if not isinstance(challenge, AuthChallenge):
         raise AuthenticationFailed(f"{peer} answered the hello with {type(challenge).__name__}")
     auth.check_nonce(challenge.nonce, peer)
-    # The peer proves itself with its current key: any key we accept will do,
-    # and we prove ourselves with that same key (see auth: key rotation).
-    shared = next((candidate for candidate in auth.keys_for(key).accepted
+    # The peer proves itself with our credential under its current key: any key we
+    # accept will do, and we prove ourselves with that same one (see auth: key rotation).
+    credentials = (auth.credential(candidate, role, identity)
+                   for candidate in auth.keys_for(key).accepted)
+    shared = next((candidate for candidate in credentials
                    if auth.proofs_match(auth.acceptor_proof(candidate, nonce, challenge.nonce),
                                         challenge.proof)), None)
     if shared is None:
@@ -103,24 +105,29 @@ async def _authenticate_connector(frames: FrameStream, key: auth.KeyMaterial, ro
 
 async def _authenticate_acceptor(
     frames: FrameStream, key: auth.KeyMaterial, peer: str, allowed_roles: frozenset[str]
-) -> str:
+) -> tuple[str, str]:
+    """The role and identity (a chunkserver's uuid) the connector proved."""
     _, hello, _ = await frames.receive()
     if not isinstance(hello, AuthHello):
         raise AuthenticationFailed(f"{peer} began with {type(hello).__name__}, not a hello")
     if hello.role not in allowed_roles:
         raise AuthenticationFailed(f"{peer} wants role {hello.role!r}, not served here")
+    problem = auth.claim_problem(hello.role, hello.identity)
+    if problem:
+        raise AuthenticationFailed(f"{peer}: {problem}")
     auth.check_nonce(hello.nonce, peer)
-    key = auth.keys_for(key).current
+    credential = auth.credential(auth.keys_for(key).current, hello.role, hello.identity)
     nonce = auth.new_nonce()
-    proof = auth.acceptor_proof(key, hello.nonce, nonce)
+    proof = auth.acceptor_proof(credential, hello.nonce, nonce)
     await frames.send(encode_frame(AuthChallenge(nonce=nonce, proof=proof), 0))
     _, answer, _ = await frames.receive()
     if not isinstance(answer, AuthProof) or not auth.proofs_match(
-        auth.connector_proof(key, hello.nonce, nonce), answer.proof
+        auth.connector_proof(credential, hello.nonce, nonce), answer.proof
     ):
-        raise AuthenticationFailed(f"{peer} ({hello.role}) does not hold the cluster key")
+        who = f"chunkserver {hello.identity}" if hello.identity else hello.role
+        raise AuthenticationFailed(f"{peer} ({who}) does not hold its credential")
     await frames.send(encode_frame(AuthAccepted(), 0))
-    return hello.role
+    return hello.role, hello.identity
 
 
 @asynccontextmanager
@@ -130,6 +137,7 @@ async def open_connection(
     key: auth.KeyMaterial,
     role: str,
     *,
+    identity: str = "",
     handler: Handler | None = None,
     compress: bool = False,
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
@@ -137,8 +145,9 @@ async def open_connection(
     wire: network.Network | None = None,
 ) -> AsyncIterator[Connection]:
     """Connect (in TLS if this process's mode says so), authenticate both ways, and
-    serve the connection while the block runs. ``wire``: the network to connect
-    over (default: the calling task's, ``network.current()``)."""
+    serve the connection while the block runs. ``role`` and ``identity`` (a
+    chunkserver's uuid) are what this side proves (``auth.credential``). ``wire``: the
+    network to connect over (default: the calling task's, ``network.current()``)."""
     peer = f"{host}:{port}"
     security = security or tls.current()
     wire = wire or network.current()
@@ -154,7 +163,7 @@ async def open_connection(
                 stream = await _connect(wire, host, port, connect_timeout_s)
                 security.note_plaintext_fallback(peer)
             frames = FrameStream(stream)
-            await _authenticate_connector(frames, key, role, peer)
+            await _authenticate_connector(frames, key, role, identity, peer)
     except AuthenticationFailed:
         await trio.aclose_forcefully(stream)
         raise  # a wrong key or certificate is not a passing fault: never retried
@@ -270,14 +279,15 @@ async def _serve_one(
         try:
             with trio.fail_after(AUTH_TIMEOUT_S):
                 frames = FrameStream(await security.acceptor_stream(stream, peer))
-                role = await _authenticate_acceptor(frames, key, peer, allowed_roles)
+                role, identity = await _authenticate_acceptor(frames, key, peer,
+                                                              allowed_roles)
         except (trio.TooSlowError, DfsError, *CONNECTION_ERRORS) as error:
             reason = str(error) if error else "handshake timed out"
             log.warning("refused connection from %s: %s", peer, reason,
                         extra=about("connection_refused", peer=peer, error=reason))
             await trio.aclose_forcefully(stream)
             return
-        connection = Connection(frames, peer, role, None, compress)
+        connection = Connection(frames, peer, role, None, compress, identity)
         connection.handler = handler_factory(connection)
         await connection.serve()
 
@@ -286,10 +296,11 @@ class ConnectionPool:
     """Long-lived connections to many peers, made on first use and remade after a break."""
 
     def __init__(self, nursery: trio.Nursery, key: auth.KeyMaterial, role: str,
-                 compress: bool) -> None:
+                 compress: bool, identity: str = "") -> None:
         self._nursery = nursery
         self._key = key
         self._role = role
+        self._identity = identity  # a chunkserver's uuid
         self._compress = compress
         # The network the pool was made on: connections made later, from any
         # task, go over it (in-process clusters run several hosts in one task).
@@ -312,7 +323,8 @@ class ConnectionPool:
 
     async def _hold(self, host: str, port: int, *, task_status: Any) -> None:
         async with open_connection(host, port, self._key, self._role,
-                                   compress=self._compress, wire=self._wire) as connection:
+                                   identity=self._identity, compress=self._compress,
+                                   wire=self._wire) as connection:
             task_status.started(connection)
             await connection.closed.wait()
 

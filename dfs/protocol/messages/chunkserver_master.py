@@ -142,6 +142,14 @@ class MasterToChunkserverFence(Request, frozen=True, kw_only=True):
     chunk_ids: list[U63]
 
 
+class MasterToChunkserverPing(Request, frozen=True, kw_only=True):
+    """Are you still there? Sent on a chunkserver's registered link when another
+    connection registers under its uuid: a link that answers keeps the identity."""
+
+    TYPE: ClassVar[int] = 216
+    REPLY: ClassVar[type[Message]] = EmptyReply
+
+
 class ChunkserverToMasterReportDamaged(Request, frozen=True, kw_only=True):
     """A replica here failed its checksums (on a read or a scrub): drop and rebuild it,
     unless it is the last current copy (then it is kept, its good blocks still served)."""

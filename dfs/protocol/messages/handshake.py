@@ -1,8 +1,9 @@
 """Authentication: the four messages each connection starts with, both directions.
 
 ``protocol.auth`` runs the exchange (mutual HMAC-SHA256 proofs over fresh
-nonces with the cluster key); nothing else is read from a connection
-before ``AuthAccepted``.
+nonces with the connector's credential, derived from the cluster key, its role
+and a chunkserver's uuid); nothing else is read from a connection before
+``AuthAccepted``.
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ from vmstore.dfs.protocol.messages.base import Message
 
 
 class AuthHello(Message, frozen=True, kw_only=True):
-    """Connector → acceptor: who I am and a fresh 32-byte nonce."""
+    """Connector → acceptor: who I am and a fresh 32-byte nonce; the rest of the
+    handshake proves the credential of exactly that (``auth.credential``)."""
 
     TYPE: ClassVar[int] = 10
     role: str  # "client" | "chunkserver" | "master" | "admin"
     nonce: bytes
+    identity: str = ""  # a chunkserver's uuid; "" for every other role
 
 
 class AuthChallenge(Message, frozen=True, kw_only=True):
-    """Acceptor → connector: its own nonce and proof that it holds the key.
+    """Acceptor → connector: its own nonce and proof that it holds the connector's
+    credential (so the cluster key, or that credential).
 
-    ``proof`` = HMAC-SHA256(key, "acceptor" | hello nonce | acceptor nonce).
+    ``proof`` = HMAC-SHA256(credential, "acceptor" | hello nonce | acceptor nonce).
     """
 
     TYPE: ClassVar[int] = 11
@@ -32,7 +36,8 @@ class AuthChallenge(Message, frozen=True, kw_only=True):
 
 
 class AuthProof(Message, frozen=True, kw_only=True):
-    """Connector → acceptor: HMAC-SHA256(key, "connector" | acceptor nonce | hello nonce)."""
+    """Connector → acceptor: HMAC-SHA256(credential, "connector" | acceptor nonce | hello
+    nonce)."""
 
     TYPE: ClassVar[int] = 12
     proof: bytes
