@@ -237,6 +237,10 @@ HA_MASTER_CALL_TIMEOUT_S = 10.0
 # ...and then leaves it alone this long while others are left to try: a hung
 # leader is replaced within seconds, and going back to it costs a deadline more.
 SILENT_MASTER_AVOID_S = 30.0
+# A chunkserver of an HA group takes its master for gone (cut off, hung) when a
+# heartbeat is not answered this fast, and tries the next: a heartbeat touches
+# no disk, so a live leader answers it in milliseconds.
+HA_HEARTBEAT_TIMEOUT_S = 3.0
 # A standby reads the journal's new entries this often (and at most this many
 # per read): its lag, and how long a takeover spends catching up.
 JOURNAL_POLL_INTERVAL_S = 0.05

@@ -28,6 +28,7 @@ from vmstore.dfs.chunkserver.identity import ServerIdentity, store_accepted_mast
 from vmstore.dfs.chunkserver.replicator import Replicator
 from vmstore.dfs.constants import (
     DAMAGE_REPORTS_QUEUED_MAX,
+    HA_HEARTBEAT_TIMEOUT_S,
     HEARTBEAT_INTERVAL_S,
     MASTER_REFUSED_RETRY_S,
     RECONNECT_BACKOFF_MAX_S,
@@ -260,6 +261,12 @@ class MasterLink:
             await self.disk(0, store_accepted_master, self.settings.data_dir, master)
             self.accepted = master
 
+    def _heartbeat_timeout_s(self) -> float:
+        """An HA group's leader may be cut off with no reset: the link leaves it for the
+        next master after HA_HEARTBEAT_TIMEOUT_S, or the new leader would meet this
+        chunkserver only once RPC_TIMEOUT_S had passed (26 s measured)."""
+        return HA_HEARTBEAT_TIMEOUT_S if self.settings.other_masters else RPC_TIMEOUT_S
+
     async def _heartbeat_until_closed(self, connection: Connection) -> None:
         try:
             while not connection.closed.is_set():
@@ -268,7 +275,7 @@ class MasterLink:
                     server_id=self.identity.server_id, bytes_total=space.total_bytes,
                     bytes_used=space.used_bytes, bytes_free=space.free_bytes,
                     bytes_reserved=space.reserved_bytes,
-                    chunk_count=self.chunk_count), timeout_s=RPC_TIMEOUT_S)
+                    chunk_count=self.chunk_count), timeout_s=self._heartbeat_timeout_s())
                 LINKED.set(1)
                 CHUNKS.set(self.chunk_count)
                 DISK_BYTES.labels("total").set(space.total_bytes)

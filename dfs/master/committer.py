@@ -25,7 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import trio
 
 from vmstore.dfs.constants import GROUP_COMMIT_BATCH_MAX
-from vmstore.dfs.errors import DfsError, NotLeader
+from vmstore.dfs.errors import DfsError, MasterUnavailable, NotLeader
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metadata.store import MetadataStore
 
@@ -67,7 +67,10 @@ class GroupCommitter:
 
     async def run(self, change: Callable[[], T]) -> T:
         job: _Job[T] = _Job(change)
-        await self._send.send(job)
+        try:
+            await self._send.send(job)
+        except trio.BrokenResourceError:
+            raise MasterUnavailable("the master is stopping: the change was not made") from None
         # The job is queued: even if our caller is cancelled, the change may
         # still commit; wait for it so that callers never lose track of state.
         with trio.CancelScope(shield=True):
@@ -78,6 +81,26 @@ class GroupCommitter:
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        try:
+            await self._serve()
+        finally:
+            self._refuse_the_rest()
+
+    def _refuse_the_rest(self) -> None:
+        """Serving ends (the master stops, or an HA leader is deposed): every change
+        still queued is answered now, not committed. Its caller waits shielded for an
+        answer, so one left in the queue would hold the master's teardown for ever."""
+        stopped = MasterUnavailable("the master is stopping: the change was not made")
+        while True:
+            try:
+                job = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                break
+            job.error = stopped
+            job.done.set()
+        self._receive.close()  # later sends fail at once (run answers them the same)
+
+    async def _serve(self) -> None:
         async for first in self._receive:
             batch = [first]
             while len(batch) < GROUP_COMMIT_BATCH_MAX:

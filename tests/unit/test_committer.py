@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
 
-from vmstore.dfs.errors import Exists
+from vmstore.dfs.errors import Exists, MasterUnavailable
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.metadata.namespace import Namespace
 from vmstore.dfs.metadata.store import MetadataStore
@@ -43,3 +45,43 @@ async def test_many_concurrent_changes_share_few_commits(tmp_path: Path) -> None
     store.close()
     reopened = MetadataStore(tmp_path / "meta.db")  # durable: all there after reopening
     assert Namespace(reopened).inode_count() == 202
+
+
+async def test_changes_queued_when_serving_ends_are_answered_not_left_waiting(
+        tmp_path: Path) -> None:
+    """An HA leader deposed (or a master stopping) cancels the committer with changes
+    queued: their callers, waiting shielded, must be answered, or the master's
+    teardown never ends (found by the cut-link HA test: a deposed leader hung)."""
+    store = MetadataStore(tmp_path / "metadata.db")
+    committer = GroupCommitter(store)
+    in_batch, release = threading.Event(), threading.Event()
+
+    def slow_change() -> str:
+        in_batch.set()
+        release.wait(10)
+        return "committed"
+
+    outcomes: list[object] = []
+
+    async def change(work: Callable[[], object]) -> None:
+        try:
+            outcomes.append(await committer.run(work))
+        except MasterUnavailable as error:
+            outcomes.append(error)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as callers:
+            with trio.CancelScope() as serving:
+                async with trio.open_nursery() as service:
+                    await service.start(committer.serve)
+                    callers.start_soon(change, slow_change)
+                    await trio.to_thread.run_sync(in_batch.wait)
+                    for _ in range(3):  # queued behind the batch under way
+                        callers.start_soon(change, lambda: "never")
+                    await trio.sleep(0.1)
+                    serving.cancel()
+                    release.set()
+            callers.start_soon(change, lambda: "after")
+    assert outcomes[0] == "committed"
+    assert len(outcomes) == 5
+    assert all(isinstance(outcome, MasterUnavailable) for outcome in outcomes[1:])
