@@ -241,6 +241,8 @@ SILENT_MASTER_AVOID_S = 30.0
 # heartbeat is not answered this fast, and tries the next: a heartbeat touches
 # no disk, so a live leader answers it in milliseconds.
 HA_HEARTBEAT_TIMEOUT_S = 3.0
+# An HA group's clients retry a master call at most this far apart.
+HA_RECONNECT_BACKOFF_MAX_S = 0.25
 # A standby reads the journal's new entries this often (and at most this many
 # per read): its lag, and how long a takeover spends catching up.
 JOURNAL_POLL_INTERVAL_S = 0.05
