@@ -379,6 +379,15 @@ READAHEAD_TTL_S = 1.0
 # five minutes.
 ATTR_TIMEOUT_S = 1.0
 ENTRY_TIMEOUT_S = 1.0
+# A change's reply waits at most this long for each other mount to answer that it
+# forgot what the change made stale (dfs.master.invalidations); a mount that is
+# later shows the old state at most until the timeouts above run out.
+INVALIDATION_ACK_TIMEOUT_S = 2.0
+# A mount waits at most this long for its kernel to drop a name (the kernel
+# first waits for the mount's own requests in that directory to end, and one of
+# those may wait for the master, which waits for this mount: the bound breaks
+# that cycle), then answers anyway and the kernel drops it soon after.
+ENTRY_INVALIDATION_WAIT_S = 0.5
 # Files remembered to have no security.capability, which the kernel asks for
 # before every write; beyond this many the set starts again.
 CAPABILITY_CACHE_ENTRIES_MAX = 65536

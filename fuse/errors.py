@@ -55,5 +55,12 @@ def errno_of(error: errors.DfsError) -> int:
     return errno.EIO
 
 
-def to_fuse_error(error: errors.DfsError) -> pyfuse3.FUSEError:
-    return pyfuse3.FUSEError(errno_of(error))
+def to_fuse_error(error: errors.DfsError, *, names_an_inode: bool = False) -> pyfuse3.FUSEError:
+    """``names_an_inode``: the request named an inode the kernel holds (not a name in a
+    directory). That inode being gone means another host removed it, and the kernel
+    still holds a name for it: ESTALE makes the kernel look the path up again and
+    find what the name is now, where ENOENT would report an existing name missing."""
+    value = errno_of(error)
+    if names_an_inode and value == errno.ENOENT:
+        return pyfuse3.FUSEError(errno.ESTALE)
+    return pyfuse3.FUSEError(value)

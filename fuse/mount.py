@@ -103,7 +103,8 @@ async def open_operations(settings: MountSettings) -> AsyncIterator[VmstoreOpera
                               mount_point=str(settings.mountpoint))
     async with open_client(settings.master_host, settings.master_port, settings.key,
                            identity, short_circuit_reads=settings.short_circuit_reads,
-                           other_masters=settings.other_masters) as client:
+                           other_masters=settings.other_masters,
+                           invalidations=True) as client:
         yield VmstoreOperations(client, settings.writeback_cache)
 
 

@@ -4,11 +4,26 @@ Every handler translates arguments, calls ``vmstore.dfs.client.Client`` and
 turns a ``DfsError`` into an errno (``vmstore.fuse.errors``); nothing else
 here decides anything about storage.
 
-Coherence between hosts is close-to-open, as NFS: ``open`` asks the master
-for fresh attributes (and drops the kernel's cached attributes when they
-changed); ``flush`` (close) publishes this mount's file size and mtime;
-``fsync`` makes the data durable on every replica first. Entry and
-attribute caches live ATTR_TIMEOUT_S, not pyfuse3's 300 s default.
+Coherence between hosts (issue 18), better than NFS's close-to-open:
+* ``flush`` (close) publishes this mount's file size and mtime, ``fsync``
+  makes the data durable on every replica first and publishes a grown size.
+* The master tells every other mount what a change made stale before the
+  changer hears back (MasterToClientInvalidate, dfs.master.invalidations):
+  here the kernel drops those names (``invalidate_entry``, in a worker
+  thread: it waits for this mount's own requests in that directory) and
+  attributes (``invalidate_inode``, attributes only: that never waits), and
+  this mount its own cached attributes. So a lookup or stat after another
+  host's change asks again and sees it, with no window.
+* ``open`` asks the master for fresh attributes and drops the kernel's
+  (another host's change may not have reached a mount that was cut off), and
+  never keeps the page cache (``keep_cache`` off).
+* A name the kernel still holds whose inode is gone (a change this mount did
+  not hear of) is answered ESTALE, never ENOENT: the kernel looks it up again.
+* Names the master says are missing are not kept by the kernel (a FUSE
+  ENOENT reply leaves no cached negative entry), so a name another host
+  creates is found at once.
+Entry and attribute caches live ATTR_TIMEOUT_S at most, the bound for a mount
+that misses a notice (cut off from the master while the change was made).
 
 Caveats:
 * pyfuse3 has no fallocate, lseek(SEEK_DATA/HOLE), lock or ioctl
@@ -33,12 +48,14 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
+import trio
 from prometheus_client import Counter, Histogram
 
 from vmstore.dfs.client.client import Client
 from vmstore.dfs.constants import (
     ATTR_TIMEOUT_S,
     CAPABILITY_CACHE_ENTRIES_MAX,
+    ENTRY_INVALIDATION_WAIT_S,
     ENTRY_TIMEOUT_S,
     IO_ERROR_LOG_INTERVAL_S,
     READDIR_BATCH_ENTRIES_MAX,
@@ -46,7 +63,7 @@ from vmstore.dfs.constants import (
 from vmstore.dfs.errors import DfsError, LeaseHeld, NoSuchAttribute
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import LATENCY_BUCKETS_S, REGISTRY
-from vmstore.dfs.protocol.messages import FileAttrs
+from vmstore.dfs.protocol.messages import FileAttrs, MasterToClientInvalidate
 from vmstore.fuse.errors import to_fuse_error
 
 log = logging.getLogger(__name__)
@@ -101,11 +118,17 @@ def _log_io_error(operation: str, error: DfsError) -> None:
                                                      count=unlogged, error=error.message))
 
 
+# Requests that name an inode the kernel holds: its being gone is ESTALE (to_fuse_error).
+_BY_INODE = frozenset({"getattr", "setattr", "open", "readlink", "readdir", "link",
+                       "getxattr", "setxattr", "listxattr", "removexattr"})
+
+
 def translated(handler: Callable[P, Coroutine[Any, Any, R]]
                ) -> Callable[P, Coroutine[Any, Any, R]]:
     """Operating errors become errno values here, and only here; each call is measured."""
     operation = handler.__name__
     seconds = OPERATION_SECONDS.labels(operation)
+    names_an_inode = operation in _BY_INODE
 
     @functools.wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -113,7 +136,7 @@ def translated(handler: Callable[P, Coroutine[Any, Any, R]]
         try:
             return await handler(*args, **kwargs)
         except DfsError as error:
-            fuse_error = to_fuse_error(error)
+            fuse_error = to_fuse_error(error, names_an_inode=names_an_inode)
             _count_error(operation, fuse_error.errno)
             if fuse_error.errno == errno.EIO:
                 _log_io_error(operation, error)
@@ -140,6 +163,21 @@ class OpenFile:
     # so the kernel's GETATTR after each write is answered from here.
     attrs: FileAttrs | None = None
     attrs_at_s: float = 0.0
+
+
+def _tell_kernel(invalidate: Callable[..., None], *args: Any) -> None:
+    """A pyfuse3 invalidation; the kernel holding nothing of it is fine."""
+    try:
+        invalidate(*args)
+    except OSError:
+        pass  # ENOENT: nothing cached there; not mounted (yet, or any more): nothing either
+
+
+def _forget_entries(entries: list[tuple[int, bytes]]) -> None:
+    """In a worker thread: the kernel drops these names (each waits for this mount's
+    own requests in its directory to end)."""
+    for parent, name in entries:
+        _tell_kernel(pyfuse3.invalidate_entry, parent, name)
 
 
 @dataclass
@@ -197,6 +235,26 @@ class VmstoreOperations(pyfuse3.Operations):
         # capability is seen after a remount: capabilities on guest images
         # do not matter, a round trip per write does.
         self.without_capabilities: set[int] = set()
+        client.master.on_invalidate.append(self.invalidated)
+
+    # --- what another host changed ------------------------------------------------
+    async def invalidated(self, notice: MasterToClientInvalidate) -> None:
+        """The master says another session changed these: nothing here, in this mount
+        or in the kernel, may answer from before the change once this returns."""
+        for inode in [*notice.inodes, *(attrs.inode for attrs in notice.files)]:
+            self.without_capabilities.discard(inode)
+            open_file = self.open_files.get(inode)
+            if open_file is not None:
+                open_file.attrs = None
+            # Attributes only: never waits. The page cache goes at the next open
+            # (keep_cache off), and when the kernel sees a new mtime.
+            _tell_kernel(pyfuse3.invalidate_inode, inode, True)
+        if notice.entries:
+            # The kernel first waits for this mount's own requests in the directory; one
+            # of those may wait for the master, which waits for this answer: bounded.
+            with trio.move_on_after(ENTRY_INVALIDATION_WAIT_S):
+                await trio.to_thread.run_sync(_forget_entries, notice.entries,
+                                              abandon_on_cancel=True)
 
     # --- attributes ---------------------------------------------------------------
     def _open_here(self, inode: int) -> bool:
@@ -224,10 +282,12 @@ class VmstoreOperations(pyfuse3.Operations):
     async def getattr(self, inode: int, ctx: Any) -> pyfuse3.EntryAttributes:
         state = self.client.files.find(inode)
         open_file = self.open_files.get(inode)
-        if (state is not None and state.writable_handles and open_file is not None
+        if (state is not None and state.handles and open_file is not None
                 and open_file.attrs
                 and time.monotonic() - open_file.attrs_at_s < ATTR_TIMEOUT_S):
-            # The lease holder's own view: its size is this mount's to know.
+            # Open here: the attributes the open (or a later answer) brought, which a
+            # notice of another host's change drops; the lease holder's size is this
+            # mount's to know.
             return entry_attributes(open_file.attrs, state.size_bytes)
         return self._entry(await self.client.getattr(inode))
 
@@ -327,7 +387,8 @@ class VmstoreOperations(pyfuse3.Operations):
         state = self.client.files.find(attrs.inode)
         assert state is not None, f"inode {attrs.inode}: a handle without Client.opened"
         assert state.handles > 0, f"inode {attrs.inode}: a handle without Client.opened"
-        self.open_files.setdefault(attrs.inode, OpenFile())
+        open_file = self.open_files.setdefault(attrs.inode, OpenFile())
+        open_file.attrs, open_file.attrs_at_s = attrs, time.monotonic()
         state.showing(attrs.size_bytes)
         writable = flags & os.O_ACCMODE != os.O_RDONLY
         handle_id = self._next_handle
@@ -376,10 +437,11 @@ class VmstoreOperations(pyfuse3.Operations):
             attrs = await self.client.setattr(inode, size_bytes=0)
         state = self.client.files.find(inode)
         assert state is not None, f"inode {inode}: opened without its state"
-        if (state.handles > 1 and inode in self.open_files and not state.written
-                and state.size_bytes != attrs.size_bytes):
-            # Another handle open here showed the kernel a size that is no longer so.
-            pyfuse3.invalidate_inode(inode, attr_only=True)
+        if not state.written:
+            # The kernel may hold attributes from before another host's change whose
+            # notice never came here (this mount was cut off): it asks again, and the
+            # answer comes from what this open brought (getattr).
+            _tell_kernel(pyfuse3.invalidate_inode, inode, True)
         return self._new_handle(attrs, flags)
 
     @translated

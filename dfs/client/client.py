@@ -41,6 +41,19 @@ class Client:
         # Per file: open handles, the size shown, owed and told, the size lock. The
         # mount reads these states here, and changes them through the methods below.
         self.files = chunk_io.files
+        master.on_invalidate.append(self._invalidated)
+
+    async def _invalidated(self, notice: m.MasterToClientInvalidate) -> None:
+        """Another session changed these files' size or data (a write published, a
+        truncate, a lease handed over): the size shown here and where their chunks
+        are come from the master's word again, before this client's next I/O."""
+        for attrs in notice.files:
+            state = self.files.find(attrs.inode)
+            if state is not None and not state.written:
+                state.showing(attrs.size_bytes)
+            self.io.forget(attrs.inode)
+        if notice.files:
+            self.io.replicas_changed()
 
     # --- namespace by inode ------------------------------------------------------------
     async def lookup(self, parent: int, name: bytes) -> m.FileAttrs:
@@ -371,16 +384,19 @@ async def open_client(host: str, port: int, key: bytes, identity: ClientIdentity
                       *, reconnect_timeout_s: float = MASTER_RECONNECT_TIMEOUT_S,
                       compress: bool = False,
                       short_circuit_reads: bool = True,
-                      other_masters: Sequence[tuple[str, int]] = ()) -> AsyncIterator[Client]:
+                      other_masters: Sequence[tuple[str, int]] = (),
+                      invalidations: bool = False) -> AsyncIterator[Client]:
     """A connected client for the block's duration; connections close after it.
 
     ``short_circuit_reads``: read replicas on this host from their files.
+    ``invalidations``: be told what other sessions change (a mount: its kernel caches).
     ``other_masters``: the rest of an HA group's masters (``host:port`` first).
     """
     with unwrapped_errors():
         async with trio.open_nursery() as nursery:
             master = MasterClient(nursery, host, port, key, identity, FileStates(),
                                   reconnect_timeout_s, other_masters)
+            master.wants_invalidations = invalidations
             chunkservers = ConnectionPool(nursery, key, "client", compress)
             leases = ClientLeases(master)
             local_replicas = LocalReplicas() if short_circuit_reads else None

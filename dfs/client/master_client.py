@@ -36,6 +36,7 @@ from vmstore.dfs.errors import (
     NoAnswer,
     NotLeader,
     PeerUnavailable,
+    ProtocolError,
     ReplicaUnavailable,
     SessionLost,
 )
@@ -102,6 +103,10 @@ class MasterClient:
         # Called when the master no longer knew our session (it expired):
         # whatever the old session held is gone.
         self.on_session_replaced: list[Callable[[], None]] = []
+        # Told what other sessions changed (MasterToClientInvalidate), in order, before
+        # the master hears back; asked for only if ``wants_invalidations`` (a mount).
+        self.on_invalidate: list[Callable[[m.MasterToClientInvalidate], Awaitable[None]]] = []
+        self.wants_invalidations = False
         self._connect_lock = trio.Lock()
 
     @property
@@ -210,12 +215,13 @@ class MasterClient:
             return connection
 
     async def _hold(self, *, task_status: Any) -> None:
-        async with open_connection(self.host, self.port, self._key,
-                                   self.identity.role, wire=self._wire) as connection:
+        async with open_connection(self.host, self.port, self._key, self.identity.role,
+                                   handler=self._from_master, wire=self._wire) as connection:
             reply, _ = await connection.call(m.ClientToMasterOpenSession(
                 host_label=self.identity.host_label, hostname=self.identity.hostname,
                 mount_point=self.identity.mount_point, pid=os.getpid(),
-                resume_session_id=self.session_id, open_inodes=self.files.open_inodes()),
+                resume_session_id=self.session_id, open_inodes=self.files.open_inodes(),
+                invalidations=self.wants_invalidations),
                 reply_type=m.MasterToClientSession, timeout_s=self._timeout_s(RPC_TIMEOUT_S))
             replaced = self.session_id and reply.session_id != self.session_id
             if replaced:
@@ -230,6 +236,14 @@ class MasterClient:
                     callback()
             task_status.started(connection)
             await connection.closed.wait()
+
+    async def _from_master(self, request: m.Request, payload: bytes) -> tuple[m.Message, bytes]:
+        """A request the master sends on the session connection."""
+        if not isinstance(request, m.MasterToClientInvalidate):
+            raise ProtocolError(f"{type(request).__name__} is not a master request to a client")
+        for callback in self.on_invalidate:
+            await callback(request)
+        return m.EmptyReply(), b""
 
     async def close_session(self, timeout_s: float) -> None:
         """End the session at the master now (leases, open files), if it can be reached."""

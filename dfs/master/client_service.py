@@ -5,6 +5,9 @@ group committer, together with storing its reply for retries; the reply is
 sent only after that commit is durable. Requests that need chunkservers
 (allocation, chain changes, truncation) talk to them first, then commit.
 
+After a change is durable and before its reply, the other mounts are told
+what it made stale (``invalidations``): a later lookup anywhere sees it.
+
 Every request first passes the connection's export rule (``exports``):
 refused, read-only or confined to a directory, decided once per connection
 by its address. Chunk locations carry read capabilities and write chains a
@@ -38,6 +41,12 @@ from vmstore.dfs.master.backups import ScheduledBackups
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.exports import Access, ExportGuard, ExportRule
+from vmstore.dfs.master.invalidations import (
+    Invalidations,
+    changes_data,
+    notice_for,
+    with_files,
+)
 from vmstore.dfs.master.lease_manager import LeaseManager
 from vmstore.dfs.master.orphans import Orphans
 from vmstore.dfs.master.registry import Registry, SessionEntry
@@ -105,6 +114,8 @@ class ClientService:
         self.master_address = master_address
         self.backups = backups  # shown by status
         self.ha_status = ha_status  # an HA leader's view of its group (dfs.master.ha_status)
+        # The mounts to tell what a change made stale, before its reply.
+        self.invalidations = Invalidations()
         self.guard = ExportGuard(exports, reader_namespace,
                                  lambda inode: registry.holds.get(inode, set()))
 
@@ -162,11 +173,13 @@ class ClientService:
         op_id: int = request.op_id
         now_ns = time.time_ns()
         freed: list[tuple[ChunkId, ChunkVersion]] = []
+        notices: list[m.MasterToClientInvalidate | None] = []  # the last run's, if it ran
 
         def run() -> bytes:
             cached = self.sessions.cached_reply(session_id, op_id)
             if cached is not None:
                 return cached
+            notices.append(notice_for(self.writer_namespace, request))
             reply = change(self.writer_namespace, request, now_ns, freed)
             encoded = encode_stored_message(reply)
             self.sessions.store_reply(session_id, op_id, encoded)
@@ -175,7 +188,14 @@ class ClientService:
         encoded = await self.committer.run(run)
         if freed:
             self.chunk_manager.deletions_wanted.set()
-        return decode_stored_message(encoded)
+        reply = decode_stored_message(encoded)
+        if notices:
+            notice = notices[-1]
+            if changes_data(request) and isinstance(reply, m.AttrsReply):
+                notice = with_files(notice, [reply.attrs])
+            if notice is not None:
+                await self.invalidations.tell(notice, besides=session_id)
+        return reply
 
     def host_label_of(self, session_id: int) -> str:
         entry = self.registry.sessions.get(SessionId(session_id))
@@ -200,6 +220,8 @@ class ClientService:
         entry = self.registry.sessions.setdefault(session_id, SessionEntry(status))
         entry.status = status  # after a master restart, the address is known again
         entry.connections.add(connection)
+        if request.invalidations:
+            self.invalidations.listen(session_id, connection)
         self.leases.touch(session_id)
         for inode in request.open_inodes:
             self.registry.hold(inode, session_id)
@@ -271,17 +293,27 @@ class ClientService:
         return m.EmptyReply()
 
     async def close_session(self, connection: Connection, request: Any) -> m.Message:
+        self.invalidations.forget(SessionId(request.session_id))
         if SessionId(request.session_id) in self.registry.sessions:
             await self.leases.end_session(SessionId(request.session_id), "closed by its client")
         return m.EmptyReply()
 
     async def lease_handover(self, connection: Connection, request: Any) -> m.Message:
         self._check_regular_file(InodeId(request.inode))
-        return m.LeaseInfoReply(lease=await self.leases.handover(InodeId(request.inode),
-                                                                 request.to_host))
+        lease = await self.leases.handover(InodeId(request.inode), request.to_host)
+        await self._tell_new_holder(InodeId(request.inode))
+        return m.LeaseInfoReply(lease=lease)
 
     async def lease_break(self, connection: Connection, request: Any) -> m.Message:
-        return m.LeaseInfoReply(lease=await self.leases.break_lease(InodeId(request.inode)))
+        lease = await self.leases.break_lease(InodeId(request.inode))
+        await self._tell_new_holder(InodeId(request.inode))
+        return m.LeaseInfoReply(lease=lease)
+
+    async def _tell_new_holder(self, inode: InodeId) -> None:
+        """Whoever writes the file next drops what it cached of its size and data first:
+        the old holder's last acknowledged size is on record, its own may be older."""
+        await self.invalidations.tell(m.MasterToClientInvalidate(
+            files=[self.namespace.getattr(inode)]))
 
     def _check_regular_file(self, inode: InodeId) -> None:
         if self.namespace.getattr(inode).mode & 0o170000 != 0o100000:

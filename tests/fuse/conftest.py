@@ -38,6 +38,7 @@ def kernel(monkeypatch: pytest.MonkeyPatch) -> Kernel:
     stand_in = Kernel()
     monkeypatch.setattr(pyfuse3, "readdir_reply", stand_in.readdir_reply)
     monkeypatch.setattr(pyfuse3, "invalidate_inode", stand_in.invalidate_inode)
+    monkeypatch.setattr(pyfuse3, "invalidate_entry", stand_in.invalidate_entry)
     return stand_in
 
 

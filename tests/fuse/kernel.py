@@ -5,8 +5,8 @@
   side fills them), so tests pass look-alikes with the same attribute names.
   ``EntryAttributes``, ``FileInfo`` and ``StatvfsData`` are pyfuse3's own.
 * ``Kernel``: ``pyfuse3.readdir_reply`` writes into a kernel request's
-  buffer and ``invalidate_inode`` notifies a kernel session; neither exists
-  here, so the ``kernel`` fixture puts these in their place for one test:
+  buffer and ``invalidate_inode`` / ``invalidate_entry`` notify a kernel
+  session; none exists here, so the ``kernel`` fixture puts these in their place for one test:
   entries are collected, invalidations recorded.
 
 And the requests the kernel sends for one system call (``create_file`` is
@@ -63,6 +63,7 @@ class Kernel:
     """What the kernel would have been told: readdir entries, and invalidations."""
 
     invalidated: list[tuple[int, bool]] = field(default_factory=list)
+    entries_invalidated: list[tuple[int, bytes]] = field(default_factory=list)
     listing: list[tuple[bytes, pyfuse3.EntryAttributes, int]] = field(default_factory=list)
     # readdir_reply answers False (buffer full) after this many entries, then resets.
     room: int | None = None
@@ -76,6 +77,9 @@ class Kernel:
 
     def invalidate_inode(self, inode: int, attr_only: bool = False) -> None:
         self.invalidated.append((inode, attr_only))
+
+    def invalidate_entry(self, parent_inode: int, name: bytes, deleted: int = 0) -> None:
+        self.entries_invalidated.append((parent_inode, name))
 
 
 async def readdir(operations: VmstoreOperations, kernel: Kernel, inode: int,

@@ -20,7 +20,8 @@ One module per link, in TYPE order; import them from here
     handshake            authentication, before anything else (10-13)
     records              structs shared by messages: FileAttrs, ReplicaAddress,
                          Capability, ChunkLocation, ... (no TYPE)
-    client_namespace     client ↔ master: sessions and the namespace (100-133)
+    client_namespace     client ↔ master: sessions and the namespace, and what
+                         the master tells mounts others changed (100-134)
     client_chunks        client ↔ master: chunk locations, write chains (140-146)
     status               operators ↔ master: status, drain, fsck (150-154)
     client_leases        client ↔ master: write leases, session renewal (160-169)
@@ -121,6 +122,7 @@ from vmstore.dfs.protocol.messages.client_namespace import (
     ClientToMasterSymlink,
     ClientToMasterUnlink,
     CountReply,
+    MasterToClientInvalidate,
     MasterToClientSession,
     ReadDirReply,
     ReadLinkReply,
@@ -200,6 +202,7 @@ __all__ = [
     "AttrsReply",
     "ClientToMasterOpenSession",
     "MasterToClientSession",
+    "MasterToClientInvalidate",
     "ClientToMasterHold",
     "ClientToMasterLookup",
     "ClientToMasterGetAttr",

@@ -28,6 +28,9 @@ class ClientToMasterOpenSession(Request, frozen=True, kw_only=True):
     pid: U63
     resume_session_id: U63  # 0 for a new session
     open_inodes: list[U63] = []  # files this client has open (kept alive if unlinked)
+    # A mount: tell it what other sessions change (MasterToClientInvalidate), so
+    # that the kernel's caches of names and attributes there never go stale.
+    invalidations: bool = False
 
 
 class MasterToClientSession(Message, frozen=True, kw_only=True):
@@ -254,6 +257,22 @@ class ClientToMasterSetGoal(Request, frozen=True, kw_only=True):
     inode: U63
     goal: U63
     recursive: bool = False
+
+
+class MasterToClientInvalidate(Request, frozen=True, kw_only=True):
+    """Another session changed these: forget them before answering (issue 18).
+
+    Sent on the session's own connection to every mount that asked for it
+    (``ClientToMasterOpenSession.invalidations``) except the one that made the
+    change, after the change is durable and before the changer hears of it, so
+    that whatever the changer does next, a lookup on any mount sees the change.
+    """
+
+    TYPE: ClassVar[int] = 134
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    entries: list[tuple[U63, bytes]] = []  # (directory inode, name) now naming something else
+    inodes: list[U63] = []  # whose attributes changed (mode, owner, links, times, xattrs)
+    files: list[FileAttrs] = []  # whose data or size changed: their attributes now
 
 
 class StatFsReply(Message, frozen=True, kw_only=True):
