@@ -93,8 +93,9 @@ class ChunkserverService:
 
         server_id, stale, draining, owners = await self.committer.run(change)
         previous = self.registry.chunkservers.get(server_id)
-        if previous is not None and previous.connection is not None:
-            previous.connection.close()  # the same server reconnected: the old link is dead
+        old_link = None if previous is None else previous.connection
+        if old_link is not None and old_link is not connection:
+            old_link.close()  # the same server reconnected: the old link is dead
         entry = ChunkserverEntry(
             server_id, request.host, request.port, request.host_label, connection,
             pid=request.pid, bytes_total=request.bytes_total, bytes_used=request.bytes_used,

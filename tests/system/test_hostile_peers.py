@@ -193,7 +193,8 @@ async def test_a_replayed_handshake_is_refused(cluster: Cluster) -> None:
     challenge = await receive_frame(honest)
     assert isinstance(challenge, messages.AuthChallenge)
     proof = codec.encode_frame(messages.AuthProof(
-        proof=auth.connector_proof(cluster.key, nonce, challenge.nonce)), 0)
+        proof=auth.connector_proof(auth.credential(cluster.key, "admin"), nonce,
+                                   challenge.nonce)), 0)
     await honest.send_all(b"".join(proof))
     assert isinstance(await receive_frame(honest), messages.AuthAccepted)
     await honest.aclose()
@@ -205,4 +206,4 @@ async def test_a_replayed_handshake_is_refused(cluster: Cluster) -> None:
     with trio.fail_after(10):
         assert await replay.receive_some(100) == b""  # refused: closed without a word
     await replay.aclose()
-    assert "does not hold the cluster key" in cluster.logs()["master"]
+    assert "(admin) does not hold its credential" in cluster.logs()["master"]
