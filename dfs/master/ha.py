@@ -2,7 +2,9 @@
 
 Design (issue 15): etcd elects the leader (``dfs.master.leadership``) and keeps
 the metadata journal (``dfs.master.journal``). Each master keeps its own SQLite
-copy of the metadata, as the embedded master does.
+copy of the metadata, as the embedded master does, but commits to it without
+an fsync: the journal is the durable copy, and a copy that lost its last
+commits in a crash lost its journal position with them, so it replays them.
 
 * **Standby:** follows the journal into its copy, entry by entry, each in one
   transaction that also records the entry's number (``journal_position``). It
@@ -241,7 +243,7 @@ async def _prepare_copy(settings: MasterSettings, journal: MetadataJournal) -> i
 async def _follow(settings: MasterSettings, journal: MetadataJournal, position: int,
                   progress: StandbyProgress) -> None:
     """Apply the journal into the local copy until cancelled."""
-    store = MetadataStore(settings.data_dir / DATABASE_NAME)
+    store = MetadataStore(settings.data_dir / DATABASE_NAME, fsync_commits=False)
     try:
         while True:
             try:
@@ -263,7 +265,7 @@ async def _follow(settings: MasterSettings, journal: MetadataJournal, position: 
 
 async def _catch_up(settings: MasterSettings, journal: MetadataJournal) -> int:
     """Apply every entry the journal holds; the position reached."""
-    store = MetadataStore(settings.data_dir / DATABASE_NAME)
+    store = MetadataStore(settings.data_dir / DATABASE_NAME, fsync_commits=False)
     try:
         position = journal_position(store)
         while entries := await journal.read(position):

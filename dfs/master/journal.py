@@ -136,7 +136,7 @@ class MetadataJournal:
         """Entries after ``after_seq``, in order (at most ``limit``)."""
         values = await self.etcd.range(self.keys.entry(after_seq + 1),
                                        etcd.prefix_end(self.keys.journal), limit=limit)
-        entries = []
+        entries: list[JournalEntry] = []
         expected = after_seq + 1
         for kv in values:
             try:

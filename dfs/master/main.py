@@ -106,7 +106,8 @@ async def run_master(settings: MasterSettings, *, journal: BatchJournal | None =
     """
     with ExitStack() as stack:
         database = metadata_path(settings)
-        writer = MetadataStore(database)
+        # An HA leader's copy need not fsync each batch: etcd's journal has it first.
+        writer = MetadataStore(database, fsync_commits=journal is None)
         stack.callback(writer.close)
         embedded_identity = begin_generation(writer) if journal is None else None
         reader = MetadataStore(database)

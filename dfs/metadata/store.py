@@ -32,7 +32,12 @@ from vmstore.dfs.types import ROOT_INODE, FileKind
 class MetadataStore:
     """One SQLite database file; ``connection`` is for this store's users only."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, fsync_commits: bool = True) -> None:
+        """``fsync_commits`` off: for a copy that is not the durable one (an HA
+        master's, whose every batch is in etcd's journal before it commits here): a
+        commit then reaches the disk at the next WAL checkpoint, and a crash can
+        take back the last ones, together with the journal position that says how
+        far this copy came, so the journal brings them back."""
         self.path = path
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a batch is
         # exactly one transaction and Python never opens one behind our back.
@@ -40,7 +45,7 @@ class MetadataStore:
             path, isolation_level=None, check_same_thread=False, timeout=30.0
         )
         self.connection.execute("PRAGMA journal_mode=WAL")
-        self.connection.execute("PRAGMA synchronous=FULL")
+        self.connection.execute(f"PRAGMA synchronous={'FULL' if fsync_commits else 'NORMAL'}")
         self.connection.execute("PRAGMA foreign_keys=OFF")  # invariants are ours to keep
         self._savepoint_depth = 0
         # executescript commits on its own, so the schema goes in before the
