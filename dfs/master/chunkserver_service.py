@@ -190,22 +190,26 @@ class ChunkserverService:
                   extra=about("chunkserver_refused", peer=address, error=reason))
         raise ClusterMismatch(f"refused by the master: {reason}")
 
-    def _registered_on(self, connection: Connection, server_id: int) -> bool:
+    def _refuse_unless_registered(self, connection: Connection, server_id: int,
+                                  what: str) -> None:
+        """Refuse (AccessDenied, logged) a message naming a server id other than the one
+        registered on this connection, which is the uuid the connection proved."""
         entry = self.registry.chunkservers.get(ServerId(server_id))
-        return entry is not None and entry.connection is connection
+        if entry is not None and entry.connection is connection:
+            return
+        log.warning("refused %s on chunkserver %d from %s, which did not register as that"
+                    " chunkserver", what, server_id, connection.peer,
+                    extra=about("chunkserver_message_refused", server=server_id,
+                                peer=connection.peer, error=what))
+        raise AccessDenied(f"chunkserver {server_id} did not register on this"
+                           " connection: a chunkserver reports only its own replicas")
 
     async def report_damaged(self, connection: Connection,
                              request: m.ChunkserverToMasterReportDamaged) -> None:
         """Drop a replica the chunkserver found bad: only one of its own. The key proves a
         cluster member, not which one; the registration on this connection says that."""
-        if not self._registered_on(connection, request.server_id):
-            log.warning("refused a damage report about chunk %d on chunkserver %d from %s,"
-                        " which did not register as that chunkserver", request.chunk_id,
-                        request.server_id, connection.peer,
-                        extra=about("damage_report_refused", chunk=request.chunk_id,
-                                    server=request.server_id, peer=connection.peer))
-            raise AccessDenied(f"chunkserver {request.server_id} did not register on this"
-                               " connection: a chunkserver reports only its own replicas")
+        self._refuse_unless_registered(connection, request.server_id,
+                                       f"a damage report about chunk {request.chunk_id}")
         await self.chunk_manager.drop_damaged(ChunkId(request.chunk_id),
                                               ServerId(request.server_id),
                                               ChunkVersion(request.version),
@@ -224,9 +228,7 @@ class ChunkserverService:
 
     def heartbeat(self, connection: Connection,
                   request: m.ChunkserverToMasterHeartbeat) -> m.Message:
-        if not self._registered_on(connection, request.server_id):
-            raise ProtocolError(f"heartbeat for chunkserver {request.server_id}"
-                                " on a connection it did not register on")
+        self._refuse_unless_registered(connection, request.server_id, "a heartbeat")
         entry = self.registry.chunkservers[ServerId(request.server_id)]
         entry.report_space(request.bytes_total, request.bytes_used, request.bytes_free,
                            request.bytes_reserved)
@@ -244,9 +246,7 @@ class ChunkserverService:
         """Its disk is failing: nothing new goes there, chains and reads move to the other
         replicas, and the healing loop copies its replicas away (as for a drain), until
         it registers anew."""
-        if not self._registered_on(connection, request.server_id):
-            raise ProtocolError(f"a disk report for chunkserver {request.server_id}"
-                                " on a connection it did not register on")
+        self._refuse_unless_registered(connection, request.server_id, "a disk report")
         entry = self.registry.chunkservers[ServerId(request.server_id)]
         if not entry.disk_failing:
             log.error("chunkserver %d (%s:%d): disk failing: %s; its replicas are copied"

@@ -115,3 +115,34 @@ async def test_a_chunkserver_cut_off_from_the_master_registers_again(
 
 def _state(status: m.StatusReply, host: str) -> str:
     return next(s.state for s in status.chunkservers if s.host == host)
+
+
+async def test_messages_naming_another_chunkserver_are_refused(
+        tmp_path: Path, sim_seed: int, sim_clock: trio.abc.Clock,
+        expected_logs) -> None:  # type: ignore[no-untyped-def]
+    expected_logs.allow("vmstore.dfs.master.chunkserver_service", "refused a")
+    expected_logs.allow("vmstore.dfs.protocol.connection", "refused a request")
+    async with open_cluster(tmp_path, seed=sim_seed) as cluster:
+        async with cluster.client("client1") as client:
+            inode = await cluster.stored_file(client, "/victim.img", DATA)
+            (location,) = await client.chunk_locations(inode, 0, 1)
+            victim = location.replicas[0].server_id
+            forged: list[m.Request] = [
+                m.ChunkserverToMasterHeartbeat(server_id=victim, bytes_total=0, bytes_used=0,
+                                               chunk_count=0),
+                m.ChunkserverToMasterDiskFailing(server_id=victim, reason="forged"),
+                m.ChunkserverToMasterReportDamaged(server_id=victim, chunk_id=location.chunk_id,
+                                                   version=location.version, reason="forged")]
+            intruder = str(uuid.uuid4())
+            with network.using(cluster.network.host("intruder")):
+                async with open_connection(MASTER, cluster.master_port, cluster.key,
+                                           "chunkserver", identity=intruder) as connection:
+                    await connection.call(registration(intruder, []))
+                    for message in forged:
+                        with pytest.raises(AccessDenied, match="only its own replicas"):
+                            await connection.call(message)
+            (after,) = await client.chunk_locations(inode, 0, 1)
+            assert (after.version, after.replicas) == (location.version, location.replicas)
+            (status,) = [s for s in (await client.status()).chunkservers if s.id == victim]
+            assert (status.state, status.disk_failing) == ("up", "")
+            assert status.bytes_total > 0  # the forged heartbeat's zeros were not taken
