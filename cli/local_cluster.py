@@ -179,10 +179,10 @@ ETCD_MEMBERS = 3
 ETCD_REQUEST_BYTES_MAX = 16 * 1024 * 1024
 
 
-def start_etcd(directory: Path, members: int) -> list[str]:
-    """A new etcd cluster of ``members`` on loopback (etcd0..); its client URLs."""
-    peers = [f"http://127.0.0.1:{free_port()}" for _ in range(members)]
-    clients = [f"http://127.0.0.1:{free_port()}" for _ in range(members)]
+def start_etcd(directory: Path, members: int, host: str = "127.0.0.1") -> list[str]:
+    """A new etcd cluster of ``members`` on ``host`` (etcd0..); its client URLs."""
+    peers = [f"http://{host}:{free_port()}" for _ in range(members)]
+    clients = [f"http://{host}:{free_port()}" for _ in range(members)]
     initial = ",".join(f"etcd{index}={peer}" for index, peer in enumerate(peers))
     token = f"vmstore-{random.getrandbits(64):016x}"
     for index, (peer, client) in enumerate(zip(peers, clients, strict=True)):

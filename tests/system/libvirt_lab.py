@@ -1,7 +1,7 @@
 """Several libvirt "hosts" on one machine, each with its own vmstore mount.
 
-Built on ``NetworkLab`` (a master in the root namespace, one network
-namespace and chunkserver per host). Each host named in ``libvirt_hosts``
+Built on ``NetworkLab`` (a master, or an HA group with its etcd, in the root
+namespace; one network namespace and chunkserver per host). Each host named in ``libvirt_hosts``
 also gets:
 
 * a holder process in the host's network namespace with its own mount and
@@ -100,7 +100,8 @@ class LibvirtLab:
     """A NetworkLab whose ``libvirt_hosts`` each run libvirtd over their own vmstore mount."""
 
     def __init__(self, directory: Path, hosts: list[str], libvirt_hosts: list[str],
-                 master_flags: tuple[str, ...] = ()) -> None:
+                 master_flags: tuple[str, ...] = (), masters: int = 1) -> None:
+        """``masters`` > 1: an HA group of that many with a three-member etcd (NetworkLab)."""
         assert set(libvirt_hosts) <= set(hosts), "libvirt hosts must be lab hosts"
         self.libvirt_hosts = libvirt_hosts
         self.holders: dict[str, subprocess.Popen[bytes]] = {}
@@ -111,7 +112,7 @@ class LibvirtLab:
             # A NetworkLab that fails half-way up does not clean up after itself.
             self._stack.callback(network_lab.remove_leftovers)
             self._stack.callback(local_down, directory)
-            self.network = NetworkLab(directory, hosts, master_flags)
+            self.network = NetworkLab(directory, hosts, master_flags, masters)
             self._stack.callback(self.network.close)
             self.directory = self.network.directory
             self._ensure_mountpoints()

@@ -6,6 +6,11 @@ namespace. A host runs its own chunkserver and its own `vmstore mount`
 (started with ``nsenter --net``, so the FUSE mount itself is visible in the
 root mount namespace at a path of its own). ``cut`` takes a host's link
 down, which cuts it off from the master and every other host at once.
+
+With ``masters=2`` (or 3) the master is an HA group instead (issue 15): a
+three-member etcd and the masters, all in the root namespace on the bridge's
+address (no host's cut takes them away from the others); every host's config,
+chunkserver and mount list every master.
 """
 
 from __future__ import annotations
@@ -19,7 +24,16 @@ from pathlib import Path
 
 import pytest
 
-from vmstore.cli.local_cluster import forget_argument, free_port, local_down, spawn, wait_ready
+from vmstore.cli.local_cluster import (
+    ETCD_MEMBERS,
+    forget_argument,
+    free_port,
+    local_down,
+    spawn,
+    start_etcd,
+    wait_for_leader,
+    wait_ready,
+)
 from vmstore.dfs.protocol.auth import generate_key_file, load_key
 
 SUBNET = "10.77.0"
@@ -68,11 +82,13 @@ class NetworkLab:
     """A master in the root namespace and ``hosts`` namespaces, each with a chunkserver."""
 
     def __init__(self, directory: Path, hosts: list[str],
-                 master_flags: tuple[str, ...] = ()) -> None:
+                 master_flags: tuple[str, ...] = (), masters: int = 1) -> None:
         self.directory = directory.resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.hosts = hosts
         self.mountpoints: dict[str, Path] = {}
+        # "master", or an HA group's "master0", "master1", ... (the first made the cluster)
+        self.master_names = ["master"] if masters == 1 else [f"master{i}" for i in range(masters)]
         remove_leftovers()
         try:
             self._start(master_flags)
@@ -98,12 +114,7 @@ class NetworkLab:
         self.key_file = self.directory / "cluster.key"
         generate_key_file(self.key_file)
         self.key = load_key(self.key_file)
-        ready = spawn(self.directory, "master", [
-            "master", "--data-dir", str(self.directory / "master"),
-            "--listen", f"{BRIDGE_ADDRESS}:{free_port()}", "--key-file", str(self.key_file),
-            "--new-cluster", *master_flags])
-        self.master_address = wait_ready(ready, "master", self.directory)
-        forget_argument(self.directory, "master", "--new-cluster")  # restarts find metadata
+        self.master_address = self._start_masters(master_flags)
         for host in hosts:
             self._write_config(host)
             name = f"chunkserver-{host}"
@@ -114,6 +125,37 @@ class NetworkLab:
         for host in hosts:
             name = f"chunkserver-{host}"
             wait_ready(self.directory / "run" / f"{name}.addr", name, self.directory)
+
+    def _start_masters(self, master_flags: tuple[str, ...]) -> str:
+        """The master (or the HA group, once one of it leads); its address (the list)."""
+        ha_flags: list[str] = []
+        if len(self.master_names) > 1:
+            # On the bridge's address: no host's cut takes etcd away from the other hosts.
+            ha_flags = ["--etcd", ",".join(start_etcd(self.directory, ETCD_MEMBERS,
+                                                      BRIDGE_ADDRESS))]
+        addresses = []
+        for index, name in enumerate(self.master_names):
+            first = ["--new-cluster"] if index == 0 else []  # the others join as standbys
+            ready = spawn(self.directory, name, [
+                "master", "--data-dir", str(self.directory / name),
+                "--listen", f"{BRIDGE_ADDRESS}:{free_port()}", "--key-file",
+                str(self.key_file), *ha_flags, *first, *master_flags])
+            addresses.append(wait_ready(ready, name, self.directory))
+            forget_argument(self.directory, name, "--new-cluster")  # restarts find metadata
+        if ha_flags:
+            wait_for_leader(addresses)
+        return ",".join(addresses)
+
+    def leader(self) -> str:
+        """The name of the master that leads (an HA group's only listening one)."""
+        addresses = self.master_address.split(",")
+        return self.master_names[addresses.index(wait_for_leader(addresses))]
+
+    def kill(self, name: str) -> None:
+        """kill -9 one of the lab's root-namespace daemons (a master) and reap it."""
+        pid = int((self.directory / "run" / f"{name}.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)  # spawned by this process: its child
 
     @staticmethod
     def _link(host: str) -> str:
@@ -127,6 +169,7 @@ class NetworkLab:
         return ["nsenter", f"--net=/run/netns/{NAMESPACE_PREFIX}{host}"]
 
     def address_of_master(self) -> tuple[str, int]:
+        assert "," not in self.master_address, "an HA group has no one master address"
         host, _, port = self.master_address.rpartition(":")
         return host, int(port)
 

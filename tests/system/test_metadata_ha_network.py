@@ -37,12 +37,11 @@ from tests.system.network_lab import (
 )
 from tests.system.test_metadata_ha import require_etcd
 from vmstore.cli.local_cluster import (
-    ETCD_REQUEST_BYTES_MAX,
+    ETCD_MEMBERS,
     forget_argument,
-    free_port,
     local_down,
     spawn,
-    wait_for_etcd,
+    start_etcd,
     wait_ready,
 )
 from vmstore.dfs.protocol.auth import generate_key_file
@@ -86,7 +85,9 @@ class HaLab:
             _ip("-n", namespace, "link", "set", "lo", "up")
         key_file = self.directory / "cluster.key"
         generate_key_file(key_file)
-        etcd = self._start_etcd()
+        # On the bridge's address, in the root namespace: no host's cut takes etcd away
+        # from the other hosts.
+        etcd = ",".join(start_etcd(self.directory, ETCD_MEMBERS, BRIDGE_ADDRESS))
         self.masters = ",".join(f"{self.address(host)}:{MASTER_PORT}" for host in MASTER_HOSTS)
         config = (f'[cluster]\nmaster = "{self.masters}"\nkey_file = "{key_file}"\n')
         for host in HOSTS:
@@ -121,22 +122,6 @@ class HaLab:
                 "--key-file", str(key_file), "--host-label", host], self.prefix(host))
             wait_ready(ready, name, self.directory)
             self.mountpoints[host] = mountpoint
-
-    def _start_etcd(self) -> str:
-        """Three members on the bridge's address, in the root namespace (no host's cut
-        takes them away from the other hosts)."""
-        peers = [f"http://{BRIDGE_ADDRESS}:{free_port()}" for _ in range(3)]
-        clients = [f"http://{BRIDGE_ADDRESS}:{free_port()}" for _ in range(3)]
-        initial = ",".join(f"etcd{i}={peer}" for i, peer in enumerate(peers))
-        for index, (peer, client) in enumerate(zip(peers, clients, strict=True)):
-            spawn(self.directory, f"etcd{index}", [
-                "--name", f"etcd{index}", "--data-dir", str(self.directory / f"etcd{index}"),
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--listen-client-urls", client, "--advertise-client-urls", client,
-                "--initial-cluster", initial, "--initial-cluster-state", "new",
-                "--max-request-bytes", str(ETCD_REQUEST_BYTES_MAX)], program=["etcd"])
-        wait_for_etcd(clients)
-        return ",".join(clients)
 
     def serving(self, host: str) -> bool:
         """Whether host's master listens (only a leader does), seen from that host."""

@@ -48,11 +48,16 @@ COMMAND_TIMEOUT_S = 300.0
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LibvirtLab]:
+    yield from migration_lab(tmp_path_factory.mktemp("migration") / "lab", ["h1", "h2", "h3"])
+
+
+def migration_lab(directory: Path, hosts: list[str], masters: int = 1) -> Iterator[LibvirtLab]:
+    """A lab with libvirt on h1 and h2 and the coordinator's config; checked for crashes
+    once closed. ``masters`` > 1: an HA group (test_migration_ha)."""
     require_network_namespaces()
     require_libvirt()
     build_guest()
-    started = LibvirtLab(tmp_path_factory.mktemp("migration") / "lab", ["h1", "h2", "h3"],
-                         libvirt_hosts=["h1", "h2"],
+    started = LibvirtLab(directory, hosts, libvirt_hosts=["h1", "h2"], masters=masters,
                          master_flags=("--lease-expiry", str(LEASE_EXPIRY_S)))
     try:
         write_coordinator_config(started)
