@@ -18,7 +18,7 @@ FAILOVER_WAIT_S = 300.0
 
 def _access(config: Config) -> ClusterAccess:
     return ClusterAccess(config.master_host, config.master_port, use_key_file(config.key_file),
-                         config.mount, config.host_label)
+                         config.mount, config.host_label, config.other_masters)
 
 
 def _options(args: argparse.Namespace) -> Any:

@@ -31,7 +31,8 @@ def run_with_client(access: ClusterAccess, role: str,
     async def main() -> T:
         async with open_client(access.master_host, access.master_port, access.key,
                                ClientIdentity(host_label=access.host_label, role=role),
-                               reconnect_timeout_s=MIGRATION_MASTER_TIMEOUT_S) as client:
+                               reconnect_timeout_s=MIGRATION_MASTER_TIMEOUT_S,
+                               other_masters=access.other_masters) as client:
             return await work(client)
 
     return trio.run(main)

@@ -33,6 +33,8 @@ class ClusterAccess:
     key: bytes
     mount: str  # the same path on every host, e.g. /var/lib/vmstore
     host_label: str  # of the host the coordinator runs on
+    # The rest of an HA group's masters: a call goes on to the one that leads now.
+    other_masters: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
