@@ -14,6 +14,7 @@ from pathlib import Path
 
 import trio
 
+from vmstore.dfs.errors import DfsError
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.testing.cluster import open_cluster
@@ -31,8 +32,10 @@ async def test_a_holder_that_dies_after_its_create_does_not_stay_current(
         command_all = ChunkManager._command_all
 
         async def create_then_die(self: ChunkManager, servers: list[ServerId],
-                                  make: Callable[[ServerId], m.Request]) -> list[ServerId]:
-            confirmed = await command_all(self, servers, make)
+                                  make: Callable[[ServerId], m.Request],
+                                  refusals: dict[ServerId, DfsError] | None = None,
+                                  ) -> list[ServerId]:
+            confirmed = await command_all(self, servers, make, refusals)
             if confirmed and not victims and isinstance(make(confirmed[0]),
                                                         m.MasterToChunkserverCreateChunk):
                 # Confirmed, then gone before the master hands out the chain.
