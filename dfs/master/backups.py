@@ -4,10 +4,11 @@ Promise: while the master runs, a backup (``dfs.metadata.backup``: SQLite's onli
 backup API, one snapshot, checked, fsynced, renamed into place) lands in the
 directory every ``interval_s``, named ``metadata-<UTC time to the microsecond>Z.db``
 so that names sort as times; after each one only the newest ``keep`` of those files
-stay. The copy runs in a worker thread, never on the event loop, over a read-only connection of its own:
-the master serves on. A restarted master counts the interval from the newest backup
-already there. A failed backup is logged as an error, shown by ``vmstore status``
-and tried again after BACKUP_RETRY_S (or the interval, if shorter).
+stay. The copy runs in a worker thread, never on the event loop, over a read-only
+connection of its own: the master serves on. A restarted master counts the interval
+from the newest backup already there. A failed backup is logged as an error, shown
+by ``vmstore status`` and tried again after BACKUP_RETRY_S (or the interval, if
+shorter).
 
 ``status()`` says how old the newest backup is, for `vmstore status`, which warns
 when it is older than the interval.
