@@ -78,7 +78,7 @@ def test_a_migration_across_a_master_failover_leaves_the_guest_on_one_host(
             report = json.loads(output)
             assert report["outcome"] == "moved", output
             print(f"moved {report['memory_bytes'] / 2**20:.0f} MiB of memory in"
-                  f" {report['total_s']:.1f} s")
+                  f" {report['total_s']:.1f} s, paused {report['downtime_ms']} ms")
             assert hosts == ["h2"], f"moved, but the guest runs on {hosts}"
         else:
             assert "it keeps running on h1" in errors, errors
