@@ -213,9 +213,9 @@ def wait_for_etcd(clients: list[str]) -> None:
     raise ConfigError(f"etcd at {clients[0]} not healthy within {READY_TIMEOUT_S} s")
 
 
-def wait_for_leader(addresses: list[str]) -> str:
+def wait_for_leader(addresses: list[str], timeout_s: float = READY_TIMEOUT_S) -> str:
     """The address of the master that leads (the only one that listens)."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for address in addresses:
             host, port = address.rsplit(":", 1)
@@ -225,7 +225,7 @@ def wait_for_leader(addresses: list[str]) -> str:
             except OSError:
                 continue
         time.sleep(0.1)
-    raise ConfigError(f"no master of {', '.join(addresses)} leads within {READY_TIMEOUT_S} s")
+    raise ConfigError(f"no master of {', '.join(addresses)} leads within {timeout_s} s")
 
 
 def _tls_section(directory: Path) -> str:

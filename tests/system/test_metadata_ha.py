@@ -16,7 +16,6 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +30,7 @@ from tests.system.conftest import (
     assert_no_crash,
     require_fuse,
 )
-from vmstore.cli.local_cluster import local_down, spawn
+from vmstore.cli.local_cluster import local_down, spawn, wait_for_leader
 from vmstore.dfs.client.client import Client, open_client
 from vmstore.dfs.client.master_client import ClientIdentity
 from vmstore.dfs.errors import DfsError, NotFound
@@ -54,17 +53,8 @@ class HaCluster(Cluster):
 
     def leader(self) -> str:
         """The name of the master that leads now (the only one listening)."""
-        deadline = time.monotonic() + FAILOVER_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for name, address in zip(self.master_names, self.masters, strict=True):
-                host, port = address.rsplit(":", 1)
-                try:
-                    socket.create_connection((host, int(port)), timeout=0.5).close()
-                    return name
-                except OSError:
-                    continue
-            time.sleep(0.1)
-        raise AssertionError(f"no master leads within {FAILOVER_TIMEOUT_S} s")
+        leader = wait_for_leader(self.masters, FAILOVER_TIMEOUT_S)
+        return self.master_names[self.masters.index(leader)]
 
     def ha_client(self) -> open_client:  # type: ignore[valid-type]
         hosts = [(address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1]))
