@@ -309,4 +309,10 @@ async def test_model_check(run_index: int, tmp_path: Path, sim_clock: trio.abc.C
     expected_logs.allow("vmstore.dfs.chunkserver",
                         "bad blocks|damaged|checksum|data where the table says zeros",
                         level=logging.ERROR)
+    # Injected EIOs on the sick node's disk: its disk watch calls the disk failing
+    # (issue 16), and the master, told so, copies its replicas away.
+    expected_logs.allow("vmstore.dfs.chunkserver.disk_watch", "disk failing",
+                        level=logging.ERROR)
+    expected_logs.allow("vmstore.dfs.master.chunkserver_service", "disk failing",
+                        level=logging.ERROR)
     await _run(tmp_path, seed)
