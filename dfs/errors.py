@@ -178,6 +178,17 @@ class TokenPredatesRestart(TokenExpired):
     code = 29
 
 
+class TokenOfOldGeneration(TokenPredatesRestart):
+    """A chunkserver refused a capability issued by a master of an older generation than
+    the newest it has seen (a deposed HA leader, or a master since restarted), or of a
+    format from before generations: fencing across masters.
+
+    Handled as TokenPredatesRestart is: the client fetches a fresh capability from the
+    current master and repeats the call (a write on the whole chain)."""
+
+    code = 19
+
+
 class ReadRefused(DfsError):
     """A chunkserver refused a read: its capability is missing, forged, or for another
     chunk or operation."""
@@ -239,6 +250,13 @@ class ClusterMismatch(DfsError):
     keeps its replicas and tries again later."""
 
     code = 42
+
+
+class StaleMaster(ClusterMismatch):
+    """A chunkserver refused a command of a master whose generation (its epoch) is older
+    than one the chunkserver has seen since it registered: a deposed master."""
+
+    code = 46
 
 
 class EtcdUnavailable(DfsError):

@@ -9,6 +9,15 @@ reconnects with bounded backoff; the master decides what is current.
 Only a master of this chunkserver's cluster, with metadata no older than it has seen,
 decides anything here (``dfs.protocol.cluster_identity``): another is refused before a
 replica is touched, logged as an ERROR, and asked again every MASTER_REFUSED_RETRY_S.
+
+Fencing across masters (issue 15): the generation is the master epoch. It is checked
+once per link, at registration, and then against every command on the link: a link
+belongs to one master start, whose generation never changes, so a field on each
+command would carry nothing more; but this chunkserver may meet a newer generation
+while the link is up (a client's capability from a new HA leader, checked by
+``VerifiedCapabilities``, which keeps the newest generation seen). From then on the
+link's master is deposed: its commands are refused (StaleMaster, naming both
+generations), the link is closed, and a registration below that generation is refused.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from vmstore.dfs.errors import (
     ProtocolError,
     ReplicaUnavailable,
     StaleChunkVersion,
+    StaleMaster,
     unwrapped_errors,
 )
 from vmstore.dfs.log_fields import about
@@ -115,6 +125,10 @@ class MasterLink:
         self.replicator = replicator
         self.damage_reports = damage_reports
         self._connection: Connection | None = None  # while registered
+        self._link_generation = 0  # of the master the current link registered with
+        self.capabilities = data.fence.capabilities  # owns the newest generation seen
+        if accepted is not None:
+            self.capabilities.see_generation(accepted.generation)
         self._owners_to_record: list[m.ChunkOwner] = []  # from the last registration
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -250,16 +264,27 @@ class MasterLink:
         """Raise ClusterMismatch for a master this chunkserver must refuse (the master
         checks too, but it is the chunkserver's replicas at stake); else keep its identity
         on disk before obeying it."""
-        reason = refusal(self.accepted, master)
+        reason = refusal(self.accepted, master) or self._deposed(master.generation)
         if reason:
             raise ClusterMismatch(reason)
         self.refused_reason = ""
+        self._link_generation = master.generation
+        self.capabilities.see_generation(master.generation)
         if master.cluster_id and master != self.accepted:  # "": a master before cluster ids
             if self.accepted is None:
                 log.info("joined %s", master.describe(),
                          extra=about("cluster_joined", cluster=master.cluster_id))
             await self.disk(0, store_accepted_master, self.settings.data_dir, master)
             self.accepted = master
+
+    def _deposed(self, generation: int) -> str:
+        """Why a master of ``generation`` is deposed: this chunkserver has seen a newer
+        one since (in a capability); "" if it has not."""
+        newest = self.capabilities.newest_generation
+        if generation >= newest:
+            return ""
+        return (f"the master's metadata is generation {generation}, older than generation"
+                f" {newest} this chunkserver has seen since: it is a deposed master")
 
     def _heartbeat_timeout_s(self) -> float:
         """An HA group's leader may be cut off with no reset: the link leaves it for the
@@ -270,6 +295,9 @@ class MasterLink:
     async def _heartbeat_until_closed(self, connection: Connection) -> None:
         try:
             while not connection.closed.is_set():
+                deposed = self._deposed(self._link_generation)
+                if deposed:  # leave it: run() goes on to the current master
+                    raise ClusterMismatch(deposed)
                 space = self.store.space_report()
                 await connection.call(m.ChunkserverToMasterHeartbeat(
                     server_id=self.identity.server_id, bytes_total=space.total_bytes,
@@ -290,7 +318,12 @@ class MasterLink:
 
     async def handle(self, request: m.Request, payload: bytes) -> tuple[m.Message, bytes]:
         """Obey a master command. A failure of this chunkserver's disk fails the command
-        (ReplicaUnavailable, naming it), never the process: the master works around it."""
+        (ReplicaUnavailable, naming it), never the process: the master works around it.
+        A master deposed since the link registered is refused (StaleMaster); the
+        heartbeat loop leaves its link."""
+        deposed = self._deposed(self._link_generation)
+        if deposed:
+            raise StaleMaster(f"{type(request).__name__} refused: {deposed}")
         try:
             await self._obey(request)
         except OSError as error:

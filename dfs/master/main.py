@@ -124,7 +124,8 @@ async def run_master(settings: MasterSettings, *, journal: BatchJournal | None =
                 registry.known(server_id, host, port, label)
                 registry.chunkservers[server_id].draining = draining
             signer = CapabilitySigner(settings.key,
-                                      write_life_s=settings.lease_expiry_s - CLOCK_SKEW_MAX_S)
+                                      write_life_s=settings.lease_expiry_s - CLOCK_SKEW_MAX_S,
+                                      generation=identity.generation)
             chunk_manager = ChunkManager(committer, ChunkTable(writer), reader_chunks, registry,
                                          random.Random(settings.seed), signer)
             chunkservers = ChunkserverService(committer, ChunkTable(writer), chunk_manager,

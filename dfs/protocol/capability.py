@@ -2,9 +2,11 @@
 
 Promise: ``check`` accepts a capability only if the master made it (HMAC
 with a key derived from the cluster key, compared in constant time), for
-exactly this chunk and this operation, and it is not past its expiry by
-this machine's clock. Epochs are not judged here: that needs what a
-chunkserver has seen (``chunkserver.write_fence``).
+exactly this chunk and this operation, of this token format, and it is not
+past its expiry by this machine's clock. ``VerifiedCapabilities`` also
+refuses one issued by a master of an older generation than the newest it
+has seen (fencing across masters, issue 15). Lease epochs are not judged
+here: that needs what a chunkserver has seen (``chunkserver.write_fence``).
 
 Design (issue 9, authorization):
 
@@ -24,6 +26,16 @@ Design (issue 9, authorization):
       READ_CAPABILITY_LIFE_S; never to admin connections, which only look.
     - READ for a copy: in ``MasterToChunkserverReplicate``, living as long as
       the master waits for the copy; the target presents it to its sources.
+* Master generations (``protocol.cluster_identity``; the master epoch: it
+  moves forward at every master start and every HA leader's first commit):
+  every capability carries its issuer's, inside the MAC (token format 2).
+  A chunkserver learns the newest generation from its registration and from
+  the capabilities it verifies, and refuses an older one with
+  TokenOfOldGeneration naming both; the client fetches a fresh capability
+  from the current master, as for an expired one. So a deposed leader's
+  capabilities open nothing on a chunkserver that has met its successor.
+  Format-1 capabilities (no generation) are refused the same way, never read
+  as generation 0: they came from a master before fencing.
 * Who checks (the chunkservers), with ``VerifiedCapabilities`` so that a
   capability's MAC is computed once, not on every request:
     - ReadChunk: READ. WriteChunk: WRITE, then the lease epoch fence;
@@ -59,7 +71,7 @@ from collections.abc import Sequence
 import msgspec
 
 from vmstore.dfs.constants import READ_CAPABILITY_LIFE_S, VERIFIED_CAPABILITIES_MAX
-from vmstore.dfs.errors import ReadRefused, TokenExpired, WriteRefused
+from vmstore.dfs.errors import ReadRefused, TokenExpired, TokenOfOldGeneration, WriteRefused
 from vmstore.dfs.protocol import auth
 from vmstore.dfs.protocol.messages import Capability
 
@@ -67,8 +79,10 @@ READ = 1
 WRITE = 2
 OPERATION_NAMES = {READ: "read", WRITE: "write"}
 MAC_BYTES = 16
+TOKEN_FORMAT = 2  # 2: the master generation is in the token and its MAC
 _KEY_PURPOSE = b"vmstore capability v1"
-_FIELDS = struct.Struct("<QQQQQQ")
+_FIELDS = struct.Struct("<QQQQQQQQ")
+_FIELDS_FORMAT_1 = struct.Struct("<QQQQQQ")  # no format, no generation
 
 
 def capability_key(cluster_key: bytes) -> bytes:
@@ -77,17 +91,24 @@ def capability_key(cluster_key: bytes) -> bytes:
 
 
 def _mac(key: bytes, capability: Capability) -> bytes:
-    fields = _FIELDS.pack(capability.chunk_id, capability.operation, capability.epoch,
-                          capability.session_id, capability.issued_ns, capability.expires_ns)
+    if capability.token_format == 1:  # verified only to be refused by name
+        fields = _FIELDS_FORMAT_1.pack(capability.chunk_id, capability.operation,
+                                       capability.epoch, capability.session_id,
+                                       capability.issued_ns, capability.expires_ns)
+        return hmac.new(key, fields, hashlib.sha256).digest()[:MAC_BYTES]
+    fields = _FIELDS.pack(capability.token_format, capability.chunk_id, capability.operation,
+                          capability.epoch, capability.session_id, capability.issued_ns,
+                          capability.expires_ns, capability.generation)
     return hmac.new(key, fields, hashlib.sha256).digest()[:MAC_BYTES]
 
 
 def sign(key: bytes, *, operation: int, chunk_id: int, session_id: int, issued_ns: int,
-         life_ns: int, epoch: int = 0) -> Capability:
+         life_ns: int, epoch: int = 0, generation: int = 0) -> Capability:
     assert operation in OPERATION_NAMES, operation
     unsigned = Capability(chunk_id=chunk_id, operation=operation, epoch=epoch,
                           session_id=session_id, issued_ns=issued_ns,
-                          expires_ns=issued_ns + life_ns, mac=b"")
+                          expires_ns=issued_ns + life_ns, mac=b"", generation=generation,
+                          token_format=TOKEN_FORMAT)
     return msgspec.structs.replace(unsigned, mac=_mac(key, unsigned))
 
 
@@ -110,6 +131,12 @@ def check(keys: bytes | Sequence[bytes], capability: Capability | None, chunk_id
     if not signed_here:
         raise refused(f"{what} capability for chunk {chunk_id} was not signed by this"
                       " cluster's master")
+    if capability.token_format != TOKEN_FORMAT:
+        # Format 1 came from a master before generations: the client's master (now
+        # upgraded) gives a fresh one.
+        raise TokenOfOldGeneration(f"{what} capability for chunk {chunk_id} is of token"
+                                   f" format {capability.token_format}, not {TOKEN_FORMAT}"
+                                   " (from a master before generations in tokens)")
     if capability.operation != operation:
         allowed = OPERATION_NAMES.get(capability.operation, f"operation {capability.operation}")
         raise refused(f"capability for chunk {capability.chunk_id} allows {allowed}, not {what}")
@@ -142,26 +169,41 @@ class _FollowedKeys:
 
 
 class VerifiedCapabilities:
-    """A chunkserver's check of capabilities, with the MACs it already verified.
+    """A chunkserver's check of capabilities, with the MACs it already verified, and
+    the owner of the newest master generation it has seen (from its master link's
+    registrations and from verified capabilities).
 
     A client sends the same capability with every request to a chunk for
     tens of seconds; a capability is immutable, so its MAC is checked once
-    and later requests cost a set lookup and three comparisons.
+    and later requests cost a set lookup and four comparisons.
     """
 
     def __init__(self, cluster_key: auth.KeyMaterial) -> None:
         self._keys = _FollowedKeys(cluster_key)
         self._verified: set[Capability] = set()
+        self.newest_generation = 0  # of any master seen; only moves forward
+
+    def see_generation(self, generation: int) -> None:
+        """A master of ``generation`` was accepted: older ones are fenced from now on."""
+        self.newest_generation = max(self.newest_generation, generation)
 
     def check(self, capability: Capability | None, chunk_id: int, operation: int) -> Capability:
         """Return ``capability`` if it allows ``operation`` on ``chunk_id`` now; else raise."""
         now_ns = time.time_ns()
         if (capability is not None and capability.chunk_id == chunk_id
                 and capability.operation == operation and now_ns <= capability.expires_ns
+                and capability.generation >= self.newest_generation
                 and capability in self._verified):
             return capability  # fast path: verified before
         check(self._keys.accepted(), capability, chunk_id, operation, now_ns)
         assert capability is not None
+        if capability.generation < self.newest_generation:
+            raise TokenOfOldGeneration(
+                f"{OPERATION_NAMES[operation]} capability for chunk {chunk_id} was issued by"
+                f" a master of generation {capability.generation}, older than generation"
+                f" {self.newest_generation} this chunkserver has seen: fetch a fresh one")
+        # Signed by the cluster's master: a newer generation than we knew is a newer master.
+        self.see_generation(capability.generation)
         if len(self._verified) >= VERIFIED_CAPABILITIES_MAX:
             self._verified.clear()
         self._verified.add(capability)
@@ -172,17 +214,18 @@ class CapabilitySigner:
     """The master's issuer of capabilities (one key, the lives of each kind)."""
 
     def __init__(self, cluster_key: auth.KeyMaterial, write_life_s: float,
-                 read_life_s: float = READ_CAPABILITY_LIFE_S) -> None:
+                 read_life_s: float = READ_CAPABILITY_LIFE_S, *, generation: int) -> None:
         self._keys = _FollowedKeys(cluster_key)
+        self.generation = generation  # this master start's (ClusterIdentity.generation)
         self.write_life_ns = int(write_life_s * 1e9)
         self.read_life_ns = int(read_life_s * 1e9)
 
     def write(self, session_id: int, chunk_id: int, epoch: int) -> Capability:
         return sign(self._keys.current(), operation=WRITE, chunk_id=chunk_id, epoch=epoch,
                     session_id=session_id, issued_ns=time.time_ns(),
-                    life_ns=self.write_life_ns)
+                    life_ns=self.write_life_ns, generation=self.generation)
 
     def read(self, session_id: int, chunk_id: int, life_s: float | None = None) -> Capability:
         life_ns = self.read_life_ns if life_s is None else int(life_s * 1e9)
         return sign(self._keys.current(), operation=READ, chunk_id=chunk_id, session_id=session_id,
-                    issued_ns=time.time_ns(), life_ns=life_ns)
+                    issued_ns=time.time_ns(), life_ns=life_ns, generation=self.generation)

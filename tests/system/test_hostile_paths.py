@@ -130,7 +130,9 @@ async def chunk_ids_and_ranges(cluster: Cluster, real: m.ChunkLocation) -> None:
 
     # Holding the cluster key, this attacker can sign capabilities for any chunk id:
     # so the ids are judged by the chunk store itself, past the capability check.
-    signer = CapabilitySigner(cluster.key, write_life_s=60.0)
+    assert real.read_capability is not None
+    signer = CapabilitySigner(cluster.key, write_life_s=60.0,
+                              generation=real.read_capability.generation)
 
     def read(chunk_id: int = real.chunk_id, offset: int = 0,
              length: int = 4096) -> m.ToChunkserverReadChunk:

@@ -3,15 +3,25 @@ readers."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import struct
 import time
 
 import msgspec
 import pytest
 
 from vmstore.dfs.chunkserver.write_fence import WriteFence
-from vmstore.dfs.errors import LeaseLost, ReadRefused, TokenExpired, WriteRefused
+from vmstore.dfs.errors import (
+    LeaseLost,
+    ReadRefused,
+    TokenExpired,
+    TokenOfOldGeneration,
+    WriteRefused,
+)
 from vmstore.dfs.protocol import capability
 from vmstore.dfs.protocol.capability import READ, WRITE, CapabilitySigner, VerifiedCapabilities
+from vmstore.dfs.protocol.messages import Capability
 
 CLUSTER_KEY = b"k" * 32
 SECOND_NS = 1_000_000_000
@@ -144,10 +154,61 @@ def test_the_operation_is_inside_the_signature() -> None:
 
 
 def test_the_masters_signer_makes_capabilities_the_chunkservers_accept() -> None:
-    signer = CapabilitySigner(CLUSTER_KEY, write_life_s=5.0)
+    signer = CapabilitySigner(CLUSTER_KEY, write_life_s=5.0, generation=4)
     checker = VerifiedCapabilities(CLUSTER_KEY)
     checker.check(signer.read(3, 11), 11, READ)
     WriteFence(checker).admit(signer.write(3, 11, epoch=2), 11)
     other_cluster = VerifiedCapabilities(b"o" * 32)
     with pytest.raises(ReadRefused, match="not signed by this cluster's master"):
         other_cluster.check(signer.read(3, 11), 11, READ)
+
+
+# --- master generations: fencing across masters (issue 15) ---------------------------
+def test_a_capability_of_an_older_master_generation_is_refused_once_a_newer_is_seen() -> None:
+    checker = VerifiedCapabilities(CLUSTER_KEY)
+    old_master = CapabilitySigner(CLUSTER_KEY, write_life_s=5.0, generation=4)
+    new_master = CapabilitySigner(CLUSTER_KEY, write_life_s=5.0, generation=5)
+    old_read = old_master.read(3, 11)
+    checker.check(old_read, 11, READ)  # verified and cached while 4 is the newest seen
+    checker.check(new_master.read(3, 11), 11, READ)  # a newer master: 5 from now on
+    assert checker.newest_generation == 5
+    for token, operation in ((old_read, READ), (old_master.write(3, 11, epoch=2), WRITE)):
+        with pytest.raises(TokenOfOldGeneration, match="generation 4, older than generation 5"):
+            checker.check(token, 11, operation)
+    with pytest.raises(TokenExpired):  # the client's path: fetch a fresh one
+        WriteFence(checker).admit(old_master.write(3, 11, epoch=2), 11)
+    checker.see_generation(3)  # never lowered
+    assert checker.newest_generation == 5
+
+
+def test_a_registration_fences_older_generations_before_any_capability() -> None:
+    checker = VerifiedCapabilities(CLUSTER_KEY)
+    checker.see_generation(8)
+    with pytest.raises(TokenOfOldGeneration, match="generation 7, older than generation 8"):
+        checker.check(CapabilitySigner(CLUSTER_KEY, 5.0, generation=7).read(1, 2), 2, READ)
+    checker.check(CapabilitySigner(CLUSTER_KEY, 5.0, generation=8).read(1, 2), 2, READ)
+
+
+def test_the_generation_is_inside_the_signature() -> None:
+    old = CapabilitySigner(CLUSTER_KEY, write_life_s=5.0, generation=4).read(3, 11)
+    assert (old.generation, old.token_format) == (4, capability.TOKEN_FORMAT)
+    raised = msgspec.structs.replace(old, generation=9)
+    with pytest.raises(ReadRefused, match="not signed"):
+        VerifiedCapabilities(CLUSTER_KEY).check(raised, 11, READ)
+
+
+def test_a_token_of_format_1_decodes_and_is_refused_by_name() -> None:
+    """Format 1 had seven fields, no generation: it still decodes, and is refused as
+    TokenOfOldGeneration (the client fetches a fresh one), never read as generation 0."""
+    now_ns = time.time_ns()
+    fields = (11, READ, 0, 3, now_ns, now_ns + SECOND_NS)
+    mac = hmac.new(capability.capability_key(CLUSTER_KEY), struct.pack("<QQQQQQ", *fields),
+                   hashlib.sha256).digest()[:capability.MAC_BYTES]  # as format 1 signed
+    for mac_of_old, refusal in ((mac, TokenOfOldGeneration), (b"m" * 16, ReadRefused)):
+        format_1 = msgspec.msgpack.encode([*fields, mac_of_old])
+        old = msgspec.msgpack.decode(format_1, type=Capability)
+        assert (old.generation, old.token_format) == (0, 1)
+        with pytest.raises(refusal, match="token format 1, not 2|not signed"):
+            VerifiedCapabilities(CLUSTER_KEY).check(old, 11, READ)
+    current = CapabilitySigner(CLUSTER_KEY, write_life_s=5.0, generation=4).read(3, 11)
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(current), type=Capability) == current

@@ -25,7 +25,8 @@ KEY = capability.capability_key(b"k" * 32)
 NOW_NS = 1_700_000_000 * 10**9
 ANY_INT = st.one_of(st.integers(-(2**63), 2**64 + 5),
                     st.sampled_from([0, -1, 2**63 - 1, 2**63, 2**64 - 1, 2**64]))
-FIELDS = ["chunk_id", "operation", "epoch", "session_id", "issued_ns", "expires_ns", "mac"]
+FIELDS = ["chunk_id", "operation", "epoch", "session_id", "issued_ns", "expires_ns", "mac",
+          "generation", "token_format"]
 OPERATION = st.sampled_from([READ, WRITE])
 
 

@@ -61,7 +61,12 @@ class Capability(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     ``mac`` is HMAC-SHA256 (truncated to 16 bytes) over the other fields with
     a key derived from the cluster key (``protocol.capability``); a
     chunkserver checks it, the chunk, the operation and the expiry (and for
-    writes the lease epoch) before serving.
+    writes the lease epoch) before serving, and the generation of the master that
+    issued it: a chunkserver refuses one older than the newest generation it has seen
+    (fencing across masters).
+
+    Format 2 added ``generation`` and ``token_format``, last, so that a format-1
+    capability still decodes (as format 1, generation 0) and is refused by name.
     """
 
     chunk_id: U63
@@ -71,6 +76,8 @@ class Capability(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     issued_ns: U63  # master wall clock
     expires_ns: U63
     mac: bytes
+    generation: U63 = 0  # the issuing master's metadata generation: its epoch
+    token_format: U63 = 1  # capability.TOKEN_FORMAT when issued; 1: before generations
 
 
 class ChunkLocation(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
