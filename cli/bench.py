@@ -45,7 +45,7 @@ from vmstore.dfs.progress import ProgressDisplay
 WORKLOADS = FIO_WORKLOADS + QEMU_WORKLOADS
 DATA_FILE_NAME = "bench.img"
 SIZE_SUFFIXES = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-SIZE_MIN_BYTES = 1 << 20
+SIZE_BYTES_MIN = 1 << 20
 REPEAT_MAX = 100
 JSON_FORMAT_VERSION = 1
 
@@ -74,7 +74,7 @@ def parse_size(text: str) -> int:
         number, suffix = number[:-1], number[-1].upper()
     if number.upper().endswith("I"):
         raise argparse.ArgumentTypeError(f"{text!r}: write sizes as 1G or 512M")
-    if not number.isdigit() or int(number) * SIZE_SUFFIXES[suffix] < SIZE_MIN_BYTES:
+    if not number.isdigit() or int(number) * SIZE_SUFFIXES[suffix] < SIZE_BYTES_MIN:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size of at least 1M (e.g. 1G)")
     return int(number) * SIZE_SUFFIXES[suffix]
 

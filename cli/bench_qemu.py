@@ -18,7 +18,7 @@
   seconds, so a short probe sizes the count to about ``--runtime`` seconds.
 
 Caveat: qemu-img bench prints its time in milliseconds; probes shorter than
-PROBE_MIN_S are grown tenfold until they are long enough to scale from.
+PROBE_S_MIN are grown tenfold until they are long enough to scale from.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ DESTINATION_NAME = "vmstore-bench-convert.raw"
 BENCH_REQUEST_BYTES = 4096
 BENCH_DEPTH = 16
 PROBE_REQUESTS = 1000
-PROBE_MIN_S = 0.2
+PROBE_S_MIN = 0.2
 REQUESTS_MAX = 50_000_000
 COMPLETED = re.compile(r"Run completed in (\d+(?:\.\d+)?) seconds")
 
@@ -97,7 +97,7 @@ def _bench(write: bool) -> Workload:
     def run(place: Place) -> dict[str, float]:
         requests = PROBE_REQUESTS
         seconds = _bench_seconds(place, requests, write)
-        while seconds < PROBE_MIN_S and requests < REQUESTS_MAX:
+        while seconds < PROBE_S_MIN and requests < REQUESTS_MAX:
             requests *= 10
             seconds = _bench_seconds(place, requests, write)
         requests = min(REQUESTS_MAX, max(requests,

@@ -22,9 +22,9 @@ from vmstore.dfs.chunkserver.main import ChunkserverSettings, run_chunkserver
 from vmstore.dfs.constants import (
     BACKUP_INTERVAL_S,
     BACKUPS_KEPT,
-    CLOCK_SKEW_MAX_S,
-    LEASE_EXPIRY_MIN_S,
+    CLOCK_SKEW_S_MAX,
     LEASE_EXPIRY_S,
+    LEASE_EXPIRY_S_MIN,
     QUARANTINE_RETENTION_S,
     REPLICATION_BANDWIDTH_BYTES_PER_S,
     REPLICATION_DELAY_S,
@@ -102,10 +102,10 @@ def run_master_command(args: argparse.Namespace) -> int:
     if args.data_dir is None:
         raise ConfigError("vmstore master needs --data-dir (or [master] data_dir in the"
                           " config file)")
-    if args.lease_expiry < LEASE_EXPIRY_MIN_S:
+    if args.lease_expiry < LEASE_EXPIRY_S_MIN:
         raise ConfigError(f"lease expiry {args.lease_expiry:g}: at least"
-                          f" {LEASE_EXPIRY_MIN_S:g} s (write tokens live"
-                          f" {CLOCK_SKEW_MAX_S:g} s less)")
+                          f" {LEASE_EXPIRY_S_MIN:g} s (write tokens live"
+                          f" {CLOCK_SKEW_S_MAX:g} s less)")
     setup_logging_from(args, config.log_level, config.log_format)
     host, port = parse_address(args.listen, "--listen")
     endpoints = tuple(url.strip() for url in (args.etcd or "").split(",") if url.strip())
@@ -236,7 +236,7 @@ def register(subparsers: Any) -> None:
     master.add_argument("--lease-expiry", type=float,
                         metavar="SECONDS", help="a client silent this long loses its write"
                         " leases, and another host may write its files; its write tokens"
-                        f" expire {CLOCK_SKEW_MAX_S:g} s earlier (default {LEASE_EXPIRY_S:g})")
+                        f" expire {CLOCK_SKEW_S_MAX:g} s earlier (default {LEASE_EXPIRY_S:g})")
     master.add_argument("--etcd", metavar="URL[,URL...]",
                         help="metadata HA: etcd client URLs (e.g. http://10.0.0.1:2379,...)."
                         " Masters started with the same etcd and --etcd-prefix form one group:"

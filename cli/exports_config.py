@@ -17,7 +17,7 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-from vmstore.dfs.constants import MAX_NAME_BYTES
+from vmstore.dfs.constants import NAME_BYTES_MAX
 from vmstore.dfs.errors import ConfigError
 from vmstore.dfs.master.exports import ExportRule, Network
 
@@ -73,7 +73,7 @@ def _directory(where: str, directory: Any) -> str:
     parts = [part for part in directory.split("/") if part]
     if any(part in (".", "..") for part in parts):
         raise ConfigError(f"{where} directory {directory!r} contains '.' or '..'")
-    if any(len(part.encode()) > MAX_NAME_BYTES for part in parts):
+    if any(len(part.encode()) > NAME_BYTES_MAX for part in parts):
         raise ConfigError(f"{where} directory {directory!r} has a name over"
-                          f" {MAX_NAME_BYTES} bytes")
+                          f" {NAME_BYTES_MAX} bytes")
     return "/" + "/".join(parts)

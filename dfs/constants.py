@@ -21,22 +21,22 @@ CHUNK_SIZE_BYTES = 64 * 1024 * 1024
 BLOCK_SIZE_BYTES = 4096
 BLOCKS_PER_CHUNK = CHUNK_SIZE_BYTES // BLOCK_SIZE_BYTES
 DEFAULT_GOAL = 2
-MAX_GOAL = 9
-MAX_NAME_BYTES = 255
-MAX_SYMLINK_BYTES = 4096
-MAX_XATTR_NAME_BYTES = 255
-MAX_XATTR_VALUE_BYTES = 64 * 1024
+GOAL_MAX = 9
+NAME_BYTES_MAX = 255
+SYMLINK_BYTES_MAX = 4096
+XATTR_NAME_BYTES_MAX = 255
+XATTR_VALUE_BYTES_MAX = 64 * 1024
 # Largest file: 2**47 bytes (128 TiB) keeps chunk indexes in 21 bits.
-MAX_FILE_SIZE_BYTES = 2**47
+FILE_SIZE_BYTES_MAX = 2**47
 
 # --- wire ----------------------------------------------------------------
 # A frame carries at most one request's data: 1 MiB of payload (the largest
 # FUSE write) plus the control body, with room to spare.
-MAX_FRAME_BODY_BYTES = 8 * 1024 * 1024  # a registration lists every replica a chunkserver holds
-MAX_FRAME_PAYLOAD_BYTES = 4 * 1024 * 1024
+FRAME_BODY_BYTES_MAX = 8 * 1024 * 1024  # a registration lists every replica a chunkserver holds
+FRAME_PAYLOAD_BYTES_MAX = 4 * 1024 * 1024
 # Payloads smaller than this are never compressed: lz4's header and the
 # extra call cost more than they save.
-COMPRESS_MIN_BYTES = 8 * 1024
+COMPRESS_BYTES_MIN = 8 * 1024
 # One data request moves at most this much; longer reads and writes are split.
 DATA_REQUEST_BYTES_MAX = 1024 * 1024
 # A batched write (many small writes to one chunk in one request) carries at
@@ -191,17 +191,17 @@ BACKUP_RETRY_S = 60.0
 RESTORE_ID_SKIP = 2**32
 CHUNK_ALLOCATION_RETRIES_MAX = 5
 # Write leases. A client session silent this long loses its leases; a write
-# token lives this long minus CLOCK_SKEW_MAX_S, the most the clocks of the
+# token lives this long minus CLOCK_SKEW_S_MAX, the most the clocks of the
 # master and a chunkserver may disagree (NTP keeps them within milliseconds).
 LEASE_EXPIRY_S = 20.0
-LEASE_EXPIRY_MIN_S = 4.0
-CLOCK_SKEW_MAX_S = 2.0
+LEASE_EXPIRY_S_MIN = 4.0
+CLOCK_SKEW_S_MAX = 2.0
 SESSION_EXPIRY_CHECK_INTERVAL_S = 0.5
 # Two readings of the master's clock this far apart: the master did not run in
 # between (SIGSTOP, a frozen VM, swapping), so the silences of its peers in that
 # gap are its own, and every session and chunkserver gets a full period again
 # (dfs.master.stall_watch).
-MASTER_STALL_MIN_S = 2.0
+MASTER_STALL_S_MIN = 2.0
 # Clients renew this many times per expiry period, so a few lost renewals
 # (a busy master, a dropped packet) do not cost the lease.
 LEASE_RENEWALS_PER_EXPIRY = 4
@@ -242,7 +242,7 @@ SILENT_MASTER_AVOID_S = 30.0
 # no disk, so a live leader answers it in milliseconds.
 HA_HEARTBEAT_TIMEOUT_S = 3.0
 # An HA group's clients retry a master call at most this far apart.
-HA_RECONNECT_BACKOFF_MAX_S = 0.25
+HA_RECONNECT_BACKOFF_S_MAX = 0.25
 # A standby reads the journal's new entries this often (and at most this many
 # per read): its lag, and how long a takeover spends catching up.
 JOURNAL_POLL_INTERVAL_S = 0.05
@@ -309,7 +309,7 @@ QUARANTINE_PRESSURE_FREE_FRACTION = 0.05
 SPACE_MARGIN_BYTES = 8 * 1024 * 1024
 # Owner records (file and chunk index, for `vmstore recover`) the master sends in
 # one registration reply, for replicas written before records existed; about 25
-# bytes each on the wire, so 100,000 stay well inside MAX_FRAME_BODY_BYTES.
+# bytes each on the wire, so 100,000 stay well inside FRAME_BODY_BYTES_MAX.
 REGISTRATION_OWNERS_MAX = 100_000
 
 # --- client --------------------------------------------------------------
@@ -318,8 +318,8 @@ READDIR_BATCH_ENTRIES_MAX = 512
 # How long metadata calls keep retrying while the master is away (restart,
 # failover). Like an NFS hard mount, but bounded.
 MASTER_RECONNECT_TIMEOUT_S = 300.0
-RECONNECT_BACKOFF_MIN_S = 0.05
-RECONNECT_BACKOFF_MAX_S = 2.0
+RECONNECT_BACKOFF_S_MIN = 0.05
+RECONNECT_BACKOFF_S_MAX = 2.0
 # A chunkserver that refused its master (dfs.protocol.cluster_identity) asks again
 # this often: an operator may fix the master meanwhile, and each refusal is logged.
 MASTER_REFUSED_RETRY_S = 10.0

@@ -23,8 +23,8 @@ import re
 from pathlib import Path
 
 from vmstore.dfs.protocol.replica_format import (
+    CHUNK_ID_MAX,
     HEADER_SIZE_BYTES,
-    MAX_CHUNK_ID,
     DamagedReplica,
     ReplicaOwner,
     decode_header,
@@ -47,7 +47,7 @@ def chunk_id_of(subdir: str, entry: os.DirEntry[str]) -> int:
     if match is None or not entry.is_file(follow_symlinks=False):
         raise DamagedReplica("not a replica file name")
     chunk_id = int(match.group(1), 16)
-    if not 0 < chunk_id <= MAX_CHUNK_ID or subdir != f"{chunk_id & 0xFF:02x}":
+    if not 0 < chunk_id <= CHUNK_ID_MAX or subdir != f"{chunk_id & 0xFF:02x}":
         raise DamagedReplica("chunk id out of range or in the wrong subdirectory")
     return chunk_id
 
@@ -64,7 +64,7 @@ def read_header(path: str, chunk_id: int) -> tuple[int, ReplicaOwner | None]:
 
 def replica_path(chunks_dir: Path, chunk_id: int) -> Path:
     """Where the replica of ``chunk_id`` lives under ``chunks_dir`` (DATA_DIR/chunks)."""
-    assert 0 < chunk_id <= MAX_CHUNK_ID
+    assert 0 < chunk_id <= CHUNK_ID_MAX
     return chunks_dir / f"{chunk_id & 0xFF:02x}" / f"{chunk_id:016x}.chunk"
 
 

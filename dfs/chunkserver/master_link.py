@@ -40,8 +40,8 @@ from vmstore.dfs.constants import (
     HA_HEARTBEAT_TIMEOUT_S,
     HEARTBEAT_INTERVAL_S,
     MASTER_REFUSED_RETRY_S,
-    RECONNECT_BACKOFF_MAX_S,
-    RECONNECT_BACKOFF_MIN_S,
+    RECONNECT_BACKOFF_S_MAX,
+    RECONNECT_BACKOFF_S_MIN,
     RPC_TIMEOUT_S,
 )
 from vmstore.dfs.errors import (
@@ -133,7 +133,7 @@ class MasterLink:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Stay registered forever; ``started`` after the first registration."""
-        backoff_s = RECONNECT_BACKOFF_MIN_S
+        backoff_s = RECONNECT_BACKOFF_S_MIN
         # An HA group's masters: after a failure, the next one (only the leader
         # listens; a deposed one is refused for its older generation).
         masters = [(self.settings.master_host, self.settings.master_port),
@@ -150,7 +150,7 @@ class MasterLink:
                     await self._register(connection)
                     if self.registrations == 1:
                         task_status.started()
-                    backoff_s = RECONNECT_BACKOFF_MIN_S
+                    backoff_s = RECONNECT_BACKOFF_S_MIN
                     self._connection = connection
                     try:
                         with unwrapped_errors():
@@ -169,14 +169,14 @@ class MasterLink:
                           " %.1f s", address, error.message, retry_s,
                           extra=about("master_refused", peer=address, error=error.message))
                 await trio.sleep(retry_s)
-                backoff_s = min(backoff_s * 2, RECONNECT_BACKOFF_MAX_S)
+                backoff_s = min(backoff_s * 2, RECONNECT_BACKOFF_S_MAX)
                 continue
             except DfsError as error:
                 log.info("link to master %s down: %s; retrying in %.2f s", address, error,
                          backoff_s, extra=about("master_link_down", peer=address,
                                                 error=str(error)))
             await trio.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, RECONNECT_BACKOFF_MAX_S)
+            backoff_s = min(backoff_s * 2, RECONNECT_BACKOFF_S_MAX)
 
     async def safe_chunks(self, chunk_ids: list[int]) -> list[int]:
         """Which of these chunks the master says need no quarantined replica here;

@@ -19,7 +19,7 @@ from typing import TypeAlias
 from vmstore.dfs.chunkserver.replica_file import OpenReplica
 from vmstore.dfs.constants import CHUNK_SIZE_BYTES
 from vmstore.dfs.errors import InvalidArgument, StaleChunkVersion
-from vmstore.dfs.protocol.replica_format import MAX_CHUNK_ID, MAX_VERSION, chunk_name
+from vmstore.dfs.protocol.replica_format import CHUNK_ID_MAX, VERSION_MAX, chunk_name
 
 # A piece of a write: [start, end) of the chunk, its bytes or None for zeros.
 Segment: TypeAlias = tuple[int, int, memoryview | None]
@@ -30,12 +30,12 @@ def is_int(value: object) -> bool:
 
 
 def check_id(chunk_id: int) -> None:
-    if not is_int(chunk_id) or not 0 < chunk_id <= MAX_CHUNK_ID:
+    if not is_int(chunk_id) or not 0 < chunk_id <= CHUNK_ID_MAX:
         raise InvalidArgument(f"chunk id {chunk_id!r} is not in (0, 2**63)")
 
 
 def check_version(version: int) -> None:
-    if not is_int(version) or not 1 <= version <= MAX_VERSION:
+    if not is_int(version) or not 1 <= version <= VERSION_MAX:
         raise InvalidArgument(f"chunk version {version!r} is not in [1, 2**63)")
 
 

@@ -67,17 +67,17 @@ from vmstore.dfs.constants import (
     CHUNK_SIZE_BYTES,
     DATA_REQUEST_BYTES_MAX,
     DATA_RPC_TIMEOUT_S,
+    FILE_SIZE_BYTES_MAX,
     FULL_WRITE_BATCHES_MAX,
     HEDGE_CEILING_S,
     HEDGE_FLOOR_S,
     HEDGE_P99_MULTIPLE,
     LOCATION_CACHE_ENTRIES_MAX,
     LOCATION_PREFETCH_CHUNKS,
-    MAX_FILE_SIZE_BYTES,
     READ_CAPABILITY_LIFE_S,
     READ_RETRIES_MAX,
-    RECONNECT_BACKOFF_MAX_S,
-    RECONNECT_BACKOFF_MIN_S,
+    RECONNECT_BACKOFF_S_MAX,
+    RECONNECT_BACKOFF_S_MIN,
     SLOW_PEER_BACKOFF_S,
     SYNCHRONOUS_AFTER_FSYNC_S,
     WRITE_BATCHES_MAX,
@@ -176,7 +176,7 @@ def _refresh_at_s(capability: m.Capability | None) -> float:
 
 def _usable_until_s(capability: m.Capability | None) -> float:
     """Until when a capability that arrived now is used while a fresh one is asked for
-    in the background (the master's lives already allow for CLOCK_SKEW_MAX_S)."""
+    in the background (the master's lives already allow for CLOCK_SKEW_S_MAX)."""
     return trio.current_time() + _life_s(capability) * CAPABILITY_USE_FRACTION
 
 
@@ -392,7 +392,7 @@ class ChunkIO:
             # TokenExpired: every replica would say so, a fresh capability first;
             # None: no replica could answer, ask the master where they are now.
             self._read_locations.pop((inode, index), None)
-            await trio.sleep(min(RECONNECT_BACKOFF_MIN_S * 2**attempt, RECONNECT_BACKOFF_MAX_S))
+            await trio.sleep(min(RECONNECT_BACKOFF_S_MIN * 2**attempt, RECONNECT_BACKOFF_S_MAX))
         raise ReplicaUnavailable(f"chunk {index} of inode {inode}: no replica could be read"
                                  f" ({'; '.join(errors[-4:])})")
 
@@ -487,9 +487,9 @@ class ChunkIO:
         """
         if offset < 0:
             raise InvalidArgument(f"write at negative offset {offset}")
-        if offset + len(data) > MAX_FILE_SIZE_BYTES:  # refused now, not lost later
+        if offset + len(data) > FILE_SIZE_BYTES_MAX:  # refused now, not lost later
             raise FileTooLarge(f"write of {len(data)} bytes at {offset} passes the largest"
-                               f" file ({MAX_FILE_SIZE_BYTES} bytes)")
+                               f" file ({FILE_SIZE_BYTES_MAX} bytes)")
         self.leases.epoch_for_write(inode)  # a fenced file takes no writes, zeros included
         self._raise_write_error(inode)
         view = memoryview(data)

@@ -22,11 +22,11 @@ import trio
 from vmstore.dfs.client.file_state import FileStates
 from vmstore.dfs.constants import (
     HA_MASTER_CALL_TIMEOUT_S,
-    HA_RECONNECT_BACKOFF_MAX_S,
+    HA_RECONNECT_BACKOFF_S_MAX,
     LEASE_EXPIRY_S,
     MASTER_RECONNECT_TIMEOUT_S,
-    RECONNECT_BACKOFF_MAX_S,
-    RECONNECT_BACKOFF_MIN_S,
+    RECONNECT_BACKOFF_S_MAX,
+    RECONNECT_BACKOFF_S_MIN,
     RPC_TIMEOUT_S,
     SILENT_MASTER_AVOID_S,
 )
@@ -86,8 +86,8 @@ class MasterClient:
         # Going round an HA group costs little (a standby refuses at once), and the
         # new leader listens a few seconds after the old one died: a long backoff
         # only adds to the failover (measured: 2 s more, 5.2 s in all).
-        self._backoff_max_s = (RECONNECT_BACKOFF_MAX_S if len(self.masters) == 1
-                               else HA_RECONNECT_BACKOFF_MAX_S)
+        self._backoff_max_s = (RECONNECT_BACKOFF_S_MAX if len(self.masters) == 1
+                               else HA_RECONNECT_BACKOFF_S_MAX)
         self._key = key
         self._wire = network.current()  # every reconnect goes over the same network
         self.identity = identity
@@ -161,7 +161,7 @@ class MasterClient:
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
         """``attempt()``, again after transient failures until the reconnect deadline."""
-        backoff_s = RECONNECT_BACKOFF_MIN_S
+        backoff_s = RECONNECT_BACKOFF_S_MIN
         deadline = trio.current_time() + self.reconnect_timeout_s
         while True:
             try:

@@ -23,8 +23,8 @@ from vmstore.dfs.constants import (
     CHUNK_DELETIONS_PER_PASS_MAX,
     CHUNK_SIZE_BYTES,
     FENCE_CHUNKS_PER_MESSAGE_MAX,
+    FILE_SIZE_BYTES_MAX,
     HEARTBEAT_INTERVAL_S,
-    MAX_FILE_SIZE_BYTES,
     REPLICATION_TIMEOUT_S,
     RPC_TIMEOUT_S,
 )
@@ -295,7 +295,7 @@ class ChunkManager:
         failed write: the fenced writer may still reach it, but nobody will
         read what it writes there.
         """
-        rows = self.chunks.chunks_in_range(inode, 0, MAX_FILE_SIZE_BYTES // CHUNK_SIZE_BYTES)
+        rows = self.chunks.chunks_in_range(inode, 0, FILE_SIZE_BYTES_MAX // CHUNK_SIZE_BYTES)
         by_server: dict[ServerId, list[int]] = {}
         for _index, chunk_id, _version in rows:
             for server_id in self.chunks.replicas(chunk_id):

@@ -26,8 +26,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from vmstore.dfs.constants import (
     CHUNK_SIZE_BYTES,
+    FILE_SIZE_BYTES_MAX,
     MASTER_GAUGES_INTERVAL_S,
-    MAX_FILE_SIZE_BYTES,
     READDIR_REPLY_ENTRIES_MAX,
 )
 from vmstore.dfs.errors import (
@@ -61,7 +61,7 @@ from vmstore.dfs.types import ChunkId, ChunkVersion, InodeId, ServerId, SessionI
 
 # The decoder keeps indexes in 0..2**63-1; past the largest file they would
 # allocate chunks nobody can address, or overflow SQLite in index + count.
-CHUNK_INDEX_MAX = MAX_FILE_SIZE_BYTES // CHUNK_SIZE_BYTES - 1
+CHUNK_INDEX_MAX = FILE_SIZE_BYTES_MAX // CHUNK_SIZE_BYTES - 1
 Reply = tuple[m.Message, bytes]
 
 REQUEST_SECONDS = Histogram(
@@ -416,7 +416,7 @@ class HealingReporter(Protocol):
 def _check_chunk_index(index: int) -> None:
     if index > CHUNK_INDEX_MAX:
         raise FileTooLarge(f"chunk index {index} is past the largest file"
-                           f" ({MAX_FILE_SIZE_BYTES} bytes)")
+                           f" ({FILE_SIZE_BYTES_MAX} bytes)")
 
 
 def _chunk_state(live: int, goal: int) -> str:

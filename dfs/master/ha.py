@@ -48,7 +48,7 @@ import trio
 from vmstore.dfs.constants import (
     JOURNAL_ENTRIES_PER_SNAPSHOT,
     JOURNAL_POLL_INTERVAL_S,
-    RECONNECT_BACKOFF_MAX_S,
+    RECONNECT_BACKOFF_S_MAX,
 )
 from vmstore.dfs.errors import ConfigError, EtcdUnavailable, JournalTrimmed, NotLeader
 from vmstore.dfs.log_fields import about
@@ -251,7 +251,7 @@ async def _follow(settings: MasterSettings, journal: MetadataJournal, position: 
             except EtcdUnavailable as error:
                 log.warning("standby cannot read the journal: %s", error,
                             extra=about("journal_read_failed", error=str(error)))
-                await trio.sleep(RECONNECT_BACKOFF_MAX_S)
+                await trio.sleep(RECONNECT_BACKOFF_S_MAX)
                 continue
             if entries:
                 await trio.to_thread.run_sync(apply_entries, store, entries)
@@ -293,7 +293,7 @@ async def run_ha_master(settings: MasterSettings, *,
             except EtcdUnavailable as error:
                 log.warning("standby cannot reach etcd: %s", error,
                             extra=about("etcd_unavailable", error=str(error)))
-                await trio.sleep(RECONNECT_BACKOFF_MAX_S)
+                await trio.sleep(RECONNECT_BACKOFF_S_MAX)
                 continue
             leadership = Leadership(client, journal.keys.leader, settings.advertise)
             if not started:

@@ -36,8 +36,8 @@ import trio
 from vmstore.dfs.constants import (
     JOURNAL_APPEND_TIMEOUT_S,
     JOURNAL_READ_ENTRIES_MAX,
-    RECONNECT_BACKOFF_MAX_S,
-    RECONNECT_BACKOFF_MIN_S,
+    RECONNECT_BACKOFF_S_MAX,
+    RECONNECT_BACKOFF_S_MIN,
     SNAPSHOT_PART_BYTES_MAX,
 )
 from vmstore.dfs.errors import DamagedMetadata, EtcdUnavailable, JournalTrimmed, NotLeader
@@ -118,8 +118,8 @@ class MetadataJournal:
                                     extra=about("journal_append_waits", seq=entry.seq,
                                                 error=str(error)))
                     attempt += 1
-                    await trio.sleep(min(RECONNECT_BACKOFF_MIN_S * 2**attempt,
-                                         RECONNECT_BACKOFF_MAX_S))
+                    await trio.sleep(min(RECONNECT_BACKOFF_S_MIN * 2**attempt,
+                                         RECONNECT_BACKOFF_S_MAX))
                     continue
                 if result.succeeded:
                     return

@@ -26,7 +26,7 @@ from vmstore.dfs.constants import (
     LEADER_LEASE_TTL_S,
     LEADER_RENEW_INTERVAL_S,
     LEADER_SAFETY_MARGIN_S,
-    RECONNECT_BACKOFF_MAX_S,
+    RECONNECT_BACKOFF_S_MAX,
 )
 from vmstore.dfs.errors import EtcdUnavailable
 from vmstore.dfs.log_fields import about
@@ -66,7 +66,7 @@ class Leadership:
             except EtcdUnavailable as error:
                 log.warning("cannot campaign for leadership: %s", error,
                             extra=about("campaign_failed", error=str(error)))
-                await trio.sleep(RECONNECT_BACKOFF_MAX_S)
+                await trio.sleep(RECONNECT_BACKOFF_S_MAX)
                 continue
             if result.succeeded:
                 self.epoch, self.lease = result.revision, lease

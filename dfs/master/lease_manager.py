@@ -7,7 +7,7 @@ Promises:
   names the holder's host.
 * A session silent for ``lease_expiry_s`` is expired: it loses its leases
   and open-file holds and cannot be resumed. A token lives at most
-  ``lease_expiry_s - CLOCK_SKEW_MAX_S``, and a token is only issued to a
+  ``lease_expiry_s - CLOCK_SKEW_S_MAX``, and a token is only issued to a
   session that was heard from at that moment; so when another session can
   take the lease, every token of the silent one has expired on every
   chunkserver, and nothing it sends later is accepted.
@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from vmstore.dfs.constants import CLOCK_SKEW_MAX_S, SESSION_EXPIRY_CHECK_INTERVAL_S
+from vmstore.dfs.constants import CLOCK_SKEW_S_MAX, SESSION_EXPIRY_CHECK_INTERVAL_S
 from vmstore.dfs.errors import LeaseHeld, LeaseLost
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.master.chunk_manager import ChunkManager
@@ -54,7 +54,7 @@ class LeaseManager:
                  reader_leases: LeaseTable, writer_sessions: SessionTable, registry: Registry,
                  chunk_manager: ChunkManager, signer: CapabilitySigner, lease_expiry_s: float,
                  files_released: FilesReleased) -> None:
-        assert lease_expiry_s > CLOCK_SKEW_MAX_S, "checked by the master's settings"
+        assert lease_expiry_s > CLOCK_SKEW_S_MAX, "checked by the master's settings"
         self.committer = committer
         self.writer_leases = writer_leases  # only inside committer changes
         self.leases = reader_leases
@@ -62,7 +62,7 @@ class LeaseManager:
         self.registry = registry
         self.chunk_manager = chunk_manager
         self.lease_expiry_s = lease_expiry_s
-        assert signer.write_life_ns <= (lease_expiry_s - CLOCK_SKEW_MAX_S) * 1e9
+        assert signer.write_life_ns <= (lease_expiry_s - CLOCK_SKEW_S_MAX) * 1e9
         self.signer = signer
         self._files_released = files_released
         self._locks = KeyedLock()

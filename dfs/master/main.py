@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from vmstore.dfs.constants import CLOCK_SKEW_MAX_S, LEASE_EXPIRY_S, REPLICATION_DELAY_S
+from vmstore.dfs.constants import CLOCK_SKEW_S_MAX, LEASE_EXPIRY_S, REPLICATION_DELAY_S
 from vmstore.dfs.errors import ConfigError, unwrapped_errors
 from vmstore.dfs.master.backups import BackupSchedule, ScheduledBackups
 from vmstore.dfs.master.chunk_manager import ChunkManager
@@ -124,7 +124,7 @@ async def run_master(settings: MasterSettings, *, journal: BatchJournal | None =
                 registry.known(server_id, host, port, label)
                 registry.chunkservers[server_id].draining = draining
             signer = CapabilitySigner(settings.key,
-                                      write_life_s=settings.lease_expiry_s - CLOCK_SKEW_MAX_S,
+                                      write_life_s=settings.lease_expiry_s - CLOCK_SKEW_S_MAX,
                                       generation=identity.generation)
             chunk_manager = ChunkManager(committer, ChunkTable(writer), reader_chunks, registry,
                                          random.Random(settings.seed), signer)

@@ -12,8 +12,8 @@ from typing import Any
 from vmstore.dfs.constants import (
     BLOCK_SIZE_BYTES,
     CHUNK_SIZE_BYTES,
-    MAX_NAME_BYTES,
-    MAX_XATTR_NAME_BYTES,
+    NAME_BYTES_MAX,
+    XATTR_NAME_BYTES_MAX,
 )
 from vmstore.dfs.errors import InvalidArgument, NameTooLong, RangeTooLarge
 from vmstore.dfs.protocol.messages import FileAttrs
@@ -78,8 +78,8 @@ def attrs_from_row(row: tuple[Any, ...]) -> FileAttrs:
 def check_name(name: bytes) -> None:
     if not name:
         raise InvalidArgument("empty name")
-    if len(name) > MAX_NAME_BYTES:
-        raise NameTooLong(f"name {name[:32]!r}... is {len(name)} bytes, over {MAX_NAME_BYTES}")
+    if len(name) > NAME_BYTES_MAX:
+        raise NameTooLong(f"name {name[:32]!r}... is {len(name)} bytes, over {NAME_BYTES_MAX}")
     if b"/" in name or b"\x00" in name:
         raise InvalidArgument(f"name {name!r} contains '/' or NUL")
     if name in (b".", b".."):
@@ -93,7 +93,7 @@ def check_owner(uid: int | None, gid: int | None) -> None:
 
 
 def check_xattr_name(name: bytes) -> None:
-    if not 1 <= len(name) <= MAX_XATTR_NAME_BYTES:
-        raise RangeTooLarge(f"xattr name of {len(name)} bytes is outside 1..{MAX_XATTR_NAME_BYTES}")
+    if not 1 <= len(name) <= XATTR_NAME_BYTES_MAX:
+        raise RangeTooLarge(f"xattr name of {len(name)} bytes is outside 1..{XATTR_NAME_BYTES_MAX}")
     if b"\x00" in name:
         raise InvalidArgument(f"xattr name {name!r} contains NUL")

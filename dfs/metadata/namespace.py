@@ -34,9 +34,9 @@ from collections.abc import Callable
 
 from vmstore.dfs.constants import (
     CHUNK_SIZE_BYTES,
-    MAX_FILE_SIZE_BYTES,
-    MAX_GOAL,
-    MAX_SYMLINK_BYTES,
+    FILE_SIZE_BYTES_MAX,
+    GOAL_MAX,
+    SYMLINK_BYTES_MAX,
 )
 from vmstore.dfs.errors import (
     Exists,
@@ -194,9 +194,9 @@ class Namespace(XattrOps, InodeLifecycle):
     ) -> FileAttrs:
         if not target:
             raise InvalidArgument(f"symlink {name!r} has an empty target")
-        if len(target) > MAX_SYMLINK_BYTES:
+        if len(target) > SYMLINK_BYTES_MAX:
             raise RangeTooLarge(
-                f"symlink target of {len(target)} bytes is over {MAX_SYMLINK_BYTES}"
+                f"symlink target of {len(target)} bytes is over {SYMLINK_BYTES_MAX}"
             )
         if b"\x00" in target:
             raise InvalidArgument(f"symlink target {target!r} contains NUL")
@@ -402,15 +402,15 @@ class Namespace(XattrOps, InodeLifecycle):
             raise InvalidArgument(f"inode {attrs.inode} is not a regular file; size is fixed")
         if size_bytes < 0:
             raise InvalidArgument(f"size {size_bytes} of inode {attrs.inode} is negative")
-        if size_bytes > MAX_FILE_SIZE_BYTES:
+        if size_bytes > FILE_SIZE_BYTES_MAX:
             raise FileTooLarge(
-                f"size {size_bytes} of inode {attrs.inode} is over {MAX_FILE_SIZE_BYTES}"
+                f"size {size_bytes} of inode {attrs.inode} is over {FILE_SIZE_BYTES_MAX}"
             )
 
     def set_goal(self, inode: InodeId, goal: int, recursive: bool, now_ns: int) -> int:
         """Set the replication goal; returns how many inodes had another goal before."""
-        if not 1 <= goal <= MAX_GOAL:
-            raise InvalidArgument(f"goal {goal} is outside 1..{MAX_GOAL}")
+        if not 1 <= goal <= GOAL_MAX:
+            raise InvalidArgument(f"goal {goal} is outside 1..{GOAL_MAX}")
         attrs = self.getattr(inode)
         changed = self._store.execute(
             "UPDATE inodes SET goal = ?, ctime_ns = ? WHERE id = ? AND goal != ?",

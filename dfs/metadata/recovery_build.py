@@ -18,7 +18,7 @@ nothing. In detail:
   ``/recovered/lost+found/chunk-<id>``, a one-chunk file, so that nothing on the
   chunkservers becomes unknown to the master (which would quarantine and later purge it).
 * A file is ``/recovered/<inode>``, its st_ino that inode, owned by root, mode 0644.
-  Its goal is the most current holders any of its chunks has (1 to MAX_GOAL).
+  Its goal is the most current holders any of its chunks has (1 to GOAL_MAX).
 * Its size is not on any chunkserver (only the metadata had it): it is the end of the
   last non-zero byte of its chunks, and at least one byte into its last chunk, rounded
   up to a multiple of ``round_to_bytes``. Trailing zeros written by the file's writer
@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmstore.dfs.constants import CHUNK_SIZE_BYTES, MAX_FILE_SIZE_BYTES, MAX_GOAL, RESTORE_ID_SKIP
+from vmstore.dfs.constants import CHUNK_SIZE_BYTES, FILE_SIZE_BYTES_MAX, GOAL_MAX, RESTORE_ID_SKIP
 from vmstore.dfs.errors import ConfigError, DamagedMetadata, Exists, InvalidArgument
 from vmstore.dfs.metadata.backup import fsync_path
 from vmstore.dfs.metadata.restore import METADATA_FILE_NAME
@@ -178,8 +178,8 @@ def _size_and_goal(file: RecoveredFile, round_to_bytes: int) -> None:
     end = max([last * CHUNK_SIZE_BYTES + 1]
               + [c.index * CHUNK_SIZE_BYTES + c.data_end_bytes for c in file.chunks])
     rounded = -(-end // round_to_bytes) * round_to_bytes
-    file.size_bytes = min(rounded, MAX_FILE_SIZE_BYTES)
-    file.goal = max(1, min(MAX_GOAL, max(len(c.holders) for c in file.chunks)))
+    file.size_bytes = min(rounded, FILE_SIZE_BYTES_MAX)
+    file.goal = max(1, min(GOAL_MAX, max(len(c.holders) for c in file.chunks)))
 
 
 def write_recovered_metadata(plan: RecoveryPlan, data_dir: Path) -> Path:
@@ -253,13 +253,13 @@ def _fill(db: sqlite3.Connection, plan: RecoveryPlan) -> None:
         new_inode(FILE_MODE, 1, file.size_bytes, file.goal, file.inode)
         attach(file.inode, file.chunks)
     _skip_counters(db, plan)
-    recovered = new_inode(DIR_MODE, 3 if plan.lost else 2, 0, MAX_GOAL, None)
+    recovered = new_inode(DIR_MODE, 3 if plan.lost else 2, 0, GOAL_MAX, None)
     db.execute("UPDATE inodes SET nlink = 3 WHERE id = ?", (ROOT_INODE,))
     name(ROOT_INODE, RECOVERED_DIR, recovered)
     for file in plan.files:
         name(recovered, str(file.inode).encode(), file.inode)
     if plan.lost:
-        lost_dir = new_inode(DIR_MODE, 2, 0, MAX_GOAL, None)
+        lost_dir = new_inode(DIR_MODE, 2, 0, GOAL_MAX, None)
         name(recovered, LOST_DIR, lost_dir)
         for file in plan.lost:
             (chunk,) = file.chunks

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vmstore.dfs.constants import MAX_XATTR_VALUE_BYTES
+from vmstore.dfs.constants import XATTR_VALUE_BYTES_MAX
 from vmstore.dfs.errors import Exists, InvalidArgument, NoSuchAttribute, RangeTooLarge
 from vmstore.dfs.metadata.inode_rows import check_xattr_name
 from vmstore.dfs.metadata.store import MetadataStore
@@ -36,9 +36,9 @@ class XattrOps:
 
     def setxattr(self, inode: InodeId, name: bytes, value: bytes, flags: int, now_ns: int) -> None:
         check_xattr_name(name)
-        if len(value) > MAX_XATTR_VALUE_BYTES:
+        if len(value) > XATTR_VALUE_BYTES_MAX:
             raise RangeTooLarge(
-                f"xattr {name!r} value of {len(value)} bytes is over {MAX_XATTR_VALUE_BYTES}"
+                f"xattr {name!r} value of {len(value)} bytes is over {XATTR_VALUE_BYTES_MAX}"
             )
         if flags not in (0, XATTR_CREATE, XATTR_REPLACE):
             raise InvalidArgument(f"setxattr flags {flags:#x} are not supported")

@@ -19,7 +19,7 @@ Design (issue 9, authorization):
     - WRITE: with every write chain (``ClientToMasterChunkForWrite``,
       ``ClientToMasterReportBadChain``), only to the file's write-lease
       holder, bound to the lease epoch, living ``lease_expiry_s -
-      CLOCK_SKEW_MAX_S`` (``master.lease_manager``). Never to a session of a
+      CLOCK_SKEW_S_MAX`` (``master.lease_manager``). Never to a session of a
       read-only export, nor to an admin connection.
     - READ: inside every ``ChunkLocation`` the master hands a client session
       (``ClientToMasterChunkLocations`` and the write replies), living
@@ -43,10 +43,10 @@ Design (issue 9, authorization):
       WRITE of that chunk (forwarded too).
 * Clients refresh a capability at half its life (write targets and cached
   read locations alike), so steady I/O never waits for the master and never
-  presents an expired capability while clocks agree within CLOCK_SKEW_MAX_S.
+  presents an expired capability while clocks agree within CLOCK_SKEW_S_MAX.
 
 Clocks: expiry is wall-clock time of the master, judged by the
-chunkserver's clock. The master keeps a lease CLOCK_SKEW_MAX_S longer than
+chunkserver's clock. The master keeps a lease CLOCK_SKEW_S_MAX longer than
 any write capability it issued for it, so clocks that disagree by less than
 that (NTP keeps them within milliseconds) cannot let a late write through.
 

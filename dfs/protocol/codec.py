@@ -7,8 +7,8 @@ Layout (little-endian, 20-byte header, then body, then payload)::
     flags     u8   FLAG_RESPONSE | FLAG_PAYLOAD_LZ4
     type      u16  the message's TYPE (dfs.protocol.messages)
     request   u32  request id; a response carries the id of its request
-    body      u32  bytes of msgpack body (<= MAX_FRAME_BODY_BYTES)
-    payload   u32  bytes of raw payload on the wire (<= MAX_FRAME_PAYLOAD_BYTES)
+    body      u32  bytes of msgpack body (<= FRAME_BODY_BYTES_MAX)
+    payload   u32  bytes of raw payload on the wire (<= FRAME_PAYLOAD_BYTES_MAX)
 
 The payload carries chunk data beside the control body so that data is never
 re-encoded. With FLAG_PAYLOAD_LZ4 it is an lz4 block with its size stored in
@@ -31,9 +31,9 @@ import lz4.block
 import msgspec
 
 from vmstore.dfs.constants import (
-    COMPRESS_MIN_BYTES,
-    MAX_FRAME_BODY_BYTES,
-    MAX_FRAME_PAYLOAD_BYTES,
+    COMPRESS_BYTES_MIN,
+    FRAME_BODY_BYTES_MAX,
+    FRAME_PAYLOAD_BYTES_MAX,
 )
 from vmstore.dfs.errors import InvalidField, ProtocolError
 from vmstore.dfs.protocol.messages import MESSAGE_BY_TYPE, Message
@@ -82,11 +82,11 @@ def decode_header(data: bytes | bytearray | memoryview) -> FrameHeader:
         raise ProtocolError(f"unknown frame flags {flags:#x}")
     if message_type not in MESSAGE_BY_TYPE:
         raise ProtocolError(f"unknown message type {message_type}")
-    if body_bytes > MAX_FRAME_BODY_BYTES:
-        raise ProtocolError(f"frame body of {body_bytes} bytes exceeds {MAX_FRAME_BODY_BYTES}")
-    if payload_bytes > MAX_FRAME_PAYLOAD_BYTES:
+    if body_bytes > FRAME_BODY_BYTES_MAX:
+        raise ProtocolError(f"frame body of {body_bytes} bytes exceeds {FRAME_BODY_BYTES_MAX}")
+    if payload_bytes > FRAME_PAYLOAD_BYTES_MAX:
         raise ProtocolError(
-            f"frame payload of {payload_bytes} bytes exceeds {MAX_FRAME_PAYLOAD_BYTES}"
+            f"frame payload of {payload_bytes} bytes exceeds {FRAME_PAYLOAD_BYTES_MAX}"
         )
     return FrameHeader(flags, message_type, request_id, body_bytes, payload_bytes)
 
@@ -135,7 +135,7 @@ def decode_payload(header: FrameHeader, payload: bytes) -> bytes:
     if len(payload) < 4:
         raise ProtocolError("compressed payload shorter than its size field")
     inflated_bytes = int.from_bytes(payload[:4], "little")
-    if inflated_bytes > MAX_FRAME_PAYLOAD_BYTES:
+    if inflated_bytes > FRAME_PAYLOAD_BYTES_MAX:
         raise ProtocolError(f"compressed payload claims {inflated_bytes} bytes")
     try:
         return bytes(lz4.block.decompress(payload))
@@ -158,15 +158,15 @@ def encode_frame(
     """
     assert 0 <= request_id <= REQUEST_ID_MAX
     body = _encoder.encode(message)
-    if len(body) > MAX_FRAME_BODY_BYTES:
+    if len(body) > FRAME_BODY_BYTES_MAX:
         raise ProtocolError(f"{type(message).__name__} body of {len(body)} bytes is too large")
     flags = FLAG_RESPONSE if response else 0
-    if compress and len(payload) >= COMPRESS_MIN_BYTES:
+    if compress and len(payload) >= COMPRESS_BYTES_MIN:
         packed = lz4.block.compress(payload, store_size=True)
         if len(packed) < len(payload) - len(payload) // 8:
             payload = packed
             flags |= FLAG_PAYLOAD_LZ4
-    if len(payload) > MAX_FRAME_PAYLOAD_BYTES:
+    if len(payload) > FRAME_PAYLOAD_BYTES_MAX:
         raise ProtocolError(f"payload of {len(payload)} bytes is too large")
     header = HEADER.pack(
         MAGIC, PROTOCOL_VERSION, flags, message.TYPE, request_id, len(body), len(payload)

@@ -69,8 +69,8 @@ CRC_ENTRY_BYTES = 4
 CRC_TABLE_SIZE_BYTES = BLOCKS_PER_CHUNK * CRC_ENTRY_BYTES
 DATA_OFFSET = CRC_TABLE_OFFSET + CRC_TABLE_SIZE_BYTES
 FILE_SIZE_BYTES = DATA_OFFSET + CHUNK_SIZE_BYTES
-MAX_CHUNK_ID = 2**63 - 1
-MAX_VERSION = 2**63 - 1
+CHUNK_ID_MAX = 2**63 - 1
+VERSION_MAX = 2**63 - 1
 
 ZERO_BLOCK = bytes(BLOCK_SIZE_BYTES)
 ZERO_BLOCK_CRC = zlib.crc32(ZERO_BLOCK)
@@ -80,8 +80,8 @@ CRC = struct.Struct("<I")
 OWNER_MAGIC = b"VMSOWNR1"
 OWNER_OFFSET = 64
 OWNER = struct.Struct("<8sQQ")
-MAX_INODE = 2**63 - 1
-MAX_CHUNK_INDEX = 2**63 - 1
+OWNER_INODE_MAX = 2**63 - 1
+OWNER_CHUNK_INDEX_MAX = 2**63 - 1
 # The bytes of the header every reader checks (the owner record is read apart).
 HEADER_USED_BYTES = HEADER.size + CRC.size
 # A replica file's permission bits in service, and once quarantined: a
@@ -137,8 +137,8 @@ def encode_header(chunk_id: int, version: int, owner: ReplicaOwner | None = None
     body = HEADER.pack(MAGIC, chunk_id, version)
     header = (body + CRC.pack(zlib.crc32(body))).ljust(OWNER_OFFSET, b"\0")
     if owner is not None:
-        assert 0 < owner.inode <= MAX_INODE
-        assert 0 <= owner.index <= MAX_CHUNK_INDEX
+        assert 0 < owner.inode <= OWNER_INODE_MAX
+        assert 0 <= owner.index <= OWNER_CHUNK_INDEX_MAX
         record = OWNER.pack(OWNER_MAGIC, owner.inode, owner.index)
         header += record + CRC.pack(zlib.crc32(record))
     return header.ljust(HEADER_SIZE_BYTES, b"\0")
@@ -155,7 +155,7 @@ def decode_owner(raw: bytes) -> ReplicaOwner | None:
     crc_offset = OWNER_OFFSET + OWNER.size
     if CRC.unpack_from(raw, crc_offset)[0] != zlib.crc32(raw[OWNER_OFFSET:crc_offset]):
         return None
-    if not 0 < inode <= MAX_INODE or index > MAX_CHUNK_INDEX:
+    if not 0 < inode <= OWNER_INODE_MAX or index > OWNER_CHUNK_INDEX_MAX:
         return None
     return ReplicaOwner(int(inode), int(index))
 
@@ -171,7 +171,7 @@ def decode_header(raw: bytes, chunk_id: int) -> int:
         raise DamagedReplica("header checksum mismatch")
     if header_id != chunk_id:
         raise DamagedReplica(f"header names chunk {header_id:016x}")
-    if not 1 <= version <= MAX_VERSION:
+    if not 1 <= version <= VERSION_MAX:
         raise DamagedReplica(f"version {version} out of range")
     return int(version)
 

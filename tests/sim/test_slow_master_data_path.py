@@ -18,7 +18,7 @@ from pathlib import Path
 import trio
 
 from vmstore.dfs.constants import (
-    CLOCK_SKEW_MAX_S,
+    CLOCK_SKEW_S_MAX,
     LEASE_EXPIRY_S,
     READ_CAPABILITY_LIFE_S,
 )
@@ -51,7 +51,7 @@ async def test_writes_and_reads_go_on_while_the_master_is_briefly_unreachable(
             inode = await cluster.stored_file(writer, "/a.img", DATA)
             # Past the write token's half-life (the master's lease expiry less the
             # clock skew allowance), well before its end.
-            await trio.sleep((LEASE_EXPIRY_S - CLOCK_SKEW_MAX_S) / 2 + 1.0)
+            await trio.sleep((LEASE_EXPIRY_S - CLOCK_SKEW_S_MAX) / 2 + 1.0)
             cluster.network.partition("writer", MASTER)
             offset = 0
 

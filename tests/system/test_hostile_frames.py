@@ -25,7 +25,7 @@ import trio
 from tests.system.conftest import Cluster, vmstore_command
 from tests.unit.test_fuzz_codec import MESSAGES, sample_message
 from vmstore.cli.config import parse_address
-from vmstore.dfs.constants import FRAME_RECEIVE_TIMEOUT_S, MAX_FRAME_BODY_BYTES
+from vmstore.dfs.constants import FRAME_BODY_BYTES_MAX, FRAME_RECEIVE_TIMEOUT_S
 from vmstore.dfs.protocol import codec
 from vmstore.dfs.protocol.messages import ClientToMasterGetAttr, ToChunkserverFlushChunk
 from vmstore.dfs.protocol.rpc import FrameStream, _authenticate_connector
@@ -58,7 +58,7 @@ def mutate(rng: random.Random, frame: bytes) -> bytes:
             buffer += rng.randbytes(rng.randint(1, 64))
         elif edit == "length" and len(buffer) >= codec.HEADER_BYTES:
             field_at = rng.choice([12, 16])
-            value = rng.choice([0, 1, 2**31, 2**32 - 1, MAX_FRAME_BODY_BYTES + 1])
+            value = rng.choice([0, 1, 2**31, 2**32 - 1, FRAME_BODY_BYTES_MAX + 1])
             buffer[field_at : field_at + 4] = value.to_bytes(4, "little")
         elif edit == "marker":
             buffer[at:at] = rng.choice([b"\xdd", b"\xc6", b"\xdb"]) + b"\xff\xff\xff\xf0"
@@ -151,7 +151,7 @@ async def announce_then_fall_silent(address: str, key: bytes) -> float:
     """Seconds until the daemon drops a connection whose frame never comes."""
     frames = await authenticated(address, key)
     await frames.stream.send_all(codec.HEADER.pack(
-        codec.MAGIC, codec.PROTOCOL_VERSION, 0, MESSAGES[0].TYPE, 1, MAX_FRAME_BODY_BYTES, 0))
+        codec.MAGIC, codec.PROTOCOL_VERSION, 0, MESSAGES[0].TYPE, 1, FRAME_BODY_BYTES_MAX, 0))
     started = time.monotonic()
     with trio.fail_after(FRAME_RECEIVE_TIMEOUT_S + 10):
         try:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.system.conftest import Cluster, Mount
 from vmstore.dfs.client.client import Client
-from vmstore.dfs.constants import MAX_FILE_SIZE_BYTES
+from vmstore.dfs.constants import FILE_SIZE_BYTES_MAX
 from vmstore.dfs.errors import (
     ChunkNotFound,
     DfsError,
@@ -97,9 +97,9 @@ async def test_names_and_numbers_through_the_raw_protocol(cluster: Cluster) -> N
                 with pytest.raises(error, match=text):
                     await name_operation(client, operation, name, victim.inode)
         with pytest.raises(FileTooLarge):
-            await client.setattr(victim.inode, size_bytes=MAX_FILE_SIZE_BYTES + 1)
+            await client.setattr(victim.inode, size_bytes=FILE_SIZE_BYTES_MAX + 1)
         with pytest.raises(FileTooLarge):
-            await client.write(victim.inode, MAX_FILE_SIZE_BYTES, b"x")
+            await client.write(victim.inode, FILE_SIZE_BYTES_MAX, b"x")
         with pytest.raises(FileTooLarge):
             await client.chunk_locations(victim.inode, 2**63 - 1, 4096)
         # Values no honest client can send: the decoder refuses them by field.
@@ -185,7 +185,7 @@ async def test_tricks_through_the_mount(cluster: Cluster, mount: Mount) -> None:
     descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         os.pwrite(descriptor, b"first", 0)
-        for offset in (MAX_FILE_SIZE_BYTES, 2**62):
+        for offset in (FILE_SIZE_BYTES_MAX, 2**62):
             with pytest.raises(OSError) as caught:
                 os.pwrite(descriptor, b"x", offset)
                 os.fsync(descriptor)
@@ -194,7 +194,7 @@ async def test_tricks_through_the_mount(cluster: Cluster, mount: Mount) -> None:
             os.pwrite(descriptor, b"x", 2**63 - 1)
         assert caught.value.errno in (errno.EFBIG, errno.EINVAL), caught.value
         with pytest.raises(OSError) as caught:
-            os.ftruncate(descriptor, MAX_FILE_SIZE_BYTES + 1)
+            os.ftruncate(descriptor, FILE_SIZE_BYTES_MAX + 1)
         assert caught.value.errno == errno.EFBIG, caught.value
         with pytest.raises(OSError) as caught:
             os.ftruncate(descriptor, -1)

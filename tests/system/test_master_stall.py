@@ -21,11 +21,11 @@ import pytest
 
 from tests.system.conftest import Cluster, FsyncingWriter, Mount, assert_no_crash, require_fuse
 from vmstore.cli.local_cluster import local_down
-from vmstore.dfs.constants import MASTER_STALL_MIN_S
+from vmstore.dfs.constants import MASTER_STALL_S_MIN
 
 pytestmark = pytest.mark.system
 LEASE_EXPIRY_S = 4.0
-STOP_S = LEASE_EXPIRY_S + MASTER_STALL_MIN_S + 1.0
+STOP_S = LEASE_EXPIRY_S + MASTER_STALL_S_MIN + 1.0
 
 
 def test_a_mount_writer_rides_out_a_master_stopped_past_the_expiry(tmp_path: Path) -> None:

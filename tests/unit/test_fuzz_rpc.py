@@ -152,7 +152,7 @@ async def test_a_frame_announced_then_silence_is_dropped(autojump_clock, caplog)
         # A header claiming 8 MiB of body, and then nothing at all.
         await theirs.send_all(codec.HEADER.pack(codec.MAGIC, codec.PROTOCOL_VERSION, 0,
                                                 ClientToMasterGetAttr.TYPE, 1,
-                                                codec.MAX_FRAME_BODY_BYTES, 0))
+                                                codec.FRAME_BODY_BYTES_MAX, 0))
         started = trio.current_time()
         with caplog.at_level(logging.WARNING), trio.fail_after(FRAME_RECEIVE_TIMEOUT_S * 2):
             await connection.closed.wait()

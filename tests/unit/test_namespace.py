@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from vmstore.dfs.constants import (
     CHUNK_SIZE_BYTES,
     DEFAULT_GOAL,
-    MAX_FILE_SIZE_BYTES,
-    MAX_GOAL,
-    MAX_SYMLINK_BYTES,
-    MAX_XATTR_NAME_BYTES,
-    MAX_XATTR_VALUE_BYTES,
+    FILE_SIZE_BYTES_MAX,
+    GOAL_MAX,
+    SYMLINK_BYTES_MAX,
+    XATTR_NAME_BYTES_MAX,
+    XATTR_VALUE_BYTES_MAX,
 )
 from vmstore.dfs.errors import (
     DfsError,
@@ -238,9 +238,9 @@ def test_symlink_and_readlink(ns: Master) -> None:
     assert link.mode == FileKind.SYMLINK | 0o777
     assert link.size_bytes == 9 and link.nlink == 1 and link.allocated_bytes == 0
     assert ns.readlink(ino(link)) == b"../target"
-    assert ns.symlink(ROOT, b"max", b"x" * MAX_SYMLINK_BYTES, 0, 0, NOW).size_bytes == 4096
+    assert ns.symlink(ROOT, b"max", b"x" * SYMLINK_BYTES_MAX, 0, 0, NOW).size_bytes == 4096
     with pytest.raises(RangeTooLarge):
-        ns.symlink(ROOT, b"big", b"x" * (MAX_SYMLINK_BYTES + 1), 0, 0, NOW)
+        ns.symlink(ROOT, b"big", b"x" * (SYMLINK_BYTES_MAX + 1), 0, 0, NOW)
     with pytest.raises(InvalidArgument):
         ns.symlink(ROOT, b"empty", b"", 0, 0, NOW)
     with pytest.raises(Exists):
@@ -565,10 +565,10 @@ def test_setattr_size_rules(ns: Master) -> None:
     with pytest.raises(InvalidArgument):
         ns.setattr(ino(f), size_bytes=-1, now_ns=NOW)
     with pytest.raises(FileTooLarge):
-        ns.setattr(ino(f), mode=0o600, size_bytes=MAX_FILE_SIZE_BYTES + 1, now_ns=NOW)
+        ns.setattr(ino(f), mode=0o600, size_bytes=FILE_SIZE_BYTES_MAX + 1, now_ns=NOW)
     assert ns.getattr(ino(f)).mode == FileKind.REGULAR | 0o644  # nothing half-applied
-    attrs, _ = ns.setattr(ino(f), size_bytes=MAX_FILE_SIZE_BYTES, now_ns=LATER)
-    assert attrs.size_bytes == MAX_FILE_SIZE_BYTES
+    attrs, _ = ns.setattr(ino(f), size_bytes=FILE_SIZE_BYTES_MAX, now_ns=LATER)
+    assert attrs.size_bytes == FILE_SIZE_BYTES_MAX
     assert attrs.mtime_ns == attrs.ctime_ns == LATER
     assert attrs.allocated_bytes == 0  # all hole
     attrs, _ = ns.setattr(ino(f), size_bytes=10, mtime_ns=42, now_ns=LATER + 1)
@@ -687,16 +687,16 @@ def test_xattrs(ns: Master) -> None:
 
 def test_xattr_limits_and_errors(ns: Master) -> None:
     f = mkfile(ns, ROOT, b"f")
-    longest = b"u" * MAX_XATTR_NAME_BYTES
-    ns.setxattr(ino(f), longest, b"v" * MAX_XATTR_VALUE_BYTES, 0, NOW)
-    assert len(ns.getxattr(ino(f), longest)) == MAX_XATTR_VALUE_BYTES
+    longest = b"u" * XATTR_NAME_BYTES_MAX
+    ns.setxattr(ino(f), longest, b"v" * XATTR_VALUE_BYTES_MAX, 0, NOW)
+    assert len(ns.getxattr(ino(f), longest)) == XATTR_VALUE_BYTES_MAX
     for name in (b"", longest + b"u"):
         with pytest.raises(RangeTooLarge):
             ns.setxattr(ino(f), name, b"v", 0, NOW)
         with pytest.raises(RangeTooLarge):
             ns.getxattr(ino(f), name)
     with pytest.raises(RangeTooLarge):
-        ns.setxattr(ino(f), b"user.big", b"v" * (MAX_XATTR_VALUE_BYTES + 1), 0, NOW)
+        ns.setxattr(ino(f), b"user.big", b"v" * (XATTR_VALUE_BYTES_MAX + 1), 0, NOW)
     with pytest.raises(InvalidArgument):
         ns.setxattr(ino(f), b"user.x", b"v", XATTR_CREATE | XATTR_REPLACE, NOW)
     missing_inode: list[Callable[[], Any]] = [
@@ -717,7 +717,7 @@ def test_set_goal(ns: Master) -> None:
     f = mkfile(ns, ino(sub), b"f")
     g = mkfile(ns, ino(d), b"g")
     ns.link(ino(f), ino(d), b"f-again", NOW)
-    for bad in (0, MAX_GOAL + 1):
+    for bad in (0, GOAL_MAX + 1):
         with pytest.raises(InvalidArgument):
             ns.set_goal(ino(d), bad, True, NOW)
     with pytest.raises(NotFound):

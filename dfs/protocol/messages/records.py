@@ -11,7 +11,7 @@ from typing import Annotated
 
 import msgspec
 
-from vmstore.dfs.constants import MAX_GOAL
+from vmstore.dfs.constants import GOAL_MAX
 from vmstore.dfs.protocol.messages.base import U63, Int64, Port
 
 
@@ -51,7 +51,7 @@ class ReplicaAddress(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
 # and as many again while surplus copies (a drain, a rebuild) wait for
 # removal. The bound keeps a request from making a chunkserver forward (or
 # flush) round a long loop of itself.
-CHAIN_MEMBERS_MAX = 2 * MAX_GOAL
+CHAIN_MEMBERS_MAX = 2 * GOAL_MAX
 Chain = Annotated[list[ReplicaAddress], msgspec.Meta(max_length=CHAIN_MEMBERS_MAX)]
 
 
