@@ -5,6 +5,12 @@ the master is unreachable, calls wait and retry with bounded backoff for up
 to MASTER_RECONNECT_TIMEOUT_S, then raise MasterUnavailable. Mutating calls
 carry (session, op id) and keep them across retries, so the master answers a
 repeated request from its reply cache instead of running it twice.
+
+Fencing across masters (issue 15): the session reply names the master's generation
+(its epoch). A master older than the newest this client has met was succeeded (a
+deposed HA leader, an old copy of the metadata): it is refused as NotLeader and the
+next master is tried, so none of its replies or capabilities is taken. Checked once
+per connection: a connection is to one master start, whose generation never changes.
 """
 
 from __future__ import annotations
@@ -93,6 +99,9 @@ class MasterClient:
         self.identity = identity
         self.reconnect_timeout_s = reconnect_timeout_s
         self.session_id = 0
+        # The newest master generation met (fencing across masters): a master older
+        # than this was succeeded, and nothing it says or signs is taken.
+        self.newest_generation = 0
         self._next_op_id = 1
         self._connection: Connection | None = None
         # Per file: its open handles here among the rest. The open files are
@@ -223,6 +232,13 @@ class MasterClient:
                 resume_session_id=self.session_id, open_inodes=self.files.open_inodes(),
                 invalidations=self.wants_invalidations),
                 reply_type=m.MasterToClientSession, timeout_s=self._timeout_s(RPC_TIMEOUT_S))
+            if reply.generation < self.newest_generation:
+                # Every reply and capability on this connection would be its: refused
+                # once here, before the session is taken; the next master is tried.
+                raise NotLeader(f"master {self.address} is generation {reply.generation},"
+                                f" older than generation {self.newest_generation} this client"
+                                " has met: it was succeeded")
+            self.newest_generation = reply.generation
             replaced = self.session_id and reply.session_id != self.session_id
             if replaced:
                 log.warning("master did not know session %d (it expired); now session %d",

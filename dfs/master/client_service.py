@@ -206,7 +206,8 @@ class ClientService:
                            request: m.ClientToMasterOpenSession) -> m.MasterToClientSession:
         if connection.role == "admin":
             # Operator tools only look: no session row, not listed as a client.
-            return m.MasterToClientSession(session_id=0)
+            return m.MasterToClientSession(session_id=0,
+                                           generation=self.chunk_manager.signer.generation)
         session_id = SessionId(request.resume_session_id)
         known = session_id != 0 and await self.committer.run(
             lambda: self.sessions.exists(session_id))
@@ -226,7 +227,8 @@ class ClientService:
         for inode in request.open_inodes:
             self.registry.hold(inode, session_id)
         return m.MasterToClientSession(session_id=session_id,
-                                       lease_expiry_ms=int(self.leases.lease_expiry_s * 1000))
+                                       lease_expiry_ms=int(self.leases.lease_expiry_s * 1000),
+                                       generation=self.chunk_manager.signer.generation)
 
     async def hold(self, connection: Connection, request: Any) -> m.Message:
         inode = InodeId(request.inode)

@@ -38,6 +38,9 @@ class MasterToClientSession(Message, frozen=True, kw_only=True):
     session_id: U63
     # A session silent this long loses its write leases; renew well inside it.
     lease_expiry_ms: U63 = 20_000
+    # The master's metadata generation (its epoch, in every capability it signs): a
+    # client refuses a master older than one it has met (a deposed one). 0: not known.
+    generation: U63 = 0
 
 
 ClientToMasterOpenSession.REPLY = MasterToClientSession
