@@ -107,6 +107,7 @@ class ChangeCapture:
         connection.execute("PRAGMA recursive_triggers = ON")
         for table in self.tables:
             self._install(table)
+        self._shipped_sequences = self._sequences()
 
     def _install(self, table: _Table) -> None:
         keys = ", ".join(f"k{i}" for i in range(len(table.key_columns)))
@@ -144,11 +145,17 @@ class ChangeCapture:
                 rows.append(RowChange(table.name, tuple(key),
                                       None if row is None else tuple(row)))
             self.connection.execute(f"DELETE FROM {log_table}")
-        sequences: tuple[tuple[str, int], ...] = ()
-        if rows:
-            sequences = tuple((str(name), int(seq)) for name, seq in self.connection.execute(
-                "SELECT name, seq FROM main.sqlite_sequence ORDER BY name"))
-        return ChangeSet(self.schema_version, tuple(rows), sequences)
+        # The counters are shipped whenever they moved, rows or not: an INSERT OR
+        # IGNORE that was ignored still takes an AUTOINCREMENT number (found by the
+        # replay property: the copy's counter lagged, and would hand the id out again).
+        sequences = self._sequences()
+        moved = bool(rows) or sequences != self._shipped_sequences
+        self._shipped_sequences = sequences
+        return ChangeSet(self.schema_version, tuple(rows), sequences if moved else ())
+
+    def _sequences(self) -> tuple[tuple[str, int], ...]:
+        return tuple((str(name), int(seq)) for name, seq in self.connection.execute(
+            "SELECT name, seq FROM main.sqlite_sequence ORDER BY name"))
 
 
 def apply_changes(connection: sqlite3.Connection, changes: ChangeSet) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vmstore.dfs.metadata.change_capture import (
@@ -87,8 +87,15 @@ def run_batch(store: MetadataStore, capture: ChangeCapture,
         return capture.collect()
 
 
+IGNORED_INSERT = ("INSERT OR IGNORE INTO dentries(parent_id, name, inode_id) VALUES (1, ?, ?)",
+                  b"a", 1)
+
+
 @settings(max_examples=200, deadline=None)
 @given(BATCHES)
+# Found by this property: an INSERT OR IGNORE that is ignored still moves the
+# AUTOINCREMENT counter, in a batch that changes no row.
+@example([[([IGNORED_INSERT], False)], [([IGNORED_INSERT], False)]])
 def test_a_replayed_batch_leaves_the_copy_equal(batches: list[Any]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         leader = MetadataStore(Path(directory) / "leader.db")
