@@ -91,7 +91,7 @@ async def authenticated(address: str, key: bytes) -> FrameStream:
     host, port = parse_address(address, "target")
     frames = FrameStream(await trio.open_tcp_stream(host, port))
     with trio.fail_after(10):
-        await _authenticate_connector(frames, key, "client", address)
+        await _authenticate_connector(frames, key, "client", "", address)
     return frames
 
 
