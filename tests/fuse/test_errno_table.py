@@ -41,6 +41,7 @@ DEFAULT_EIO: dict[type[errors.DfsError], str] = {
     errors.BenchFailed: f"{_NOT_ON_THE_MOUNTS_PATH}: vmstore bench's",
     errors.EtcdUnavailable: f"{_NOT_ON_THE_MOUNTS_PATH}: between an HA master and etcd",
     errors.JournalTrimmed: f"{_NOT_ON_THE_MOUNTS_PATH}: an HA standby's, about its copy",
+    errors.StaleMaster: f"{_NOT_ON_THE_MOUNTS_PATH}: a chunkserver's, to a deposed master",
 }
 
 
