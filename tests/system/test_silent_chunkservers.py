@@ -15,14 +15,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import trio
 
-from tests.system.conftest import Cluster, FsyncingWriter, Mount, assert_no_crash, require_fuse
-from vmstore.cli.local_cluster import local_down
+from tests.system.conftest import Cluster, FsyncingWriter, Mount, require_fuse
 
 pytestmark = pytest.mark.system
 MIB = 1024 * 1024
@@ -47,16 +44,6 @@ for offset in range(0, size, 4096):
 os.close(fd)
 print("longest read %.3f s" % longest, file=sys.stderr)
 """
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    started = Cluster(tmp_path / "cluster", 3)
-    try:
-        yield started
-    finally:
-        local_down(started.directory)
-    assert_no_crash(started.logs())
 
 
 async def _written(cluster: Cluster, data: bytes) -> str:
