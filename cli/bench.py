@@ -1,7 +1,8 @@
 """`vmstore bench [TARGET]`: the standard guest-disk workloads on a mount or any directory.
 
 fio and qemu-img do the I/O (see ``bench_workloads`` and ``bench_qemu`` for
-each job's exact options). Every workload runs ``--repeat`` times, the whole
+each job's exact options); a Python child makes and removes small files
+(``bench_metadata``). Every workload runs ``--repeat`` times, the whole
 list once per repetition so that a slow minute of a busy machine spreads
 over all figures, and each figure is reported as mean, min, max and sample
 standard deviation. Files are written in a new directory under TARGET,
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmstore.cli.bench_metadata import METADATA_WORKLOADS
 from vmstore.cli.bench_qemu import QEMU_WORKLOADS
 from vmstore.cli.bench_workloads import (
     FIO_WORKLOADS,
@@ -42,7 +44,7 @@ from vmstore.cli.config import load_config
 from vmstore.dfs.errors import ConfigError
 from vmstore.dfs.progress import ProgressDisplay
 
-WORKLOADS = FIO_WORKLOADS + QEMU_WORKLOADS
+WORKLOADS = FIO_WORKLOADS + QEMU_WORKLOADS + METADATA_WORKLOADS
 DATA_FILE_NAME = "bench.img"
 SIZE_SUFFIXES = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 SIZE_BYTES_MIN = 1 << 20
@@ -191,8 +193,9 @@ def register(subparsers: Any) -> None:
         "bench", help="fio and qemu-img workloads on a mount or directory",
         description="Measure the guest-disk workloads (sequential 1 MiB write and read,"
         " random 4 KiB O_DIRECT at depth 1 and 16, 64 KiB 70/30 mix, fsync latency,"
-        " qemu-img convert and bench) on TARGET, each --repeat times; print mean, min,"
-        " max and stdev of every figure. Needs fio and qemu-img.",
+        " qemu-img convert and bench, small files made and removed) on TARGET, each"
+        " --repeat times; print mean, min, max and stdev of every figure. Needs fio and"
+        " qemu-img.",
         epilog="example: vmstore bench /var/lib/vmstore --size 4G --repeat 5\n"
         "         vmstore bench /tmp --workloads seq-write,seq-read --json\n"
         f"workloads: {', '.join(w.name for w in WORKLOADS)}\n"

@@ -78,3 +78,29 @@ def test_bench_names_an_unknown_workload(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "unknown workload 'warp-drive'" in result.stderr
     assert "randread-qd16" in result.stderr  # it lists the real ones
+
+
+def test_small_files_counts_files_made_and_removed(tmp_path: Path) -> None:
+    """issue 18 part 3's row: create+write 4 KiB+close+unlink, one file at a time."""
+    target = tmp_path / "target"
+    target.mkdir()
+    result = bench(str(target), "--size", "1M", "--runtime", "0.3", "--repeat", "2",
+                   "--workloads", "small-files", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert tuple(report["metrics"]) == ("small_files_per_s",)
+    summary = report["metrics"]["small_files_per_s"]
+    assert len(summary["runs"]) == 2
+    assert min(summary["runs"]) > 0
+    assert not summary["lower_is_better"]
+    assert set(report["tools"]) == {sys.executable}  # the loop's interpreter
+    assert list(target.iterdir()) == [], "bench left files on the target"
+
+
+def test_small_files_loop_leaves_an_empty_directory(tmp_path: Path) -> None:
+    from vmstore.cli.bench_metadata import make_and_remove
+
+    files, seconds = make_and_remove(tmp_path, 0.05)
+    assert files > 0
+    assert seconds >= 0.05
+    assert list(tmp_path.iterdir()) == []
