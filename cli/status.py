@@ -59,6 +59,9 @@ def status_text(status: StatusReply) -> str:
     if status.refused:
         health += f"; {len(status.refused)} chunkserver(s) REFUSED (another cluster, or older"
         health += " metadata: see below)"
+    if status.refused_versions:
+        health += (f"; {len(status.refused_versions)} replica(s) with a REFUSED NEWER"
+                   " VERSION (see below)")
     if failing := failing_disks(status):
         health += f"; {len(failing)} chunkserver(s) with a FAILING DISK (see below)"
     lines = [
@@ -87,6 +90,13 @@ def status_text(status: StatusReply) -> str:
         lines.append(f"refused chunkserver {refused.server_uuid} at {refused.address}:"
                      f" {refused.reason}")
     if status.refused:
+        lines.append("")
+    for forged in status.refused_versions:
+        lines.append(f"chunk {forged.chunk_id}: chunkserver {forged.server_id} claimed version"
+                     f" {forged.claimed_version}, above the master's {forged.master_version},"
+                     " and never held it: not adopted, quarantined there (a forgery, or an"
+                     " abandoned copy)")
+    if status.refused_versions:
         lines.append("")
     for damaged in status.damaged:
         lines.append(f"chunk {damaged.chunk_id} is partly damaged: its last copy (chunkserver"
@@ -210,7 +220,8 @@ def run_status(args: argparse.Namespace) -> int:
     print(json.dumps(status_json(status), indent=2) if args.json else status_text(status))
     chunks = status.chunks
     return 2 if chunks.lost or status.damaged else (
-        1 if degraded(status) or status.refused or failing_disks(status) else 0)
+        1 if degraded(status) or status.refused or status.refused_versions
+        or failing_disks(status) else 0)
 
 
 def register(subparsers: Any) -> None:

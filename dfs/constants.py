@@ -165,6 +165,9 @@ FENCE_CHUNKS_PER_MESSAGE_MAX = 65536
 # Refused chunkserver registrations the master keeps for `vmstore status` (the
 # oldest go first): enough for every chunkserver of a big cluster.
 REFUSED_CHUNKSERVERS_KEPT_MAX = 1024
+# Replicas whose newer version the master refused (a server that never held the
+# chunk claimed it), kept for `vmstore status` (the oldest go first).
+REFUSED_VERSIONS_KEPT_MAX = 1024
 # A chunkserver down this long has its replicas rebuilt elsewhere; shorter
 # absences (a reboot) only cost a version bump when written meanwhile.
 REPLICATION_DELAY_S = 30.0

@@ -40,6 +40,7 @@ from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.damage import DamageBook
 from vmstore.dfs.master.keyed_lock import KeyedLock
 from vmstore.dfs.master.placement import Candidate, choose_servers, order_for_reader
+from vmstore.dfs.master.refused_versions import RefusedVersions
 from vmstore.dfs.master.registry import ChunkserverEntry, Registry
 from vmstore.dfs.metadata.chunks import ChunkTable
 from vmstore.dfs.protocol.capability import CapabilitySigner
@@ -80,6 +81,7 @@ class ChunkManager:
         self.deletions_wanted = trio.Event()
         self.allocating: set[ChunkId] = set()
         self.damage = DamageBook()  # damaged last copies, kept
+        self.refused_versions = RefusedVersions()  # newer versions not adopted
 
     # --- reading -----------------------------------------------------------------
     def location(
@@ -513,13 +515,15 @@ class ChunkManager:
                 # Only a holder of the current version can have received a bump the
                 # master did not commit. Anyone else (a key holder making things up, a
                 # copy target cut off mid-copy) would, if believed, become the only
-                # replica, and the real ones would be deleted. Neither counted nor
-                # deleted: the replica stays on its disk for an operator to look at.
+                # replica, and the real ones would be deleted. Not adopted: quarantined
+                # there (reversible), counted and listed in status.
                 log.warning("chunk %d: server %d claims version %d, master has %d and never"
-                            " had it there; not adopted, its replica left alone", chunk_id,
+                            " had it there; not adopted, its replica quarantined", chunk_id,
                             server_id, report.version, current,
                             extra=about("newer_version_refused", chunk=chunk_id,
                                         server=server_id, version=report.version))
+                self.refused_versions.note(chunk_id, server_id, report.version, current)
+                stale.append(report)
                 continue
             if report.version == current and chunk_id not in held:
                 # The current version, on a server the master does not list: a

@@ -351,6 +351,7 @@ class ClientService:
                      if server_id in self.chunk_manager.chunks.replicas(chunk_id)],
             backups=None if self.backups is None else self.backups.status(),
             ha=None if self.ha_status is None else self.ha_status(),
+            refused_versions=self.chunk_manager.refused_versions.listed(),
         )
 
     async def gauge_loop(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

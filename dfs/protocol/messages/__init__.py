@@ -170,6 +170,7 @@ from vmstore.dfs.protocol.messages.status import (
     HaStatus,
     HealingStatus,
     RefusedChunkserver,
+    RefusedVersion,
     StandbyStatus,
     StatusReply,
 )
@@ -251,6 +252,7 @@ __all__ = [
     "ChunkHealth",
     "ClientStatus",
     "RefusedChunkserver",
+    "RefusedVersion",
     "DamagedChunk",
     "StandbyStatus",
     "EtcdMemberStatus",

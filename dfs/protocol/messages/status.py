@@ -73,6 +73,17 @@ class RefusedChunkserver(msgspec.Struct, frozen=True, kw_only=True, array_like=T
     refused_at_ns: Int64  # wall clock of the last refusal
 
 
+class RefusedVersion(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A chunkserver that never held a chunk claimed it at a version above the master's
+    record (dfs.master.refused_versions): not adopted, and quarantined there."""
+
+    chunk_id: U63
+    server_id: U63
+    claimed_version: U63
+    master_version: U63
+    refused_at_ns: Int64  # wall clock of the last such claim
+
+
 class BackupStatus(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """The master's scheduled metadata backups ([master] backup_dir, dfs.master.backups)."""
 
@@ -130,6 +141,7 @@ class StatusReply(Message, frozen=True, kw_only=True):
     damaged: list[DamagedChunk] = []  # last copies with bad blocks, by chunk id
     backups: BackupStatus | None = None  # None: no scheduled backups configured
     ha: HaStatus | None = None  # None: an embedded master (no etcd)
+    refused_versions: list[RefusedVersion] = []  # newer versions refused, newest last
 
 
 class ClientToMasterDrain(Request, frozen=True, kw_only=True):
