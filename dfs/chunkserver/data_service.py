@@ -78,6 +78,7 @@ from vmstore.dfs.errors import (
 )
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import LATENCY_BUCKETS_S, REGISTRY
+from vmstore.dfs.protocol import hop_trace
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.capability import READ, WRITE
 from vmstore.dfs.protocol.limits import acquire_uncontended_at_once
@@ -285,16 +286,26 @@ class DataService:
         async with self.range_locks.hold_many(request.chunk_id, ranges):
             self.fence.admit(request.token, request.chunk_id)
             try:
+                if hop_trace.ENABLED:
+                    hop_trace.mark("cs.write", len(request.chain_rest))
                 # On the wire before this replica's own write and sync, which
                 # may run inline and hold the event loop.
                 forwarded = await self._forward(request, payload)
                 try:
+                    if hop_trace.ENABLED:
+                        hop_trace.mark("cs.forwarded", len(request.chain_rest))
                     await self._write_local(request, payload)
                     applied = True
+                    if hop_trace.ENABLED:
+                        hop_trace.mark("cs.written", len(request.chain_rest))
                     if request.flush:
                         await self._sync_local(request.chunk_id)
+                        if hop_trace.ENABLED:
+                            hop_trace.mark("cs.synced", len(request.chain_rest))
                     if forwarded is not None:
                         await self._reply_of_next(forwarded)
+                        if hop_trace.ENABLED:
+                            hop_trace.mark("cs.next_replied", len(request.chain_rest))
                 finally:
                     if forwarded is not None:
                         forwarded.call.abandon()
@@ -385,6 +396,8 @@ class DataService:
         return m.EmptyReply()
 
     async def _flush_chain(self, request: m.ToChunkserverFlushChunk) -> None:
+        if hop_trace.ENABLED:
+            hop_trace.mark("cs.flush", len(request.chain_rest))
         forwarded = await self._forward(request)
         try:
             try:
@@ -399,8 +412,12 @@ class DataService:
                                                     f" asked for {request.version}"),
                                   f"flush of chunk {request.chunk_id}")
             await self._sync_local(request.chunk_id)
+            if hop_trace.ENABLED:
+                hop_trace.mark("cs.synced", len(request.chain_rest))
             if forwarded is not None:
                 await self._reply_of_next(forwarded)
+                if hop_trace.ENABLED:
+                    hop_trace.mark("cs.next_replied", len(request.chain_rest))
         finally:
             if forwarded is not None:
                 forwarded.call.abandon()

@@ -103,6 +103,7 @@ from vmstore.dfs.errors import (
 )
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import REGISTRY
+from vmstore.dfs.protocol import hop_trace
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.latency import LatencyTracker
 from vmstore.dfs.protocol.limits import ByteBudget
@@ -679,7 +680,11 @@ class ChunkIO:
         try:
             with trio.move_on_after(timeout_s):
                 connection = await self.chunkservers.get(head.host, head.port)
+                if hop_trace.ENABLED:
+                    hop_trace.mark("io.send", type(request).__name__)
                 await connection.call(request, payload, timeout_s=timeout_s)
+                if hop_trace.ENABLED:
+                    hop_trace.mark("io.reply", type(request).__name__)
                 self.write_latency.record(head.server_id, trio.current_time() - started_s)
                 return
             raise PeerUnavailable(f"chunkserver {head.server_id} ({head.host}:{head.port})"

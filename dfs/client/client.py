@@ -28,6 +28,7 @@ from vmstore.dfs.constants import (
     READDIR_BATCH_ENTRIES_MAX,
 )
 from vmstore.dfs.errors import NotADirectory, NotFound, unwrapped_errors
+from vmstore.dfs.protocol import hop_trace
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.rpc import ConnectionPool
 from vmstore.dfs.types import ROOT_INODE, InodeId
@@ -204,6 +205,8 @@ class Client:
         ``synchronous`` (an O_SYNC or O_DSYNC handle): on stable storage on every
         replica, with the file's size on the master, before this returns.
         """
+        if hop_trace.ENABLED:
+            hop_trace.mark("client.write", len(data))
         await self.io.write(InodeId(inode), offset, data, wait=wait or synchronous)
         if synchronous:
             await self.fsync(inode)
@@ -220,7 +223,11 @@ class Client:
         The replicas' flush and the master's record run at once: each is
         durable when fsync returns, and nobody was promised either before.
         """
+        if hop_trace.ENABLED:
+            hop_trace.mark("client.fsync")
         await self.io.wait_written(inode)
+        if hop_trace.ENABLED:
+            hop_trace.mark("client.written")
         state = self.files.find(inode)  # None: no write here, nothing to tell
         size_bytes = 0
         if state is not None:
@@ -237,6 +244,8 @@ class Client:
         state = self.files.find(inode)
         if state is not None and not datasync:
             state.written = False  # an fdatasync may leave the mtime for close
+        if hop_trace.ENABLED:
+            hop_trace.mark("client.fsync_done")
 
     async def _write_end(self, inode: int, size_bytes: int) -> None:
         """Tell the master the file's writes reach ``size_bytes`` (and set its mtime)."""

@@ -51,6 +51,7 @@ from vmstore.dfs.errors import (
     error_from_code,
 )
 from vmstore.dfs.log_fields import about
+from vmstore.dfs.protocol import hop_trace
 from vmstore.dfs.protocol.codec import REQUEST_ID_MAX, encode_frame
 from vmstore.dfs.protocol.frames import FrameStream
 from vmstore.dfs.protocol.limits import ByteBudget, acquire_uncontended_at_once
@@ -170,8 +171,11 @@ class Connection:
         self._pending[request_id] = outgoing.pending
         try:
             with trio.move_on_at(outgoing.deadline_s):
-                await self._send(encode_frame(request, request_id, payload=payload,
-                                              compress=self.compress))
+                frame = encode_frame(request, request_id, payload=payload,
+                                     compress=self.compress)
+                if hop_trace.ENABLED:
+                    hop_trace.mark("rpc.tx_req", type(request).__name__)
+                await self._send(frame)
                 return outgoing
             raise outgoing.timed_out()
         except BaseException:
@@ -214,6 +218,8 @@ class Connection:
                     reply, payload = await self.frames.receive_body(header)
                     if isinstance(reply, InvalidField):  # receive_body raises it for replies
                         raise reply
+                    if hop_trace.ENABLED:
+                        hop_trace.mark("rpc.rx_reply", type(reply).__name__)
                     self._resolve(header.request_id, reply, payload)
                     continue
                 held_bytes = header.body_bytes + header.payload_bytes
@@ -229,6 +235,8 @@ class Connection:
                 except BaseException:
                     self._release_request(held_bytes)
                     raise
+                if hop_trace.ENABLED:
+                    hop_trace.mark("rpc.rx_req", type(message).__name__)
                 nursery.start_soon(self._handle, header.request_id, message, payload,
                                    held_bytes)
         except ProtocolError as error:
@@ -296,6 +304,8 @@ class Connection:
             except ProtocolError as error:  # a reply too large for a frame: say so instead
                 frame = encode_frame(ErrorReply(code=error.code, message=error.message),
                                      request_id, response=True)
+            if hop_trace.ENABLED:
+                hop_trace.mark("rpc.tx_reply", type(reply).__name__)
             try:
                 await self._send(frame)
             except PeerUnavailable:
