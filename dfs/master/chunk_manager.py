@@ -407,11 +407,16 @@ class ChunkManager:
                      target.server_id, len(holders) + 1)
 
     def _copy_target(self, chunk_id: ChunkId, holders: list[ServerId]) -> ChunkserverEntry:
-        """A live host with room and no replica of the chunk; NoSpace if there is none."""
+        """A live host with room and no replica of the chunk: ReplicaUnavailable if no
+        such host is up (or all are leaving or suspect), NoSpace if none has room."""
         labels = frozenset(self.registry.chunkservers[h].host_label for h in holders)
         candidates = [Candidate(e.server_id, e.host_label, e.bytes_free)
                       for e in self.registry.up_servers()
                       if e.takes_new and e.server_id not in holders]
+        if not any(c.host_label not in labels for c in candidates):
+            # Not a full disk: say so, or an operator looks for space that is there.
+            raise ReplicaUnavailable(f"no chunkserver up on a host without a replica of"
+                                     f" chunk {chunk_id} takes new replicas")
         chosen = choose_servers(candidates, 1, "", self.rng, exclude_host_labels=labels)
         if not chosen:
             raise NoSpace(f"no host without a replica of chunk {chunk_id} has room")

@@ -71,6 +71,10 @@ class Run:
     draw: random.Random
     models: dict[int, FileModel] = field(default_factory=dict)
     sick: str | None = None  # the one chunkserver allowed to be unwell
+    # Set once a kill drawn "during a write" has happened: the write may end
+    # before the kill's moment comes, and the victim must not be made well (and
+    # so left dead, for a second fault to join it) before it was even killed.
+    killed: trio.Event | None = None
     log: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -157,22 +161,26 @@ async def _reopen(run: Run, inode: int) -> None:
 async def _kill_during_write(run: Run, inode: int, nursery: trio.Nursery) -> None:
     if run.sick is not None:
         return await _write(run, inode)
+    await _healed(run)
     victim = run.draw.choice(run.cluster.chunkserver_names)
     run.sick = victim
     delay_s = run.draw.uniform(0, 0.002)
     run.note(f"kill {victim} after {delay_s:.4f} s, during a write")
+    killed = run.killed = trio.Event()
 
     async def kill_later() -> None:
         await trio.sleep(delay_s)
         await run.cluster.kill(victim)
+        killed.set()
 
     nursery.start_soon(kill_later)
     await _write(run, inode)
 
 
-def _sicken_disk(run: Run) -> None:
+async def _sicken_disk(run: Run) -> None:
     if run.sick is not None:
         return
+    await _healed(run)
     victim = run.draw.choice(run.cluster.chunkserver_names)
     operation = run.draw.choice(["write", "flush"])
     run.sick = victim
@@ -180,9 +188,10 @@ def _sicken_disk(run: Run) -> None:
     run.cluster.stores[victim].fail(operation, rate=0.5)
 
 
-def _flip(run: Run) -> None:
+async def _flip(run: Run) -> None:
     if run.sick is not None:
         return
+    await _healed(run)
     victim = run.draw.choice(run.cluster.chunkserver_names)
     store = run.cluster.stores[victim]
     chunks = store.list_chunks()
@@ -205,6 +214,9 @@ async def _make_well(run: Run) -> None:
     cluster heals to its goal before anyone else may fall sick."""
     if run.sick is None:
         return
+    if run.killed is not None:
+        await run.killed.wait()
+        run.killed = None
     victim, run.sick = run.sick, None
     run.note(f"{victim} made well")
     store = run.cluster.stores[victim]
@@ -216,9 +228,23 @@ async def _make_well(run: Run) -> None:
     await _settled(run)
     if store.faults_injected:
         await run.cluster.kill(victim)
+        await _seen_down(run, victim)
         run.cluster.wipe(victim)  # a new disk: what it held is rebuilt from the others
         await run.cluster.restart(victim)
         await _settled(run)
+
+
+async def _seen_down(run: Run, victim: str) -> None:
+    """The master has noticed that ``victim`` is gone. Until it reads the end of the
+    victim's link (the network may hold it back), it counts the victim's replicas
+    and may even place new ones there, so "healed" would be a stale answer."""
+    with trio.move_on_after(HEAL_TIMEOUT_S):
+        while any(server.host == victim and server.state == "up"
+                  for server in (await run.client.status()).chunkservers):
+            await trio.sleep(0.1)
+        return
+    raise AssertionError(f"the master still lists {victim} up {HEAL_TIMEOUT_S} s after"
+                         f" it was killed; steps: {run.log[-12:]}")
 
 
 async def _settled(run: Run) -> None:
@@ -268,9 +294,9 @@ async def _step(run: Run, nursery: trio.Nursery) -> None:
     elif not CHAOS:
         await _write(run, inode)
     elif roll < 0.86:
-        _sicken_disk(run)
+        await _sicken_disk(run)
     elif roll < 0.89:
-        _flip(run)
+        await _flip(run)
     else:
         await _restart_master(run)
 
