@@ -10,11 +10,10 @@ import trio
 from vmstore.cli.config import load_config
 from vmstore.dfs.client.client import Client, open_client
 from vmstore.dfs.client.master_client import ClientIdentity
+from vmstore.dfs.constants import COMMAND_MASTER_TIMEOUT_S
 from vmstore.dfs.protocol.auth import use_key_file
 
 T = TypeVar("T")
-# A command gives up on an unreachable master sooner than a mount does.
-COMMAND_MASTER_TIMEOUT_S = 15.0
 
 
 def with_client(master: str | None, work: Callable[[Client], Awaitable[T]],

@@ -23,6 +23,7 @@ from vmstore.dfs.constants import (
     BACKUP_INTERVAL_S,
     BACKUPS_KEPT,
     CLOCK_SKEW_S_MAX,
+    DRAIN_POLL_INTERVAL_S,
     LEASE_EXPIRY_S,
     LEASE_EXPIRY_S_MIN,
     QUARANTINE_RETENTION_S,
@@ -39,7 +40,6 @@ from vmstore.dfs.metrics import serve
 from vmstore.dfs.protocol.auth import use_key_file
 
 log = logging.getLogger(__name__)
-DRAIN_POLL_INTERVAL_S = 1.0
 # What a flag not given takes when the config's [master] / [chunkserver] has no value.
 MASTER_DEFAULTS: dict[str, Any] = {
     "data_dir": None, "listen": f"0.0.0.0:{DEFAULT_MASTER_PORT}", "metrics": None,

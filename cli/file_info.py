@@ -11,10 +11,8 @@ from typing import Any
 from vmstore.cli.cluster_client import with_client
 from vmstore.cli.config import add_master_argument
 from vmstore.dfs.client.client import Client
-from vmstore.dfs.constants import CHUNK_SIZE_BYTES
+from vmstore.dfs.constants import CHUNK_SIZE_BYTES, FILE_INFO_LOCATIONS_PER_CALL_MAX
 from vmstore.dfs.errors import ConfigError
-
-LOCATIONS_PER_CALL = 1024
 
 
 def inode_of(path: str) -> int:
@@ -29,8 +27,9 @@ async def file_info(client: Client, path: str) -> dict[str, Any]:
     attrs = await client.getattr(inode_of(path))
     chunks: list[dict[str, Any]] = []
     chunk_count = -(-attrs.size_bytes // CHUNK_SIZE_BYTES)
-    for first in range(0, chunk_count, LOCATIONS_PER_CALL):
-        for location in await client.chunk_locations(attrs.inode, first, LOCATIONS_PER_CALL):
+    per_call = FILE_INFO_LOCATIONS_PER_CALL_MAX
+    for first in range(0, chunk_count, per_call):
+        for location in await client.chunk_locations(attrs.inode, first, per_call):
             chunks.append({
                 "index": location.index, "id": location.chunk_id, "version": location.version,
                 "replicas": [{"chunkserver": r.server_id, "address": f"{r.host}:{r.port}",

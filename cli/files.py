@@ -11,10 +11,8 @@ import trio
 from vmstore.cli.cluster_client import with_client
 from vmstore.cli.config import add_master_argument
 from vmstore.dfs.client.client import Client
+from vmstore.dfs.constants import FILE_COPY_BLOCK_BYTES, FILE_COPY_INFLIGHT_MAX
 from vmstore.dfs.errors import NotFound
-
-COPY_BLOCK_BYTES = 1024 * 1024
-COPY_INFLIGHT_MAX = 8
 
 
 async def put(client: Client, source: str, destination: str) -> int:
@@ -34,10 +32,10 @@ async def put(client: Client, source: str, destination: str) -> int:
 
 async def _copy_in(client: Client, source: str, inode: int) -> int:
     copied = 0
-    limiter = trio.Semaphore(COPY_INFLIGHT_MAX)
+    limiter = trio.Semaphore(FILE_COPY_INFLIGHT_MAX)
     with open(source, "rb") as source_file:
         async with trio.open_nursery() as nursery:
-            while block := source_file.read(COPY_BLOCK_BYTES):
+            while block := source_file.read(FILE_COPY_BLOCK_BYTES):
                 await limiter.acquire()
 
                 async def write(offset: int = copied, data: bytes = block) -> None:
@@ -55,8 +53,9 @@ async def _copy_in(client: Client, source: str, inode: int) -> int:
 async def get(client: Client, source: str, destination: str) -> int:
     attrs = await client.resolve(source)
     with open(destination, "wb") if destination != "-" else sys.stdout.buffer as out:
-        for offset in range(0, attrs.size_bytes, COPY_BLOCK_BYTES):
-            out.write(await client.read(attrs.inode, offset, COPY_BLOCK_BYTES, attrs.size_bytes))
+        for offset in range(0, attrs.size_bytes, FILE_COPY_BLOCK_BYTES):
+            out.write(await client.read(attrs.inode, offset, FILE_COPY_BLOCK_BYTES,
+                                        attrs.size_bytes))
     return attrs.size_bytes
 
 

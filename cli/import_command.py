@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from vmstore.cli.mount_command import FS_TYPE
+from vmstore.dfs.constants import IMPORT_PROGRESS_READ_BYTES
 from vmstore.dfs.errors import ConfigError, ImportFailed
 from vmstore.dfs.progress import ProgressDisplay
 
 PERCENT = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
-READ_BYTES = 256
 
 
 def vmstore_mount_of(path: Path) -> str | None:
@@ -71,8 +71,8 @@ def run_import(args: argparse.Namespace) -> int:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors_file)
     assert process.stdout is not None
     buffer = b""
-    while chunk := os.read(process.stdout.fileno(), READ_BYTES):
-        buffer = (buffer + chunk)[-READ_BYTES:]
+    while chunk := os.read(process.stdout.fileno(), IMPORT_PROGRESS_READ_BYTES):
+        buffer = (buffer + chunk)[-IMPORT_PROGRESS_READ_BYTES:]
         found = PERCENT.findall(buffer)
         if found:
             fraction = float(found[-1]) / 100

@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from vmstore.cli.tls_command import create_ca, issue_host_certificate
+from vmstore.dfs.constants import (
+    LOCAL_CLUSTER_READY_TIMEOUT_S,
+    LOCAL_CLUSTER_STOP_GRACE_S,
+    LOCAL_ETCD_MEMBERS,
+    LOCAL_ETCD_REQUEST_BYTES_MAX,
+)
 from vmstore.dfs.errors import ConfigError
 from vmstore.dfs.protocol.auth import generate_key_file
-
-READY_TIMEOUT_S = 60.0
-STOP_GRACE_S = 10.0
-
 
 # Below the kernel's ephemeral range (ip_local_port_range, 32768-60999 by
 # default): an outgoing connection never takes one of these between our probe
@@ -86,7 +88,7 @@ def forget_argument(directory: Path, name: str, argument: str) -> None:
 
 
 def wait_ready(ready: Path, name: str, directory: Path) -> str:
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    deadline = time.monotonic() + LOCAL_CLUSTER_READY_TIMEOUT_S
     pid = int((directory / "run" / f"{name}.pid").read_text())
     while time.monotonic() < deadline:
         if ready.exists():
@@ -95,7 +97,7 @@ def wait_ready(ready: Path, name: str, directory: Path) -> str:
             log_tail = (directory / "logs" / f"{name}.log").read_text()[-2000:]
             raise ConfigError(f"{name} exited during start-up; its log ends:\n{log_tail}")
         time.sleep(0.05)
-    raise ConfigError(f"{name} did not start within {READY_TIMEOUT_S} s")
+    raise ConfigError(f"{name} did not start within {LOCAL_CLUSTER_READY_TIMEOUT_S} s")
 
 
 def _alive(pid: int) -> bool:
@@ -139,7 +141,7 @@ def local_up(directory: Path, chunkservers: int, mountpoint: Path | None = None,
     environment = {"VMSTORE_CONFIG": str(config)}
     ha_flags: list[str] = []
     if masters > 1:
-        ha_flags = ["--etcd", ",".join(start_etcd(directory, ETCD_MEMBERS))]
+        ha_flags = ["--etcd", ",".join(start_etcd(directory, LOCAL_ETCD_MEMBERS))]
     for index, address in enumerate(addresses):
         name = "master" if masters == 1 else f"master{index}"
         # The first master makes the cluster; the others join it as standbys.
@@ -174,11 +176,6 @@ def local_up(directory: Path, chunkservers: int, mountpoint: Path | None = None,
     return master
 
 
-ETCD_MEMBERS = 3
-# A journal entry is one group commit's rows (dfs.master.journal): room for big ones.
-ETCD_REQUEST_BYTES_MAX = 16 * 1024 * 1024
-
-
 def start_etcd(directory: Path, members: int, host: str = "127.0.0.1") -> list[str]:
     """A new etcd cluster of ``members`` on ``host`` (etcd0..); its client URLs."""
     peers = [f"http://{host}:{free_port()}" for _ in range(members)]
@@ -192,7 +189,7 @@ def start_etcd(directory: Path, members: int, host: str = "127.0.0.1") -> list[s
             "--listen-client-urls", client, "--advertise-client-urls", client,
             "--initial-cluster", initial, "--initial-cluster-state", "new",
             "--initial-cluster-token", token,
-            "--max-request-bytes", str(ETCD_REQUEST_BYTES_MAX),
+            "--max-request-bytes", str(LOCAL_ETCD_REQUEST_BYTES_MAX),
             # Old revisions of the journal's keys go; without compaction etcd keeps them all.
             "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "5m"],
             program=["etcd"])
@@ -201,7 +198,7 @@ def start_etcd(directory: Path, members: int, host: str = "127.0.0.1") -> list[s
 
 
 def wait_for_etcd(clients: list[str]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    deadline = time.monotonic() + LOCAL_CLUSTER_READY_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(clients[0] + "/health", timeout=1.0) as answer:
@@ -210,10 +207,10 @@ def wait_for_etcd(clients: list[str]) -> None:
         except (OSError, ValueError):
             pass
         time.sleep(0.1)
-    raise ConfigError(f"etcd at {clients[0]} not healthy within {READY_TIMEOUT_S} s")
+    raise ConfigError(f"etcd at {clients[0]} not healthy within {LOCAL_CLUSTER_READY_TIMEOUT_S} s")
 
 
-def wait_for_leader(addresses: list[str], timeout_s: float = READY_TIMEOUT_S) -> str:
+def wait_for_leader(addresses: list[str], timeout_s: float = LOCAL_CLUSTER_READY_TIMEOUT_S) -> str:
     """The address of the master that leads (the only one that listens)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -248,9 +245,10 @@ def local_down(directory: Path) -> int:
         # busy mount is detached lazily: `local down` means down.
         mountpoint = mount_ready.read_text().strip()
         unmounted = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True,
-                                   timeout=STOP_GRACE_S)
+                                   timeout=LOCAL_CLUSTER_STOP_GRACE_S)
         if unmounted.returncode:
-            subprocess.run(["umount", "-l", mountpoint], capture_output=True, timeout=STOP_GRACE_S)
+            subprocess.run(["umount", "-l", mountpoint], capture_output=True,
+                           timeout=LOCAL_CLUSTER_STOP_GRACE_S)
     pid_files = sorted(run.glob("*.pid"))
     pids = {path: int(path.read_text()) for path in pid_files}
     for pid in pids.values():
@@ -258,7 +256,7 @@ def local_down(directory: Path) -> int:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + STOP_GRACE_S
+    deadline = time.monotonic() + LOCAL_CLUSTER_STOP_GRACE_S
     while time.monotonic() < deadline and any(_alive(pid) for pid in pids.values()):
         time.sleep(0.05)
     for pid in pids.values():

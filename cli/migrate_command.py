@@ -9,11 +9,10 @@ from dataclasses import asdict
 from typing import Any
 
 from vmstore.cli.config import Config, add_master_argument, load_config
+from vmstore.dfs.constants import FAILOVER_COMMAND_WAIT_S
 from vmstore.dfs.errors import ConfigError
 from vmstore.dfs.migration.hosts import ClusterAccess
 from vmstore.dfs.protocol.auth import use_key_file
-
-FAILOVER_WAIT_S = 300.0
 
 
 def _access(config: Config) -> ClusterAccess:
@@ -161,9 +160,9 @@ def register(subparsers: Any) -> None:
     failover.add_argument("host")
     failover.add_argument("--fenced", action="store_true",
                           help="the host is powered off: break its leases now")
-    failover.add_argument("--wait", type=float, default=FAILOVER_WAIT_S, metavar="SECONDS",
+    failover.add_argument("--wait", type=float, default=FAILOVER_COMMAND_WAIT_S, metavar="SECONDS",
                           help="give up if its leases are still held after this long"
-                          f" (default {FAILOVER_WAIT_S:g})")
+                          f" (default {FAILOVER_COMMAND_WAIT_S:g})")
     failover.add_argument("--json", action="store_true")
     add_master_argument(failover)
     failover.set_defaults(handler=run_failover)

@@ -15,12 +15,11 @@ import trio
 from vmstore.cli.config import add_master_argument, load_config, load_tls_settings
 from vmstore.cli.daemons import add_metrics_argument, serve_metrics
 from vmstore.cli.log_setup import add_logging_arguments, logging_flags, setup_logging_from
+from vmstore.dfs.constants import MOUNT_READY_TIMEOUT_S, UNMOUNT_TIMEOUT_S
 from vmstore.dfs.errors import Busy, ConfigError, DfsError
 from vmstore.dfs.protocol import tls
 from vmstore.dfs.protocol.auth import use_key_file
 
-MOUNT_READY_TIMEOUT_S = 30.0
-UNMOUNT_TIMEOUT_S = 60.0
 FS_TYPE = "fuse.vmstore"
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from vmstore.cli.config import master_data_dir
 from vmstore.dfs.chunkserver.recovery_scan import scan
+from vmstore.dfs.constants import RECOVER_LISTED_MAX
 from vmstore.dfs.errors import ConfigError, NotFound
 from vmstore.dfs.metadata.recovery_build import (
     RecoveryPlan,
@@ -42,7 +43,6 @@ from vmstore.dfs.metadata.recovery_build import (
 from vmstore.dfs.protocol.recovery_report import decode_report, encode_report
 
 DEFAULT_ROUND_TO_BYTES = 1024 * 1024
-LISTED_MAX = 20  # problems named one by one; the rest counted
 
 
 def run_scan(args: argparse.Namespace) -> int:
@@ -92,10 +92,10 @@ def summary_text(plan: RecoveryPlan, database: Path) -> str:
     if plan.unverified_chunks:
         lines.append(f"WARNING: {len(plan.unverified_chunks)} chunks have no replica whose"
                      " every block checks out (their bad blocks read as errors): "
-                     + ", ".join(map(str, plan.unverified_chunks[:LISTED_MAX])))
+                     + ", ".join(map(str, plan.unverified_chunks[:RECOVER_LISTED_MAX])))
     if plan.unreadable:
         lines.append(f"WARNING: {len(plan.unreadable)} replica files could not be read:")
-        lines.extend(f"  {line}" for line in plan.unreadable[:LISTED_MAX])
+        lines.extend(f"  {line}" for line in plan.unreadable[:RECOVER_LISTED_MAX])
     lines.append("start the master on it, then the chunkservers; sizes are rounded up to"
                  " the end of each file's data (see vmstore recover --help)")
     return "\n".join(lines)

@@ -13,13 +13,15 @@ from vmstore.cli.cluster_client import with_client
 from vmstore.cli.config import add_master_argument
 from vmstore.cli.status_ha import ha_degraded, ha_text
 from vmstore.dfs.client.client import Client
-from vmstore.dfs.constants import BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES
+from vmstore.dfs.constants import (
+    BLOCK_SIZE_BYTES,
+    CHUNK_SIZE_BYTES,
+    STATUS_LOST_SETTLE_S,
+    STATUS_WATCH_INTERVAL_S,
+)
 from vmstore.dfs.progress import ProgressDisplay
 from vmstore.dfs.protocol.messages import StatusReply
 from vmstore.dfs.protocol.messages.status import BackupStatus, ChunkserverStatus
-
-LOST_SETTLE_S = 30.0  # how long --wait-healthy lets down chunkservers come back
-WATCH_INTERVAL_S = 1.0
 
 
 def as_builtins(value: Any) -> Any:
@@ -195,9 +197,9 @@ def wait_until_healthy(args: argparse.Namespace) -> StatusReply:
             down = sum(1 for server in status.chunkservers if server.state == "down")
             if status.chunks.lost and down:
                 # Just after a master restart every chunkserver is down until it
-                # registers again: lost only if that outlasts LOST_SETTLE_S.
+                # registers again: lost only if that outlasts STATUS_LOST_SETTLE_S.
                 lost_since = lost_since if lost_since is not None else trio.current_time()
-                settled = trio.current_time() - lost_since >= LOST_SETTLE_S
+                settled = trio.current_time() - lost_since >= STATUS_LOST_SETTLE_S
             else:
                 lost_since, settled = None, True
             if settled and (not degraded(status) or status.chunks.lost):
@@ -207,7 +209,7 @@ def wait_until_healthy(args: argparse.Namespace) -> StatusReply:
                 display.show(f"waiting for {down} chunkserver(s) to register")
             else:
                 display.show(healing_text(status) if status.healing else "waiting for healing")
-            await trio.sleep(WATCH_INTERVAL_S)
+            await trio.sleep(STATUS_WATCH_INTERVAL_S)
 
     return with_client(args.master, watch, role="admin")
 

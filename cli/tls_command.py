@@ -20,11 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from vmstore.dfs.constants import OPENSSL_TIMEOUT_S, TLS_CA_DAYS, TLS_HOST_DAYS
 from vmstore.dfs.errors import ConfigError
-
-CA_DAYS = 3650
-HOST_DAYS = 825
-OPENSSL_TIMEOUT_S = 60
 
 
 def _openssl(*arguments: str) -> None:
@@ -52,7 +49,7 @@ def create_ca(directory: Path) -> Path:
         raise ConfigError(f"{directory} already has a CA; every host certificate depends on it")
     _new_key(key)
     _openssl("req", "-x509", "-new", "-key", str(key), "-out", str(certificate),
-             "-days", str(CA_DAYS), "-subj", "/CN=vmstore cluster CA",
+             "-days", str(TLS_CA_DAYS), "-subj", "/CN=vmstore cluster CA",
              "-addext", "basicConstraints=critical,CA:TRUE",
              "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     return certificate
@@ -78,7 +75,7 @@ def issue_host_certificate(directory: Path, name: str, addresses: list[str]) -> 
         _openssl("req", "-new", "-key", str(key), "-out", str(request), "-subj", f"/CN={name}")
         _openssl("x509", "-req", "-in", str(request), "-CA", str(directory / "ca.crt"),
                  "-CAkey", str(directory / "ca.key"), "-CAcreateserial",
-                 "-out", str(certificate), "-days", str(HOST_DAYS),
+                 "-out", str(certificate), "-days", str(TLS_HOST_DAYS),
                  "-extfile", str(extensions))
     return certificate
 

@@ -421,3 +421,39 @@ AUTO_CONVERGE_INCREMENT_PERCENT = 20
 QEMU_MEMORY_OVERHEAD_KIB = 64 * 1024
 # Failover asks the master this often whether a dead host still holds a write lease.
 FAILOVER_LEASE_POLL_INTERVAL_S = 1.0
+
+# --- command-line tools (cli/) -----------------------------------------------
+# A command gives up on an unreachable master sooner than a mount does.
+COMMAND_MASTER_TIMEOUT_S = 15.0
+# `vmstore drain --wait` looks at the drain's progress this often.
+DRAIN_POLL_INTERVAL_S = 1.0
+# `vmstore file-info` asks for at most this many chunks' locations per call.
+FILE_INFO_LOCATIONS_PER_CALL_MAX = 1024
+# `vmstore cp` moves files in blocks of this size, this many at once.
+FILE_COPY_BLOCK_BYTES = 1024 * 1024
+FILE_COPY_INFLIGHT_MAX = 8
+# `vmstore local up` waits this long for each daemon; `down` gives each this long to stop.
+LOCAL_CLUSTER_READY_TIMEOUT_S = 60.0
+LOCAL_CLUSTER_STOP_GRACE_S = 10.0
+# `vmstore local up --masters N` runs this many etcd members.
+LOCAL_ETCD_MEMBERS = 3
+# A journal entry is one group commit's rows (dfs.master.journal): room for big ones.
+LOCAL_ETCD_REQUEST_BYTES_MAX = 16 * 1024 * 1024
+# `vmstore failover` waits at most this long for a dead host's leases to end.
+FAILOVER_COMMAND_WAIT_S = 300.0
+# `vmstore mount` waits this long for the mount to answer; `umount` this long for it to go.
+MOUNT_READY_TIMEOUT_S = 30.0
+UNMOUNT_TIMEOUT_S = 60.0
+# `vmstore recover` names this many problems one by one, and counts the rest.
+RECOVER_LISTED_MAX = 20
+# `vmstore status --wait-healthy` lets down chunkservers come back for this long;
+# `--watch` redraws this often.
+STATUS_LOST_SETTLE_S = 30.0
+STATUS_WATCH_INTERVAL_S = 1.0
+# `vmstore tls` certificates' lives (a host's within the 825 days browsers accept),
+# and how long openssl may take to make one.
+TLS_CA_DAYS = 3650
+TLS_HOST_DAYS = 825
+OPENSSL_TIMEOUT_S = 60.0
+# `vmstore import` reads qemu-img's progress output this many bytes at a time.
+IMPORT_PROGRESS_READ_BYTES = 256

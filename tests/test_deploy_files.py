@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from vmstore.cli.config import load_config
-from vmstore.cli.local_cluster import ETCD_REQUEST_BYTES_MAX
-from vmstore.dfs.constants import JOURNAL_ENTRY_BYTES_MAX
+from vmstore.dfs.constants import JOURNAL_ENTRY_BYTES_MAX, LOCAL_ETCD_REQUEST_BYTES_MAX
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
@@ -62,7 +61,7 @@ def test_the_etcd_unit_runs_etcd_as_metadata_ha_needs() -> None:
     assert command[0] == "/usr/bin/etcd"
     request_bytes = int(command[command.index("--max-request-bytes") + 1])
     # One group commit is one journal entry; the local cluster's etcd says the same.
-    assert request_bytes == ETCD_REQUEST_BYTES_MAX > JOURNAL_ENTRY_BYTES_MAX
+    assert request_bytes == LOCAL_ETCD_REQUEST_BYTES_MAX > JOURNAL_ENTRY_BYTES_MAX
     assert command[command.index("--auto-compaction-mode") + 1] == "periodic"
     assert "--auto-compaction-retention" in command
 
