@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 
 from vmstore.cli.local_cluster import (
-    ETCD_MEMBERS,
     forget_argument,
     free_port,
     local_down,
@@ -34,6 +33,7 @@ from vmstore.cli.local_cluster import (
     wait_for_leader,
     wait_ready,
 )
+from vmstore.dfs.constants import LOCAL_ETCD_MEMBERS
 from vmstore.dfs.protocol.auth import generate_key_file, load_key
 
 SUBNET = "10.77.0"
@@ -131,7 +131,7 @@ class NetworkLab:
         ha_flags: list[str] = []
         if len(self.master_names) > 1:
             # On the bridge's address: no host's cut takes etcd away from the other hosts.
-            ha_flags = ["--etcd", ",".join(start_etcd(self.directory, ETCD_MEMBERS,
+            ha_flags = ["--etcd", ",".join(start_etcd(self.directory, LOCAL_ETCD_MEMBERS,
                                                       BRIDGE_ADDRESS))]
         addresses = []
         for index, name in enumerate(self.master_names):

@@ -37,13 +37,13 @@ from tests.system.network_lab import (
 )
 from tests.system.test_metadata_ha import require_etcd
 from vmstore.cli.local_cluster import (
-    ETCD_MEMBERS,
     forget_argument,
     local_down,
     spawn,
     start_etcd,
     wait_ready,
 )
+from vmstore.dfs.constants import LOCAL_ETCD_MEMBERS
 from vmstore.dfs.protocol.auth import generate_key_file
 
 HOSTS = ["h1", "h2", "h3"]
@@ -87,7 +87,7 @@ class HaLab:
         generate_key_file(key_file)
         # On the bridge's address, in the root namespace: no host's cut takes etcd away
         # from the other hosts.
-        etcd = ",".join(start_etcd(self.directory, ETCD_MEMBERS, BRIDGE_ADDRESS))
+        etcd = ",".join(start_etcd(self.directory, LOCAL_ETCD_MEMBERS, BRIDGE_ADDRESS))
         self.masters = ",".join(f"{self.address(host)}:{MASTER_PORT}" for host in MASTER_HOSTS)
         config = (f'[cluster]\nmaster = "{self.masters}"\nkey_file = "{key_file}"\n')
         for host in HOSTS:
