@@ -562,8 +562,15 @@ class ChunkIO:
                         slots.release()
                         await chunk.wait_changed()
                         continue
+                    if synchronous:
+                        # A synchronous batch goes alone (next_batch): nothing of this
+                        # chunk could be sent beside it, so it is sent from this task,
+                        # not one of its own (a wake-up less per write+fsync).
+                        await self._send_batch(inode, index, chunk, batch, True,
+                                               chunk.batches_sent, slots)
+                        continue
                     batches.start_soon(self._send_batch, inode, index, chunk, batch,
-                                       synchronous, chunk.batches_sent, slots)
+                                       False, chunk.batches_sent, slots)
             if chunk.idle:  # no checkpoint between this test and the removal
                 del self._chunk_writes[(inode, index)]
                 return

@@ -236,10 +236,12 @@ class Client:
             if size_bytes <= state.published_bytes and (
                     datasync or mtime_age_s < MTIME_PUBLISH_INTERVAL_S):
                 size_bytes = 0  # the size is known; the mtime waits (for close at the latest)
-        with unwrapped_errors():
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.io.flush, InodeId(inode))
-                if size_bytes:
+        if not size_bytes:
+            await self.io.flush(InodeId(inode))  # fast path: nothing to tell the master
+        else:
+            with unwrapped_errors():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.io.flush, InodeId(inode))
                     nursery.start_soon(self._write_end, inode, size_bytes)
         state = self.files.find(inode)
         if state is not None and not datasync:
