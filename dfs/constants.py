@@ -412,6 +412,22 @@ PROGRESS_PLAIN_INTERVAL_S = 2.0
 MIGRATION_MASTER_TIMEOUT_S = 15.0
 # A migration's progress and its worker are looked at this often.
 MIGRATION_POLL_INTERVAL_S = 0.5
+# A copy whose bytes have not moved for this long while the guest is paused (the
+# final pass, or the pause policy) has a silent peer (a cut link, a hung host):
+# the move is aborted, so the guest stalls about this long, as for a disk (issue 16).
+MIGRATION_PEER_SILENT_PAUSED_S = 1.0
+# The same while the guest runs: it is not stalled meanwhile, so a busy machine's
+# slow copy is given longer before it is taken for a silent peer.
+MIGRATION_PEER_SILENT_RUNNING_S = 3.0
+# After an abort, libvirt may still wait for a silent peer (its keepalive, about
+# 30 s) with the guest already running on the source: wait no longer than this.
+MIGRATION_ABORT_WAIT_S = 2.0
+# After a failed move, a source whose mount the master has not heard from for this
+# long is watched until it is heard from again or its session (and the guest's
+# write lease) has expired, for at most MIGRATION_FENCE_WAIT_S (past the default
+# lease expiry, LEASE_EXPIRY_S).
+MIGRATION_SOURCE_SILENT_MS = 1500
+MIGRATION_FENCE_WAIT_S = 30.0
 # Throttle steps for auto-converge: libvirt's defaults (20 % + 10 %) were
 # measured not to converge a paced dirtier in 120 s; these did in 67 s.
 AUTO_CONVERGE_INITIAL_PERCENT = 50

@@ -11,6 +11,17 @@ Promises of ``migrate``:
   policy: ``pause`` (suspend it and finish offline; libvirt resumes it on
   the destination), ``postcopy``, ``auto-converge`` (throttling from the
   start) or ``abort``.
+* A silent peer is not a guest that dirties too fast (issue 16): a copy whose
+  bytes stop moving (a cut link, a hung host) is aborted after
+  MIGRATION_PEER_SILENT_PAUSED_S while the guest is paused, or
+  MIGRATION_PEER_SILENT_RUNNING_S while it runs (never after post-copy has
+  started: the destination then holds the guest), and no stall policy is
+  applied to it. ``migrate`` then ends within MIGRATION_ABORT_WAIT_S once the
+  guest runs on the source again, even while libvirt still waits for the peer.
+* After a failure, ``aftermath`` cleans the destination and the report says
+  where the guest runs and whether it is fenced there (its write leases).
+* libvirt's own error lines never reach the terminal: its errors come back
+  as exceptions, and are reported in ours.
 * The report says how long it took, how long the guest was paused, how
   many bytes of memory moved and how many bytes of disk did not.
 """
@@ -18,6 +29,7 @@ Promises of ``migrate``:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,9 +40,13 @@ import libvirt
 from vmstore.dfs.constants import (
     AUTO_CONVERGE_INCREMENT_PERCENT,
     AUTO_CONVERGE_INITIAL_PERCENT,
+    MIGRATION_ABORT_WAIT_S,
+    MIGRATION_PEER_SILENT_PAUSED_S,
+    MIGRATION_PEER_SILENT_RUNNING_S,
     MIGRATION_POLL_INTERVAL_S,
 )
 from vmstore.dfs.errors import MigrationFailed
+from vmstore.dfs.migration.aftermath import clean_destination, defined_on, where_it_runs
 from vmstore.dfs.migration.cluster_view import ClusterView, GuestRecord, GuestRecords
 from vmstore.dfs.migration.domain import parse_domain
 from vmstore.dfs.migration.hosts import ClusterAccess, Fleet, MigrationHost
@@ -39,14 +55,31 @@ from vmstore.dfs.migration.progress import describe
 from vmstore.dfs.progress import ProgressDisplay
 
 STALL_POLICIES = ("pause", "postcopy", "auto-converge", "abort")
+log = logging.getLogger(__name__)
+
+
+def _libvirt_error(_context: object, error: Any) -> None:
+    """libvirt's error callback: to our log, not as a stray line on stderr."""
+    log.debug("libvirt: %s", error[2] if isinstance(error, (list, tuple)) else error)
+
+
+class _MoveFailed(Exception):
+    """The move failed; ``reason`` says how (the guest's state is found out after)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class JobStatistics:
-    """The latest ``jobStats()`` of a domain's job, polled by a thread of its own."""
+    """The latest ``jobStats()`` of a domain's job, polled by a thread of its own;
+    ``progress_at``: when its bytes last moved (None until the copy has started)."""
 
     def __init__(self, domain: Any) -> None:
         self.domain = domain
         self.latest: dict[str, Any] = {}
+        self.progress_at: float | None = None
+        self._moved_bytes = -1
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="job statistics", daemon=True)
 
@@ -62,6 +95,12 @@ class JobStatistics:
                 self.latest = self.domain.jobStats()
             except libvirt.libvirtError:
                 pass  # no job yet, or it has ended; keep the last figures
+            if self.latest.get("memory_total"):
+                moved = (int(self.latest.get("memory_processed", 0))
+                         + int(self.latest.get("disk_processed", 0)))
+                if moved != self._moved_bytes:
+                    self._moved_bytes = moved
+                    self.progress_at = time.monotonic()
             self._stopped.wait(MIGRATION_POLL_INTERVAL_S)
 
 
@@ -112,6 +151,7 @@ def connect(host: MigrationHost) -> tuple[MigrationHost, Any]:
     An unconfigured host's label is its hostname, as a mount's label is by
     default.
     """
+    libvirt.registerErrorHandler(_libvirt_error, None)
     try:
         connection = libvirt.open(host.libvirt_uri)
     except libvirt.libvirtError as error:
@@ -165,6 +205,10 @@ class Migration:
         self._unsafe_retried = False
         self._stall_policy_error = ""
         self._worker_done = threading.Event()
+        self._silent_peer_s = 0.0  # > 0: aborted because the copy stopped moving
+        self._abandoned = False  # libvirt still waits for a silent peer; we do not
+        self._abort_answered = threading.Event()  # the source's libvirt answered an abort
+        self._abort_taken = threading.Event()  # ... and took it
 
     def run(self) -> MigrationReport:
         if self.options.on_stall not in STALL_POLICIES:
@@ -178,9 +222,14 @@ class Migration:
                          self.cluster, copy_storage=self.options.copy_storage,
                          trust_ownership=self.options.trust_ownership)
             self.report.notes.extend(plan.notes)
+            defined_before = defined_on(destination_connection, self.guest_name)
             self.cluster.hand_over(plan.images, self.destination.label)
             try:
                 self._move(domain, plan)
+            except _MoveFailed as failure:
+                self.cluster.hand_over(plan.images, "")  # the source keeps writing
+                raise MigrationFailed(self._after_failure(
+                    failure.reason, destination_connection, plan, defined_before)) from None
             except BaseException:
                 self.cluster.hand_over(plan.images, "")  # the source keeps writing
                 raise
@@ -235,25 +284,33 @@ class Migration:
             self._watch(domain, started)
         except KeyboardInterrupt:
             self.display.say(f"aborting the migration of {self.guest_name}...")
-            # An abort before QEMU's own copy has started cancels nothing: repeat it.
-            while not self._worker_done.is_set():
-                self._abort(domain)
-                self._worker_done.wait(MIGRATION_POLL_INTERVAL_S)
-            if self._error is not None:
-                raise MigrationFailed(f"{self.guest_name}: aborted; it keeps running on"
-                                      f" {self.source.name}") from None
+            self._stop_move(domain)
+            if self._error is not None or self._abandoned:
+                raise _MoveFailed(f"{self.guest_name}: aborted") from None
             self.report.notes.append("interrupted, but the move had already completed")
         finally:
             self.display.finish()
         self.report.total_s = time.monotonic() - started
-        if self._error is not None:
-            if suspended_here:
-                domain.resume()
-            message = (self._error.get_error_message()
-                       if isinstance(self._error, libvirt.libvirtError) else str(self._error))
-            raise MigrationFailed(f"moving {self.guest_name} to {self.destination.name}"
-                                  f" failed: {message}; it keeps running on"
-                                  f" {self.source.name}")
+        if self._error is None and not self._abandoned:
+            if self._silent_peer_s:
+                self.report.notes.append("aborted for a silent peer, but the move had"
+                                         " already completed")
+            return
+        source_silent = self._abandoned and not self._abort_answered.is_set()
+        if (suspended_here or self.report.stall_policy_applied == "pause") and not source_silent:
+            self._resume_if_paused(domain)
+        if self._silent_peer_s:
+            unanswered = (f"; {self.source.name}'s libvirt did not answer the abort within"
+                          f" {MIGRATION_ABORT_WAIT_S:g} s" if source_silent else "")
+            raise _MoveFailed(f"moving {self.guest_name} to {self.destination.name} failed:"
+                              f" the copy stopped moving for {self._silent_peer_s:.1f} s (a"
+                              " silent peer: a cut link or a hung host), so it was aborted"
+                              + unanswered)
+        assert self._error is not None
+        message = (self._error.get_error_message()
+                   if isinstance(self._error, libvirt.libvirtError) else str(self._error))
+        raise _MoveFailed(f"moving {self.guest_name} to {self.destination.name}"
+                          f" failed: {message}")
 
     def _migrate_thread(self, domain: Any, flags: int, params: dict[str, Any]) -> None:
         try:
@@ -288,6 +345,13 @@ class Migration:
                 latest = statistics.latest
                 if latest.get("memory_total"):  # else: the copy has not started yet
                     self.display.show(describe(latest))
+                silent_s = self._peer_silent_s(domain, statistics)
+                if silent_s:
+                    self._silent_peer_s = silent_s
+                    self.display.say(f"{self.destination.name} has taken nothing for"
+                                     f" {silent_s:.1f} s: a silent peer; aborting the move")
+                    self._stop_move(domain)
+                    return
                 if policy_due and time.monotonic() >= deadline:
                     policy_due = self._apply_stall_policy(domain)
         finally:
@@ -319,12 +383,87 @@ class Migration:
         self._stall_policy_error = ""
         return False
 
+    def _peer_silent_s(self, domain: Any, statistics: JobStatistics) -> float:
+        """How long the copy has not moved, once that says its peer is silent; else 0."""
+        if statistics.progress_at is None:
+            return 0.0  # not started: libvirt's own handshake has its own timeouts
+        if self.report.stall_policy_applied == "postcopy" and not self._stall_policy_error:
+            return 0.0  # the destination runs the guest now: an abort would lose it
+        quiet_s = time.monotonic() - statistics.progress_at
+        if quiet_s < MIGRATION_PEER_SILENT_PAUSED_S:
+            return 0.0
+        try:
+            paused = domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+        except libvirt.libvirtError:
+            return 0.0  # the source domain is gone: the move completed
+        limit_s = MIGRATION_PEER_SILENT_PAUSED_S if paused else MIGRATION_PEER_SILENT_RUNNING_S
+        return quiet_s if quiet_s >= limit_s else 0.0
+
+    def _stop_move(self, domain: Any) -> None:
+        """Abort until the worker ends; or stop waiting (``_abandoned``) when, after
+        MIGRATION_ABORT_WAIT_S, an abort took and the guest runs on the source again
+        (libvirt may go on waiting for a silent peer's answer far longer), or the
+        source's libvirt has answered no abort at all (the source itself is silent:
+        its QEMU waits on a cut mount). The aborts go from a thread of their own, since
+        a silent source's never return.
+        """
+        aborter = threading.Thread(target=self._abort_until_done, args=(domain,),
+                                   name=f"abort {self.guest_name}", daemon=True)
+        aborter.start()
+        since = time.monotonic()
+        while not self._worker_done.wait(MIGRATION_POLL_INTERVAL_S):
+            if time.monotonic() - since < MIGRATION_ABORT_WAIT_S:
+                continue
+            if not self._abort_answered.is_set() or (self._abort_taken.is_set()
+                                                     and self._runs_on_source(domain)):
+                self._abandoned = True
+                return
+
+    def _abort_until_done(self, domain: Any) -> None:
+        """An abort before QEMU's own copy has started cancels nothing: repeat it."""
+        while not self._worker_done.is_set() and not self._abandoned:
+            if self._abort(domain):
+                self._abort_taken.set()
+            self._abort_answered.set()
+            self._worker_done.wait(MIGRATION_POLL_INTERVAL_S)
+
+    def _runs_on_source(self, domain: Any) -> bool:
+        try:
+            state, reason = domain.state()
+        except libvirt.libvirtError:
+            return False
+        if (state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_USER
+                and self.report.stall_policy_applied == "pause"):
+            return self._resume_if_paused(domain)  # our pause, not libvirt's
+        return bool(state == libvirt.VIR_DOMAIN_RUNNING)
+
+    def _resume_if_paused(self, domain: Any) -> bool:
+        """Resume the source guest if it is paused; whether it runs."""
+        try:
+            if domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                domain.resume()
+            return True
+        except libvirt.libvirtError as error:
+            self.report.notes.append(f"resuming {self.guest_name} on {self.source.name}"
+                                     f" failed: {error.get_error_message()}")
+            return False
+
     @staticmethod
-    def _abort(domain: Any) -> None:
+    def _abort(domain: Any) -> bool:
+        """Ask libvirt to abort the job; whether it took the request."""
         try:
             domain.abortJob()
         except libvirt.libvirtError:
-            pass  # no job (yet, or any more): the caller asks again or sees the outcome
+            return False  # no job (yet, or any more): the caller asks again or sees the outcome
+        return True
+
+    def _after_failure(self, reason: str, destination_connection: Any, plan: Plan,
+                       defined_before: bool) -> str:
+        """The failure message: ``reason``, where the guest runs, what was cleaned."""
+        notes = clean_destination(destination_connection, self.guest_name, defined_before)
+        where = where_it_runs(self.cluster, plan.images, self.guest_name, self.source,
+                              self.display)
+        return "\n  ".join([f"{reason}; {where}", *notes])
 
     # --- afterwards ---------------------------------------------------------------------
     def _finish(self, destination_connection: Any, plan: Plan) -> Any:

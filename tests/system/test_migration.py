@@ -389,3 +389,106 @@ def test_qemu_image_locks_still_work_on_one_host(lab: LibvirtLab) -> None:
     finally:
         connection.close()
         guest.stop()
+
+
+# --- a silent peer during a move (issue 16) ---------------------------------------------
+# The cut stays in place this long at least: the command must be done before it ends.
+CUT_HELD_S = 20.0
+
+
+def cut_during_a_move(lab: LibvirtLab, guest: Guest, cut: str) -> subprocess.Popen[str]:
+    """`vmstore migrate` of ``guest`` from h1 to h2 at 3 MiB/s, with ``cut``'s link taken
+    down once the copy is under way (the caller reconnects it)."""
+    guest.wait_for_acks(20, BOOT_TIMEOUT_S)
+    mover = subprocess.Popen(
+        [sys.executable, "-m", "vmstore.cli.main", "migrate", guest.name, "--to", "h2",
+         "--bandwidth", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "VMSTORE_CONFIG": str(coordinator_config(lab))})
+    assert mover.stderr is not None
+    wait_until(lambda: "MiB sent" in mover.stderr.readline(), 60, "the copy to start")
+    lab.network.cut(cut)
+    return mover
+
+
+def defined_on_host(lab: LibvirtLab, host: str, name: str) -> bool:
+    import libvirt
+
+    connection = libvirt_connection(lab, host)
+    try:
+        return name in {domain.name() for domain in connection.listAllDomains()}
+    except libvirt.libvirtError:
+        return False
+    finally:
+        connection.close()
+
+
+def test_a_cut_destination_aborts_the_move_and_the_guest_writes_on(lab: LibvirtLab) -> None:
+    """h2's link goes down (no reset) during the copy: the move is aborted rather than
+    the guest paused for the stall policy (before: ~20 s of downtime for a 15 s cut),
+    `migrate` ends while the cut holds, the guest writes on on h1 only, and h2 keeps no
+    definition of it. (The copy has 64 MiB of dirtied memory to send at 3 MiB/s.)"""
+    guest = start_guest(lab, "cutdest", memory_mib=128, dirty_mib_per_s=1, dirty_mib=64)
+    try:
+        mover = cut_during_a_move(lab, guest, "h2")
+        try:
+            output, errors = mover.communicate(timeout=CUT_HELD_S)
+            assert mover.returncode == 1, output + errors
+            assert "a silent peer" in errors and "it keeps running on h1" in errors, errors
+            assert "libvirt:" not in errors, errors  # libvirt's own lines stay out
+            ack = guest.highest_ack()
+            guest.wait_for_acks(ack + 20, CUT_HELD_S)  # on h1, during the cut
+            assert not defined_on_host(lab, "h2", "cutdest"), errors
+        finally:
+            lab.network.reconnect("h2")
+        assert guest.running_on() == ["h1"]
+        guest.wait_for_acks(guest.highest_ack() + 10)
+        assert not defined_on_host(lab, "h2", "cutdest")
+        print(errors.strip().splitlines()[-3:])
+    finally:
+        guest.stop()
+    guest.check_disk("h1")
+
+
+def test_a_source_cut_past_the_lease_expiry_is_named_fenced_and_recovers(
+        lab: LibvirtLab) -> None:
+    """h1 (the source) goes silent during the copy for longer than the lease expiry:
+    its session expires and the guest's image has no lease holder, so its writes fail.
+    `migrate` says so (before: "it keeps running on h1") and names the commands that
+    restart it on h1; run, they bring the guest back writing there."""
+    guest = start_guest(lab, "cutsource", memory_mib=128, dirty_mib_per_s=1, dirty_mib=64)
+    try:
+        mover = cut_during_a_move(lab, guest, "h1")
+        try:
+            output, errors = mover.communicate(timeout=CUT_HELD_S + LEASE_EXPIRY_S)
+        finally:
+            lab.network.reconnect("h1")
+        assert mover.returncode == 1, output + errors
+        assert "FENCED" in errors and "nobody holds the write lease" in errors, errors
+        assert "libvirt:" not in errors, errors
+        assert guest.running_on() == ["h1"]
+        wait_until(lambda: b"WRITE_ERROR" in guest.console.read_bytes(), PROGRESS_TIMEOUT_S,
+                   "the fenced guest's writes to fail")
+        (recovery,) = [line.split("take the lease back: ", 1)[1] for line in
+                       errors.splitlines() if "take the lease back: " in line]
+        restarted_at = len(guest.console.read_bytes())
+        subprocess.run(recovery, shell=True, check=True, timeout=60, capture_output=True)
+
+        def new_acks() -> list[int]:
+            return console_acks(guest.console.read_bytes()[restarted_at:])
+
+        wait_until(lambda: len(new_acks()) >= 20, BOOT_TIMEOUT_S,
+                   "20 ACKs from the guest restarted on h1")
+        assert guest.running_on() == ["h1"]
+        connection = libvirt_connection(lab, "h1")
+        try:
+            connection.lookupByName("cutsource").destroy()  # before reading its last ACK
+        finally:
+            connection.close()
+        highest = new_acks()[-1]
+    finally:
+        lab.network.reconnect("h1")
+        guest.stop()
+    read = file_reader(lab.path_in("h1", guest.image))
+    for number in range(highest + 1):
+        problem = record_problem(read(number * RECORD_BYTES, RECORD_BYTES), number)
+        assert problem is None, f"record {number}: {problem}"
