@@ -52,6 +52,7 @@ import trio
 from prometheus_client import Counter, Histogram
 
 from vmstore.dfs.client.client import Client
+from vmstore.dfs.client.create_open import create_and_open
 from vmstore.dfs.constants import (
     ATTR_TIMEOUT_S,
     CAPABILITY_CACHE_ENTRIES_MAX,
@@ -447,8 +448,10 @@ class VmstoreOperations(pyfuse3.Operations):
     @translated
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        attrs = await self.client.create(parent_inode, name, mode, ctx.uid, ctx.gid)
-        await self._opened(attrs.inode, flags & os.O_ACCMODE != os.O_RDONLY, ctx)
+        # One round trip: the master creates, holds and (for a writer) leases the
+        # file in one commit (dfs.client.create_open).
+        attrs = await create_and_open(self.client, parent_inode, name, mode, ctx.uid,
+                                      ctx.gid, writable=flags & os.O_ACCMODE != os.O_RDONLY)
         return self._new_handle(attrs, flags), self._entry(attrs)
 
     @translated

@@ -51,6 +51,14 @@ class ClientLeases:
             session_id=self.master.session_id, inode=inode), reply_type=m.LeaseReply)
         self._leases[inode] = _Lease(epoch=reply.epoch, writers=1)
 
+    def taken_at_create(self, inode: int, epoch: int) -> None:
+        """A create that opened its new file for writing took the lease at ``epoch``
+        (ClientToMasterCreate with ``write_lease``): as ``opened_for_write``, with the
+        master asked already."""
+        assert inode not in self._leases, f"inode {inode}: a new file's lease known before"
+        assert epoch > 0, f"inode {inode}: a create's lease at epoch {epoch}"
+        self._leases[inode] = _Lease(epoch=epoch, writers=1)
+
     async def closed_for_write(self, inode: int) -> None:
         lease = self._leases.get(inode)
         if lease is None or lease.writers == 0:

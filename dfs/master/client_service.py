@@ -168,7 +168,10 @@ class ClientService:
         assert isinstance(reply, m.Message)
         return reply
 
-    async def _mutate(self, request: Any, change: "ChangeFunction") -> m.Message:
+    async def _mutate(self, request: Any, change: "ChangeFunction",
+                      committed: Callable[[m.Message], None] | None = None) -> m.Message:
+        """Run ``change`` in the group committer with the request's stored reply; then
+        ``committed`` (before anything awaits), then tell the other mounts."""
         session_id = SessionId(request.session_id)
         op_id: int = request.op_id
         now_ns = time.time_ns()
@@ -189,6 +192,8 @@ class ClientService:
         if freed:
             self.chunk_manager.deletions_wanted.set()
         reply = decode_stored_message(encoded)
+        if committed is not None:
+            committed(reply)
         if notices:
             notice = notices[-1]
             if changes_data(request) and isinstance(reply, m.AttrsReply):
@@ -237,6 +242,41 @@ class ClientService:
         elif self.registry.release(inode, SessionId(request.session_id)):
             await self.orphans.delete([inode])
         return m.EmptyReply()
+
+    async def create(self, connection: Connection, request: Any) -> m.Message:
+        """A create; with ``open_handle`` also the creator's open, in the same commit.
+
+        The open is what ClientToMasterHold and ClientToMasterAcquireLease would
+        do: the file held for the session (from the moment the commit returns,
+        before this awaits anything), and with ``write_lease`` its lease granted
+        in the create's own transaction. Nobody else knows the new inode before
+        that transaction commits, so no lease lock is needed, and a retry after a
+        lost reply finds the reply (with the epoch) in the reply cache.
+        """
+        session_id = SessionId(request.session_id)
+        if request.write_lease and not request.open_handle:
+            raise InvalidArgument("create: a write lease comes only with an open handle")
+        if request.write_lease and request.mode & 0o170000 != 0o100000:
+            raise InvalidArgument("create: write leases are for regular files")
+        if request.open_handle and session_id == 0:
+            raise InvalidArgument("create: an open handle needs a client session")
+        label = self.host_label_of(session_id)
+        writer_leases = self.leases.writer_leases
+
+        def change(ns: Namespace, r: Any, now_ns: int, freed: list[Any]) -> m.Message:
+            attrs = ns.create(InodeId(r.parent), r.name, r.mode, r.uid, r.gid, r.rdev, now_ns)
+            epoch = (writer_leases.grant(InodeId(attrs.inode), session_id, label)
+                     if r.write_lease else 0)
+            return m.AttrsReply(attrs=attrs, lease_epoch=epoch)
+
+        def opened(reply: m.Message) -> None:
+            assert isinstance(reply, m.AttrsReply)
+            self.registry.hold(InodeId(reply.attrs.inode), session_id)
+
+        if not request.open_handle:
+            return await self._mutate(request, change)
+        self.leases.touch(session_id)
+        return await self._mutate(request, change, committed=opened)
 
     async def chunk_for_write(self, connection: Connection, request: Any) -> m.Message:
         _check_chunk_index(request.index)
@@ -490,8 +530,6 @@ def _attrs(make: Callable[[Namespace, Any, int], m.FileAttrs]) -> ChangeFunction
 
 
 _CHANGES: dict[type[m.Message], ChangeFunction] = {
-    m.ClientToMasterCreate: _attrs(lambda ns, r, t: ns.create(
-        InodeId(r.parent), r.name, r.mode, r.uid, r.gid, r.rdev, t)),
     m.ClientToMasterMkdir: _attrs(lambda ns, r, t: ns.mkdir(
         InodeId(r.parent), r.name, r.mode, r.uid, r.gid, t)),
     m.ClientToMasterSymlink: _attrs(lambda ns, r, t: ns.symlink(
@@ -530,6 +568,7 @@ _QUERIES: dict[type[m.Message], Callable[[ClientService, Any], m.Message]] = {
 }
 
 _SPECIAL: dict[type[m.Message], Callable[[ClientService, Connection, Any], Any]] = {
+    m.ClientToMasterCreate: ClientService.create,
     m.ClientToMasterHold: ClientService.hold,
     m.ClientToMasterDrain: ClientService.drain,
     m.ClientToMasterChunkForWrite: ClientService.chunk_for_write,

@@ -1,0 +1,84 @@
+"""An open(O_CREAT) of a new file is one master round trip (issue 18 part 3).
+
+The master creates the file, holds it for the creator's session and, for a
+writer, grants the write lease, in one commit (ClientToMasterCreate with
+``open_handle`` and ``write_lease``). What the separate Hold and AcquireLease
+calls promised still holds: the lease keeps another host's writer out until the
+last close, and the file outlives an unlink while it is open here.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import trio
+
+from tests.fuse.kernel import FILE_MODE, ROOT, ROOT_INODE, expect_errno
+from vmstore.dfs.errors import LeaseHeld
+from vmstore.dfs.metrics import REGISTRY
+from vmstore.dfs.testing.cluster import SimCluster
+from vmstore.fuse.operations import VmstoreOperations
+
+# Requests the master answers on its own schedule, not the test's.
+_BACKGROUND = frozenset({"RenewSession"})
+
+
+def master_requests() -> dict[str, float]:
+    """How many requests of each kind the (in-process) master has answered."""
+    counts: dict[str, float] = {}
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            if sample.name == "vmstore_master_request_seconds_count":
+                counts[sample.labels["request"]] = sample.value
+    return counts
+
+
+def asked_since(before: dict[str, float]) -> dict[str, float]:
+    return {request: count - before.get(request, 0.0)
+            for request, count in master_requests().items()
+            if count != before.get(request, 0.0) and request not in _BACKGROUND}
+
+
+async def test_a_create_for_writing_is_one_round_trip_and_holds_the_lease(
+        operations: VmstoreOperations, cluster: SimCluster, sim_clock: trio.abc.Clock) -> None:
+    client = operations.client
+    before = master_requests()
+    info, entry = await operations.create(ROOT_INODE, b"new", FILE_MODE, os.O_WRONLY, ROOT)
+    assert asked_since(before) == {"Create": 1}
+    lease = await client.lease_info(entry.st_ino)
+    assert lease.holder_session == client.master.session_id
+    assert lease.epoch > 0
+
+    async with cluster.client("client2") as other:
+        try:
+            await other.opened(entry.st_ino, writable=True)
+        except LeaseHeld:
+            pass
+        else:
+            raise AssertionError("another host opened for writing a file created open here")
+
+    # Held at the master for this mount: an unlinked open file lives on.
+    assert await operations.write(info.fh, 0, b"kept") == 4
+    await operations.unlink(ROOT_INODE, b"new", ROOT)
+    await operations.fsync(info.fh, False)
+    assert (await operations.getattr(entry.st_ino, ROOT)).st_size == 4
+
+    await operations.flush(info.fh)
+    await operations.release(info.fh)
+    assert (await client.lease_info(entry.st_ino)).holder_session == 0
+    await trio.sleep(1)
+    await expect_errno(errno.ESTALE, operations.getattr, entry.st_ino, ROOT)
+
+
+async def test_a_create_for_reading_takes_no_lease(operations: VmstoreOperations,
+                                                   sim_clock: trio.abc.Clock) -> None:
+    client = operations.client
+    info, entry = await operations.create(ROOT_INODE, b"ro", FILE_MODE, os.O_RDONLY, ROOT)
+    assert (await client.lease_info(entry.st_ino)).holder_session == 0
+    await operations.unlink(ROOT_INODE, b"ro", ROOT)
+    assert (await operations.getattr(entry.st_ino, ROOT)).st_nlink == 0  # still held
+    await operations.flush(info.fh)
+    await operations.release(info.fh)
+    await trio.sleep(1)
+    await expect_errno(errno.ESTALE, operations.getattr, entry.st_ino, ROOT)
