@@ -15,6 +15,8 @@ Prints, each as p50/p90 over --rounds:
 
 These are the numbers behind the README's explanation of the fsync row:
 vmstore's fsync cannot be faster than its hops plus two replicas' syncs.
+deploy/bench/compare_moosefs.py prints the three p50s (``measure_floors``)
+before and after its systems run, in the same run.
 
 Caveat: the machine's load moves these figures; compare within one run.
 """
@@ -23,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -87,6 +91,30 @@ def synced_writes(directory: str, rounds: int) -> list[float]:
         os.unlink(path)
 
 
+def synced_writes_two_at_once(directory: str, rounds: int) -> list[list[float]]:
+    """``synced_writes`` in two processes at once, each on its own file."""
+    # The workers take SIGTERM's default back: a caller's handler (compare_moosefs.py
+    # raises KeyboardInterrupt) would make the pool's own shutdown print tracebacks.
+    with Pool(2, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
+        return pool.starmap(synced_writes, [(directory, rounds)] * 2)
+
+
+@dataclass(frozen=True)
+class Floors:
+    """The p50s compare_moosefs.py prints beside its table, in microseconds."""
+
+    ping_pong_p50_us: float  # a round trip between two processes free to run on any CPU
+    sync_p50_us: float  # pwrite 4 KiB + checksum entry + fdatasync, alone
+    two_syncs_p50_us: float  # the same in two processes at once (both processes' samples)
+
+
+def measure_floors(directory: Path, rounds: int) -> Floors:
+    both = synced_writes_two_at_once(str(directory), rounds)
+    return Floors(statistics.median(ping_pong(rounds * 5, None)) * 1e6,
+                  statistics.median(synced_writes(str(directory), rounds)) * 1e6,
+                  statistics.median(both[0] + both[1]) * 1e6)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"),
@@ -97,8 +125,7 @@ def main() -> int:
     print(f"ping-pong across CPUs:      {percentiles(ping_pong(args.rounds * 5, None))}")
     print(f"ping-pong pinned to CPU 0:  {percentiles(ping_pong(args.rounds * 5, {0}))}")
     print(f"pwrite+fdatasync, alone:    {percentiles(synced_writes(str(args.dir), args.rounds))}")
-    with Pool(2) as pool:
-        both = pool.starmap(synced_writes, [(str(args.dir), args.rounds)] * 2)
+    both = synced_writes_two_at_once(str(args.dir), args.rounds)
     print(f"pwrite+fdatasync, two at once: {percentiles(both[0])}; {percentiles(both[1])}")
     return 0
 
