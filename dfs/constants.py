@@ -246,10 +246,18 @@ SILENT_MASTER_AVOID_S = 30.0
 HA_HEARTBEAT_TIMEOUT_S = 3.0
 # An HA group's clients retry a master call at most this far apart.
 HA_RECONNECT_BACKOFF_S_MAX = 0.25
-# A standby reads the journal's new entries this often (and at most this many
-# per read): its lag, and how long a takeover spends catching up.
-JOURNAL_POLL_INTERVAL_S = 0.05
+# A read of the journal (a standby's before it watches, a takeover's catch-up)
+# takes at most this many entries at once.
 JOURNAL_READ_ENTRIES_MAX = 256
+# A watch stream (a standby's on the journal and on the leader key) that brings
+# nothing for this long is opened again, on the next endpoint if this one fails,
+# from where it was: an etcd member that died silently or was cut off costs a
+# standby at most this long. etcd 3.4's gateway sends no heartbeat on a watch,
+# so an idle stream is reopened this often too (one request).
+ETCD_WATCH_SILENCE_S = 3.0
+# One message of a watch stream (its events, base64 in JSON) at most: above the
+# largest journal entry (JOURNAL_ENTRY_BYTES_MAX) with room for a few.
+ETCD_WATCH_MESSAGE_BYTES_MAX = 64 * 1024 * 1024
 # A change waits this long for etcd to take its journal entry (quorum lost:
 # changes wait, unacknowledged, and resume); past it the leader gives up its
 # leadership rather than hold every client longer.

@@ -1,10 +1,11 @@
 """The few etcd v3 calls metadata HA needs, over etcd's JSON gateway, under trio.
 
 Why this client: etcd's own Python clients speak gRPC and run on asyncio or
-threads, not trio; the JSON gateway (``/v3/kv/*``, ``/v3/lease/*``) is part of
-every etcd 3.4 server (Debian's ``etcd-server``) and needs only an HTTP
-client. ``httpx.AsyncClient`` is a well-kept one that runs under trio (through
-anyio), with per-request deadlines and connection pooling.
+threads, not trio; the JSON gateway (``/v3/kv/*``, ``/v3/lease/*``,
+``/v3/watch``) is part of every etcd 3.4 server (Debian's ``etcd-server``) and
+needs only an HTTP client. ``httpx.AsyncClient`` is a well-kept one that runs
+under trio (through anyio), with per-request deadlines, streamed responses
+and connections kept alive between calls.
 
 Promises:
 * Every call has a deadline (``ETCD_CALL_TIMEOUT_S``) and names the endpoint
@@ -15,20 +16,48 @@ Promises:
   callers make their writes idempotent or check (``MetadataJournal`` does).
 * Keys and values are bytes here; base64 and int64-as-string are the
   gateway's encoding and stay inside this module.
+* A ``Watcher`` returns every change to its keys after its start revision, in
+  revision order, each once. A stream that breaks, or stays silent for
+  ETCD_WATCH_SILENCE_S, is opened again (next endpoint first) from the
+  revision after the last event seen, so a dead or cut-off member costs at
+  most that long; ``WatchCompacted`` when etcd no longer holds that revision
+  (the caller reads instead); ``EtcdUnavailable`` when no endpoint opens one.
+
+Caveat: the gateway's watch is one HTTP request per stream, answered with
+newline-separated JSON messages; etcd 3.4 sends no heartbeat on it (progress
+notifications come every ten minutes), so silence is not an error here: a
+silent stream is simply opened again, which costs one request.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import trio
 
-from vmstore.dfs.constants import ETCD_CALL_TIMEOUT_S
+from vmstore.dfs.constants import (
+    ETCD_CALL_TIMEOUT_S,
+    ETCD_WATCH_MESSAGE_BYTES_MAX,
+    ETCD_WATCH_SILENCE_S,
+)
 from vmstore.dfs.errors import EtcdUnavailable
+
+# Asks etcd to end a watch stream whose member lost its raft leader (gRPC
+# metadata "hasleader", which the gateway takes from this header): a member cut
+# off from the quorum would otherwise keep the stream open and silent.
+REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}
+
+
+class WatchCompacted(Exception):
+    """etcd no longer holds the revision a watch would start from (compacted): read the
+    keys instead. Never leaves dfs.master (the journal's follower reads), so it is no
+    DfsError: it has no wire code and no errno."""
 
 
 def _b64(data: bytes) -> str:
@@ -60,6 +89,19 @@ class TxnResult:
     revision: int
     # What the failure branch's ranges returned (the success branch has only puts).
     ranges: tuple[tuple[KeyValue, ...], ...]
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    kvs: tuple[KeyValue, ...]
+    revision: int  # the store's revision the range was read at
+    more: bool  # a limit left keys out
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    deleted: bool
+    kv: KeyValue  # a delete's: the key and mod_revision (the deletion's) only
 
 
 # Compares and requests for ``txn``, in the gateway's JSON form (built by the helpers below).
@@ -119,6 +161,12 @@ class EtcdClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    def _passed_over(self, endpoint: str) -> None:
+        """``endpoint`` failed: the others are tried first, next time too."""
+        if endpoint in self.endpoints:
+            self.endpoints.remove(endpoint)
+            self.endpoints.append(endpoint)
+
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         errors = []
         for endpoint in list(self.endpoints):
@@ -133,9 +181,7 @@ class EtcdClient:
                     failure = f"{endpoint}: {type(error).__name__} {error}"
             if reply is None:
                 errors.append(failure)
-                # The next endpoint first, next time too.
-                self.endpoints.remove(endpoint)
-                self.endpoints.append(endpoint)
+                self._passed_over(endpoint)
                 continue
             if response.status_code != 200 or "error" in reply:
                 message = reply.get("message") or reply.get("error") or response.text
@@ -148,12 +194,24 @@ class EtcdClient:
 
     async def range(self, key: bytes, range_end: bytes | None = None, *,
                     limit: int = 0) -> tuple[KeyValue, ...]:
+        return (await self.range_at(key, range_end, limit=limit)).kvs
+
+    async def range_at(self, key: bytes, range_end: bytes | None = None, *,
+                       limit: int = 0) -> RangeResult:
+        """``range``, with the revision it was read at (a watch goes on from the next)."""
         body: dict[str, Any] = {"key": _b64(key)}
         if range_end is not None:
             body["range_end"] = _b64(range_end)
         if limit:
             body["limit"] = str(limit)
-        return _key_values(await self._call("/v3/kv/range", body))
+        reply = await self._call("/v3/kv/range", body)
+        return RangeResult(_key_values(reply), int(reply["header"]["revision"]),
+                           bool(reply.get("more", False)))
+
+    def watch(self, key: bytes, range_end: bytes | None, start_revision: int, *,
+              silence_s: float = ETCD_WATCH_SILENCE_S) -> Watcher:
+        """Changes to ``key`` (to ``range_end``) from ``start_revision`` on; see Watcher."""
+        return Watcher(self, key, range_end, start_revision, silence_s)
 
     async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int:
         body = put(key, value, lease)["request_put"]
@@ -205,3 +263,143 @@ class EtcdClient:
         if str(reply.get("health")) == "true":
             return ""
         return str(reply.get("reason") or f"/health answered {reply}")
+
+
+class Watcher:
+    """``async with client.watch(...) as watcher: events = await watcher.next()``.
+
+    One stream at a time, on the first endpoint that opens one; ``next_revision``
+    is where a new stream starts: the revision after the last event returned.
+    """
+
+    def __init__(self, client: EtcdClient, key: bytes, range_end: bytes | None,
+                 start_revision: int, silence_s: float) -> None:
+        assert start_revision > 0, start_revision
+        self.client = client
+        self.key = key
+        self.range_end = range_end
+        self.next_revision = start_revision
+        self.silence_s = silence_s
+        self.streams = 0  # opened so far: the first, then one per reconnection
+        self._endpoint = ""
+        self._stack: AsyncExitStack | None = None
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._buffer = b""
+
+    async def __aenter__(self) -> Watcher:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._drop()
+
+    async def next(self) -> list[WatchEvent]:
+        """The next change(s), at least one event; waits for them (cancel to stop).
+
+        Raises WatchCompacted (etcd compacted ``next_revision`` away: read the
+        keys instead), EtcdUnavailable (no endpoint opened a stream in time, or
+        streams keep breaking without an event).
+        """
+        broken = 0  # streams in a row that broke before an event
+        while True:
+            if self._chunks is None:
+                await self._open()
+            try:
+                message = await self._message()
+                events = [] if message is None else self._events(message)
+            except EtcdUnavailable:  # an error message, a cancelled watch, no JSON
+                message = None
+                broken += 1
+                self.client._passed_over(self._endpoint)
+                if broken > len(self.client.endpoints):
+                    await self._drop()
+                    raise
+            if message is None:  # silent, or it ended: another stream from where it was
+                await self._drop()
+                continue
+            if events:
+                self.next_revision = events[-1].kv.mod_revision + 1
+                return events
+
+    async def _open(self) -> None:
+        request: dict[str, Any] = {"key": _b64(self.key),
+                                   "start_revision": str(self.next_revision)}
+        if self.range_end is not None:
+            request["range_end"] = _b64(self.range_end)
+        errors = []
+        for endpoint in list(self.client.endpoints):
+            stack = AsyncExitStack()
+            self._stack, self._endpoint = stack, endpoint
+            try:
+                with trio.fail_after(self.client.timeout_s):
+                    response = await stack.enter_async_context(self.client._http.stream(
+                        "POST", endpoint + "/v3/watch", json={"create_request": request},
+                        headers=REQUIRE_LEADER,
+                        # Reads wait as long as the silence deadline lets them.
+                        timeout=httpx.Timeout(self.client.timeout_s, read=None)))
+                    if response.status_code != 200:
+                        raise EtcdUnavailable(f"HTTP {response.status_code}")
+                    self._chunks, self._buffer = response.aiter_raw(), b""
+                    # etcd answers "created" at once: this member serves.
+                    created = await self._message()
+                if created is None or not created.get("created"):
+                    raise EtcdUnavailable(f"the watch was not created: {created}")
+                self.streams += 1
+                self._events(created)  # a compaction may already say so
+                return
+            except (httpx.HTTPError, EtcdUnavailable, trio.TooSlowError) as error:
+                await self._drop()
+                errors.append(f"{endpoint}: {type(error).__name__} {error}")
+                self.client._passed_over(endpoint)
+        raise EtcdUnavailable(f"etcd /v3/watch {self.key!r}: " + "; ".join(errors))
+
+    async def _message(self) -> dict[str, Any] | None:
+        """The stream's next message (its result); None: the stream ended, broke, or
+        was silent for ``silence_s``. EtcdUnavailable: it sent something else."""
+        assert self._chunks is not None
+        while b"\n" not in self._buffer:
+            if len(self._buffer) > ETCD_WATCH_MESSAGE_BYTES_MAX:
+                raise EtcdUnavailable(f"etcd watch {self.key!r}: a message over"
+                                      f" {ETCD_WATCH_MESSAGE_BYTES_MAX} bytes")
+            chunk = None
+            with trio.move_on_after(self.silence_s):
+                try:
+                    chunk = await self._chunks.__anext__()
+                except (StopAsyncIteration, httpx.HTTPError):
+                    pass
+            if chunk is None:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            message = json.loads(line)
+        except ValueError as error:
+            raise EtcdUnavailable(f"etcd watch {self.key!r}: not JSON ({error})") from None
+        if not isinstance(message, dict) or "result" not in message:
+            # {"error": ...}: this member cannot serve the watch (it lost its leader).
+            raise EtcdUnavailable(f"etcd watch {self.key!r}: {line[:200]!r}")
+        result: dict[str, Any] = message["result"]
+        return result
+
+    def _events(self, result: dict[str, Any]) -> list[WatchEvent]:
+        compacted = int(result.get("compact_revision", 0))
+        if compacted:
+            raise WatchCompacted(f"etcd watch {self.key!r}: revision {self.next_revision}"
+                                 f" is compacted (etcd keeps {compacted} on)")
+        if result.get("canceled"):
+            raise EtcdUnavailable(f"etcd watch {self.key!r} cancelled:"
+                                  f" {result.get('cancel_reason') or 'no reason given'}")
+        events = result.get("events", ())
+        kvs = _key_values({"kvs": [event["kv"] for event in events]})
+        return [WatchEvent(event.get("type") == "DELETE", kv)
+                for event, kv in zip(events, kvs, strict=True)]
+
+    async def _drop(self) -> None:
+        stack = self._stack
+        self._stack, self._chunks, self._buffer = None, None, b""
+        if stack is not None:
+            with trio.CancelScope(shield=True, deadline=trio.current_time()
+                                  + self.client.timeout_s):
+                try:
+                    await stack.aclose()
+                except httpx.HTTPError:
+                    pass  # broken already: nothing to close cleanly

@@ -47,7 +47,6 @@ import trio
 
 from vmstore.dfs.constants import (
     JOURNAL_ENTRIES_PER_SNAPSHOT,
-    JOURNAL_POLL_INTERVAL_S,
     RECONNECT_BACKOFF_S_MAX,
 )
 from vmstore.dfs.errors import ConfigError, EtcdUnavailable, JournalTrimmed, NotLeader
@@ -164,15 +163,9 @@ class JournaledCommits:
         JOURNAL_POSITION.set(entry.seq)
 
     async def _append(self, entry: JournalEntry) -> None:
-        async with trio.open_nursery() as nursery:
-            async def deposed() -> None:
-                while not self.leadership.leading.cancel_called:
-                    await trio.sleep(JOURNAL_POLL_INTERVAL_S)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(deposed)
+        # trio runs this in a task of its own, outside ``leading``: bound it the same.
+        with self.leadership.while_leading():
             await self.journal.append(entry)
-            nursery.cancel_scope.cancel()
             return
         raise NotLeader(f"journal entry {entry.seq}: leadership lost while etcd was asked")
 
@@ -242,23 +235,20 @@ async def _prepare_copy(settings: MasterSettings, journal: MetadataJournal) -> i
 
 async def _follow(settings: MasterSettings, journal: MetadataJournal, position: int,
                   progress: StandbyProgress) -> None:
-    """Apply the journal into the local copy until cancelled."""
+    """Apply the journal into the local copy, as etcd takes its entries, until cancelled."""
     store = MetadataStore(settings.data_dir / DATABASE_NAME, fsync_commits=False)
     try:
-        while True:
-            try:
-                entries = await journal.read(position)
-            except EtcdUnavailable as error:
-                log.warning("standby cannot read the journal: %s", error,
-                            extra=about("journal_read_failed", error=str(error)))
-                await trio.sleep(RECONNECT_BACKOFF_S_MAX)
-                continue
-            if entries:
+        async with journal.follow(position) as follower:
+            while True:
+                try:
+                    entries = await follower.next()
+                except EtcdUnavailable as error:
+                    log.warning("standby cannot read the journal: %s", error,
+                                extra=about("journal_read_failed", error=str(error)))
+                    await trio.sleep(RECONNECT_BACKOFF_S_MAX)
+                    continue
                 await trio.to_thread.run_sync(apply_entries, store, entries)
-                position = entries[-1].seq
-                progress.applied(position)
-                continue
-            await trio.sleep(JOURNAL_POLL_INTERVAL_S)
+                progress.applied(entries[-1].seq)
     finally:
         store.close()
 

@@ -18,6 +18,11 @@ Promises:
   byte for byte) and counts as done: never twice, never lost silently.
 * ``read`` returns entries in sequence order, without gaps; JournalTrimmed when
   the entries after the caller's position are gone (trimmed by a snapshot).
+* ``follow`` (a standby's) returns the same entries as reads would, as etcd
+  takes them: one read to the journal's end, then a watch from the revision
+  that read saw, so nothing is polled. A watch that cannot go on (etcd
+  compacted its revision, or an entry is not the next one) falls back to a
+  read, and a read to JournalTrimmed as above.
 * A snapshot is published whole or not at all: its parts go first, then one
   transaction guarded by the leader key names them and trims the journal up to
   its sequence number.
@@ -43,7 +48,7 @@ from vmstore.dfs.constants import (
 from vmstore.dfs.errors import DamagedMetadata, EtcdUnavailable, JournalTrimmed, NotLeader
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.master import etcd_client as etcd
-from vmstore.dfs.master.etcd_client import EtcdClient
+from vmstore.dfs.master.etcd_client import EtcdClient, KeyValue, WatchCompacted, Watcher
 
 log = logging.getLogger(__name__)
 SEQ_DIGITS = 20
@@ -90,6 +95,14 @@ class Keys:
         return self.parts(seq) + str(index).zfill(6).encode()
 
 
+def _decode(kv: KeyValue) -> JournalEntry:
+    try:
+        return msgspec.msgpack.decode(kv.value, type=JournalEntry)
+    except msgspec.DecodeError as error:
+        raise DamagedMetadata(f"journal entry {kv.key!r} in etcd does not decode:"
+                              f" {error}") from None
+
+
 class MetadataJournal:
     def __init__(self, client: EtcdClient, prefix: str) -> None:
         self.etcd = client
@@ -134,16 +147,17 @@ class MetadataJournal:
     async def read(self, after_seq: int, *,
                    limit: int = JOURNAL_READ_ENTRIES_MAX) -> list[JournalEntry]:
         """Entries after ``after_seq``, in order (at most ``limit``)."""
-        values = await self.etcd.range(self.keys.entry(after_seq + 1),
-                                       etcd.prefix_end(self.keys.journal), limit=limit)
+        return (await self.read_at(after_seq, limit=limit))[0]
+
+    async def read_at(self, after_seq: int, *, limit: int = JOURNAL_READ_ENTRIES_MAX,
+                      ) -> tuple[list[JournalEntry], int, bool]:
+        """``read``, with the revision it was read at, and whether ``limit`` left some out."""
+        found = await self.etcd.range_at(self.keys.entry(after_seq + 1),
+                                         etcd.prefix_end(self.keys.journal), limit=limit)
         entries: list[JournalEntry] = []
         expected = after_seq + 1
-        for kv in values:
-            try:
-                entry = msgspec.msgpack.decode(kv.value, type=JournalEntry)
-            except msgspec.DecodeError as error:
-                raise DamagedMetadata(f"journal entry {kv.key!r} in etcd does not decode:"
-                                      f" {error}") from None
+        for kv in found.kvs:
+            entry = _decode(kv)
             if entry.seq != expected:
                 if not entries and entry.seq > expected:
                     raise JournalTrimmed(f"the journal starts at entry {entry.seq}; this copy"
@@ -152,7 +166,11 @@ class MetadataJournal:
                                       f" expected {expected}")
             entries.append(entry)
             expected += 1
-        return entries
+        return entries, found.revision, found.more
+
+    def follow(self, after_seq: int) -> JournalFollower:
+        """The entries after ``after_seq`` as they are appended (see JournalFollower)."""
+        return JournalFollower(self, after_seq)
 
     async def first_seq(self) -> int | None:
         """The oldest entry still in the journal; None: empty."""
@@ -211,3 +229,82 @@ class MetadataJournal:
             raise DamagedMetadata(f"snapshot at entry {header.seq}: {len(database)} bytes,"
                                   f" its header says {header.size_bytes}")
         return database
+
+
+class JournalFollower:
+    """``async with journal.follow(seq) as follower: entries = await follower.next()``.
+
+    Reads to the journal's end, then watches it from the revision of that read;
+    back to a read whenever the watch cannot go on. ``position`` is the last
+    entry returned.
+    """
+
+    def __init__(self, journal: MetadataJournal, after_seq: int) -> None:
+        self.journal = journal
+        self.position = after_seq
+        self.reads = 0  # how often it read (the first, then one per fallback)
+        self._watcher: Watcher | None = None
+
+    async def __aenter__(self) -> JournalFollower:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stop_watching()
+
+    async def next(self) -> list[JournalEntry]:
+        """The next entries, at least one, in order; waits for them (cancel to stop).
+
+        EtcdUnavailable: etcd cannot be read or watched now (call again to retry);
+        JournalTrimmed: the entries after ``position`` are gone.
+        """
+        try:
+            while True:
+                if self._watcher is None:
+                    entries = await self._read()
+                else:
+                    entries = await self._watched()
+                if entries:
+                    self.position = entries[-1].seq
+                    return entries
+        except BaseException:
+            await self._stop_watching()  # the next call starts again from a read
+            raise
+
+    async def _read(self) -> list[JournalEntry]:
+        entries, revision, more = await self.journal.read_at(self.position)
+        self.reads += 1
+        if not more:  # at the journal's end as of ``revision``: the watch takes over
+            self._watcher = self.journal.etcd.watch(
+                self.journal.keys.journal, etcd.prefix_end(self.journal.keys.journal),
+                revision + 1)
+        return entries
+
+    async def _watched(self) -> list[JournalEntry]:
+        assert self._watcher is not None
+        try:
+            events = await self._watcher.next()
+        except WatchCompacted as error:
+            log.info("journal watch: %s; reading instead", error)
+            await self._stop_watching()
+            return []
+        entries: list[JournalEntry] = []
+        expected = self.position + 1
+        for event in events:
+            if event.deleted:
+                continue  # a snapshot trimmed entries this copy has
+            entry = _decode(event.kv)
+            if entry.seq < expected:
+                continue  # the read had it already
+            if entry.seq != expected:
+                log.info("journal watch: entry %d after %d; reading instead", entry.seq,
+                         expected - 1)
+                await self._stop_watching()
+                break
+            entries.append(entry)
+            expected += 1
+        return entries
+
+    async def _stop_watching(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            await watcher.__aexit__(None, None, None)

@@ -10,15 +10,23 @@ Promises:
   renewal, later, so this master has stopped before etcd can let the key go
   and elect another (clock rates, not clocks, must agree, as in every
   lease-based leader).
+* A master that is not elected waits on a watch of the leader key and tries
+  again as soon as the key is gone (its holder's lease expired or was
+  revoked), not after a polling interval; a watch that cannot be had costs a
+  campaign every RECONNECT_BACKOFF_S_MAX instead.
 * ``hold`` returns when the leadership is lost (renewal refused, or not
   possible in time); the caller runs its leader's work in ``leading``, a
   cancel scope whose deadline follows the renewals, so the work stops by
-  itself at the last moment it may run.
+  itself at the last moment it may run. Work that trio runs outside it (a
+  call from the commit thread) runs in ``while_leading()``: the same deadline,
+  and cancelled with ``leading``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import trio
 
@@ -31,7 +39,7 @@ from vmstore.dfs.constants import (
 from vmstore.dfs.errors import EtcdUnavailable
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.master import etcd_client as etcd
-from vmstore.dfs.master.etcd_client import EtcdClient
+from vmstore.dfs.master.etcd_client import EtcdClient, WatchCompacted
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,7 @@ class Leadership:
         self.epoch = 0
         self.lease = 0
         self.leading = trio.CancelScope()
+        self._bound: set[trio.CancelScope] = set()  # while_leading()'s, open now
 
     async def current_leader(self) -> tuple[str, int] | None:
         """The leader's address and epoch, if one is elected."""
@@ -82,7 +91,21 @@ class Leadership:
                     errors="replace"), holder.create_revision,
                     extra=about("standby", leader=holder.value.decode(errors="replace"),
                                 epoch=holder.create_revision))
-            await trio.sleep(LEADER_RENEW_INTERVAL_S)
+            await self._until_vacant(result.revision + 1)
+
+    async def _until_vacant(self, start_revision: int) -> None:
+        """Until the leader key is deleted at ``start_revision`` or later; or until etcd
+        cannot say (then the caller's next campaign asks it)."""
+        try:
+            async with self.etcd.watch(self.leader_key, None, start_revision) as watcher:
+                while not any(event.deleted for event in await watcher.next()):
+                    pass  # a new leader's put: it leads until this key goes
+        except WatchCompacted:
+            return  # deleted, or not: the campaign's transaction tells
+        except EtcdUnavailable as error:
+            log.warning("cannot watch the leader key: %s", error,
+                        extra=about("campaign_failed", error=str(error)))
+            await trio.sleep(RECONNECT_BACKOFF_S_MAX)
 
     def _valid_until(self, sent_s: float) -> float:
         return sent_s + LEADER_LEASE_TTL_S - LEADER_SAFETY_MARGIN_S
@@ -110,12 +133,32 @@ class Leadership:
                                                       error="lease expired"))
                     return
                 self.leading.deadline = self._valid_until(sent_s)
+                for scope in self._bound:
+                    scope.deadline = self.leading.deadline
         finally:
-            self.leading.cancel()
+            self._lost()
+
+    @contextmanager
+    def while_leading(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope for leader's work outside ``leading``: it ends with it."""
+        scope = trio.CancelScope(deadline=self.leading.deadline)
+        if self.leading.cancel_called:
+            scope.cancel()
+        self._bound.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._bound.discard(scope)
+
+    def _lost(self) -> None:
+        self.leading.cancel()
+        for scope in self._bound:
+            scope.cancel()
 
     async def resign(self) -> None:
         """Let a standby take over at once (a clean stop), rather than after the TTL."""
-        self.leading.cancel()
+        self._lost()
         with trio.move_on_after(1.0):
             await self._revoke(self.lease)
 

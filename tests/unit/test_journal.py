@@ -4,6 +4,13 @@
   leaves nothing; the same entry appended twice (a lost answer, retried) counts once.
 * Two campaigns: one wins, the other waits; the winner's resignation lets it win.
 * A snapshot publishes whole, trims the journal before it, and reads back checked.
+* A watch returns every change after its start revision once, across a silent or
+  broken stream (reopened from the last event seen); a compacted start revision
+  says so (WatchCompacted).
+* A standby's follower reads once, then takes entries from the watch; a watch that
+  cannot go on (compacted away) falls back to a read, and nothing is missed.
+* A campaign that lost waits on the watch: it asks etcd again only once the key
+  is gone, not at every polling interval.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import trio
 
 from vmstore.cli.local_cluster import free_port, wait_for_etcd
 from vmstore.dfs.errors import DamagedMetadata, JournalTrimmed, NotLeader
-from vmstore.dfs.master.etcd_client import EtcdClient
+from vmstore.dfs.master.etcd_client import EtcdClient, WatchCompacted
 from vmstore.dfs.master.journal import JournalEntry, MetadataJournal
 from vmstore.dfs.master.leadership import Leadership
 
@@ -109,6 +116,108 @@ def test_a_snapshot_trims_the_journal_and_reads_back_checked(etcd_url: str) -> N
         await client.put(journal.keys.part(3, 0), b"rot")
         with pytest.raises(DamagedMetadata, match="hash"):
             await journal.fetch_snapshot(header)
+        await client.aclose()
+
+    trio.run(main)
+
+
+async def compact(client: EtcdClient) -> None:
+    """Compact etcd's history up to now (as its periodic auto-compaction does)."""
+    revision = (await client.range_at(b"/")).revision
+    await client._call("/v3/kv/compaction", {"revision": str(revision)})
+
+
+def test_a_watch_returns_each_change_once_across_silent_and_broken_streams(
+        etcd_url: str) -> None:
+    async def main() -> None:
+        client = EtcdClient([etcd_url])
+        start = await client.put(b"/w/a", b"1")
+        async with client.watch(b"/w/", b"/w0", start, silence_s=0.2) as watcher:
+            seen = [(e.kv.key, e.kv.value, e.deleted) for e in await watcher.next()]
+            await client.put(b"/w/b", b"2")
+            seen += [(e.kv.key, e.kv.value, e.deleted) for e in await watcher.next()]
+            await trio.sleep(0.5)  # silent past silence_s: the stream is opened again
+            await watcher._drop()  # and broken, as a member's death breaks it
+            await client.put(b"/w/c", b"3")
+            await client.delete(b"/w/a")
+            await client.put(b"/x", b"not watched")
+            while len(seen) < 4:
+                seen += [(e.kv.key, e.kv.value, e.deleted) for e in await watcher.next()]
+            assert watcher.streams >= 2
+        assert seen == [(b"/w/a", b"1", False), (b"/w/b", b"2", False),
+                        (b"/w/c", b"3", False), (b"/w/a", b"", True)]
+        with pytest.raises(WatchCompacted):
+            await compact(client)
+            async with client.watch(b"/w/", b"/w0", start) as watcher:
+                await watcher.next()
+        await client.aclose()
+
+    trio.run(main)
+
+
+def test_a_follower_reads_once_then_watches_and_reads_again_after_a_compaction(
+        etcd_url: str) -> None:
+    async def main() -> None:
+        client = EtcdClient([etcd_url])
+        journal = MetadataJournal(client, "/test/")
+        leader = Leadership(client, journal.keys.leader, "a:1")
+        epoch = await leader.campaign()
+        await journal.append(entry(1, epoch))
+        async with journal.follow(0) as follower:
+            assert [e.seq for e in await follower.next()] == [1]
+            for seq in range(2, 6):
+                await journal.append(entry(seq, epoch))
+                assert [e.seq for e in await follower.next()] == [seq]
+            assert follower.reads == 1, "it polled instead of watching"
+            # Its stream breaks; while it is away, entries land and etcd compacts
+            # the revisions it would go on from: it reads them instead.
+            assert follower._watcher is not None
+            await follower._watcher._drop()
+            for seq in range(6, 9):
+                await journal.append(entry(seq, epoch))
+            await compact(client)
+            got = []
+            while len(got) < 3:
+                got += [e.seq for e in await follower.next()]
+            assert got == [6, 7, 8]
+            assert follower.reads == 2
+            await journal.append(entry(9, epoch))
+            assert [e.seq for e in await follower.next()] == [9]
+        await client.aclose()
+
+    trio.run(main)
+
+
+class CountingClient(EtcdClient):
+    grants = 0
+
+    async def grant_lease(self, ttl_s: int) -> int:
+        self.grants += 1
+        return await super().grant_lease(ttl_s)
+
+
+def test_a_losing_campaign_waits_on_the_watch_and_wins_once_the_key_goes(
+        etcd_url: str) -> None:
+    async def main() -> None:
+        client = CountingClient([etcd_url])
+        first = Leadership(client, b"/test/leader", "a:1")
+        await first.campaign()
+        second = Leadership(client, b"/test/leader", "b:1")
+        async with trio.open_nursery() as nursery:
+            won = trio.Event()
+
+            async def campaign() -> None:
+                await second.campaign()
+                won.set()
+
+            nursery.start_soon(campaign)
+            await trio.sleep(1.5)  # three polling intervals of the old campaign
+            assert not won.is_set(), "two leaders at once"
+            assert client.grants == 2, "the losing campaign asked etcd again, polling"
+            await first.resign()
+            with trio.fail_after(5):
+                await won.wait()
+        assert second.epoch > first.epoch
         await client.aclose()
 
     trio.run(main)
