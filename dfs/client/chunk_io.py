@@ -106,7 +106,7 @@ from vmstore.dfs.metrics import REGISTRY
 from vmstore.dfs.protocol import hop_trace
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.latency import LatencyTracker
-from vmstore.dfs.protocol.limits import ByteBudget
+from vmstore.dfs.protocol.limits import ByteBudget, acquire_uncontended_at_once
 from vmstore.dfs.protocol.rpc import ConnectionPool
 from vmstore.dfs.types import InodeId
 
@@ -555,8 +555,16 @@ class ChunkIO:
                     slots = (self._full_batch_slots
                              if chunk.queued_bytes >= DATA_REQUEST_BYTES_MAX // 2
                              else self._batch_slots)
-                    await slots.acquire()
                     synchronous = self._is_synchronous(inode)
+                    if synchronous:
+                        # Its slot at once, without a scheduler round: a synchronous
+                        # batch goes alone, and its send is on an fsync's path.
+                        await acquire_uncontended_at_once(slots)
+                    else:
+                        # The round (trio's acquire checkpoints) lets writes queued
+                        # meanwhile join the batch: fewer, fuller batches.
+                        await slots.acquire()
+                        synchronous = self._is_synchronous(inode)  # after the wait
                     batch = chunk.next_batch(synchronous)
                     if not batch:
                         slots.release()
