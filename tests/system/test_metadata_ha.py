@@ -8,6 +8,11 @@ What is checked (issue 15):
 * A standby whose data directory is wiped rebuilds itself from the snapshot and
   the journal's tail, and can lead.
 * One etcd member killed: no effect.
+* Through a real FUSE mount, ``kill -9`` of the leader under a mixed workload
+  (create, write + fsync, truncate + fsync, rename, unlink: sizes up and down)
+  and a guest-like fsyncing writer: neither sees an error, and every
+  acknowledged change is there afterwards, read by a new client from the new
+  leader (not from the mount's kernel caches).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import hashlib
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +41,7 @@ from vmstore.cli.local_cluster import local_down, spawn, wait_for_leader
 from vmstore.dfs.client.client import Client, open_client
 from vmstore.dfs.client.master_client import ClientIdentity
 from vmstore.dfs.errors import DfsError, NotFound
+from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.types import ROOT_INODE
 
 FAILOVER_TIMEOUT_S = 60.0
@@ -219,17 +227,152 @@ def test_changes_wait_while_etcd_has_no_quorum_and_resume_after(ha_cluster: HaCl
     assert len(acknowledged) == 13
 
 
-def test_a_guest_writing_through_the_mount_sees_no_error_across_a_failover(
+# The mixed workload: a process of its own, as FsyncingWriter's (a pytest process
+# holding files of the mount open would pass them to every daemon it forks). Each
+# line of its log is a change the mount acknowledged (the call returned); it stops
+# between two changes once the stop file exists, so the log is exact.
+_MIXED_SCRIPT = """
+import hashlib, os, sys
+root, log_path, stop_path = sys.argv[1:4]
+def content(i, n):
+    return (hashlib.sha256(b"m%d" % i).digest() * (n // 32 + 1))[:n]
+with open(log_path, "a") as log:
+    def ack(line):
+        log.write(line + "\\n")
+        log.flush()
+    i = 0
+    while not os.path.exists(stop_path):
+        tmp, final = os.path.join(root, "tmp-%d" % i), os.path.join(root, "file-%d" % i)
+        size = 5000 + (i % 7) * 23000
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        ack("create %d" % i)
+        os.write(fd, content(i, size))
+        os.fsync(fd)
+        ack("size %d %d" % (i, size))
+        if i % 2:
+            size //= 3
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+            ack("size %d %d" % (i, size))
+        os.close(fd)
+        os.rename(tmp, final)
+        ack("rename %d" % i)
+        if i % 3 == 2:
+            os.unlink(os.path.join(root, "file-%d" % (i - 1)))
+            ack("unlink %d" % (i - 1))
+        i += 1
+"""
+
+
+def mixed_content(index: int, size_bytes: int) -> bytes:
+    return (hashlib.sha256(b"m%d" % index).digest() * (size_bytes // 32 + 1))[:size_bytes]
+
+
+class MixedWorkload:
+    """Creates, writes, truncates, renames and unlinks under ``directory`` (on a mount),
+    logging each acknowledged change; ``expected`` is the directory they leave."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        stem = f"/var/tmp/vmstore-mixed-{os.getpid()}-{time.monotonic_ns()}"
+        self._log, self._stop = Path(stem + ".log"), Path(stem + ".stop")
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _MIXED_SCRIPT, str(directory), str(self._log),
+             str(self._stop)], stderr=subprocess.PIPE, text=True)
+
+    def acknowledged(self) -> list[str]:
+        try:
+            return self._log.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def wait_for_progress(self, changes: int, what: str, timeout_s: float = 60.0) -> None:
+        wanted = len(self.acknowledged()) + changes
+        deadline = time.monotonic() + timeout_s
+        while len(self.acknowledged()) < wanted:
+            assert self._process.poll() is None, (
+                f"the mixed workload failed {what}: {self._process.stderr.read()[-2000:]}"
+                if self._process.stderr else "")
+            assert time.monotonic() < deadline, f"no {changes} changes {what}"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop between two changes; it must have met no error."""
+        self._stop.touch()
+        try:
+            _, stderr = self._process.communicate(timeout=FAILOVER_TIMEOUT_S)
+        finally:
+            self._stop.unlink(missing_ok=True)
+        assert self._process.returncode == 0, f"the mixed workload failed: {stderr[-2000:]}"
+
+    def kill(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=120)
+
+    def expected(self) -> dict[bytes, int]:
+        """Name -> size: every file the acknowledged changes leave, and no other."""
+        files: dict[bytes, int] = {}
+        for line in self.acknowledged():
+            change, index, *size = line.split()
+            tmp, final = f"tmp-{index}".encode(), f"file-{index}".encode()
+            if change == "create":
+                files[tmp] = 0
+            elif change == "size":
+                files[tmp] = int(size[0])
+            elif change == "rename":
+                files[final] = files.pop(tmp)
+            else:
+                assert change == "unlink", line
+                del files[final]
+        self._log.unlink(missing_ok=True)
+        return files
+
+
+async def check_directory(client: Client, path: str, expected: dict[bytes, int]) -> None:
+    """``path`` holds exactly ``expected``'s files, each with its size and bytes."""
+    directory = await client.resolve(path)
+    found: dict[bytes, m.FileAttrs] = {}
+    cookie = 0
+    while entries := await client.readdir(directory.inode, cookie):
+        found.update((entry.name, entry.attrs) for entry in entries
+                     if entry.name not in (b".", b".."))
+        cookie = entries[-1].cookie
+    assert sorted(found) == sorted(expected), "the directory lost or kept a change"
+    for name, size_bytes in expected.items():
+        attrs = found[name]
+        assert attrs.size_bytes == size_bytes, name
+        index = int(name.split(b"-")[1])
+        data = await client.read(attrs.inode, 0, size_bytes, size_bytes)
+        assert data == mixed_content(index, size_bytes), name
+
+
+def test_a_mixed_workload_and_a_guest_on_a_mount_lose_nothing_across_a_failover(
         ha_cluster: HaCluster) -> None:
     require_fuse()
     mount = Mount(ha_cluster, ha_cluster.directory / "mnt")
+    (mount.path / "mixed").mkdir()
     writer = FsyncingWriter(mount.path / "guest.img")
+    mixed = MixedWorkload(mount.path / "mixed")
     try:
         writer.wait_for_progress(20, "before the failover")
+        mixed.wait_for_progress(20, "before the failover")
         ha_cluster.kill(ha_cluster.leader())
         # A new leader; the mount's calls waited for it and resumed, with no error.
         writer.wait_for_progress(20, "after the leader was killed", timeout_s=FAILOVER_TIMEOUT_S)
+        mixed.wait_for_progress(20, "after the leader was killed", timeout_s=FAILOVER_TIMEOUT_S)
+        mixed.stop()
         writer.stop_and_check()
+        expected = mixed.expected()
+
+        async def check() -> None:
+            async with ha_cluster.ha_client() as client:
+                await check_directory(client, "/mixed", expected)
+
+        trio.run(check)
     finally:
         writer.stop()
+        mixed.kill()
         mount.force_unmount()
+    # Renames and unlinks both happened, sizes went up and down: the log says so.
+    assert any(name.startswith(b"file-") for name in expected)
