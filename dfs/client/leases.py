@@ -32,7 +32,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Lease:
     epoch: int  # 0: not taken yet (a handover lets the first write take it)
-    writers: int  # write handles open here
+    # Write handles holding the lease here: opened for writing, and not yet past
+    # the end of their close. Not FileState.writable_handles, which drops when a
+    # close begins: the lease must outlive the close's wait for the file's queued
+    # writes (the next writer must find them on the replicas), and an open meanwhile
+    # must not take the lease again only for that close to give it back.
+    writers: int
     lost: str = ""  # why, once the lease is gone
 
 
