@@ -181,6 +181,10 @@ REPLICATION_RATE_WINDOW_S = 60.0
 REPLICATION_BANDWIDTH_BYTES_PER_S = 200 * 1024 * 1024
 # Background checksum verification per chunkserver: a 1 TB disk in ~1 day.
 SCRUB_RATE_BYTES_PER_S = 12 * 1024 * 1024
+# After a failed copy gives its chunk's fencing bump back, a writer that the bump
+# refused meanwhile may still report those holders as failed (its write and report
+# RPCs): for this long, such a report about them moves no version (once each).
+VERSION_REVERT_PARDON_S = RPC_TIMEOUT_S + DATA_RPC_TIMEOUT_S
 # Rest between scrub passes at the default rate; a faster rate rests less.
 SCRUB_PASS_PAUSE_S = 60.0
 REPLY_CACHE_PER_SESSION_MAX = 1024

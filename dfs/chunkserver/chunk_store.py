@@ -124,7 +124,14 @@ from vmstore.dfs.constants import (
     CHUNK_SIZE_BYTES,
     REPLICA_FILES_OPEN_MAX,
 )
-from vmstore.dfs.errors import ChecksumMismatch, ChunkNotFound, Exists, InvalidArgument, NoSpace
+from vmstore.dfs.errors import (
+    ChecksumMismatch,
+    ChunkNotFound,
+    Exists,
+    InvalidArgument,
+    NoSpace,
+    StaleChunkVersion,
+)
 from vmstore.dfs.protocol.replica_format import (
     CRC_TABLE_OFFSET,
     DATA_OFFSET,
@@ -193,6 +200,9 @@ class ChunkStore:
         self.ledger = SpaceLedger(self.data_dir, capacity_bytes=capacity_bytes,
                                   quarantined_bytes=self._quarantined_bytes)
         self._staged_count = 0
+        # chunk -> (old, new): its last version change in this process, nothing written
+        # since; what revert_version may undo. Under _lock.
+        self._bumps: dict[int, tuple[int, int]] = {}
         # Half-made replicas of a create that crashed: never linked, so never
         # announced to the master.
         for entry in os.scandir(self._tmp_dir):
@@ -329,6 +339,7 @@ class ChunkStore:
             # rename() swaps the name at once: a reader has the old file or the new one.
             os.rename(staged.path, path)
             old = self._open.pop(replica.chunk_id, None)
+            self._bumps.pop(replica.chunk_id, None)
             if old is not None:
                 old.retired = True  # its fd closes when its last user leaves
                 old.dirty = False
@@ -361,6 +372,7 @@ class ChunkStore:
                 target = self.quarantine.move(path, chunk_id, replica.version)
                 replica.retired = True
                 del self._open[chunk_id]
+                self._bumps.pop(chunk_id, None)
         self.ledger.forget(chunk_id)
         self.quarantine.settle(path)
         return target
@@ -407,6 +419,24 @@ class ChunkStore:
         with self._use(chunk_id) as replica:
             check_current(replica, old_version)
             store_version(replica, new_version)
+            with self._lock:
+                self._bumps[chunk_id] = (old_version, new_version)
+
+    def revert_version(self, chunk_id: int, old_version: int, new_version: int) -> None:
+        """Undo ``set_version(old_version -> new_version)``, durably: only if that was the
+        replica's last version change in this process and nothing was written since (its
+        data is then what it was at ``old_version``); StaleChunkVersion otherwise."""
+        check_id(chunk_id)
+        check_version_change(old_version, new_version)
+        with self._use(chunk_id) as replica:
+            check_current(replica, new_version)
+            with self._lock:
+                if self._bumps.get(chunk_id) != (old_version, new_version):
+                    raise StaleChunkVersion(
+                        f"{chunk_name(chunk_id)}: version {new_version} is not an unwritten"
+                        f" bump from {old_version} made by this process; not reverted")
+                del self._bumps[chunk_id]
+            store_version(replica, old_version)
 
     def truncate_and_set_version(
         self, chunk_id: int, old_version: int, new_version: int, length: int
@@ -418,6 +448,8 @@ class ChunkStore:
             raise InvalidArgument(f"length {length!r} is not in [0, {CHUNK_SIZE_BYTES}]")
         with self._use(chunk_id) as replica:
             check_current(replica, old_version)
+            with self._lock:
+                self._bumps.pop(chunk_id, None)
             if length < CHUNK_SIZE_BYTES:
                 self._writer.write_segments(replica, length, [(length, CHUNK_SIZE_BYTES, None)])
                 self.ledger.note_fd(chunk_id, replica.fd)
@@ -534,6 +566,9 @@ class ChunkStore:
         segments = segments_of(offset, length, memoryview(payload).cast("B"), zero_ranges)
         with self._use(chunk_id) as replica:
             check_current(replica, version)
+            if chunk_id in self._bumps:  # read without the lock: a write is a hot path
+                with self._lock:
+                    self._bumps.pop(chunk_id, None)
             if length > 0:
                 self._write_blocks(replica, chunk_id, offset, length, len(payload), segments)
 

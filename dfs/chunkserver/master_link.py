@@ -338,6 +338,8 @@ class MasterLink:
             self.chunk_count += 1
         elif isinstance(request, m.MasterToChunkserverSetVersion):
             await self.disk(0, self._set_version, request)
+        elif isinstance(request, m.MasterToChunkserverRevertVersion):
+            await self.disk(0, self._revert_version, request)
         elif isinstance(request, m.MasterToChunkserverDeleteChunk):
             await self._delete(request.chunk_id, request.version, "deleted by the master")
         elif isinstance(request, m.MasterToChunkserverTruncateChunk):
@@ -364,6 +366,11 @@ class MasterLink:
         if self.store.version_of(request.chunk_id) == request.new_version:
             return  # a retried command that already took effect
         self.store.set_version(request.chunk_id, request.old_version, request.new_version)
+
+    def _revert_version(self, request: m.MasterToChunkserverRevertVersion) -> None:
+        if self.store.version_of(request.chunk_id) == request.old_version:
+            return  # a retried command that already took effect
+        self.store.revert_version(request.chunk_id, request.old_version, request.new_version)
 
     def _truncate(self, request: m.MasterToChunkserverTruncateChunk) -> None:
         if self.store.version_of(request.chunk_id) == request.new_version:

@@ -27,6 +27,7 @@ from vmstore.dfs.constants import (
     HEARTBEAT_INTERVAL_S,
     REPLICATION_TIMEOUT_S,
     RPC_TIMEOUT_S,
+    VERSION_REVERT_PARDON_S,
 )
 from vmstore.dfs.errors import (
     DfsError,
@@ -40,6 +41,7 @@ from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.damage import DamageBook
 from vmstore.dfs.master.keyed_lock import KeyedLock
 from vmstore.dfs.master.placement import Candidate, choose_servers, order_for_reader
+from vmstore.dfs.master.reconcile import reconcile_report
 from vmstore.dfs.master.refused_versions import RefusedVersions
 from vmstore.dfs.master.registry import ChunkserverEntry, Registry
 from vmstore.dfs.metadata.chunks import ChunkTable
@@ -51,6 +53,7 @@ from vmstore.dfs.protocol.messages import (
     MasterToChunkserverDeleteChunk,
     MasterToChunkserverFence,
     MasterToChunkserverReplicate,
+    MasterToChunkserverRevertVersion,
     MasterToChunkserverSetVersion,
     MasterToChunkserverTruncateChunk,
     Request,
@@ -82,6 +85,8 @@ class ChunkManager:
         self.allocating: set[ChunkId] = set()
         self.damage = DamageBook()  # damaged last copies, kept
         self.refused_versions = RefusedVersions()  # newer versions not adopted
+        # chunk -> (version, holders, until): a failed copy gave its bump back (_give_back)
+        self._pardons: dict[ChunkId, tuple[ChunkVersion, set[ServerId], float]] = {}
 
     # --- reading -----------------------------------------------------------------
     def location(
@@ -225,13 +230,31 @@ class ChunkManager:
             current = self.chunks.version(chunk_id)
             if current is None:
                 raise NotFound(f"chunk {chunk_id} no longer exists")
-            if current == version:
+            failed = self._unpardoned(chunk_id, version, failed)
+            if current == version and failed:
                 holders = self.chunks.replicas(chunk_id)
                 self._suspect(chunk_id, [s for s in failed if s in holders])
                 up, _ = self.registry.split_live(holders)
                 survivors = [s for s in up if s not in failed]
                 await self._change_chain(chunk_id, current, survivors)
             return await self._write_chain(index, chunk_id, writer_label)
+
+    def _unpardoned(self, chunk_id: ChunkId, version: ChunkVersion,
+                    failed: list[ServerId]) -> list[ServerId]:
+        """``failed`` without the holders a failed copy's given-back bump may have made a
+        writer report (``_give_back``): each is pardoned once, for a while."""
+        pardon = self._pardons.get(chunk_id)
+        if pardon is None:
+            return failed
+        at, servers, until_s = pardon
+        if at != version or trio.current_time() > until_s:
+            del self._pardons[chunk_id]
+            return failed
+        kept = [s for s in failed if s not in servers]
+        servers.difference_update(failed)
+        if not servers:
+            del self._pardons[chunk_id]
+        return kept
 
     def _suspect(self, chunk_id: ChunkId, servers: list[ServerId]) -> None:
         """A writer dropped these members of the chunk's chain (silent, or failed): avoid
@@ -366,9 +389,10 @@ class ChunkManager:
         The version moves on first, on the live replicas: writes in flight
         with the old version fail, and their clients wait on this chunk's
         lock for the new chain, which includes the copy. So the copy never
-        misses a write. It moves only once a target is chosen: with nowhere
-        to copy to, a bump would make every returning replica stale for
-        nothing, once per healing pass (seen: version 603 in a few minutes).
+        misses a write. It moves only once a target is chosen, and a copy that
+        fails gives it back (``_give_back``): a target that flaps, or nowhere to
+        copy to, must not move the version once per healing pass (seen: version
+        603 in a few minutes), making every replica away meanwhile stale.
         """
         async with self.chunk_locks.hold(chunk_id):
             version = self.chunks.version(chunk_id)
@@ -383,28 +407,77 @@ class ChunkManager:
                 # no bump for a copy that cannot be made.
                 raise ReplicaUnavailable(f"chunk {chunk_id}: every live replica is damaged")
             target = self._copy_target(chunk_id, up)
+            before = {s: self.registry.chunkservers.get(s) for s in self.chunks.replicas(chunk_id)}
             await self._change_chain(chunk_id, version, up)
-            version = ChunkVersion(version + 1)
-            holders = self.chunks.replicas(chunk_id)
-            sources = [self.registry.chunkservers[h].address for h in sorted(
-                holders, key=lambda h: self.registry.chunkservers[h].shunned)
-                       if not self.damage.is_damaged(chunk_id, h)]  # a failing disk last
-            capability = self.signer.read(0, chunk_id, life_s=REPLICATION_TIMEOUT_S)
-            owner = self.chunks.file_of_chunk(chunk_id)  # for the copy's header
-            inode, index = owner if owner is not None else (0, 0)
-            assert target.connection is not None
             try:
-                await target.connection.call(MasterToChunkserverReplicate(
-                    chunk_id=chunk_id, version=version, sources=sources,
-                    capability=capability, inode=inode, index=index),
-                    timeout_s=REPLICATION_TIMEOUT_S)
-            except NoSpace:
-                target.placed(target.bytes_free)  # full, until its next heartbeat
+                await self._copy_to(target, chunk_id, ChunkVersion(version + 1))
+            except DfsError:
+                await self._give_back(chunk_id, version, before)
                 raise
-            await self.committer.run(lambda: self.writer_chunks.add_replica(chunk_id,
-                                                                            target.server_id))
-            log.info("chunk %d copied to chunkserver %d (now %d replicas)", chunk_id,
-                     target.server_id, len(holders) + 1)
+
+    async def _copy_to(self, target: ChunkserverEntry, chunk_id: ChunkId,
+                       version: ChunkVersion) -> None:
+        holders = self.chunks.replicas(chunk_id)
+        sources = [self.registry.chunkservers[h].address for h in sorted(
+            holders, key=lambda h: self.registry.chunkservers[h].shunned)
+                   if not self.damage.is_damaged(chunk_id, h)]  # a failing disk last
+        capability = self.signer.read(0, chunk_id, life_s=REPLICATION_TIMEOUT_S)
+        owner = self.chunks.file_of_chunk(chunk_id)  # for the copy's header
+        inode, index = owner if owner is not None else (0, 0)
+        assert target.connection is not None
+        try:
+            await target.connection.call(MasterToChunkserverReplicate(
+                chunk_id=chunk_id, version=version, sources=sources,
+                capability=capability, inode=inode, index=index),
+                timeout_s=REPLICATION_TIMEOUT_S)
+        except NoSpace:
+            target.placed(target.bytes_free)  # full, until its next heartbeat
+            raise
+        await self.committer.run(lambda: self.writer_chunks.add_replica(chunk_id,
+                                                                        target.server_id))
+        log.info("chunk %d copied to chunkserver %d (now %d replicas)", chunk_id,
+                 target.server_id, len(holders) + 1)
+
+    async def _give_back(self, chunk_id: ChunkId, version: ChunkVersion,
+                         before: dict[ServerId, ChunkserverEntry | None]) -> None:
+        """A copy failed: its chunk goes back from ``version + 1`` to ``version``, with the
+        replicas it had that the bump dropped while away (down, not registered since:
+        still at ``version``, and nothing was written meanwhile). The master's record
+        moves back first: a crash before the holders follow leaves them newer than it
+        (adopted at registration), never older (stale). A holder that does not revert
+        (restarted, silent) leaves the chain, as after a failed write; if none reverts,
+        the bump stays. The caller holds the chunk's lock."""
+        bumped = ChunkVersion(version + 1)
+        holders = self.chunks.replicas(chunk_id)
+        if self.chunks.version(chunk_id) != bumped:
+            return  # a registration adopted a newer replica meanwhile
+        away = [s for s, entry in before.items() if s not in holders and entry is not None
+                and self.registry.chunkservers.get(s) is entry and not entry.up]
+
+        def record(now: ChunkVersion, to: ChunkVersion, servers: list[ServerId]
+                   ) -> Callable[[], None]:
+            def change() -> None:
+                if self.writer_chunks.version(chunk_id) == now:  # else adopted meanwhile
+                    self.writer_chunks.set_version(chunk_id, to)
+                    self.writer_chunks.set_replicas(chunk_id, servers)
+            return change
+
+        await self.committer.run(record(bumped, version, holders + away))
+        reverted = await self._command_all(holders, lambda _: MasterToChunkserverRevertVersion(
+            chunk_id=chunk_id, old_version=version, new_version=bumped))
+        if not reverted:
+            await self.committer.run(record(version, bumped, holders))
+            log.warning("chunk %d: a failed copy's bump to version %d could not be given"
+                        " back; it stays", chunk_id, bumped,
+                        extra=about("copy_bump_kept", chunk=chunk_id, version=bumped))
+            return
+        if len(reverted) < len(holders):
+            await self.committer.run(record(version, version, reverted + away))
+        self._pardons[chunk_id] = (version, set(reverted),
+                                   trio.current_time() + VERSION_REVERT_PARDON_S)
+        log.info("chunk %d: copy failed; back to version %d on servers %s", chunk_id,
+                 version, reverted + away, extra=about("copy_bump_given_back",
+                                                       chunk=chunk_id, version=version))
 
     def _copy_target(self, chunk_id: ChunkId, holders: list[ServerId]) -> ChunkserverEntry:
         """A live host with room and no replica of the chunk: ReplicaUnavailable if no
@@ -505,59 +578,8 @@ class ChunkManager:
         self, server_id: ServerId, reported: list[ChunkReport]
     ) -> list[ChunkReport]:
         """Runs inside a commit: adopt current replicas, return the stale ones to delete."""
-        table = self.writer_chunks
-        stale: list[ChunkReport] = []
-        held = table.chunks_on_server(server_id)
-        seen: set[ChunkId] = set()
-        for report in reported:
-            chunk_id = ChunkId(report.chunk_id)
-            current = table.version(chunk_id)
-            if current is None or table.is_deleted(chunk_id) or report.version < current:
-                stale.append(report)
-                table.remove_replica(chunk_id, server_id)
-                continue
-            if report.version > current and chunk_id not in held:
-                # Only a holder of the current version can have received a bump the
-                # master did not commit. Anyone else (a key holder making things up, a
-                # copy target cut off mid-copy) would, if believed, become the only
-                # replica, and the real ones would be deleted. Not adopted: quarantined
-                # there (reversible), counted and listed in status.
-                log.warning("chunk %d: server %d claims version %d, master has %d and never"
-                            " had it there; not adopted, its replica quarantined", chunk_id,
-                            server_id, report.version, current,
-                            extra=about("newer_version_refused", chunk=chunk_id,
-                                        server=server_id, version=report.version))
-                self.refused_versions.note(chunk_id, server_id, report.version, current)
-                stale.append(report)
-                continue
-            if report.version == current and chunk_id not in held:
-                # The current version, on a server the master does not list: a
-                # create whose reply was lost, or a replica dropped (damaged,
-                # surplus) whose deletion never arrived. Writes since went to the
-                # holders only, and the version did not move (no holder left the
-                # chain), so its bytes may be old: never adopted. Left on its
-                # disk, like a refused newer version, until quarantine exists.
-                log.warning("chunk %d: server %d has the current version %d but is not a"
-                            " holder; not adopted, its replica left alone", chunk_id,
-                            server_id, current,
-                            extra=about("same_version_refused", chunk=chunk_id,
-                                        server=server_id, version=current))
-                continue
-            if report.version > current:
-                # A version bump reached this server but the master died before
-                # committing it: this replica is the newest data there is.
-                log.warning("chunk %d: server %d has version %d, master had %d; adopting",
-                            chunk_id, server_id, report.version, current,
-                            extra=about("newer_version_adopted", chunk=chunk_id,
-                                        server=server_id, version=report.version))
-                table.set_version(chunk_id, ChunkVersion(report.version))
-                table.set_replicas(chunk_id, [server_id])
-            else:
-                table.add_replica(chunk_id, server_id)
-            seen.add(chunk_id)
-        for lost in held - seen:
-            table.remove_replica(lost, server_id)
-        return stale
+        return reconcile_report(self.writer_chunks, self.refused_versions, server_id,
+                                reported)
 
     # --- deletions ---------------------------------------------------------------------
     async def deletion_loop(self) -> None:

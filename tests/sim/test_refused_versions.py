@@ -29,7 +29,7 @@ def refused_so_far() -> float:
 async def test_a_forged_newer_version_is_counted_and_shown_in_status(
         tmp_path: Path, sim_seed: int, sim_clock: trio.abc.Clock,
         expected_logs) -> None:  # type: ignore[no-untyped-def]
-    expected_logs.allow("vmstore.dfs.master.chunk_manager", "never had it there")
+    expected_logs.allow("vmstore.dfs.master.reconcile", "never had it there")
     async with open_cluster(tmp_path, seed=sim_seed) as cluster:
         async with cluster.client("client1") as client:
             inode = await cluster.stored_file(client, "/victim.img", DATA)

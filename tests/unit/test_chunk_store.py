@@ -330,6 +330,34 @@ def test_version_mismatch(store: ChunkStore) -> None:
     assert store.read(CHUNK, 4, 0, BS) == (b"", [(0, BS)])
 
 
+def test_revert_version_undoes_only_an_unwritten_bump_of_this_process(
+        store: ChunkStore, tmp_path: Path) -> None:
+    """A failed copy gives its fencing bump back (issue 19), never more than that."""
+    store.create(CHUNK, 1)
+    store.write(CHUNK, 1, 0, 3, b"abc", [])
+    store.set_version(CHUNK, 1, 2)
+    with pytest.raises(StaleChunkVersion, match="version 3 asked"):
+        store.revert_version(CHUNK, 1, 3)  # not its current version
+    store.revert_version(CHUNK, 1, 2)
+    assert store.version_of(CHUNK) == 1
+    assert store.read(CHUNK, 1, 0, 3) == (b"abc", [])
+    with pytest.raises(StaleChunkVersion):
+        store.revert_version(CHUNK, 1, 2)  # once
+    store.set_version(CHUNK, 1, 2)
+    store.write(CHUNK, 2, 0, 3, b"xyz", [])
+    with pytest.raises(StaleChunkVersion, match="not an unwritten bump"):
+        store.revert_version(CHUNK, 1, 2)  # written since: its data is not version 1's
+    store.set_version(CHUNK, 2, 3)
+    store.close()
+    reopened = ChunkStore(tmp_path)
+    try:
+        with pytest.raises(StaleChunkVersion, match="not an unwritten bump"):
+            reopened.revert_version(CHUNK, 2, 3)  # a restart forgets what it may undo
+        assert reopened.version_of(CHUNK) == 3
+    finally:
+        reopened.close()
+
+
 def test_set_version(store: ChunkStore, tmp_path: Path) -> None:
     store.create(CHUNK, 1)
     store.write(CHUNK, 1, 0, 3, b"abc", [])

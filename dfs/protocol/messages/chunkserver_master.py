@@ -150,6 +150,20 @@ class MasterToChunkserverPing(Request, frozen=True, kw_only=True):
     REPLY: ClassVar[type[Message]] = EmptyReply
 
 
+class MasterToChunkserverRevertVersion(Request, frozen=True, kw_only=True):
+    """Undo the SetVersion ``old_version`` -> ``new_version`` this process took last for
+    the chunk, nothing written since: a copy that bump fenced writes for failed, and a
+    failed copy must not move the version (issue 19). StaleChunkVersion (the replica
+    stays at ``new_version``) when the replica is not at ``new_version``, or its last
+    bump was another one, or it was written since, or this chunkserver restarted since."""
+
+    TYPE: ClassVar[int] = 217
+    REPLY: ClassVar[type[Message]] = EmptyReply
+    chunk_id: U63
+    old_version: U63
+    new_version: U63
+
+
 class ChunkserverToMasterReportDamaged(Request, frozen=True, kw_only=True):
     """A replica here failed its checksums (on a read or a scrub): drop and rebuild it,
     unless it is the last current copy (then it is kept, its good blocks still served)."""
