@@ -49,7 +49,7 @@ from vmstore.dfs.constants import (
     JOURNAL_ENTRIES_PER_SNAPSHOT,
     RECONNECT_BACKOFF_S_MAX,
 )
-from vmstore.dfs.errors import ConfigError, EtcdUnavailable, JournalTrimmed, NotLeader
+from vmstore.dfs.errors import ConfigError, EtcdUnavailable, JournalTrimmed
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.master.etcd_client import EtcdClient
 from vmstore.dfs.master.ha_status import (
@@ -156,18 +156,12 @@ class JournaledCommits:
             return
         entry = JournalEntry(self.position + 1, self.leadership.epoch, encode_changes(changes))
         started = time.perf_counter()
-        trio.from_thread.run(self._append, entry)
+        # Here, in the commit thread: a hop to trio and back would cost more than etcd.
+        self.journal.append(entry, self.leadership.deposed)
         JOURNAL_APPEND_SECONDS.observe(time.perf_counter() - started)
         _set_position(store, entry.seq)
         self.position = entry.seq
         JOURNAL_POSITION.set(entry.seq)
-
-    async def _append(self, entry: JournalEntry) -> None:
-        # trio runs this in a task of its own, outside ``leading``: bound it the same.
-        with self.leadership.while_leading():
-            await self.journal.append(entry)
-            return
-        raise NotLeader(f"journal entry {entry.seq}: leadership lost while etcd was asked")
 
     async def after_batch(self) -> None:
         if self._store is None:
@@ -314,6 +308,7 @@ async def run_ha_master(settings: MasterSettings, *,
             log.warning("no longer the leader (epoch %d): following the journal as a standby",
                         leadership.epoch, extra=about("stepped_down", epoch=leadership.epoch))
     finally:
+        journal.blocking.close()
         with trio.CancelScope(shield=True):
             await client.aclose()
 

@@ -13,7 +13,8 @@ Promises:
   key's (one etcd transaction guards both), and only if no entry ``seq``
   exists: a deposed leader appends nothing, and two leaders can never write
   the same sequence number. It returns only once etcd has the entry (a
-  quorum's fsync), so a batch is on a majority before any reply.
+  quorum's fsync), so a batch is on a majority before any reply. It is one
+  round trip, made from the commit thread itself (no read before it).
 * An append whose answer was lost is found on retry (the entry there is ours,
   byte for byte) and counts as done: never twice, never lost silently.
 * ``read`` returns entries in sequence order, without gaps; JournalTrimmed when
@@ -32,11 +33,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
 from dataclasses import dataclass
 
 import lz4.frame
 import msgspec
-import trio
 
 from vmstore.dfs.constants import (
     JOURNAL_APPEND_TIMEOUT_S,
@@ -48,7 +50,13 @@ from vmstore.dfs.constants import (
 from vmstore.dfs.errors import DamagedMetadata, EtcdUnavailable, JournalTrimmed, NotLeader
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.master import etcd_client as etcd
-from vmstore.dfs.master.etcd_client import EtcdClient, KeyValue, WatchCompacted, Watcher
+from vmstore.dfs.master.etcd_client import (
+    BlockingTxn,
+    EtcdClient,
+    KeyValue,
+    WatchCompacted,
+    Watcher,
+)
 
 log = logging.getLogger(__name__)
 SEQ_DIGITS = 20
@@ -106,43 +114,50 @@ def _decode(kv: KeyValue) -> JournalEntry:
 class MetadataJournal:
     def __init__(self, client: EtcdClient, prefix: str) -> None:
         self.etcd = client
+        # The commit thread's appends: no hop to trio (see BlockingTxn). close() it.
+        self.blocking = BlockingTxn(client.endpoints, timeout_s=client.timeout_s)
         self.keys = Keys(prefix.encode())
 
-    async def append(self, entry: JournalEntry) -> None:
-        """Put ``entry`` while ``entry.epoch`` leads; NotLeader once it does not.
+    def append(self, entry: JournalEntry, deposed: threading.Event | None = None) -> None:
+        """In a worker thread (the commit thread's): put ``entry`` while ``entry.epoch``
+        leads; NotLeader once it does not, or once ``deposed`` is set.
 
         etcd unreachable (quorum lost): retried, with backoff, for
         JOURNAL_APPEND_TIMEOUT_S; the change waits meanwhile, unacknowledged.
         """
         value = msgspec.msgpack.encode(entry)
         key = self.keys.entry(entry.seq)
+        deposed = deposed or threading.Event()
+        give_up_s = time.monotonic() + JOURNAL_APPEND_TIMEOUT_S
         attempt = 0
-        with trio.move_on_after(JOURNAL_APPEND_TIMEOUT_S):
-            while True:
-                try:
-                    result = await self.etcd.txn(
-                        [etcd.created_at(self.keys.leader, entry.epoch),
-                         etcd.created_at(key, 0)],
-                        [etcd.put(key, value)],
-                        [etcd.get(key)])
-                except EtcdUnavailable as error:
-                    if attempt == 0:
-                        log.warning("journal entry %d waits for etcd: %s", entry.seq, error,
-                                    extra=about("journal_append_waits", seq=entry.seq,
-                                                error=str(error)))
-                    attempt += 1
-                    await trio.sleep(min(RECONNECT_BACKOFF_S_MIN * 2**attempt,
-                                         RECONNECT_BACKOFF_S_MAX))
-                    continue
-                if result.succeeded:
-                    return
-                existing = result.ranges[0] if result.ranges else ()
-                if existing and existing[0].value == value:
-                    return  # our own earlier attempt, whose answer was lost
-                raise NotLeader(f"journal entry {entry.seq}: epoch {entry.epoch} no longer"
-                                " leads (another leader was elected)")
-        raise NotLeader(f"journal entry {entry.seq}: etcd took no write for"
-                        f" {JOURNAL_APPEND_TIMEOUT_S:.0f} s; giving up the leadership")
+        while not deposed.is_set():
+            try:
+                result = self.blocking.txn(
+                    [etcd.created_at(self.keys.leader, entry.epoch),
+                     etcd.created_at(key, 0)],
+                    [etcd.put(key, value)],
+                    [etcd.get(key)])
+            except EtcdUnavailable as error:
+                if attempt == 0:
+                    log.warning("journal entry %d waits for etcd: %s", entry.seq, error,
+                                extra=about("journal_append_waits", seq=entry.seq,
+                                            error=str(error)))
+                attempt += 1
+                pause_s = min(RECONNECT_BACKOFF_S_MIN * 2**attempt, RECONNECT_BACKOFF_S_MAX)
+                if time.monotonic() + pause_s > give_up_s:
+                    raise NotLeader(f"journal entry {entry.seq}: etcd took no write for"
+                                    f" {JOURNAL_APPEND_TIMEOUT_S:.0f} s; giving up the"
+                                    " leadership") from None
+                deposed.wait(pause_s)
+                continue
+            if result.succeeded:
+                return
+            existing = result.ranges[0] if result.ranges else ()
+            if existing and existing[0].value == value:
+                return  # our own earlier attempt, whose answer was lost
+            raise NotLeader(f"journal entry {entry.seq}: epoch {entry.epoch} no longer"
+                            " leads (another leader was elected)")
+        raise NotLeader(f"journal entry {entry.seq}: leadership lost while etcd was asked")
 
     async def read(self, after_seq: int, *,
                    limit: int = JOURNAL_READ_ENTRIES_MAX) -> list[JournalEntry]:

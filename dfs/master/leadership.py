@@ -17,16 +17,14 @@ Promises:
 * ``hold`` returns when the leadership is lost (renewal refused, or not
   possible in time); the caller runs its leader's work in ``leading``, a
   cancel scope whose deadline follows the renewals, so the work stops by
-  itself at the last moment it may run. Work that trio runs outside it (a
-  call from the commit thread) runs in ``while_leading()``: the same deadline,
-  and cancelled with ``leading``.
+  itself at the last moment it may run. ``deposed`` is set with it, for the
+  commit thread's journal appends, which run outside trio.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
 
 import trio
 
@@ -52,7 +50,7 @@ class Leadership:
         self.epoch = 0
         self.lease = 0
         self.leading = trio.CancelScope()
-        self._bound: set[trio.CancelScope] = set()  # while_leading()'s, open now
+        self.deposed = threading.Event()  # set once ``leading`` is cancelled
 
     async def current_leader(self) -> tuple[str, int] | None:
         """The leader's address and epoch, if one is elected."""
@@ -133,28 +131,12 @@ class Leadership:
                                                       error="lease expired"))
                     return
                 self.leading.deadline = self._valid_until(sent_s)
-                for scope in self._bound:
-                    scope.deadline = self.leading.deadline
         finally:
             self._lost()
 
-    @contextmanager
-    def while_leading(self) -> Iterator[trio.CancelScope]:
-        """A cancel scope for leader's work outside ``leading``: it ends with it."""
-        scope = trio.CancelScope(deadline=self.leading.deadline)
-        if self.leading.cancel_called:
-            scope.cancel()
-        self._bound.add(scope)
-        try:
-            with scope:
-                yield scope
-        finally:
-            self._bound.discard(scope)
-
     def _lost(self) -> None:
         self.leading.cancel()
-        for scope in self._bound:
-            scope.cancel()
+        self.deposed.set()
 
     async def resign(self) -> None:
         """Let a standby take over at once (a clean stop), rather than after the TTL."""

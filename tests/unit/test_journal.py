@@ -9,6 +9,9 @@
   says so (WatchCompacted).
 * A standby's follower reads once, then takes entries from the watch; a watch that
   cannot go on (compacted away) falls back to a read, and nothing is missed.
+* An append is made by the commit thread itself, with no trio around it; it goes
+  past a dead endpoint to a live one, and stops waiting for an unreachable etcd
+  once the leadership is lost.
 * A campaign that lost waits on the watch: it asks etcd again only once the key
   is gone, not at every polling interval.
 """
@@ -17,12 +20,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
+from tests.conftest import LogChecker
 from vmstore.cli.local_cluster import free_port, wait_for_etcd
 from vmstore.dfs.errors import DamagedMetadata, JournalTrimmed, NotLeader
 from vmstore.dfs.master.etcd_client import EtcdClient, WatchCompacted
@@ -52,24 +57,29 @@ def entry(seq: int, epoch: int, changes: bytes = b"x") -> JournalEntry:
     return JournalEntry(seq, epoch, changes)
 
 
+async def append(journal: MetadataJournal, entry: JournalEntry) -> None:
+    """As the leader does it: from the commit thread (a worker thread)."""
+    await trio.to_thread.run_sync(journal.append, entry)
+
+
 def test_only_the_leader_appends_and_a_retried_append_counts_once(etcd_url: str) -> None:
     async def main() -> None:
         client = EtcdClient([etcd_url])
         journal = MetadataJournal(client, "/test/")
         first = Leadership(client, journal.keys.leader, "a:1")
         old_epoch = await first.campaign()
-        await journal.append(entry(1, old_epoch))
-        await journal.append(entry(1, old_epoch))  # the answer was lost: the retry is a no-op
+        await append(journal, entry(1, old_epoch))
+        await append(journal, entry(1, old_epoch))  # the answer was lost: the retry is a no-op
         # Deposed (its lease revoked: what expiry does), another is elected.
         await first.resign()
         second = Leadership(client, journal.keys.leader, "b:1")
         new_epoch = await second.campaign()
         assert new_epoch > old_epoch
         with pytest.raises(NotLeader):
-            await journal.append(entry(2, old_epoch))
-        await journal.append(entry(2, new_epoch))
+            await append(journal, entry(2, old_epoch))
+        await append(journal, entry(2, new_epoch))
         with pytest.raises(NotLeader):  # a different entry 2: never two of one number
-            await journal.append(entry(2, new_epoch, b"other"))
+            await append(journal, entry(2, new_epoch, b"other"))
         assert [(e.seq, e.epoch) for e in await journal.read(0)] == [(1, old_epoch),
                                                                      (2, new_epoch)]
         assert [e.seq for e in await journal.read(1)] == [2]
@@ -103,7 +113,7 @@ def test_a_snapshot_trims_the_journal_and_reads_back_checked(etcd_url: str) -> N
         leader = Leadership(client, journal.keys.leader, "a:1")
         epoch = await leader.campaign()
         for seq in range(1, 6):
-            await journal.append(entry(seq, epoch))
+            await append(journal, entry(seq, epoch))
         database = bytes(range(256)) * 9000  # more than one part
         header = await journal.publish_snapshot(3, epoch, "cluster-1", database)
         assert await journal.snapshot_header() == header
@@ -162,11 +172,11 @@ def test_a_follower_reads_once_then_watches_and_reads_again_after_a_compaction(
         journal = MetadataJournal(client, "/test/")
         leader = Leadership(client, journal.keys.leader, "a:1")
         epoch = await leader.campaign()
-        await journal.append(entry(1, epoch))
+        await append(journal, entry(1, epoch))
         async with journal.follow(0) as follower:
             assert [e.seq for e in await follower.next()] == [1]
             for seq in range(2, 6):
-                await journal.append(entry(seq, epoch))
+                await append(journal, entry(seq, epoch))
                 assert [e.seq for e in await follower.next()] == [seq]
             assert follower.reads == 1, "it polled instead of watching"
             # Its stream breaks; while it is away, entries land and etcd compacts
@@ -174,14 +184,14 @@ def test_a_follower_reads_once_then_watches_and_reads_again_after_a_compaction(
             assert follower._watcher is not None
             await follower._watcher._drop()
             for seq in range(6, 9):
-                await journal.append(entry(seq, epoch))
+                await append(journal, entry(seq, epoch))
             await compact(client)
             got = []
             while len(got) < 3:
                 got += [e.seq for e in await follower.next()]
             assert got == [6, 7, 8]
             assert follower.reads == 2
-            await journal.append(entry(9, epoch))
+            await append(journal, entry(9, epoch))
             assert [e.seq for e in await follower.next()] == [9]
         await client.aclose()
 
@@ -221,3 +231,26 @@ def test_a_losing_campaign_waits_on_the_watch_and_wins_once_the_key_goes(
         await client.aclose()
 
     trio.run(main)
+
+
+def test_the_commit_thread_appends_by_itself_past_a_dead_endpoint_until_deposed(
+        etcd_url: str, expected_logs: LogChecker) -> None:
+    expected_logs.allow("vmstore.dfs.master.journal", r"journal entry 2 waits for etcd")
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    client = EtcdClient([dead, etcd_url])
+    journal = MetadataJournal(client, "/test/")
+    leader = Leadership(client, journal.keys.leader, "a:1")
+    epoch = trio.run(leader.campaign)
+    # No trio here: the commit thread asks etcd itself, no hop to the event loop.
+    journal.append(entry(1, epoch))
+    assert journal.blocking.endpoints == [etcd_url, dead]  # the live one first from now on
+    assert [e.seq for e in trio.run(journal.read, 0)] == [1]
+    # etcd unreachable: the append waits (quorum lost) until the leadership is lost.
+    unreachable = MetadataJournal(EtcdClient([dead]), "/test/")
+    deposed = threading.Event()
+    threading.Timer(0.3, deposed.set).start()
+    with pytest.raises(NotLeader, match="leadership lost"):
+        unreachable.append(entry(2, epoch), deposed)
+    journal.blocking.close()
+    unreachable.blocking.close()
+    trio.run(client.aclose)
