@@ -170,8 +170,9 @@ def _txn_result(reply: dict[str, Any]) -> TxnResult:
                      ranges)
 
 
-class EtcdClient:
-    """One HTTP client for a list of etcd endpoints (``http://host:port``)."""
+class _Endpoints:
+    """etcd endpoints (``http://host:port``) in the order to try them, and the deadline
+    of one call on one of them."""
 
     def __init__(self, endpoints: Sequence[str], *,
                  timeout_s: float = ETCD_CALL_TIMEOUT_S) -> None:
@@ -179,16 +180,24 @@ class EtcdClient:
             raise ValueError("no etcd endpoints")
         self.endpoints = list(endpoints)
         self.timeout_s = timeout_s
-        self._http = httpx.AsyncClient(timeout=timeout_s)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     def _passed_over(self, endpoint: str) -> None:
         """``endpoint`` failed: the others are tried first, next time too."""
         if endpoint in self.endpoints:
             self.endpoints.remove(endpoint)
             self.endpoints.append(endpoint)
+
+
+class EtcdClient(_Endpoints):
+    """One HTTP client for a list of etcd endpoints, under trio."""
+
+    def __init__(self, endpoints: Sequence[str], *,
+                 timeout_s: float = ETCD_CALL_TIMEOUT_S) -> None:
+        super().__init__(endpoints, timeout_s=timeout_s)
+        self._http = httpx.AsyncClient(timeout=timeout_s)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         errors = []
@@ -281,7 +290,7 @@ class EtcdClient:
         return str(reply.get("reason") or f"/health answered {reply}")
 
 
-class BlockingTxn:
+class BlockingTxn(_Endpoints):
     """``txn`` for a worker thread, whole within ``timeout_s`` per endpoint tried.
 
     Its connections belong to the calls that use them, one call at a time (the
@@ -290,10 +299,7 @@ class BlockingTxn:
 
     def __init__(self, endpoints: Sequence[str], *,
                  timeout_s: float = ETCD_CALL_TIMEOUT_S) -> None:
-        if not endpoints:
-            raise ValueError("no etcd endpoints")
-        self.endpoints = list(endpoints)
-        self.timeout_s = timeout_s
+        super().__init__(endpoints, timeout_s=timeout_s)
         self._connections: dict[str, http.client.HTTPConnection] = {}
 
     def close(self) -> None:
@@ -313,9 +319,7 @@ class BlockingTxn:
                 if dropped is not None:
                     dropped.close()
                 errors.append(f"{endpoint}: {type(error).__name__} {error}")
-                # The next endpoint first, next time too.
-                self.endpoints.remove(endpoint)
-                self.endpoints.append(endpoint)
+                self._passed_over(endpoint)
                 continue
             if status != 200 or "error" in reply:
                 errors.append(f"{endpoint}: HTTP {status} {reply.get('message') or reply}")
