@@ -12,26 +12,19 @@ Synchronous on purpose: no trio. The chunkserver's async service moves the
 big calls to worker threads; the store is thread-safe (calls on one chunk
 are serialized, calls on different chunks run in parallel).
 
-This module is the store's API and its cache of open replicas (a bounded
-LRU of fds, pinned while in use). The parts it is built from:
+This module is the store's API. The parts it is built from:
+``replica_cache`` keeps the open replicas (a bounded LRU of fds, pinned
+while in use),
 ``store_arguments`` checks what callers hand it and decodes a write's
 range, ``block_writer`` writes a range as blocks, holes and CRC table
 entries, ``replica_file`` holds an open replica and its raw, durable I/O,
 and ``data_dir`` recognizes replica files when the directory is scanned.
 
-File format, one file per replica at
-``DATA_DIR/chunks/<chunk_id & 0xff as 2 hex>/<chunk_id as 16 hex>.chunk``::
-
-    offset 0       header, 4096 bytes: b"VMSCHNK1", u64 chunk_id, u64 version,
-                   u32 crc32 of the 24 bytes before it; at 64 the owner record
-                   (inode, chunk index; zeros in a replica from before records)
-    offset 4096    CRC table: BLOCKS_PER_CHUNK u32 (64 KiB), the crc32 of each
-                   4 KiB data block; ZERO_BLOCK_CRC for a block of zeros
-    DATA_OFFSET    data: CHUNK_SIZE_BYTES, sparse; zero blocks are holes
-
-All integers are little-endian. The format, and the verified reading of
-blocks, live in ``dfs.protocol.replica_format``: clients on this host read
-the same files directly (short-circuit reads), with the same code.
+One file per replica at
+``DATA_DIR/chunks/<chunk_id & 0xff as 2 hex>/<chunk_id as 16 hex>.chunk``: a
+header, a CRC table of every 4 KiB block, then the data, sparse. The format,
+and the verified reading of blocks, live in ``dfs.protocol.replica_format``
+(clients on this host read the same files directly, short-circuit reads).
 ``open_for_local_read`` hands them a read-only fd. A new replica is a file truncated to full
 size with a table of ZERO_BLOCK_CRC, so its data area uses no disk space.
 
@@ -48,10 +41,8 @@ Caveats, honestly:
   the replica must then be repaired from another one. The same holds after a
   write that failed half-way (ENOSPC, EIO): OSError propagates and the range
   is undefined until rewritten.
-* A table entry equal to ZERO_BLOCK_CRC usually means a hole, but 1 in 2**32
-  non-zero blocks has that CRC too. So such blocks are read only if the file
-  holds data there (lseek SEEK_DATA, one call per run of such blocks): real
-  holes cost no read, and a colliding block is still returned intact.
+* Reading blocks: see ``replica_format``'s caveats (a data block whose CRC
+  is ZERO_BLOCK_CRC's).
 * The CRC table has no checksum of its own: a corrupt entry shows up as a
   bad block, indistinguishable from corrupt data. CRC32 catches every burst
   error up to 32 bits and random damage with probability 1 - 2**-32; it is
@@ -77,12 +68,7 @@ import errno
 import logging
 import os
 import stat
-import threading
-import time
-from array import array
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -94,15 +80,18 @@ from vmstore.dfs.chunkserver.data_dir import (
     fsync_dir,
     is_chunk_subdir,
     mkdir_new,
+    move_aside,
     read_header,
     replica_path,
 )
 from vmstore.dfs.chunkserver.disk_watch import probe_disk
 from vmstore.dfs.chunkserver.quarantine import Quarantine
+from vmstore.dfs.chunkserver.replica_cache import ReplicaCache
 from vmstore.dfs.chunkserver.replica_file import (
     Buffer,
     OpenReplica,
-    pwrite_all,
+    full_is_no_space,
+    new_replica_file,
     store_owner,
     store_version,
     sync_replica,
@@ -129,7 +118,6 @@ from vmstore.dfs.errors import (
     ChunkNotFound,
     Exists,
     InvalidArgument,
-    NoSpace,
     StaleChunkVersion,
 )
 from vmstore.dfs.protocol.replica_format import (
@@ -137,7 +125,6 @@ from vmstore.dfs.protocol.replica_format import (
     DATA_OFFSET,
     FILE_SIZE_BYTES,
     HEADER_SIZE_BYTES,
-    REPLICA_FILE_MODE,
     RUN_BLOCKS_MAX,
     ZERO_BLOCK,
     ZERO_BLOCK_CRC,
@@ -146,10 +133,8 @@ from vmstore.dfs.protocol.replica_format import (
     chunk_name,
     decode_header,
     decode_owner,
-    encode_header,
     is_zero,
     pread_full,
-    table_bytes,
     table_from_bytes,
     verified_blocks,
     verified_range,
@@ -157,8 +142,6 @@ from vmstore.dfs.protocol.replica_format import (
 from vmstore.dfs.types import ChunkId, ChunkVersion
 
 logger = logging.getLogger(__name__)
-# The file system's answers that mean "full": a write refused whole as NoSpace.
-_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # Read-only fds for short-circuit readers: O_NOFOLLOW for the reason _load
 # gives, O_CLOEXEC so that no child of the chunkserver inherits one.
 _LOCAL_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -182,18 +165,12 @@ class ChunkStore:
     def __init__(self, data_dir: Path, *, open_files_max: int = REPLICA_FILES_OPEN_MAX,
                  capacity_bytes: int | None = None) -> None:
         """``capacity_bytes``: use at most that much of the file system (``space_ledger``)."""
-        assert open_files_max >= 1
         self.data_dir = Path(data_dir)
         self._chunks_dir = self.data_dir / "chunks"
         self._damaged_dir = self.data_dir / "damaged"
         self._tmp_dir = self.data_dir / "tmp"
-        self._open_files_max = open_files_max
-        # Guards _open and every replica's pins/retired; held only briefly
-        # (a cache miss reads 68 KiB under it, an eviction may fsync).
-        self._lock = threading.Lock()
-        self._open: OrderedDict[int, OpenReplica] = OrderedDict()
+        self._cache = ReplicaCache(open_files_max, self._load)
         self._writer = BlockWriter(self.data_dir)
-        self._closed = False
         for directory in (self._chunks_dir, self._damaged_dir, self._tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.quarantine = Quarantine(self.data_dir)  # where deleted replicas go
@@ -201,7 +178,7 @@ class ChunkStore:
                                   quarantined_bytes=self._quarantined_bytes)
         self._staged_count = 0
         # chunk -> (old, new): its last version change in this process, nothing written
-        # since; what revert_version may undo. Under _lock.
+        # since; what revert_version may undo. Under the cache's lock.
         self._bumps: dict[int, tuple[int, int]] = {}
         # Half-made replicas of a create that crashed: never linked, so never
         # announced to the master.
@@ -213,12 +190,7 @@ class ChunkStore:
     # --- lifecycle ----------------------------------------------------------
     def close(self) -> None:
         """Sync what was written and close every fd. The store is unusable after."""
-        with self._lock:
-            self._closed = True
-            while self._open:
-                _, replica = self._open.popitem(last=False)
-                assert replica.pins == 0, "close() while a call is using the store"
-                self._close_replica(replica)
+        self._cache.close()
 
     def __enter__(self) -> Self:
         return self
@@ -245,7 +217,7 @@ class ChunkStore:
             fsync_dir(self._chunks_dir)
         # Built complete under tmp/ and linked into place, so the name never
         # points to a half-written file, and link() fails if the name exists.
-        tmp, fd, crcs = self._new_file(chunk_id, version, owner)
+        tmp, fd, crcs = new_replica_file(self._tmp_dir, chunk_id, version, owner)
         try:
             os.fsync(fd)
             try:
@@ -259,31 +231,8 @@ class ChunkStore:
             os.unlink(tmp)
         fsync_dir(path.parent)
         self.ledger.note_fd(chunk_id, fd)
-        with self._lock:
-            if chunk_id in self._open or self._closed:
-                # A concurrent call opened the new file already; keep its fd.
-                os.close(fd)
-            else:
-                self._open[chunk_id] = OpenReplica(chunk_id, fd, version, crcs, owner=owner)
-                self._evict()
-
-    def _new_file(self, chunk_id: int, version: int,
-                  owner: ReplicaOwner | None) -> tuple[Path, int, array[int]]:
-        """An all-zero replica file under tmp/, not linked anywhere: (path, fd, table)."""
-        tmp = self._tmp_dir / f"{chunk_id:016x}.{threading.get_ident():x}.{time.time_ns()}.tmp"
-        with _full_is_no_space(f"new {chunk_name(chunk_id)}"):
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                         REPLICA_FILE_MODE)
-            try:
-                os.ftruncate(fd, FILE_SIZE_BYTES)
-                pwrite_all(fd, [encode_header(chunk_id, version, owner)], 0)
-                crcs = array("I", [ZERO_BLOCK_CRC]) * BLOCKS_PER_CHUNK
-                pwrite_all(fd, [table_bytes(crcs)], CRC_TABLE_OFFSET)
-            except BaseException:
-                os.close(fd)
-                os.unlink(tmp)
-                raise
-        return tmp, fd, crcs
+        if not self._cache.add_new(OpenReplica(chunk_id, fd, version, crcs, owner=owner)):
+            os.close(fd)  # a concurrent call opened the new file already; keep its fd
 
     # --- copies made aside (the replicator) -----------------------------------
     def stage(self, chunk_id: int, version: int,
@@ -293,8 +242,8 @@ class ChunkStore:
         check_id(chunk_id)
         check_version(version)
         self.ledger.admit_replica(f"copy of {chunk_name(chunk_id)}")
-        path, fd, crcs = self._new_file(chunk_id, version, owner)
-        with self._lock:
+        path, fd, crcs = new_replica_file(self._tmp_dir, chunk_id, version, owner)
+        with self._cache.lock:
             self._staged_count += 1
             key = ("staged", self._staged_count)
         self.ledger.note_fd(key, fd)
@@ -328,8 +277,8 @@ class ChunkStore:
         path = self._path(replica.chunk_id)
         if mkdir_new(path.parent):
             fsync_dir(self._chunks_dir)
-        with self._lock:
-            old = self._open.get(replica.chunk_id)
+        with self._cache.lock:
+            old = self._cache.cached(replica.chunk_id)
             try:
                 version = old.version if old is not None else read_header(
                     str(path), replica.chunk_id)[0]
@@ -338,15 +287,8 @@ class ChunkStore:
                 pass  # nothing, or nothing of use, in place
             # rename() swaps the name at once: a reader has the old file or the new one.
             os.rename(staged.path, path)
-            old = self._open.pop(replica.chunk_id, None)
+            self._cache.replace(replica)
             self._bumps.pop(replica.chunk_id, None)
-            if old is not None:
-                old.retired = True  # its fd closes when its last user leaves
-                old.dirty = False
-                if old.pins == 0:
-                    os.close(old.fd)
-            self._open[replica.chunk_id] = replica
-            self._evict()
         self.ledger.move(staged.key, replica.chunk_id)
         fsync_dir(path.parent)
 
@@ -364,14 +306,13 @@ class ChunkStore:
         there is none."""
         check_id(chunk_id)
         path = self._path(chunk_id)
-        with self._use(chunk_id) as replica:
+        with self._cache.use(chunk_id) as replica:
             sync_replica(replica)  # what it holds, as it was, in quarantine
-            with self._lock:
-                # Move and forget under the store lock: a create of the same id
+            with self._cache.lock:
+                # Move and forget under the cache's lock: a create of the same id
                 # then either fails on the name or finds the cache clean.
                 target = self.quarantine.move(path, chunk_id, replica.version)
-                replica.retired = True
-                del self._open[chunk_id]
+                self._cache.retire(replica)
                 self._bumps.pop(chunk_id, None)
         self.ledger.forget(chunk_id)
         self.quarantine.settle(path)
@@ -379,7 +320,7 @@ class ChunkStore:
 
     def version_of(self, chunk_id: int) -> ChunkVersion:
         check_id(chunk_id)
-        with self._use(chunk_id) as replica:
+        with self._cache.use(chunk_id) as replica:
             return ChunkVersion(replica.version)
 
     def open_for_local_read(self, chunk_id: int, version: int) -> int:
@@ -393,7 +334,7 @@ class ChunkStore:
         """
         check_id(chunk_id)
         check_version(version)
-        with self._use(chunk_id) as replica:
+        with self._cache.use(chunk_id) as replica:
             check_current(replica, version)
             # Under the replica's lock: delete() cannot unlink the name meanwhile.
             try:
@@ -416,10 +357,10 @@ class ChunkStore:
         """Bump the version, durably; StaleChunkVersion unless it is *old_version* now."""
         check_id(chunk_id)
         check_version_change(old_version, new_version)
-        with self._use(chunk_id) as replica:
+        with self._cache.use(chunk_id) as replica:
             check_current(replica, old_version)
             store_version(replica, new_version)
-            with self._lock:
+            with self._cache.lock:
                 self._bumps[chunk_id] = (old_version, new_version)
 
     def revert_version(self, chunk_id: int, old_version: int, new_version: int) -> None:
@@ -428,9 +369,9 @@ class ChunkStore:
         data is then what it was at ``old_version``); StaleChunkVersion otherwise."""
         check_id(chunk_id)
         check_version_change(old_version, new_version)
-        with self._use(chunk_id) as replica:
+        with self._cache.use(chunk_id) as replica:
             check_current(replica, new_version)
-            with self._lock:
+            with self._cache.lock:
                 if self._bumps.get(chunk_id) != (old_version, new_version):
                     raise StaleChunkVersion(
                         f"{chunk_name(chunk_id)}: version {new_version} is not an unwritten"
@@ -446,9 +387,9 @@ class ChunkStore:
         check_version_change(old_version, new_version)
         if not is_int(length) or not 0 <= length <= CHUNK_SIZE_BYTES:
             raise InvalidArgument(f"length {length!r} is not in [0, {CHUNK_SIZE_BYTES}]")
-        with self._use(chunk_id) as replica:
+        with self._cache.use(chunk_id) as replica:
             check_current(replica, old_version)
-            with self._lock:
+            with self._cache.lock:
                 self._bumps.pop(chunk_id, None)
             if length < CHUNK_SIZE_BYTES:
                 self._writer.write_segments(replica, length, [(length, CHUNK_SIZE_BYTES, None)])
@@ -458,7 +399,8 @@ class ChunkStore:
     def flush(self, chunk_id: int) -> None:
         """Make the replica's written data and checksums durable."""
         check_id(chunk_id)
-        with self._use(chunk_id) as replica, _full_is_no_space(f"flush of {chunk_name(chunk_id)}"):
+        with (self._cache.use(chunk_id) as replica,
+              full_is_no_space(f"flush of {chunk_name(chunk_id)}")):
             sync_replica(replica)
 
     def set_owner(self, chunk_id: int, version: int, owner: ReplicaOwner) -> None:
@@ -467,7 +409,7 @@ class ChunkStore:
         StaleChunkVersion unless it is *version* now."""
         check_id(chunk_id)
         check_version(version)
-        with self._use(chunk_id) as replica:
+        with self._cache.use(chunk_id) as replica:
             check_current(replica, version)
             if replica.owner != owner:
                 store_owner(replica, owner)
@@ -481,13 +423,14 @@ class ChunkStore:
         found: list[tuple[ChunkId, ChunkVersion, ReplicaOwner | None]] = []
         for subdir in sorted(os.scandir(self._chunks_dir), key=lambda entry: entry.name):
             if not is_chunk_subdir(subdir):
-                self._move_aside(Path(subdir.path), "not a chunk subdirectory")
+                move_aside(self._damaged_dir, Path(subdir.path), "not a chunk subdirectory",
+                           logger)
                 continue
             for entry in sorted(os.scandir(subdir.path), key=lambda entry: entry.name):
                 try:
                     replica = self._scan_entry(subdir.name, entry)
                 except DamagedReplica as damage:
-                    self._move_aside(Path(entry.path), str(damage))
+                    move_aside(self._damaged_dir, Path(entry.path), str(damage), logger)
                     continue
                 except FileNotFoundError:
                     continue  # deleted while we looked
@@ -508,7 +451,7 @@ class ChunkStore:
         # One run at a time, so writes to the chunk are not held up for a
         # whole 64 MiB scan.
         for run_first in range(first, end, RUN_BLOCKS_MAX):
-            with self._use(chunk_id) as replica:
+            with self._cache.use(chunk_id) as replica:
                 run_end = min(run_first + RUN_BLOCKS_MAX, end)
                 for _ in self._blocks(replica, run_first, run_end, bad):
                     pass
@@ -543,7 +486,7 @@ class ChunkStore:
         check_id(chunk_id)
         check_version(version)
         check_range(offset, length)
-        with self._use(chunk_id) as replica:
+        with self._cache.use(chunk_id) as replica:
             check_current(replica, version)
             return verified_range(replica.fd, replica.crcs, 0, offset, length, chunk_id)
 
@@ -564,10 +507,10 @@ class ChunkStore:
         check_version(version)
         check_range(offset, length)
         segments = segments_of(offset, length, memoryview(payload).cast("B"), zero_ranges)
-        with self._use(chunk_id) as replica:
+        with self._cache.use(chunk_id) as replica:
             check_current(replica, version)
             if chunk_id in self._bumps:  # read without the lock: a write is a hot path
-                with self._lock:
+                with self._cache.lock:
                     self._bumps.pop(chunk_id, None)
             if length > 0:
                 self._write_blocks(replica, chunk_id, offset, length, len(payload), segments)
@@ -583,39 +526,16 @@ class ChunkStore:
             holes = replica.crcs[first:end].count(ZERO_BLOCK_CRC)
             need_bytes = min(holes, -(-payload_bytes // BLOCK_SIZE_BYTES) + 2) * BLOCK_SIZE_BYTES
             self.ledger.admit_write(need_bytes, f"write to {chunk_name(replica.chunk_id)}")
-        with _full_is_no_space(f"write to {chunk_name(replica.chunk_id)}"):
+        with full_is_no_space(f"write to {chunk_name(replica.chunk_id)}"):
             self._writer.write_segments(replica, offset, segments)
         self.ledger.note_fd(key, replica.fd)
 
-    # --- internals: the replica cache ---------------------------------------
+    # --- internals: files ---------------------------------------------------
     def _path(self, chunk_id: int) -> Path:
         return replica_path(self._chunks_dir, chunk_id)
 
-    @contextmanager
-    def _use(self, chunk_id: int) -> Iterator[OpenReplica]:
-        """The open replica, pinned (its fd stays open) and locked for this call."""
-        with self._lock:
-            assert not self._closed, "ChunkStore used after close()"
-            replica = self._open.get(chunk_id)
-            if replica is None:
-                replica = self._load(chunk_id)
-                self._open[chunk_id] = replica
-            else:
-                self._open.move_to_end(chunk_id)
-            replica.pins += 1
-        try:
-            with replica.lock:
-                if replica.retired:
-                    raise ChunkNotFound(f"{chunk_name(chunk_id)}: no replica (deleted)")
-                yield replica
-        finally:
-            with self._lock:
-                replica.pins -= 1
-                if replica.retired and replica.pins == 0:
-                    os.close(replica.fd)
-                self._evict()
-
     def _load(self, chunk_id: int) -> OpenReplica:
+        """The replica file, opened and checked (the cache calls this under its lock)."""
         path = self._path(chunk_id)
         try:
             # O_NOFOLLOW: a symlink planted here must not lead reads and
@@ -626,7 +546,7 @@ class ChunkStore:
         except OSError as error:
             if error.errno not in (errno.ELOOP, errno.EISDIR):
                 raise
-            self._move_aside(path, "not a regular file")
+            move_aside(self._damaged_dir, path, "not a regular file", logger)
             raise ChunkNotFound(f"{chunk_name(chunk_id)}: replica damaged (not a regular file)"
                                 ) from None
         try:
@@ -639,49 +559,22 @@ class ChunkStore:
                                owner=decode_owner(raw[:HEADER_SIZE_BYTES]))
         except DamagedReplica as damage:
             os.close(fd)
-            self._move_aside(path, str(damage))
+            move_aside(self._damaged_dir, path, str(damage), logger)
             raise ChunkNotFound(f"{chunk_name(chunk_id)}: replica damaged ({damage})") from None
         except BaseException:
             os.close(fd)
             raise
 
-    def _evict(self) -> None:
-        """Close least recently used replicas beyond the bound; the caller holds _lock."""
-        if len(self._open) <= self._open_files_max:
-            return
-        for chunk_id in [key for key, value in self._open.items() if value.pins == 0]:
-            if len(self._open) <= self._open_files_max:
-                break
-            self._close_replica(self._open.pop(chunk_id))
-
-    def _close_replica(self, replica: OpenReplica) -> None:
-        # The dirty flag dies with the fd, so sync now: a later flush() of
-        # this chunk would otherwise return before its data is durable.
-        try:
-            sync_replica(replica)
-        finally:
-            os.close(replica.fd)
-
     def _scan_entry(self, subdir: str, entry: os.DirEntry[str]
                     ) -> tuple[ChunkId, ChunkVersion, ReplicaOwner | None]:
         chunk_id = chunk_id_of(subdir, entry)
         self.ledger.note(chunk_id, entry.stat(follow_symlinks=False).st_blocks * 512)
-        with self._lock:
-            cached = self._open.get(chunk_id)
+        with self._cache.lock:
+            cached = self._cache.cached(chunk_id)
             if cached is not None:
                 return ChunkId(chunk_id), ChunkVersion(cached.version), cached.owner
         version, owner = read_header(entry.path, chunk_id)
         return ChunkId(chunk_id), ChunkVersion(version), owner
-
-    def _move_aside(self, path: Path, reason: str) -> None:
-        """Keep a file that is not a replica for a human to look at; never raises."""
-        target = self._damaged_dir / f"{path.parent.name}-{path.name}.{time.time_ns()}"
-        try:
-            os.rename(path, target)
-        except OSError as error:
-            logger.warning("%s is damaged (%s) and could not be moved: %s", path, reason, error)
-            return
-        logger.warning("%s is damaged (%s): moved to %s", path, reason, target)
 
     # --- internals: blocks --------------------------------------------------
     def _blocks(
@@ -693,14 +586,3 @@ class ChunkStore:
         and yielded as None (``replica_format.verified_blocks``).
         """
         return verified_blocks(replica.fd, replica.crcs, 0, first, end, replica.chunk_id, bad)
-
-
-@contextmanager
-def _full_is_no_space(what: str) -> Iterator[None]:
-    """The file system's "full" (ENOSPC, EDQUOT) as NoSpace, naming what needed room."""
-    try:
-        yield
-    except OSError as error:
-        if error.errno not in _FULL_ERRNOS:
-            raise
-        raise NoSpace(f"{what}: the file system is full ({error.strerror})") from None

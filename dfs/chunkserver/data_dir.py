@@ -10,7 +10,7 @@ Layout, under the data directory::
 Promise: ``chunk_id_of`` accepts only a regular file whose name is a valid
 chunk id in the subdirectory that id belongs to, and ``read_header`` only
 a header that checks out for that id; anything else is DamagedReplica, for
-ChunkStore to move aside. ``fsync_dir`` makes a directory's entries durable.
+ChunkStore to move aside (``move_aside``). ``fsync_dir`` makes a directory's entries durable.
 
 Caveat: a scan races with creates and deletes; the caller skips files that
 vanish under it (FileNotFoundError).
@@ -18,8 +18,10 @@ vanish under it (FileNotFoundError).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 from pathlib import Path
 
 from vmstore.dfs.protocol.replica_format import (
@@ -83,3 +85,15 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def move_aside(damaged_dir: Path, path: Path, reason: str, log: logging.Logger) -> None:
+    """Keep a file that is not a replica in ``damaged_dir`` for a human to look at, and
+    say so on ``log`` (the store's); never raises."""
+    target = damaged_dir / f"{path.parent.name}-{path.name}.{time.time_ns()}"
+    try:
+        os.rename(path, target)
+    except OSError as error:
+        log.warning("%s is damaged (%s) and could not be moved: %s", path, reason, error)
+        return
+    log.warning("%s is damaged (%s): moved to %s", path, reason, target)

@@ -6,7 +6,7 @@ sync is durable; ``store_version`` puts a version on disk only after the
 data it vouches for. Every header written keeps the replica's owner record.
 
 Synchronous, and no locking here: the caller holds the replica's lock
-(``ChunkStore._use``). The format of the file is in
+(``ReplicaCache.use``). The format of the file is in
 ``dfs.protocol.replica_format``.
 
 Caveat: ``start_writeback`` is best effort. Where the C library lacks
@@ -19,16 +19,31 @@ import ctypes
 import errno
 import os
 import threading
+import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeAlias
 
-from vmstore.dfs.constants import EARLY_WRITEBACK_BYTES_MIN
-from vmstore.dfs.protocol.replica_format import ReplicaOwner, encode_header
+from vmstore.dfs.constants import BLOCKS_PER_CHUNK, EARLY_WRITEBACK_BYTES_MIN
+from vmstore.dfs.errors import NoSpace
+from vmstore.dfs.protocol.replica_format import (
+    CRC_TABLE_OFFSET,
+    FILE_SIZE_BYTES,
+    REPLICA_FILE_MODE,
+    ZERO_BLOCK_CRC,
+    ReplicaOwner,
+    chunk_name,
+    encode_header,
+    table_bytes,
+)
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
+# The file system's answers that mean "full": a write refused whole as NoSpace.
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
 
 _FALLOC_FL_KEEP_SIZE = 0x01
@@ -126,3 +141,34 @@ def store_owner(replica: OpenReplica, owner: ReplicaOwner) -> None:
     pwrite_all(replica.fd, [encode_header(replica.chunk_id, replica.version, owner)], 0)
     os.fdatasync(replica.fd)
     replica.owner = owner
+
+
+@contextmanager
+def full_is_no_space(what: str) -> Iterator[None]:
+    """The file system's "full" (ENOSPC, EDQUOT) as NoSpace, naming what needed room."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in _FULL_ERRNOS:
+            raise
+        raise NoSpace(f"{what}: the file system is full ({error.strerror})") from None
+
+
+def new_replica_file(tmp_dir: Path, chunk_id: int, version: int,
+                     owner: ReplicaOwner | None) -> tuple[Path, int, array[int]]:
+    """An all-zero replica file under ``tmp_dir``, not linked anywhere: (path, fd, CRC
+    table); NoSpace if the file system is full. Not yet durable: the caller syncs it."""
+    tmp = tmp_dir / f"{chunk_id:016x}.{threading.get_ident():x}.{time.time_ns()}.tmp"
+    with full_is_no_space(f"new {chunk_name(chunk_id)}"):
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                     REPLICA_FILE_MODE)
+        try:
+            os.ftruncate(fd, FILE_SIZE_BYTES)
+            pwrite_all(fd, [encode_header(chunk_id, version, owner)], 0)
+            crcs = array("I", [ZERO_BLOCK_CRC]) * BLOCKS_PER_CHUNK
+            pwrite_all(fd, [table_bytes(crcs)], CRC_TABLE_OFFSET)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+    return tmp, fd, crcs

@@ -49,7 +49,7 @@ async def test_a_flush_waits_for_the_disk_without_stalling_the_event_loop(
     stalled: list[bool] = []
 
     def big_write_in_progress() -> None:
-        with store._use(CHUNK):  # as ChunkStore.write holds it
+        with store._cache.use(CHUNK):  # as ChunkStore.write holds it
             held.set()
             # Only the event loop sets release: if it is blocked, this times out.
             stalled.append(not release.wait(LOOP_STALL_GUARD_S))
