@@ -1,9 +1,10 @@
 """The HA nemesis: seeded random faults against every process of an HA cluster,
 under a workload whose every acknowledged effect is recorded, then checked.
 
-Faults, one at a time, each healed before the next: kill -9 and SIGSTOP of the
-leader, kill -9 of a standby, kill -9 of an etcd member, kill -9 of a
-chunkserver. Meanwhile a client creates files, overwrites them (each write
+Faults, one at a time, each healed before the next: kill -9 or SIGSTOP of the
+leader, of a standby, of an etcd member, or of a chunkserver (a stopped etcd
+member keeps the streams of the standbys watching through it open and silent).
+Meanwhile a client creates files, overwrites them (each write
 fsynced, each version recorded once acknowledged) and renames them.
 
 The checker verifies:
@@ -28,6 +29,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 
 import msgspec
 import trio
@@ -105,13 +107,12 @@ class Nemesis:
         standbys = [name for name in self.cluster.master_names if name != leader]
         chunkserver = self.draw.choice(self.cluster.chunkserver_names)
         member = f"etcd{self.draw.randrange(3)}"
-        return [
-            (f"kill -9 leader {leader}", lambda: self._kill_and_restart(leader)),
-            (f"SIGSTOP leader {leader}", lambda: self._stop_and_continue(leader)),
-            (f"kill -9 standby {standbys[0]}", lambda: self._kill_and_restart(standbys[0])),
-            (f"kill -9 etcd member {member}", lambda: self._kill_and_restart(member)),
-            (f"kill -9 {chunkserver}", lambda: self._kill_and_restart(chunkserver)),
-        ]
+        faults: list[tuple[str, Callable[[], None]]] = []
+        for role, name in (("leader", leader), ("standby", standbys[0]),
+                           ("etcd member", member), ("chunkserver", chunkserver)):
+            faults.append((f"kill -9 {role} {name}", partial(self._kill_and_restart, name)))
+            faults.append((f"SIGSTOP {role} {name}", partial(self._stop_and_continue, name)))
+        return faults
 
     def _kill_and_restart(self, name: str) -> None:
         self.cluster.kill(name)
@@ -124,7 +125,8 @@ class Nemesis:
     def _stop_and_continue(self, name: str) -> None:
         pid = self.cluster.pid(name)
         os.kill(pid, signal.SIGSTOP)
-        time.sleep(self.draw.uniform(4.0, 8.0))  # past its leadership: a standby takes over
+        # A leader's: past its leadership, a standby takes over.
+        time.sleep(self.draw.uniform(4.0, 8.0))
         os.kill(pid, signal.SIGCONT)
 
     def run(self, until_s: float) -> None:
