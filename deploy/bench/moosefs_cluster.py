@@ -8,7 +8,11 @@ each with its own config, data directory and port, in a network namespace
 reached over a veth pair from 10.78.0.1; ``mfsmount`` on the host with its
 default options, goal 2 set with ``mfssetgoal -r`` (and trash time 0, so
 deleted bench files free their chunks at once). The daemons run with their
-shipped defaults (which include nice -19 and no fsync on a client's fsync).
+shipped defaults (no fsync on a client's fsync among them), but for their
+priority: they renice themselves to -19 unless told otherwise, which on a
+machine busy with other work hands them the CPU before any other process
+(vmstore's daemons run at nice 0, as its systemd units start them), so
+``moosefs_mount`` takes the nice level to give them (``None``: -19).
 ``moosefs_mount`` yields the mount point and the pids of every daemon
 (``ip netns exec`` execs its command, so each pid is the daemon's own), for
 CPU accounting. Everything is stopped in order when it exits, however.
@@ -123,7 +127,12 @@ def wait_for(what: str, ready: Callable[[], bool], timeout_s: float = START_TIME
         time.sleep(POLL_S)
 
 
-def start_master(stack: ExitStack, directory: Path) -> int:
+def niceness(nice_level: int | None) -> dict[str, object]:
+    """The daemons' config setting for ``nice_level`` (none: their default, -19)."""
+    return {} if nice_level is None else {"NICE_LEVEL": nice_level}
+
+
+def start_master(stack: ExitStack, directory: Path, nice_level: int | None) -> int:
     data = directory / "master"
     data.mkdir(parents=True)
     shutil.copy(EMPTY_METADATA, data / "metadata.mfs")
@@ -135,12 +144,13 @@ def start_master(stack: ExitStack, directory: Path) -> int:
         "DATA_PATH": data, "EXPORTS_FILENAME": exports,
         "TOPOLOGY_FILENAME": data / "mfstopology.cfg",
         "MATOML_LISTEN_HOST": MASTER_ADDRESS, "MATOCS_LISTEN_HOST": MASTER_ADDRESS,
-        "MATOCL_LISTEN_HOST": MASTER_ADDRESS})
+        "MATOCL_LISTEN_HOST": MASTER_ADDRESS, **niceness(nice_level)})
     return start_daemon(stack, "mfsmaster", ["ip", "netns", "exec", NETNS, "mfsmaster", "-f",
                                              "-c", str(config), "start"], data / "mfsmaster.log")
 
 
-def start_chunkserver(stack: ExitStack, directory: Path, index: int) -> tuple[Path, int]:
+def start_chunkserver(stack: ExitStack, directory: Path, index: int,
+                      nice_level: int | None) -> tuple[Path, int]:
     """Chunkserver ``index``: its log (which says when it has registered) and its pid."""
     data = directory / f"chunkserver{index}"
     (data / "hdd").mkdir(parents=True)
@@ -151,7 +161,7 @@ def start_chunkserver(stack: ExitStack, directory: Path, index: int) -> tuple[Pa
         "SYSLOG_IDENT": f"vmsbench-mfschunkserver{index}", "DATA_PATH": data,
         "HDD_CONF_FILENAME": hdd, "BIND_HOST": MASTER_ADDRESS, "MASTER_HOST": MASTER_ADDRESS,
         "CSSERV_LISTEN_HOST": MASTER_ADDRESS,
-        "CSSERV_LISTEN_PORT": CHUNKSERVER_PORT_BASE + 10 * index})
+        "CSSERV_LISTEN_PORT": CHUNKSERVER_PORT_BASE + 10 * index, **niceness(nice_level)})
     log = data / "mfschunkserver.log"
     pid = start_daemon(stack, f"mfschunkserver{index}", ["ip", "netns", "exec", NETNS,
                                                          "mfschunkserver", "-f", "-c",
@@ -169,21 +179,25 @@ def registered(log: Path) -> bool:
 
 
 @contextmanager
-def moosefs_mount(directory: Path) -> Iterator[tuple[Path, tuple[int, ...]]]:
+def moosefs_mount(directory: Path,
+                  nice_level: int | None = None) -> Iterator[tuple[Path, tuple[int, ...]]]:
     """MooseFS goal 2 on three chunkservers in ``vmsbench0``, mounted at ``directory``/mnt:
-    the mount point and the pids of mfsmaster, each mfschunkserver and mfsmount."""
+    the mount point and the pids of mfsmaster, each mfschunkserver and mfsmount, each
+    daemon at ``nice_level`` (``None``: MooseFS's default, -19)."""
     with ExitStack() as stack:
         stack.enter_context(namespace())
-        pids = [start_master(stack, directory)]
-        started = [start_chunkserver(stack, directory, index) for index in range(CHUNKSERVERS)]
+        pids = [start_master(stack, directory, nice_level)]
+        started = [start_chunkserver(stack, directory, index, nice_level)
+                   for index in range(CHUNKSERVERS)]
         pids += [pid for _, pid in started]
         wait_for("chunkservers' registration",
                  lambda: all(registered(log) for log, _ in started))
         mount_point = directory / "mnt"
         mount_point.mkdir()
         log = directory / "mfsmount.log"
+        nice = [] if nice_level is None else ["-o", f"mfsnice={nice_level}"]
         pids.append(start_daemon(stack, "mfsmount", ["mfsmount", "-f", "-H", MASTER_ADDRESS,
-                                                     str(mount_point)], log))
+                                                     *nice, str(mount_point)], log))
         stack.callback(run, "umount", "-l", str(mount_point), check=False)
         wait_for("mfsmount", lambda: is_mounted(mount_point))
         run("mfssetgoal", "-r", str(GOAL), str(mount_point))
