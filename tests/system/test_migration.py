@@ -492,3 +492,91 @@ def test_a_source_cut_past_the_lease_expiry_is_named_fenced_and_recovers(
     for number in range(highest + 1):
         problem = record_problem(read(number * RECORD_BYTES, RECORD_BYTES), number)
         assert problem is None, f"record {number}: {problem}"
+
+
+# --- a qcow2 image that grows during the move (issue 18) ----------------------------------
+# A qcow2 file grows as its guest writes new clusters: the source's QEMU appends
+# clusters and updates the image's tables until its last moment, and the
+# destination's QEMU opens the image on another host's mount, where a size or table
+# cached from before the move would lose what the guest wrote last. The tiny guest
+# writes a 4 KiB record every 5 ms at increasing offsets: its image gains a 64 KiB
+# cluster every 16 records, through the move too.
+def start_qcow2_guest(lab: LibvirtLab, name: str, host: str = "h1") -> Guest:
+    image = f"/var/lib/vmstore/{name}.qcow2"
+    lab.run_in(host, "qemu-img", "create", "-q", "-f", "qcow2", image, "256M")
+    guest = Guest(lab, name, image, lab.directory / f"{name}-console.log")
+    xml = domain_xml(name, image, guest.console, memory_mib=128)
+    assert xml.count('type="raw"') == 1, "the disk's driver names its format once"
+    connection = libvirt_connection(lab, host)
+    try:
+        connection.defineXML(xml.replace('type="raw"', 'type="qcow2"')).create()
+    finally:
+        connection.close()
+    return guest
+
+
+def test_a_growing_qcow2_image_moves_with_every_acked_record(lab: LibvirtLab) -> None:
+    guest = start_qcow2_guest(lab, "qcow2mover")
+    try:
+        guest.wait_for_acks(40, BOOT_TIMEOUT_S)
+        size_before = os.stat(lab.path_in("h1", guest.image)).st_size
+        acked_before = guest.highest_ack()
+        result = vmstore(lab, "migrate", "qcow2mover", "--to", "h2", "--json")
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert (report["outcome"], report["destination"]) == ("moved", "h2"), report
+        assert guest.running_on() == ["h2"]
+        moved_at = guest.highest_ack()
+        # Written while the memory moved (the guest runs on h1 until the switch): at
+        # least one new cluster, appended by h1's QEMU, opened by h2's.
+        assert moved_at >= acked_before + 16, f"ACKs {acked_before} -> {moved_at} in the move"
+        guest.wait_for_acks(moved_at + 100)  # 100 more records: 6 more clusters on h2
+        size_after = os.stat(lab.path_in("h2", guest.image)).st_size
+        assert size_after > size_before, "the image did not grow: no cluster was added"
+    finally:
+        guest.stop()
+    check = lab.run_in("h2", "qemu-img", "check", "-f", "qcow2", guest.image, check=False)
+    assert check.returncode == 0, f"qemu-img check: {check.stdout} {check.stderr}"
+    raw = lab.directory / "qcow2mover.raw"
+    lab.run_in("h2", "qemu-img", "convert", "-f", "qcow2", "-O", "raw", guest.image,
+               str(raw))
+    records = check_records(file_reader(raw), guest.console.read_bytes())
+    assert records.highest_ack >= moved_at + 100
+    print(f"moved in {report['total_s']:.1f} s, downtime {report['downtime_ms']} ms; image"
+          f" {size_before / 2**20:.1f} -> {size_after / 2**20:.1f} MiB; ACKs up to"
+          f" {records.highest_ack}, all on disk")
+
+
+def test_a_move_to_a_host_whose_mount_dies_leaves_nothing_there(lab: LibvirtLab) -> None:
+    """h2's vmstore mount is killed (-9) during the copy: the move fails, the guest
+    writes on on h1, and h2 keeps neither a running copy nor a definition of it (before:
+    the failed incoming move could leave its persistent definition on h2)."""
+    from tests.system.libvirt_lab import VMSTORE_MOUNTPOINT, _pid_of
+
+    guest = start_guest(lab, "orphan", memory_mib=128, dirty_mib_per_s=1, dirty_mib=64)
+    try:
+        guest.wait_for_acks(20, BOOT_TIMEOUT_S)
+        mover = subprocess.Popen(
+            [sys.executable, "-m", "vmstore.cli.main", "migrate", "orphan", "--to", "h2",
+             "--bandwidth", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "VMSTORE_CONFIG": str(coordinator_config(lab))})
+        assert mover.stderr is not None
+        wait_until(lambda: "MiB sent" in mover.stderr.readline(), 60, "the copy to start")
+        mount_pid = _pid_of(lab.directory, "mount-h2")
+        assert mount_pid is not None
+        os.kill(mount_pid, signal.SIGKILL)
+        output, errors = mover.communicate(timeout=COMMAND_TIMEOUT_S)
+        assert mover.returncode == 1, output + errors
+        assert "it keeps running on h1" in errors, errors
+        assert "libvirt:" not in errors, errors
+        assert guest.running_on() == ["h1"]
+        assert not defined_on_host(lab, "h2", "orphan"), errors
+        guest.wait_for_acks(guest.highest_ack() + 20)
+    finally:
+        guest.stop()
+        lab.run_in("h2", "umount", "-l", str(VMSTORE_MOUNTPOINT), check=False)
+        lab._stop_mount("h2")
+        lab._start_mount("h2")
+        wait_until(lambda: (lab.directory / "run" / "mount-h2.addr").exists(), 60,
+                   "h2's mount to be back")
+    guest.check_disk("h1")
