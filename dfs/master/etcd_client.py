@@ -41,6 +41,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
@@ -308,10 +309,15 @@ class BlockingTxn(_Endpoints):
         self._connections.clear()
 
     def txn(self, compare: Sequence[Compare], success: Sequence[Request],
-            failure: Sequence[Request] = ()) -> TxnResult:
+            failure: Sequence[Request] = (), *,
+            stop: threading.Event | None = None) -> TxnResult:
+        """``EtcdClient.txn``; once ``stop`` is set, no further endpoint is tried."""
         body = json.dumps(_txn_body(compare, success, failure)).encode()
         errors = []
         for endpoint in list(self.endpoints):
+            if stop is not None and stop.is_set() and errors:
+                errors.append("the caller stopped asking")
+                break
             try:
                 status, reply = self._post(endpoint, "/v3/kv/txn", body)
             except (OSError, http.client.HTTPException, ValueError) as error:

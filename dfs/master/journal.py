@@ -136,7 +136,7 @@ class MetadataJournal:
                     [etcd.created_at(self.keys.leader, entry.epoch),
                      etcd.created_at(key, 0)],
                     [etcd.put(key, value)],
-                    [etcd.get(key)])
+                    [etcd.get(key)], stop=deposed)
             except EtcdUnavailable as error:
                 if attempt == 0:
                     log.warning("journal entry %d waits for etcd: %s", entry.seq, error,

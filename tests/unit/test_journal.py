@@ -10,8 +10,8 @@
 * A standby's follower reads once, then takes entries from the watch; a watch that
   cannot go on (compacted away) falls back to a read, and nothing is missed.
 * An append is made by the commit thread itself, with no trio around it; it goes
-  past a dead endpoint to a live one, and stops waiting for an unreachable etcd
-  once the leadership is lost.
+  past a dead endpoint to a live one, and stops waiting for a silent etcd once
+  the leadership is lost (no further member is asked).
 * A campaign that lost waits on the watch: it asks etcd again only once the key
   is gone, not at every polling interval.
 """
@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -235,7 +236,9 @@ def test_a_losing_campaign_waits_on_the_watch_and_wins_once_the_key_goes(
 
 def test_the_commit_thread_appends_by_itself_past_a_dead_endpoint_until_deposed(
         etcd_url: str, expected_logs: LogChecker) -> None:
-    expected_logs.allow("vmstore.dfs.master.journal", r"journal entry 2 waits for etcd")
+    expected_logs.allow("vmstore.dfs.master.journal",
+                        r"journal entry 2 waits for etcd: .*timed out; the caller stopped asking",
+                        count=1)
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     client = EtcdClient([dead, etcd_url])
     journal = MetadataJournal(client, "/test/")
@@ -245,12 +248,17 @@ def test_the_commit_thread_appends_by_itself_past_a_dead_endpoint_until_deposed(
     journal.append(entry(1, epoch))
     assert journal.blocking.endpoints == [etcd_url, dead]  # the live one first from now on
     assert [e.seq for e in trio.run(journal.read, 0)] == [1]
-    # etcd unreachable: the append waits (quorum lost) until the leadership is lost.
-    unreachable = MetadataJournal(EtcdClient([dead]), "/test/")
+    # etcd silent (members that take the connection and never answer): the append
+    # waits, and once the leadership is lost it asks no further member.
+    silent = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+    unreachable = MetadataJournal(EtcdClient(
+        [f"http://127.0.0.1:{server.getsockname()[1]}" for server in silent]), "/test/")
     deposed = threading.Event()
     threading.Timer(0.3, deposed.set).start()
     with pytest.raises(NotLeader, match="leadership lost"):
         unreachable.append(entry(2, epoch), deposed)
     journal.blocking.close()
     unreachable.blocking.close()
+    for server in silent:
+        server.close()
     trio.run(client.aclose)
