@@ -313,7 +313,7 @@ class BlockingTxn(_Endpoints):
             stop: threading.Event | None = None) -> TxnResult:
         """``EtcdClient.txn``; once ``stop`` is set, no further endpoint is tried."""
         body = json.dumps(_txn_body(compare, success, failure)).encode()
-        errors = []
+        errors: list[str] = []
         for endpoint in list(self.endpoints):
             if stop is not None and stop.is_set() and errors:
                 errors.append("the caller stopped asking")
