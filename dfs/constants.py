@@ -156,6 +156,12 @@ CHUNKSERVER_DOWN_AFTER_S = 5.0
 # this long (plus its reconnect backoff) to register again.
 REGISTERED_LINK_PING_TIMEOUT_S = 2.0
 GROUP_COMMIT_BATCH_MAX = 256
+# The embedded master commits namespace changes (create, unlink, rename, chmod, xattrs,
+# a size published at close) without an fsync each; they are on stable storage this
+# long after at most, or at the next fsync of a file, fsyncdir or durable change
+# (dfs.master.committer). A master killed (-9) loses none of them; a host crash, at most
+# this much.
+METADATA_SYNC_DELAY_S_MAX = 0.1
 # A readdir reply carries at most this many entries, however many were asked.
 READDIR_REPLY_ENTRIES_MAX = 1024
 # Chunk deletions sent to chunkservers per pass of the master's deleter.

@@ -382,6 +382,12 @@ class VmstoreOperations(pyfuse3.Operations):
     async def releasedir(self, fh: int) -> None:
         return None
 
+    @translated
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        # The master answers namespace changes before they are durable: an fsync
+        # of a directory waits until this mount's are (as on a local disk).
+        await self.client.sync_metadata()
+
     # --- files --------------------------------------------------------------------
     def _new_handle(self, attrs: FileAttrs, flags: int) -> pyfuse3.FileInfo:
         """The handle of an open the client has counted (``Client.opened``)."""
@@ -452,6 +458,9 @@ class VmstoreOperations(pyfuse3.Operations):
         # file in one commit (dfs.client.create_open).
         attrs = await create_and_open(self.client, parent_inode, name, mode, ctx.uid,
                                       ctx.gid, writable=flags & os.O_ACCMODE != os.O_RDONLY)
+        # A new file has no xattrs: the kernel's question before its first write needs
+        # no round trip (another host's setxattr drops this, as for any file).
+        self._remember_no_capabilities(attrs.inode)
         return self._new_handle(attrs, flags), self._entry(attrs)
 
     @translated

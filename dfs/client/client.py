@@ -236,21 +236,33 @@ class Client:
             if size_bytes <= state.published_bytes and (
                     datasync or mtime_age_s < MTIME_PUBLISH_INTERVAL_S):
                 size_bytes = 0  # the size is known; the mtime waits (for close at the latest)
-        if not size_bytes:
+        # The master answers namespace changes (this file's create among them) before
+        # they are durable: an fsync waits for them, through its durable WriteEnd or,
+        # without one, a SyncMetadata (none if nothing is owed).
+        answered = self.master.changes_answered
+        metadata_owed = self.master.changes_durable < answered
+        if not size_bytes and not metadata_owed:
             await self.io.flush(InodeId(inode))  # fast path: nothing to tell the master
         else:
             with unwrapped_errors():
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self.io.flush, InodeId(inode))
-                    nursery.start_soon(self._write_end, inode, size_bytes)
+                    if size_bytes:
+                        nursery.start_soon(self._write_end, inode, size_bytes)
+                    else:
+                        nursery.start_soon(self.master.sync_metadata, answered)
+            # No round trip unless a truncate meanwhile left the WriteEnd unsent.
+            await self.master.sync_metadata(answered)
         state = self.files.find(inode)
         if state is not None and not datasync:
             state.written = False  # an fdatasync may leave the mtime for close
         if hop_trace.ENABLED:
             hop_trace.mark("client.fsync_done")
 
-    async def _write_end(self, inode: int, size_bytes: int) -> None:
-        """Tell the master the file's writes reach ``size_bytes`` (and set its mtime)."""
+    async def _write_end(self, inode: int, size_bytes: int, *, durable: bool = True) -> None:
+        """Tell the master the file's writes reach ``size_bytes`` (and set its mtime);
+        ``durable``: on its stable storage before this returns (an fsync's), else
+        within METADATA_SYNC_DELAY_S_MAX (a close's)."""
         state = self.files.get(inode)  # kept while its lock is held (FileStates)
         async with state.size_lock:
             # A truncate while this waited for the lock made the old reach void:
@@ -266,7 +278,7 @@ class Client:
             try:
                 await self.master.mutate(m.ClientToMasterWriteEnd(
                     session_id=0, op_id=0, inode=inode, size_bytes=size_bytes,
-                    mtime_ns=time.time_ns()), reply_type=m.AttrsReply)
+                    mtime_ns=time.time_ns(), durable=durable), reply_type=m.AttrsReply)
             except BaseException:
                 state.size_owed(size_bytes)
                 raise
@@ -351,10 +363,14 @@ class Client:
         await self.io.wait_written(inode)
         size_bytes = self.files.unpublished_bytes(inode)
         if size_bytes:
-            await self._write_end(inode, size_bytes)
+            await self._write_end(inode, size_bytes, durable=False)  # close is no fsync
         state = self.files.find(inode)
         if state is not None:
             state.written = False
+
+    async def sync_metadata(self) -> None:
+        """Every namespace change this client made is durable on the master (fsyncdir)."""
+        await self.master.sync_metadata()
 
     async def publish_written(self, inode: int) -> None:
         """``publish_size`` if the file was written here since its size was last

@@ -117,6 +117,11 @@ class MasterClient:
         self.on_invalidate: list[Callable[[m.MasterToClientInvalidate], Awaitable[None]]] = []
         self.wants_invalidations = False
         self._connect_lock = trio.Lock()
+        # Mutations answered, and how many of the first of them are known durable: the
+        # master answers namespace changes before they are on stable storage
+        # (dfs.master.committer), and an fsync here waits for them (``sync_metadata``).
+        self.changes_answered = 0
+        self.changes_durable = 0
 
     @property
     def address(self) -> str:
@@ -151,6 +156,10 @@ class MasterClient:
         """
         assert request.session_id == 0, "mutate stamps the session id"
         assert request.op_id == 0, "mutate stamps the op id"
+        # A durable WriteEnd (an fsync's) is on stable storage with every change
+        # committed before it: with all those answered before it was sent.
+        covered = self.changes_answered if (isinstance(request, m.ClientToMasterWriteEnd)
+                                            and request.durable) else 0
         what = type(request).__name__
         await self._retrying(self._connected, what)  # the session id first
         stamped = self.session_id
@@ -166,7 +175,20 @@ class MasterClient:
                                              timeout_s=self._timeout_s(RPC_TIMEOUT_S))
             return reply
 
-        return await self._retrying(attempt, what)
+        reply = await self._retrying(attempt, what)
+        self.changes_answered += 1
+        self.changes_durable = max(self.changes_durable, covered)
+        return reply
+
+    async def sync_metadata(self, through: int | None = None) -> None:
+        """The first ``through`` changes this client was answered (default: all so far)
+        are on the master's stable storage when this returns (at once if known so: no
+        round trip)."""
+        answered = self.changes_answered if through is None else through
+        if self.changes_durable >= answered:
+            return
+        await self.call(m.ClientToMasterSyncMetadata(), reply_type=m.EmptyReply)
+        self.changes_durable = max(self.changes_durable, answered)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
         """``attempt()``, again after transient failures until the reconnect deadline."""

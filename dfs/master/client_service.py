@@ -8,6 +8,13 @@ sent only after that commit is durable. Requests that need chunkservers
 After a change is durable and before its reply, the other mounts are told
 what it made stale (``invalidations``): a later lookup anywhere sees it.
 
+Namespace changes (``_LAZY``: create, mkdir, symlink, link, unlink, rmdir,
+rename, xattrs, chmod/chown/utimes, a size published at close) are answered
+once committed, and are durable within METADATA_SYNC_DELAY_S_MAX (on the
+embedded master: ``committer``); every other change, and any that frees
+chunks for deletion, is durable before its reply. ClientToMasterSyncMetadata
+waits until every change committed before it is durable.
+
 Every request first passes the connection's export rule (``exports``):
 refused, read-only or confined to a directory, decided once per connection
 by its address. Chunk locations carry read capabilities and write chains a
@@ -184,11 +191,15 @@ class ClientService:
                 return cached
             notices.append(notice_for(self.writer_namespace, request))
             reply = change(self.writer_namespace, request, now_ns, freed)
+            if freed:
+                # The deleter acts on what is committed: no replica may go for a
+                # change that a crash of the host could still take back.
+                self.committer.insist_durable()
             encoded = encode_stored_message(reply)
             self.sessions.store_reply(session_id, op_id, encoded)
             return encoded
 
-        encoded = await self.committer.run(run)
+        encoded = await self.committer.run(run, durable=not _lazy(request))
         if freed:
             self.chunk_manager.deletions_wanted.set()
         reply = decode_stored_message(encoded)
@@ -277,6 +288,10 @@ class ClientService:
             return await self._mutate(request, change)
         self.leases.touch(session_id)
         return await self._mutate(request, change, committed=opened)
+
+    async def sync_metadata(self, connection: Connection, request: Any) -> m.Message:
+        await self.committer.sync()
+        return m.EmptyReply()
 
     async def chunk_for_write(self, connection: Connection, request: Any) -> m.Message:
         _check_chunk_index(request.index)
@@ -456,6 +471,23 @@ class HealingReporter(Protocol):
     def status(self) -> m.HealingStatus: ...
 
 
+# Committed lazily (durable within METADATA_SYNC_DELAY_S_MAX): what a local file
+# system makes durable at the next fsync of the directory or the file, not before.
+_LAZY = frozenset({
+    m.ClientToMasterCreate, m.ClientToMasterMkdir, m.ClientToMasterSymlink,
+    m.ClientToMasterLink, m.ClientToMasterUnlink, m.ClientToMasterRmdir,
+    m.ClientToMasterRename, m.ClientToMasterSetXattr, m.ClientToMasterRemoveXattr})
+
+
+def _lazy(request: m.Message) -> bool:
+    """Whether ``request``'s change may be answered before it is durable."""
+    if isinstance(request, m.ClientToMasterSetAttr):
+        return request.size_bytes is None  # a truncate cut replicas first: durable
+    if isinstance(request, m.ClientToMasterWriteEnd):
+        return not request.durable  # a close's publish; an fsync's is durable
+    return type(request) in _LAZY
+
+
 def _check_chunk_index(index: int) -> None:
     if index > CHUNK_INDEX_MAX:
         raise FileTooLarge(f"chunk index {index} is past the largest file"
@@ -569,6 +601,7 @@ _QUERIES: dict[type[m.Message], Callable[[ClientService, Any], m.Message]] = {
 
 _SPECIAL: dict[type[m.Message], Callable[[ClientService, Connection, Any], Any]] = {
     m.ClientToMasterCreate: ClientService.create,
+    m.ClientToMasterSyncMetadata: ClientService.sync_metadata,
     m.ClientToMasterHold: ClientService.hold,
     m.ClientToMasterDrain: ClientService.drain,
     m.ClientToMasterChunkForWrite: ClientService.chunk_for_write,

@@ -14,6 +14,19 @@ With metadata HA, a ``BatchJournal`` ships each batch's rows to the journal
 in etcd inside the batch's transaction, before COMMIT: a batch etcd did not
 take is rolled back here too, and its callers get the journal's error
 (``NotLeader``), never a reply.
+
+Lazy changes (``run(change, durable=False)``, the embedded master with
+``syncs_commits``: its store does not fsync each commit). A lazy change
+returns once committed: in the WAL, so a master killed (-9) or restarted
+keeps it, but on stable storage only within METADATA_SYNC_DELAY_S_MAX, or
+sooner, at the next durable change or ``sync()``. Every sync covers every
+commit before it, and SQLite recovers a prefix of the commits after an OS
+crash, so what a crash of the host can take back is a suffix of lazy
+changes only, never one a durable change came after. A change that must
+not be lost that way (one whose effects leave the master: chunks freed for
+deletion) calls ``insist_durable()`` while it runs. Without
+``syncs_commits`` every change is durable at commit (by the store's FULL
+fsync, or by the HA journal) and ``durable`` is moot.
 """
 
 from __future__ import annotations
@@ -23,9 +36,9 @@ from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 import trio
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
-from vmstore.dfs.constants import GROUP_COMMIT_BATCH_MAX
+from vmstore.dfs.constants import GROUP_COMMIT_BATCH_MAX, METADATA_SYNC_DELAY_S_MAX
 from vmstore.dfs.errors import DfsError, MasterUnavailable, NotLeader
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metadata.store import MetadataStore
@@ -42,13 +55,19 @@ COMMITS = Counter("vmstore_master_commits_total", "Metadata transactions committ
 COMMITTED_CHANGES = Counter("vmstore_master_committed_changes_total",
                             "Metadata changes committed (the group commits' members)",
                             registry=REGISTRY)
+NOT_DURABLE = Gauge("vmstore_master_metadata_commits_not_durable", "Commits not yet on stable"
+                    " storage (lazy namespace changes; durable within"
+                    " METADATA_SYNC_DELAY_S_MAX)", registry=REGISTRY)
+SYNCS = Counter("vmstore_master_metadata_syncs_total", "fsyncs that made lazily committed"
+                " metadata changes durable (embedded master)", registry=REGISTRY)
 
 
 class _Job(Generic[T]):
-    __slots__ = ("change", "done", "result", "error")
+    __slots__ = ("change", "durable", "done", "result", "error")
 
-    def __init__(self, change: Callable[[], T]) -> None:
+    def __init__(self, change: Callable[[], T], durable: bool) -> None:
         self.change = change
+        self.durable = durable
         self.done = trio.Event()
         self.result: T | None = None
         self.error: BaseException | None = None
@@ -67,17 +86,62 @@ class BatchJournal(Protocol):
 
 
 class GroupCommitter:
-    def __init__(self, store: MetadataStore, journal: BatchJournal | None = None) -> None:
+    def __init__(self, store: MetadataStore, journal: BatchJournal | None = None, *,
+                 syncs_commits: bool = False) -> None:
+        """``syncs_commits``: ``store`` does not fsync its commits (opened with
+        ``fsync_commits`` off) and there is no journal: this committer makes them
+        durable itself (the module docstring)."""
+        assert not (syncs_commits and journal is not None), "the journal makes commits durable"
         self.store = store
         self.journal = journal
         if journal is not None:
             journal.attach(store)
+        self.syncs_commits = syncs_commits
         self._send, self._receive = trio.open_memory_channel[_Job[Any]](GROUP_COMMIT_BATCH_MAX * 4)
-        self.batches = 0
+        self.batches = 0  # committed; with syncs_commits, durable up to durable_batches
         self.changes = 0
+        self.durable_batches = 0
+        self._batch_durable = False  # the worker's, for the batch it runs: sync after COMMIT
+        self._lazy_committed = trio.Event()  # set while some commit is not yet durable
+        self._sync_lock = trio.Lock()
 
-    async def run(self, change: Callable[[], T]) -> T:
-        job: _Job[T] = _Job(change)
+    def insist_durable(self) -> None:
+        """From inside a running change: its batch is durable before any reply."""
+        self._batch_durable = True
+
+    async def sync(self) -> None:
+        """Every change committed before this call is on stable storage when it returns."""
+        target = self.batches
+        if not self.syncs_commits or self.durable_batches >= target:
+            return  # fast path: nothing lazy is waiting
+        async with self._sync_lock:
+            if self.durable_batches >= target:
+                return  # a sync that ran while this waited covered it
+            reached = self.batches
+            # Shielded: the fsync runs on in its thread anyway, and the count must
+            # move only with what it made durable.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.store.sync)
+            SYNCS.inc()
+            self._durable_through(reached)
+
+    def _durable_through(self, batches: int) -> None:
+        self.durable_batches = max(self.durable_batches, batches)
+        NOT_DURABLE.set(self.batches - self.durable_batches)
+        if self.durable_batches >= self.batches and self._lazy_committed.is_set():
+            # A new event only once the syncing task is past its wait on the old one.
+            self._lazy_committed = trio.Event()
+
+    async def _sync_lazy_commits(self) -> None:
+        """Lazy commits become durable within METADATA_SYNC_DELAY_S_MAX."""
+        while True:
+            await self._lazy_committed.wait()
+            await trio.sleep(METADATA_SYNC_DELAY_S_MAX)
+            await self.sync()
+
+    async def run(self, change: Callable[[], T], *, durable: bool = True) -> T:
+        """Commit ``change``; lazily (see the module docstring) unless ``durable``."""
+        job: _Job[T] = _Job(change, durable)
         try:
             await self._send.send(job)
         except trio.BrokenResourceError:
@@ -93,7 +157,10 @@ class GroupCommitter:
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:
-            await self._serve()
+            async with trio.open_nursery() as nursery:
+                if self.syncs_commits:
+                    nursery.start_soon(self._sync_lazy_commits)
+                await self._serve()
         finally:
             self._refuse_the_rest()
 
@@ -120,13 +187,21 @@ class GroupCommitter:
                 except trio.WouldBlock:
                     break
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._commit, batch)
+                synced = await trio.to_thread.run_sync(self._commit, batch)
+            if synced:
+                self._durable_through(self.batches)
+            elif self.syncs_commits and self.durable_batches < self.batches:
+                NOT_DURABLE.set(self.batches - self.durable_batches)
+                self._lazy_committed.set()
             for job in batch:
                 job.done.set()
             if self.journal is not None:
                 await self.journal.after_batch()
 
-    def _commit(self, batch: list[_Job[Any]]) -> None:
+    def _commit(self, batch: list[_Job[Any]]) -> bool:
+        """In the worker thread: the batch in one transaction; True if it synced
+        (every commit so far is durable)."""
+        self._batch_durable = any(job.durable for job in batch)
         try:
             with self.store.transaction():
                 for job in batch:
@@ -143,7 +218,7 @@ class GroupCommitter:
                                   error=str(error)))
             for job in batch:
                 job.error = error
-            return
+            return False
         except Exception as error:
             # The commit itself failed (disk full, I/O error): nothing of the
             # batch is durable, so nobody may be told it is.
@@ -152,8 +227,22 @@ class GroupCommitter:
                                   error=str(error)))
             for job in batch:
                 job.error = DfsError(f"metadata commit failed: {error}")
-            return
+            return False
         self.batches += 1
         self.changes += len(batch)
         COMMITS.inc()
         COMMITTED_CHANGES.inc(len(batch))
+        if not (self.syncs_commits and self._batch_durable):
+            return False
+        try:
+            self.store.sync()
+        except OSError as error:
+            # Committed, not durable: no caller of a durable change may hear yes.
+            log.error("metadata sync after a commit of %d changes failed: %s", len(batch),
+                      error, extra=about("metadata_commit_failed", changes=len(batch),
+                                         error=str(error)))
+            for job in batch:
+                job.error = DfsError(f"metadata sync failed: {error}")
+            return False
+        SYNCS.inc()
+        return True

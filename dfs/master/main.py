@@ -106,13 +106,18 @@ async def run_master(settings: MasterSettings, *, journal: BatchJournal | None =
     """
     with ExitStack() as stack:
         database = metadata_path(settings)
-        # An HA leader's copy need not fsync each batch: etcd's journal has it first.
-        writer = MetadataStore(database, fsync_commits=journal is None)
+        # No fsync per commit: an HA leader's batches are in etcd's journal first; the
+        # embedded master's committer syncs them itself (at once for durable changes,
+        # within METADATA_SYNC_DELAY_S_MAX for namespace changes).
+        writer = MetadataStore(database, fsync_commits=False)
         stack.callback(writer.close)
-        embedded_identity = begin_generation(writer) if journal is None else None
+        embedded_identity = None
+        if journal is None:
+            embedded_identity = begin_generation(writer)
+            writer.sync()  # this start's generation is durable before anyone sees it
         reader = MetadataStore(database)
         stack.callback(reader.close)
-        committer = GroupCommitter(writer, journal)
+        committer = GroupCommitter(writer, journal, syncs_commits=journal is None)
         async with trio.open_nursery() as nursery:
             await nursery.start(committer.serve)
             identity = embedded_identity

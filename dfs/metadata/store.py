@@ -6,6 +6,13 @@ requests it served. Many requests share one transaction (group commit); each
 runs inside a ``savepoint()`` so that one request's error undoes only its
 own changes.
 
+Opened with ``fsync_commits`` off (``synchronous=NORMAL``), a commit is in the
+WAL file but not yet on stable storage: it survives the master process's
+death (kill -9: the kernel has it), not the host's. ``sync()`` then makes every
+commit so far durable: an fsync of the WAL file, as ``synchronous=FULL`` does
+at each commit. After an OS crash, SQLite recovers a prefix of the commits:
+everything before the last ``sync()`` and perhaps some after it, in order.
+
 Synchronous on purpose: no trio, no network. The master runs a whole batch
 in one worker thread; nothing else uses the writing connection meanwhile.
 
@@ -17,6 +24,7 @@ metadata files for ``vmstore metadata inspect`` (``dfs.metadata.inspection``).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -39,6 +47,7 @@ class MetadataStore:
         take back the last ones, together with the journal position that says how
         far this copy came, so the journal brings them back."""
         self.path = path
+        self._wal_synced_once = False
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a batch is
         # exactly one transaction and Python never opens one behind our back.
         self.connection = sqlite3.connect(
@@ -56,6 +65,31 @@ class MetadataStore:
 
     def close(self) -> None:
         self.connection.close()
+
+    def sync(self) -> None:
+        """Every commit so far on stable storage (for a store opened without
+        ``fsync_commits``); blocking: call it from a worker thread.
+
+        An fsync of the WAL file reaches the pages SQLite wrote through its own
+        descriptor (fsync is by file, not by descriptor); the first one also
+        syncs the directory, so that the WAL file's name is durable too.
+        """
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            descriptor = os.open(wal, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # nothing written since the WAL was checkpointed away: all in the database
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        if not self._wal_synced_once:
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+            self._wal_synced_once = True
 
     def _create_root(self) -> None:
         if self.connection.execute("SELECT 1 FROM inodes WHERE id = ?", (ROOT_INODE,)).fetchone():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 
+import pyfuse3
 import trio
 
 from tests.fuse.kernel import FILE_MODE, ROOT, ROOT_INODE, expect_errno
@@ -58,6 +59,13 @@ async def test_a_create_for_writing_is_one_round_trip_and_holds_the_lease(
         else:
             raise AssertionError("another host opened for writing a file created open here")
 
+    # A new file has no file capabilities: the kernel's question before a write is
+    # answered here.
+    before = master_requests()
+    await expect_errno(pyfuse3.ENOATTR, operations.getxattr, entry.st_ino,
+                       b"security.capability", ROOT)
+    assert asked_since(before) == {}
+
     # Held at the master for this mount: an unlinked open file lives on.
     assert await operations.write(info.fh, 0, b"kept") == 4
     await operations.unlink(ROOT_INODE, b"new", ROOT)
@@ -82,3 +90,41 @@ async def test_a_create_for_reading_takes_no_lease(operations: VmstoreOperations
     await operations.release(info.fh)
     await trio.sleep(1)
     await expect_errno(errno.ESTALE, operations.getattr, entry.st_ino, ROOT)
+
+
+def not_durable_commits() -> float:
+    value = REGISTRY.get_sample_value("vmstore_master_metadata_commits_not_durable")
+    assert value is not None, "the master's committer exports its not-durable commits"
+    return value
+
+
+async def test_an_fsync_makes_the_files_create_durable_first(
+        operations: VmstoreOperations, sim_clock: trio.abc.Clock) -> None:
+    """The master answers a create before it is on stable storage (issue 18 part 3): an
+    fsync of the new file, or of its directory, waits until it is, with one round trip
+    only when this mount has changes that may not be durable yet."""
+    info, entry = await operations.create(ROOT_INODE, b"made", FILE_MODE, os.O_RDWR, ROOT)
+    before = master_requests()
+    await operations.fsync(info.fh, False)  # nothing written: no size to tell
+    assert asked_since(before) == {"SyncMetadata": 1}
+    assert not_durable_commits() == 0
+
+    before = master_requests()
+    await operations.fsync(info.fh, False)
+    await operations.fsyncdir(ROOT_INODE, False)
+    assert asked_since(before) == {}  # known durable: no round trip
+
+    await operations.write(info.fh, 0, b"grown")
+    before = master_requests()
+    await operations.fsync(info.fh, True)  # the size goes durable, and covers the rest
+    asked = asked_since(before)
+    assert asked["WriteEnd"] == 1
+    assert "SyncMetadata" not in asked
+    await operations.flush(info.fh)
+    await operations.release(info.fh)
+
+    await operations.mkdir(ROOT_INODE, b"dir", 0o755, ROOT)
+    before = master_requests()
+    await operations.fsyncdir(ROOT_INODE, False)
+    assert asked_since(before) == {"SyncMetadata": 1}
+    assert not_durable_commits() == 0

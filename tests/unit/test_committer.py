@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
+from vmstore.dfs.constants import METADATA_SYNC_DELAY_S_MAX
 from vmstore.dfs.errors import Exists, MasterUnavailable
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.metadata.namespace import Namespace
@@ -85,3 +88,62 @@ async def test_changes_queued_when_serving_ends_are_answered_not_left_waiting(
     assert outcomes[0] == "committed"
     assert len(outcomes) == 5
     assert all(isinstance(outcome, MasterUnavailable) for outcome in outcomes[1:])
+
+
+async def test_lazy_changes_are_durable_at_a_sync_a_durable_change_or_within_the_delay(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        mock_clock: trio.testing.MockClock) -> None:
+    """The embedded master's committer (issue 18 part 3): a lazy change is answered
+    once committed and fsynced later; a durable one, and anything lazy before it, is
+    fsynced before its answer; nothing stays unsynced past METADATA_SYNC_DELAY_S_MAX."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store = MetadataStore(tmp_path / "meta.db", fsync_commits=False)
+    committer = GroupCommitter(store, syncs_commits=True)
+    namespace = Namespace(store)
+    wal = str(tmp_path / "meta.db-wal")
+
+    def create(name: bytes) -> Callable[[], object]:
+        return lambda: namespace.create(ROOT_INODE, name, 0o100644, 0, 0, 0, 1)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(committer.serve)
+        await committer.run(create(b"lazy"), durable=False)
+        assert committer.durable_batches < committer.batches
+        assert wal not in synced
+        await committer.sync()
+        assert synced.count(wal) == 1
+        assert committer.durable_batches == committer.batches
+        await committer.sync()  # nothing new: no fsync
+        assert synced.count(wal) == 1
+
+        await committer.run(create(b"lazy2"), durable=False)
+        await committer.run(create(b"durable"))  # covers lazy2 too
+        assert synced.count(wal) == 2
+        assert committer.durable_batches == committer.batches
+
+        def frees_something() -> object:
+            committer.insist_durable()
+            return create(b"insists")()
+
+        await committer.run(frees_something, durable=False)
+        assert synced.count(wal) == 3
+        assert committer.durable_batches == committer.batches
+
+        await committer.run(create(b"left"), durable=False)
+        assert committer.durable_batches < committer.batches
+        mock_clock.autojump_threshold = 0  # virtual time moves from here on only
+        for _ in range(100):  # the background sync, in a worker thread, in virtual time
+            if committer.durable_batches == committer.batches:
+                break
+            await trio.sleep(METADATA_SYNC_DELAY_S_MAX)
+        assert committer.durable_batches == committer.batches
+        assert synced.count(wal) == 4
+        nursery.cancel_scope.cancel()
+    store.close()

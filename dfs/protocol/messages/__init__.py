@@ -21,7 +21,7 @@ One module per link, in TYPE order; import them from here
     records              structs shared by messages: FileAttrs, ReplicaAddress,
                          Capability, ChunkLocation, ... (no TYPE)
     client_namespace     client ↔ master: sessions and the namespace, and what
-                         the master tells mounts others changed (100-134)
+                         the master tells mounts others changed (100-135)
     client_chunks        client ↔ master: chunk locations, write chains (140-146)
     status               operators ↔ master: status, drain, fsck (150-154)
     client_leases        client ↔ master: write leases, session renewal (160-169)
@@ -121,6 +121,7 @@ from vmstore.dfs.protocol.messages.client_namespace import (
     ClientToMasterSetXattr,
     ClientToMasterStatFs,
     ClientToMasterSymlink,
+    ClientToMasterSyncMetadata,
     ClientToMasterUnlink,
     CountReply,
     MasterToClientInvalidate,
@@ -212,6 +213,7 @@ __all__ = [
     "ClientToMasterCreate",
     "ClientToMasterMkdir",
     "ClientToMasterSymlink",
+    "ClientToMasterSyncMetadata",
     "ClientToMasterLink",
     "ClientToMasterUnlink",
     "ClientToMasterRmdir",

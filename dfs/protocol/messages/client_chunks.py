@@ -82,7 +82,12 @@ class ClientToMasterReportBadChain(Request, frozen=True, kw_only=True):
 
 
 class ClientToMasterWriteEnd(Request, frozen=True, kw_only=True):
-    """Writes up to ``size_bytes`` are acknowledged: grow the file to it and set mtime."""
+    """Writes up to ``size_bytes`` are acknowledged: grow the file to it and set mtime.
+
+    ``durable`` (an fsync's): on stable storage before the reply, with every
+    change committed before it. Off (a close's): committed at once, durable
+    within METADATA_SYNC_DELAY_S_MAX (``dfs.master.committer``).
+    """
 
     TYPE: ClassVar[int] = 145
     REPLY: ClassVar[type[Message]] = AttrsReply
@@ -91,3 +96,4 @@ class ClientToMasterWriteEnd(Request, frozen=True, kw_only=True):
     inode: U63
     size_bytes: U63
     mtime_ns: Int64
+    durable: bool = True

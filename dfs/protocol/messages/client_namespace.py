@@ -300,3 +300,15 @@ class StatFsReply(Message, frozen=True, kw_only=True):
 class ClientToMasterStatFs(Request, frozen=True, kw_only=True):
     TYPE: ClassVar[int] = 131
     REPLY: ClassVar[type[Message]] = StatFsReply
+
+
+class ClientToMasterSyncMetadata(Request, frozen=True, kw_only=True):
+    """Every change the master committed before this request is on stable storage
+    when it answers (an fsync of a file this client created, an fsyncdir).
+
+    Namespace changes are committed at once and made durable within
+    METADATA_SYNC_DELAY_S_MAX (``dfs.master.committer``); this waits for it.
+    """
+
+    TYPE: ClassVar[int] = 135
+    REPLY: ClassVar[type[Message]] = EmptyReply
