@@ -9,11 +9,16 @@ through the mount:
   close, unlink);
 * ``creat_unlink``: N x (creat, close, unlink), a stress tool's start-up probe;
 
-and prints, per workload and tree, files a second and, per file, the master's
-round trips by request (``vmstore_master_request_seconds_count``), its SQLite
-commits (``vmstore_master_commits_total``; ``-`` for a tree without that
-counter) and the kernel's requests to the mount by FUSE operation
-(``vmstore_mount_operation_seconds_count``):
+and prints, per workload and tree, files a second and, per file:
+
+* the master's round trips by request (``vmstore_master_request_seconds_count``);
+* its SQLite commits (``vmstore_master_commits_total``) and the fsyncs that
+  made commits durable (``vmstore_master_metadata_syncs_total``; before lazy
+  namespace commits, every commit was one); ``-`` for a tree without them;
+* the kernel's requests to the mount by FUSE operation
+  (``vmstore_mount_operation_seconds_count``);
+* with each request, the milliseconds spent answering it per file (``... ms``:
+  the master's time, the mount's time):
 
     git worktree add /tmp/before <commit>
     python3 deploy/bench/metadata_bench.py --dir /tmp/mdb \\
@@ -78,16 +83,23 @@ def _scrape(url: str) -> dict[str, float]:
         sample = SAMPLE.match(line)
         if sample is None:
             continue
-        if sample["name"] == "vmstore_master_request_seconds_count":
+        name, value = sample["name"], float(sample["value"])
+        if name.startswith("vmstore_master_request_seconds_"):
             request = re.search(r'request="([^"]*)"', sample["labels"] or "")
-            if request is not None:
-                counts[request[1]] = float(sample["value"])
-        elif sample["name"] == "vmstore_mount_operation_seconds_count":
+            if request is not None and name.endswith("_count"):
+                counts[request[1]] = value
+            elif request is not None and name.endswith("_sum"):
+                counts[f"{request[1]} ms"] = value * 1000
+        elif name.startswith("vmstore_mount_operation_seconds_"):
             operation = re.search(r'operation="([^"]*)"', sample["labels"] or "")
-            if operation is not None:
-                counts[f"kernel {operation[1]}"] = float(sample["value"])
-        elif sample["name"] == "vmstore_master_commits_total":
-            counts["(commits)"] = float(sample["value"])
+            if operation is not None and name.endswith("_count"):
+                counts[f"kernel {operation[1]}"] = value
+            elif operation is not None and name.endswith("_sum"):
+                counts[f"kernel {operation[1]} ms"] = value * 1000
+        elif name == "vmstore_master_commits_total":
+            counts["(commits)"] = value
+        elif name == "vmstore_master_metadata_syncs_total":
+            counts["(metadata fsyncs)"] = value
     return counts
 
 
@@ -177,7 +189,7 @@ def main() -> int:
             cells = []
             for results in runs.values():
                 values = [run[workload].get(key, 0.0) for run in results]
-                if key == "(commits)" and not any(key in run[workload] for run in results):
+                if key.startswith("(") and not any(key in run[workload] for run in results):
                     cells.append("-")
                 else:
                     cells.append(f"{statistics.median(values):.{0 if key == 'files/s' else 2}f}")
