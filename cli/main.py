@@ -8,6 +8,7 @@ import sys
 
 from vmstore.cli import (
     bench,
+    credential_command,
     daemons,
     file_info,
     files,
@@ -33,7 +34,7 @@ from vmstore.dfs.protocol import tls
 # These read or write the config file themselves and connect nowhere: a
 # [tls] they are about to fix must not stop them.
 COMMANDS_WITHOUT_CONNECTIONS = frozenset({"init", "tls", "key", "bench", "umount", "local",
-                                         "metadata", "quarantine", "recover"})
+                                         "metadata", "quarantine", "recover", "credential"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (init_command, daemons, local_cluster, mount_command, status, fsck, files,
                    import_command, file_info, lease, migrate_command, bench, tls_command,
-                   key_command, metadata_command, quarantine_command, recover_command):
+                   key_command, credential_command, metadata_command, quarantine_command,
+                   recover_command):
         module.register(subparsers)
     return parser
 

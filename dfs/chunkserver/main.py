@@ -26,11 +26,12 @@ from vmstore.dfs.constants import (
     REPLICATION_BANDWIDTH_BYTES_PER_S,
     SCRUB_RATE_BYTES_PER_S,
 )
+from vmstore.dfs.protocol import auth
 from vmstore.dfs.protocol.capability import VerifiedCapabilities
 from vmstore.dfs.protocol.rpc import ConnectionPool, serve_connections
 
 log = logging.getLogger(__name__)
-ROLES = frozenset({"client", "chunkserver"})
+ROLES = frozenset({"client", "peer"})  # its clients, and other chunkservers
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class ChunkserverSettings:
     port: int
     master_host: str
     master_port: int
-    key: bytes
+    key: auth.KeyMaterial
     host_label: str
     advertise_host: str = ""  # defaults to listen_host
     replication_bandwidth_bytes_per_s: float = REPLICATION_BANDWIDTH_BYTES_PER_S
@@ -63,9 +64,13 @@ async def run_chunkserver(settings: ChunkserverSettings, *,
         store = settings.store_factory(settings.data_dir)
         stack.callback(store.close)
         async with trio.open_nursery() as nursery:
-            uuid = server_uuid(settings.data_dir)  # what it proves to the master and peers
-            peers = ConnectionPool(nursery, settings.key, "chunkserver", compress=False,
-                                   identity=uuid)
+            uuid = server_uuid(settings.data_dir)  # what it proves to the master
+            # A credential file of another kind (a client's, another chunkserver's) fails
+            # here, naming why, rather than at every reconnect to the master.
+            auth.credentials_for(settings.key, "chunkserver", uuid)
+            # To other chunkservers as a peer: they check that credential (they hold
+            # it), as they cannot derive any uuid's without the cluster key.
+            peers = ConnectionPool(nursery, settings.key, "peer", compress=False)
             identity = ServerIdentity()  # the link fills it in at registration
             damage_reports = DamageReports()  # the link sends them
             fence = WriteFence(VerifiedCapabilities(settings.key))

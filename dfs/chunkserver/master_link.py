@@ -59,6 +59,7 @@ from vmstore.dfs.errors import (
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.metrics import REGISTRY
 from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.auth import KeyMaterial
 from vmstore.dfs.protocol.cluster_identity import ClusterIdentity, refusal
 from vmstore.dfs.protocol.replica_format import ReplicaOwner
 from vmstore.dfs.protocol.rpc import Connection, open_connection
@@ -79,7 +80,7 @@ LINKED = Gauge("vmstore_chunkserver_master_connected", "1 while registered with 
 class LinkSettings:
     master_host: str
     master_port: int
-    key: bytes
+    key: KeyMaterial
     server_uuid: str
     other_masters: tuple[tuple[str, int], ...]  # the rest of an HA group's masters
     advertise_host: str  # the address clients and peers reach us at

@@ -30,6 +30,7 @@ from vmstore.dfs.constants import (
 from vmstore.dfs.errors import NotADirectory, NotFound, unwrapped_errors
 from vmstore.dfs.protocol import hop_trace
 from vmstore.dfs.protocol import messages as m
+from vmstore.dfs.protocol.auth import KeyMaterial
 from vmstore.dfs.protocol.rpc import ConnectionPool
 from vmstore.dfs.types import ROOT_INODE, InodeId
 
@@ -407,7 +408,7 @@ class Client:
 
 
 @asynccontextmanager
-async def open_client(host: str, port: int, key: bytes, identity: ClientIdentity,
+async def open_client(host: str, port: int, key: KeyMaterial, identity: ClientIdentity,
                       *, reconnect_timeout_s: float = MASTER_RECONNECT_TIMEOUT_S,
                       compress: bool = False,
                       short_circuit_reads: bool = True,

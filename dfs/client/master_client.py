@@ -49,6 +49,7 @@ from vmstore.dfs.errors import (
 from vmstore.dfs.log_fields import about
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol import network
+from vmstore.dfs.protocol.auth import KeyMaterial
 from vmstore.dfs.protocol.rpc import Connection, open_connection
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class ClientIdentity:
 
 
 class MasterClient:
-    def __init__(self, nursery: trio.Nursery, host: str, port: int, key: bytes,
+    def __init__(self, nursery: trio.Nursery, host: str, port: int, key: KeyMaterial,
                  identity: ClientIdentity, files: FileStates,
                  reconnect_timeout_s: float = MASTER_RECONNECT_TIMEOUT_S,
                  other_masters: Sequence[tuple[str, int]] = ()) -> None:

@@ -19,6 +19,17 @@ learns nothing useful.
     AuthProof(HMAC(c, "connector"|nonce_a|nonce_c)) ──▶
                                 ◀──    AuthAccepted
 
+Role-only credential files (``vmstore credential issue``, issue 19): a host
+need not hold the cluster key. A client's file holds the client credential
+only, so it cannot act as a chunkserver, a master or an admin; a chunkserver's
+holds its own credential (to the master), the peer credential (chunkserver to
+chunkserver, role ``peer``), the client credential (to check its clients) and
+the capability keys (to check tokens), and nothing a master or an admin proves.
+Each holds one value per accepted cluster key, so rotation works as below once
+the files are issued again. Every role's credential is what it was; ``peer`` is
+new in protocol version 5 (chunkserver links between themselves proved
+``chunkserver`` before, which needs the key to check any uuid).
+
 Caveats: the acceptor proves it holds the connector's credential, so a
 connector knows its peer holds the cluster key or that same credential (two
 clients share theirs). A holder of the cluster key can still derive every
@@ -57,7 +68,15 @@ log = logging.getLogger(__name__)
 
 NONCE_BYTES = 32
 KEY_BYTES_MIN = 32
-ROLES = frozenset({"client", "chunkserver", "master", "admin"})
+ROLES = frozenset({"client", "chunkserver", "master", "admin", "peer"})
+# What a credential file of each kind lets its holder prove (``issue`` in cli).
+CREDENTIAL_KINDS: dict[str, tuple[str, ...]] = {
+    "client": ("client",),
+    "admin": ("admin",),
+    "chunkserver": ("chunkserver", "peer", "client"),
+}
+CREDENTIAL_HEADER = "vmstore-credential 1"
+CAPABILITY_SECRET = "capability"  # a chunkserver file's capability keys, by this name
 IDENTITY_CHARS_MAX = 64  # a chunkserver's uuid is 36
 
 
@@ -65,8 +84,12 @@ def credential(key: bytes, role: str, identity: str = "") -> bytes:
     """The credential of ``role`` (a chunkserver: of the one whose uuid is ``identity``)
     under cluster key ``key``: what that peer proves it holds at every handshake."""
     assert role in ROLES, role
-    name = f"{role}:{identity}" if role == "chunkserver" else role
+    name = credential_name(role, identity)
     return hmac.new(key, b"vmstore credential " + name.encode(), hashlib.sha256).digest()
+
+
+def credential_name(role: str, identity: str = "") -> str:
+    return f"{role}:{identity}" if role == "chunkserver" else role
 
 
 def claim_problem(role: str, identity: str) -> str:
@@ -116,14 +139,88 @@ class ClusterKeys:
     accepted: tuple[bytes, ...]  # the current key first
 
 
+@dataclass(frozen=True)
+class RoleCredentials:
+    """A credential file's contents: what one kind of peer may prove, never the key.
+    ``secrets``: credential name (``credential_name``, or CAPABILITY_SECRET) -> one
+    value per accepted cluster key, the current key's first."""
+
+    kind: str  # a CREDENTIAL_KINDS key
+    identity: str  # a chunkserver's uuid; "" for the other kinds
+    secrets: dict[str, tuple[bytes, ...]]
+
+    def describe(self) -> str:
+        return f"{self.kind} credential" + (f" of {self.identity}" if self.identity else "")
+
+
 # What a connection is given to authenticate with: a key read once (followed
-# through the process's key file, see keys_for), or explicit keys.
-KeyMaterial = bytes | ClusterKeys
+# through the process's key file, see keys_for), explicit keys, or a credential file's.
+KeyMaterial = bytes | ClusterKeys | RoleCredentials
+Material = ClusterKeys | RoleCredentials
 
 
 def fingerprint(key: bytes) -> str:
     """A short name for a key that reveals nothing of it (to compare hosts' key files)."""
     return hashlib.sha256(b"vmstore key fingerprint" + key).hexdigest()[:16]
+
+
+def parse_material(text: str, path: Path) -> Material:
+    """A key file's keys, or a credential file's credentials (by its first line)."""
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if lines and lines[0] == CREDENTIAL_HEADER:
+        return parse_credentials(lines[1:], path)
+    return parse_keys(text, path)
+
+
+def parse_credentials(lines: list[str], path: Path) -> RoleCredentials:
+    """``kind KIND [UUID]``, then ``NAME HEX [HEX...]`` lines (format_credentials)."""
+    fields = lines[0].split() if lines else []
+    if len(fields) not in (2, 3) or fields[0] != "kind" or fields[1] not in CREDENTIAL_KINDS:
+        raise ConfigError(f"credential file {path}: its second line is not 'kind client',"
+                          " 'kind admin' or 'kind chunkserver UUID'")
+    kind, identity = fields[1], (fields[2] if len(fields) == 3 else "")
+    if (kind == "chunkserver") != bool(identity):
+        raise ConfigError(f"credential file {path}: a chunkserver credential names its uuid,"
+                          " no other does")
+    secrets: dict[str, tuple[bytes, ...]] = {}
+    for line in lines[1:]:
+        name, *values = line.split()
+        try:
+            secrets[name] = tuple(bytes.fromhex(value) for value in values)
+        except ValueError:
+            raise ConfigError(f"credential file {path}: {name} is not hex") from None
+        if not values or len(values) > KEYS_PER_FILE_MAX:
+            raise ConfigError(f"credential file {path}: {name} has {len(values)} values")
+    missing = [credential_name(role, identity) for role in CREDENTIAL_KINDS[kind]
+               if credential_name(role, identity) not in secrets]
+    if missing:
+        raise ConfigError(f"credential file {path} lacks {', '.join(missing)}")
+    return RoleCredentials(kind=kind, identity=identity, secrets=secrets)
+
+
+def format_credentials(credentials: RoleCredentials) -> str:
+    head = f"kind {credentials.kind} {credentials.identity}".rstrip()
+    body = [f"{name} {' '.join(value.hex() for value in values)}"
+            for name, values in credentials.secrets.items()]
+    return "\n".join([f"# {credentials.describe()}: not the cluster key (vmstore credential"
+                      " issue)", CREDENTIAL_HEADER, head, *body, ""])
+
+
+def credentials_for(key: KeyMaterial, role: str, identity: str = "") -> tuple[bytes, ...]:
+    """The credentials of ``role`` (and ``identity``) this process can prove, one per
+    accepted key, current first; AuthenticationFailed, naming why, if it holds a
+    credential file of another kind (a client's cannot act as a chunkserver)."""
+    material = material_for(key)
+    if isinstance(material, ClusterKeys):
+        return tuple(credential(candidate, role, identity) for candidate in material.accepted)
+    found = material.secrets.get(credential_name(role, identity))
+    if found is None or role not in CREDENTIAL_KINDS[material.kind]:
+        who = f"chunkserver {identity}" if role == "chunkserver" else role
+        raise AuthenticationFailed(f"this process holds a {material.describe()}, which"
+                                   f" cannot act as {who} (issue one of that role with"
+                                   " vmstore credential issue)")
+    return found
 
 
 def parse_keys(text: str, path: Path) -> ClusterKeys:
@@ -152,7 +249,15 @@ def parse_keys(text: str, path: Path) -> ClusterKeys:
 
 
 def load_keys(path: Path) -> ClusterKeys:
-    """Read the key file; refuse one others can read (it opens every disk)."""
+    """Read the key file (not a credential file); refuse one others can read."""
+    material = load_material(path)
+    if not isinstance(material, ClusterKeys):
+        raise ConfigError(f"{path} is a {material.describe()}, not the cluster key file")
+    return material
+
+
+def load_material(path: Path) -> Material:
+    """Read the key or credential file; refuse one others can read (it opens disks)."""
     try:
         mode = path.stat().st_mode
         text = path.read_text()
@@ -164,7 +269,7 @@ def load_keys(path: Path) -> ClusterKeys:
             f"cluster key file {path} is readable by group or others (mode {mode & 0o777:o});"
             " run: chmod 600 " + str(path)
         )
-    return parse_keys(text, path)
+    return parse_material(text, path)
 
 
 def load_key(path: Path) -> bytes:
@@ -181,7 +286,7 @@ class KeyFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._keys = load_keys(path)
+        self._keys = load_material(path)
         self._signature = self._stat()
         self._checked_s = time.monotonic()
 
@@ -189,7 +294,7 @@ class KeyFile:
         status = self.path.stat()
         return status.st_mtime, status.st_size, status.st_ino
 
-    def keys(self) -> ClusterKeys:
+    def keys(self) -> Material:
         now = time.monotonic()
         if now - self._checked_s < KEY_FILE_CHECK_INTERVAL_S:
             return self._keys
@@ -197,11 +302,10 @@ class KeyFile:
         try:
             signature = self._stat()
             if signature != self._signature:
-                keys = load_keys(self.path)
+                keys = load_material(self.path)
                 self._signature = signature
                 if keys != self._keys:
-                    log.info("cluster key file %s changed: current key %s, %d accepted",
-                             self.path, fingerprint(keys.current), len(keys.accepted))
+                    log.info("cluster key file %s changed: %s", self.path, describe(keys))
                 self._keys = keys
         except OSError as error:
             log.error("cluster key file %s: %s; keeping the keys read before", self.path,
@@ -214,19 +318,40 @@ class KeyFile:
 _process_key_file: KeyFile | None = None
 
 
+def describe(material: Material) -> str:
+    if isinstance(material, ClusterKeys):
+        return f"current key {fingerprint(material.current)}, {len(material.accepted)} accepted"
+    return material.describe()
+
+
 def use_key_file(path: Path) -> bytes:
-    """Make ``path`` this process's key file (followed as it rotates); its current key."""
+    """Make ``path`` this process's key file (followed as it rotates): a cluster key
+    file (its current key is returned) or a credential file (a stand-in is; every
+    use goes through ``material_for``, which finds the file's credentials)."""
     global _process_key_file
     _process_key_file = KeyFile(path)
-    return _process_key_file.keys().current
+    material = _process_key_file.keys()
+    if isinstance(material, ClusterKeys):
+        return material.current
+    return b"credential file " + str(path).encode()
 
 
-def keys_for(key: KeyMaterial) -> ClusterKeys:
-    """The keys to use for ``key``: given keys as they are; a key read once is
-    replaced by the process's key file as it is now, if the process reads one
-    (the current key may have rotated since); else that key alone."""
-    if isinstance(key, ClusterKeys):
+def material_for(key: KeyMaterial) -> Material:
+    """What to prove with for ``key``: given keys or credentials as they are; a key
+    read once is replaced by the process's key file as it is now, if the process
+    reads one (the current key may have rotated since); else that key alone."""
+    if isinstance(key, ClusterKeys | RoleCredentials):
         return key
     if _process_key_file is not None:
         return _process_key_file.keys()
     return ClusterKeys(current=key, accepted=(key,))
+
+
+def keys_for(key: KeyMaterial) -> ClusterKeys:
+    """The cluster keys for ``key`` (``material_for``); ConfigError for a credential
+    file: only a master signs, and it needs the cluster key file."""
+    material = material_for(key)
+    if not isinstance(material, ClusterKeys):
+        raise ConfigError(f"this process holds a {material.describe()}, not the cluster key"
+                          " file, which a master needs")
+    return material

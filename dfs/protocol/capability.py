@@ -71,7 +71,13 @@ from collections.abc import Sequence
 import msgspec
 
 from vmstore.dfs.constants import READ_CAPABILITY_LIFE_S, VERIFIED_CAPABILITIES_MAX
-from vmstore.dfs.errors import ReadRefused, TokenExpired, TokenOfOldGeneration, WriteRefused
+from vmstore.dfs.errors import (
+    ConfigError,
+    ReadRefused,
+    TokenExpired,
+    TokenOfOldGeneration,
+    WriteRefused,
+)
 from vmstore.dfs.protocol import auth
 from vmstore.dfs.protocol.messages import Capability
 
@@ -147,6 +153,18 @@ def check(keys: bytes | Sequence[bytes], capability: Capability | None, chunk_id
                            f" {(now_ns - capability.expires_ns) / 1e9:.1f} s ago")
 
 
+def _capability_keys(material: auth.Material) -> tuple[bytes, ...]:
+    """The capability keys of ``material``, current first: derived from cluster keys, or
+    as a chunkserver's credential file holds them (ConfigError for a client's)."""
+    if isinstance(material, auth.ClusterKeys):
+        return tuple(capability_key(key) for key in material.accepted)
+    found = material.secrets.get(auth.CAPABILITY_SECRET)
+    if not found:
+        raise ConfigError(f"a {material.describe()} holds no capability keys: only a"
+                          " chunkserver's (or the cluster key) checks capabilities")
+    return found
+
+
 class _FollowedKeys:
     """Capability keys derived from the cluster keys as they are now: the master
     signs with the current one, chunkservers accept every accepted one, so a
@@ -154,13 +172,13 @@ class _FollowedKeys:
 
     def __init__(self, cluster_key: auth.KeyMaterial) -> None:
         self._cluster_key = cluster_key
-        self._derived_from: auth.ClusterKeys | None = None
+        self._derived_from: auth.Material | None = None
         self._derived: tuple[bytes, ...] = ()
 
     def accepted(self) -> tuple[bytes, ...]:
-        keys = auth.keys_for(self._cluster_key)
+        keys = auth.material_for(self._cluster_key)
         if keys != self._derived_from:
-            self._derived = tuple(capability_key(key) for key in keys.accepted)
+            self._derived = _capability_keys(keys)
             self._derived_from = keys
         return self._derived
 
@@ -215,6 +233,7 @@ class CapabilitySigner:
 
     def __init__(self, cluster_key: auth.KeyMaterial, write_life_s: float,
                  read_life_s: float = READ_CAPABILITY_LIFE_S, *, generation: int) -> None:
+        auth.keys_for(cluster_key)  # ConfigError for a credential file: a master needs the key
         self._keys = _FollowedKeys(cluster_key)
         self.generation = generation  # this master start's (ClusterIdentity.generation)
         self.write_life_ns = int(write_life_s * 1e9)

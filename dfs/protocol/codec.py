@@ -39,8 +39,9 @@ from vmstore.dfs.errors import InvalidField, ProtocolError
 from vmstore.dfs.protocol.messages import MESSAGE_BY_TYPE, Message
 
 MAGIC = b"VMS1"
-PROTOCOL_VERSION = 4  # 2: capabilities on every chunk operation; 3: batched writes;
-# 4: each peer proves its own credential (role, a chunkserver's uuid), not the cluster key
+PROTOCOL_VERSION = 5  # 2: capabilities on every chunk operation; 3: batched writes;
+# 4: each peer proves its own credential (role, a chunkserver's uuid), not the cluster key;
+# 5: chunkservers prove the role "peer" to each other (role-only credential files)
 FLAG_RESPONSE = 0x01
 FLAG_PAYLOAD_LZ4 = 0x02
 _KNOWN_FLAGS = FLAG_RESPONSE | FLAG_PAYLOAD_LZ4

@@ -81,6 +81,8 @@ log = logging.getLogger(__name__)
 
 async def _authenticate_connector(frames: FrameStream, key: auth.KeyMaterial, role: str,
                                   identity: str, peer: str) -> None:
+    # First, before a byte is sent: a credential file of another role cannot prove this.
+    credentials = auth.credentials_for(key, role, identity)
     nonce = auth.new_nonce()
     await frames.send(encode_frame(AuthHello(role=role, nonce=nonce, identity=identity), 0))
     _, challenge, _ = await frames.receive()
@@ -89,8 +91,6 @@ async def _authenticate_connector(frames: FrameStream, key: auth.KeyMaterial, ro
     auth.check_nonce(challenge.nonce, peer)
     # The peer proves itself with our credential under its current key: any key we
     # accept will do, and we prove ourselves with that same one (see auth: key rotation).
-    credentials = (auth.credential(candidate, role, identity)
-                   for candidate in auth.keys_for(key).accepted)
     shared = next((candidate for candidate in credentials
                    if auth.proofs_match(auth.acceptor_proof(candidate, nonce, challenge.nonce),
                                         challenge.proof)), None)
@@ -116,7 +116,7 @@ async def _authenticate_acceptor(
     if problem:
         raise AuthenticationFailed(f"{peer}: {problem}")
     auth.check_nonce(hello.nonce, peer)
-    credential = auth.credential(auth.keys_for(key).current, hello.role, hello.identity)
+    credential = auth.credentials_for(key, hello.role, hello.identity)[0]
     nonce = auth.new_nonce()
     proof = auth.acceptor_proof(credential, hello.nonce, nonce)
     await frames.send(encode_frame(AuthChallenge(nonce=nonce, proof=proof), 0))
