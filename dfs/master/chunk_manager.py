@@ -473,8 +473,10 @@ class ChunkManager:
             return
         if len(reverted) < len(holders):
             await self.committer.run(record(version, version, reverted + away))
-        self._pardons[chunk_id] = (version, set(reverted),
-                                   trio.current_time() + VERSION_REVERT_PARDON_S)
+        now_s = trio.current_time()
+        for expired in [c for c, (_, _, until_s) in self._pardons.items() if until_s < now_s]:
+            del self._pardons[expired]  # never asked for: at most one per failed chunk
+        self._pardons[chunk_id] = (version, set(reverted), now_s + VERSION_REVERT_PARDON_S)
         log.info("chunk %d: copy failed; back to version %d on servers %s", chunk_id,
                  version, reverted + away, extra=about("copy_bump_given_back",
                                                        chunk=chunk_id, version=version))
