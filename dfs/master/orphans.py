@@ -27,14 +27,21 @@ class Orphans:
         self.registry = registry
 
     async def delete(self, inodes: list[InodeId]) -> None:
-        """Files nobody holds any more that have no name: delete them now."""
+        """Files nobody holds any more that have no name: delete them now.
+
+        Asked at every last close of a file (most still have their name, and
+        nothing changes): a lazy change, durable before it returns only when it
+        frees chunks, which the deleter may then remove (``dfs.master.committer``).
+        """
         def change() -> list[tuple[ChunkId, ChunkVersion]]:
             freed: list[tuple[ChunkId, ChunkVersion]] = []
             for inode in inodes:
                 freed.extend(self.writer_namespace.delete_orphan(inode))
+            if freed:
+                self.committer.insist_durable()
             return freed
 
-        if await self.committer.run(change):
+        if await self.committer.run(change, durable=False):
             self.chunk_manager.deletions_wanted.set()
 
     async def sweep_after_restart(self, grace_s: float) -> None:

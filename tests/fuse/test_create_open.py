@@ -128,3 +128,27 @@ async def test_an_fsync_makes_the_files_create_durable_first(
     await operations.fsyncdir(ROOT_INODE, False)
     assert asked_since(before) == {"SyncMetadata": 1}
     assert not_durable_commits() == 0
+
+
+def metadata_syncs() -> float:
+    value = REGISTRY.get_sample_value("vmstore_master_metadata_syncs_total")
+    assert value is not None, "the master's committer counts its syncs"
+    return value
+
+
+async def test_closing_a_file_that_keeps_its_name_costs_the_master_no_fsync(
+        operations: VmstoreOperations, sim_clock: trio.abc.Clock) -> None:
+    """The last close here asks the master whether the file was an orphan to delete
+    (ClientToMasterHold): for a file that still has its name, that changes nothing
+    and needs no fsync, now or later."""
+    info, entry = await operations.create(ROOT_INODE, b"kept", FILE_MODE, os.O_RDONLY, ROOT)
+    await operations.flush(info.fh)
+    await operations.release(info.fh)
+    await trio.sleep(1)  # whatever was lazy before is synced by now
+    syncs = metadata_syncs()
+    info = await operations.open(entry.st_ino, os.O_RDONLY, ROOT)
+    await operations.flush(info.fh)
+    await operations.release(info.fh)
+    await trio.sleep(1)
+    assert metadata_syncs() == syncs
+    assert not_durable_commits() == 0
