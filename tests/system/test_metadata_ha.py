@@ -118,7 +118,7 @@ def test_a_standby_takes_over_from_a_killed_leader_and_nothing_acknowledged_is_l
             await write_files(client, 0, 5, acknowledged)
             async with trio.open_nursery() as nursery:
                 # The workload goes on across the kill: its calls wait, then resume.
-                nursery.start_soon(write_files, client, 5, 20, acknowledged)
+                nursery.start_soon(write_files, client, 5, 10, acknowledged)
                 await trio.sleep(0.5)
                 ha_cluster.kill(first_leader)
             await check_files(client, acknowledged)
@@ -126,7 +126,7 @@ def test_a_standby_takes_over_from_a_killed_leader_and_nothing_acknowledged_is_l
     trio.run(main)
     second_leader = ha_cluster.leader()
     assert second_leader != first_leader
-    assert len(acknowledged) == 25
+    assert len(acknowledged) == 15
     # The old leader comes back as a standby; then the new one dies: it takes over again,
     # with everything, so it followed the journal.
     ha_cluster.restart(first_leader)
@@ -356,11 +356,11 @@ def test_a_mixed_workload_and_a_guest_on_a_mount_lose_nothing_across_a_failover(
     mixed = MixedWorkload(mount.path / "mixed")
     try:
         writer.wait_for_progress(20, "before the failover")
-        mixed.wait_for_progress(20, "before the failover")
+        mixed.wait_for_progress(12, "before the failover")
         ha_cluster.kill(ha_cluster.leader())
         # A new leader; the mount's calls waited for it and resumed, with no error.
         writer.wait_for_progress(20, "after the leader was killed", timeout_s=FAILOVER_TIMEOUT_S)
-        mixed.wait_for_progress(20, "after the leader was killed", timeout_s=FAILOVER_TIMEOUT_S)
+        mixed.wait_for_progress(12, "after the leader was killed", timeout_s=FAILOVER_TIMEOUT_S)
         mixed.stop()
         writer.stop_and_check()
         expected = mixed.expected()
