@@ -45,15 +45,16 @@ from vmstore.dfs.testing.simnet import NetworkFaults
 FIRST_SEED = seed_from_environment()
 RUNS = int(os.environ.get("VMSTORE_SIM_SEEDS", "200"))
 STEPS = int(os.environ.get("VMSTORE_SIM_STEPS", "60"))
-# Which faults a run draws: "network" (delays, retransmits; the CI default),
-# "kills" (also chunkservers killed during writes, and restarted), "chaos"
-# (also disk EIO, bit flips, disk replacement, master restarts). Every failure
-# they found is fixed, with its own deterministic test beside this file, but
-# two, found at the end of session 8 and open: a chunk left at one replica after
-# a chain change, which then never heals ("no host without a replica of chunk N
-# has room", kills seed 3485262624) or rots there (chaos seed 2851135364). Until
-# they are fixed CI runs the network profile, so that no CI run fails by lot.
-FAULTS = os.environ.get("VMSTORE_SIM_FAULTS", "network")
+# Which faults a run draws: "network" (delays, retransmits), "kills" (also
+# chunkservers killed during writes, and restarted; the CI default), "chaos" (also
+# disk EIO, bit flips, disk replacement, master restarts). Every failure they found
+# is fixed, with its own deterministic test beside this file. The last two open
+# ones (session 8: kills seed 3485262624, chaos seed 2851135364) were this harness
+# breaking its own rule of one fault at a time (see _make_well and _seen_down).
+# After that kills passed 300 of 300 seeds; chaos 272 of 273 (one teardown error
+# that its seed did not repeat; the worker threads make replays likely, not certain)
+# and then 25 of 25. CI runs kills: a rare chaos failure would fail CI by lot.
+FAULTS = os.environ.get("VMSTORE_SIM_FAULTS", "kills")
 assert FAULTS in ("network", "kills", "chaos"), FAULTS
 KILLS = FAULTS in ("kills", "chaos")
 CHAOS = FAULTS == "chaos"
