@@ -48,7 +48,7 @@ from vmstore.dfs.client.master_client import ClientIdentity
 
 pytestmark = pytest.mark.system
 MIB = 1024 * 1024
-FILE_BYTES = 8 * MIB
+FILE_BYTES = 4 * MIB
 # fio must be done within this while the fault holds.
 FAULT_HELD_S = 20.0
 
