@@ -20,10 +20,10 @@ Promises:
   A replica that has not answered within a deadline drawn from its recent
   latency (``protocol.latency``: HEDGE_FLOOR_S to HEDGE_CEILING_S) is not
   waited for alone: the read goes to the next replica too, the first answer
-  wins and the others are cancelled (a hedged read). So a hung replica, whose
-  TCP stays up and silent, costs a read about HEDGE_CEILING_S at most, not
-  DATA_RPC_TIMEOUT_S; it is then tried after the others for
-  SLOW_PEER_BACKOFF_S.
+  wins and the others are cancelled (a hedged read, ``replica_reads``). So a
+  hung replica, whose TCP stays up and silent, costs a read about
+  HEDGE_CEILING_S at most, not DATA_RPC_TIMEOUT_S; it is then tried after
+  the others for SLOW_PEER_BACKOFF_S.
 * ``flush`` returns when every chunk written since the last flush is on
   stable storage on every replica of its chain.
 * Every write and flush carries a WRITE capability ("token") of the file's
@@ -41,44 +41,35 @@ Promises:
   trip per prefetch batch per half-life, and wait for none while the
   capability they hold is good.
 
-Chunk locations are cached (bounded); a cached location is dropped as soon
-as a chunkserver says it is stale or refuses its capability.
+Chunk locations are cached (bounded, ``chunk_locations``); a cached location
+is dropped as soon as a chunkserver says it is stale or refuses its capability.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
 import trio
 from prometheus_client import Counter
 
+from vmstore.dfs.client.chunk_locations import ChunkLocations
 from vmstore.dfs.client.leases import ClientLeases
 from vmstore.dfs.client.local_replicas import LocalReplicas
 from vmstore.dfs.client.master_client import MasterClient
+from vmstore.dfs.client.replica_reads import HEDGES_SENT as HEDGES_SENT  # tests count them
+from vmstore.dfs.client.replica_reads import HEDGES_WON as HEDGES_WON
+from vmstore.dfs.client.replica_reads import ReplicaReads
 from vmstore.dfs.client.write_behind import ChunkWrites, PendingWrite, covering
-from vmstore.dfs.client.zero_ranges import join_zero_ranges, split_zero_blocks
+from vmstore.dfs.client.zero_ranges import split_zero_blocks
 from vmstore.dfs.constants import (
-    CAPABILITY_REFRESHES_MAX,
-    CAPABILITY_USE_FRACTION,
     CHUNK_SIZE_BYTES,
     DATA_REQUEST_BYTES_MAX,
     DATA_RPC_TIMEOUT_S,
     FILE_SIZE_BYTES_MAX,
     FULL_WRITE_BATCHES_MAX,
-    HEDGE_CEILING_S,
-    HEDGE_FLOOR_S,
-    HEDGE_P99_MULTIPLE,
-    LOCATION_CACHE_ENTRIES_MAX,
-    LOCATION_PREFETCH_CHUNKS,
-    READ_CAPABILITY_LIFE_S,
     READ_RETRIES_MAX,
     RECONNECT_BACKOFF_S_MAX,
     RECONNECT_BACKOFF_S_MIN,
-    SLOW_PEER_BACKOFF_S,
     SYNCHRONOUS_AFTER_FSYNC_S,
     WRITE_BATCHES_MAX,
     WRITE_BEHIND_BYTES_MAX,
@@ -112,12 +103,6 @@ from vmstore.dfs.types import InodeId
 
 log = logging.getLogger(__name__)
 
-HEDGED_READS = Counter(
-    "vmstore_client_hedged_reads_total",
-    "Reads sent to another replica because the one asked was late (sent), and those"
-    " the later replica answered first (won)", ["event"], registry=REGISTRY)
-HEDGES_SENT = HEDGED_READS.labels("sent")  # label lookups take a lock: once, not per read
-HEDGES_WON = HEDGED_READS.labels("won")
 SILENT_MEMBERS = Counter(
     "vmstore_client_silent_chain_members_total",
     "Chain writes and flushes that failed because a member stayed silent past its"
@@ -141,46 +126,6 @@ def chunk_pieces(offset: int, length: int) -> list[tuple[int, int, int, int]]:
     return pieces
 
 
-@dataclass(frozen=True)
-class _WriteTarget:
-    """A write chain, the token its members check, and when to get a fresh one."""
-
-    location: m.ChunkLocation
-    token: m.Capability
-    refresh_at_s: float  # trio clock: half the token's life after it arrived
-    usable_until_s: float  # trio clock: past this, wait for a fresh token
-
-    @classmethod
-    def from_reply(cls, reply: m.WriteLocationReply) -> _WriteTarget:
-        return cls(reply.location, reply.token, _refresh_at_s(reply.token),
-                   _usable_until_s(reply.token))
-
-
-@dataclass(frozen=True)
-class _ReadTarget:
-    """Where a chunk can be read (None: a hole), and when to ask the master again."""
-
-    location: m.ChunkLocation | None
-    refresh_at_s: float  # trio clock: half the read capability's life after it arrived
-    usable_until_s: float  # trio clock: past this, wait for a fresh location
-
-
-def _life_s(capability: m.Capability | None) -> float:
-    return (READ_CAPABILITY_LIFE_S if capability is None
-            else (capability.expires_ns - capability.issued_ns) / 1e9)
-
-
-def _refresh_at_s(capability: m.Capability | None) -> float:
-    """Half a capability's life from now (by the local clock: immune to clock skew)."""
-    return trio.current_time() + _life_s(capability) / 2
-
-
-def _usable_until_s(capability: m.Capability | None) -> float:
-    """Until when a capability that arrived now is used while a fresh one is asked for
-    in the background (the master's lives already allow for CLOCK_SKEW_S_MAX)."""
-    return trio.current_time() + _life_s(capability) * CAPABILITY_USE_FRACTION
-
-
 class ChunkIO:
     def __init__(self, master: MasterClient, chunkservers: ConnectionPool,
                  leases: ClientLeases, senders: trio.Nursery,
@@ -191,8 +136,9 @@ class ChunkIO:
         self.files = master.files  # per file: how far its writes reach, synchronous spells
         # Short-circuit reads of replicas on this host; None: every read goes over TCP.
         self.local_replicas = local_replicas
-        self._read_locations: dict[tuple[int, int], _ReadTarget] = {}
-        self._write_targets: dict[tuple[int, int], _WriteTarget] = {}
+        # Chunk locations and capabilities, refreshed in the background in ``senders``.
+        self.locations = ChunkLocations(master, leases, senders)
+        self.replica_reads = ReplicaReads(chunkservers, local_replicas)
         # Per inode: the chunks written since the last flush (by chunk index).
         self.unflushed: dict[int, dict[int, m.ChunkLocation]] = {}
         # Write-behind: queued writes per (inode, chunk index), each queue sent
@@ -207,122 +153,15 @@ class ChunkIO:
         # changed in a way a reader here must see: local readahead from
         # before is not used.
         self.data_generation = 0
-        # Per chunkserver (server id): how fast its reads are answered, for hedging.
-        self.read_latency = LatencyTracker(floor_s=HEDGE_FLOOR_S, ceiling_s=HEDGE_CEILING_S,
-                                           multiple=HEDGE_P99_MULTIPLE,
-                                           off_s=DATA_RPC_TIMEOUT_S)
         # Per chain head (server id): how fast its whole chain answers writes and
         # flushes, for the chain's silence unit. off_s 0: no unit, the fixed timeout.
         self.write_latency = LatencyTracker(
             floor_s=WRITE_SILENCE_FLOOR_S, ceiling_s=WRITE_SILENCE_CEILING_S,
             multiple=WRITE_SILENCE_P99_MULTIPLE, off_s=0.0)
-        # Tokens and locations being asked for again in the background, by key.
-        self._refreshing: set[tuple[str, int, int]] = set()
-
-    # --- locations ------------------------------------------------------------
-    async def _location_for_read(self, inode: int, index: int) -> m.ChunkLocation | None:
-        cached = self._read_locations.get((inode, index))
-        if cached is not None:
-            now_s = trio.current_time()
-            if now_s < cached.refresh_at_s:
-                return cached.location  # fast path; None is a hole
-            if now_s < cached.usable_until_s:  # still good: a fresh one meanwhile
-                self._refresh_soon(("read", inode, index),
-                                   lambda: self._ask_for_locations(inode, index))
-                return cached.location
-        return await self._ask_for_locations(inode, index)
-
-    async def _ask_for_locations(self, inode: int, index: int) -> m.ChunkLocation | None:
-        reply = await self.master.call(m.ClientToMasterChunkLocations(
-            inode=inode, first_index=index, count=LOCATION_PREFETCH_CHUNKS,
-            session_id=self.master.session_id), reply_type=m.ChunkLocationsReply)
-        self._trim_cache(self._read_locations)
-        found = {location.index: location for location in reply.locations}
-        # Holes are asked again as often as the chunks around them (another
-        # host may fill them; close-to-open needs no more).
-        hole_refresh_at_s = min((_refresh_at_s(location.read_capability)
-                                 for location in reply.locations),
-                                default=_refresh_at_s(None))
-        for i in range(index, index + LOCATION_PREFETCH_CHUNKS):
-            location = found.get(i)
-            capability = None if location is None else location.read_capability
-            self._read_locations[(inode, i)] = _ReadTarget(
-                location, hole_refresh_at_s if location is None
-                else _refresh_at_s(capability), _usable_until_s(capability))
-        return found.get(index)
-
-    def _refresh_soon(self, key: tuple[str, int, int],
-                      ask: Callable[[], Awaitable[object]]) -> None:
-        """Ask the master again in the background (once per key at a time, at most
-        CAPABILITY_REFRESHES_MAX at once); what it answers replaces the cache entry."""
-        if key in self._refreshing or len(self._refreshing) >= CAPABILITY_REFRESHES_MAX:
-            return
-        self._refreshing.add(key)
-        self._senders.start_soon(self._refresh, key, ask)
-
-    async def _refresh(self, key: tuple[str, int, int],
-                       ask: Callable[[], Awaitable[object]]) -> None:
-        try:
-            await ask()
-        except DfsError as error:  # the next I/O asks again, in the foreground when due
-            log.info("background refresh of %s of inode %d chunk %d failed: %s", *key, error,
-                     extra=about("capability_refresh_failed", inode=key[1], error=str(error)))
-        finally:
-            self._refreshing.discard(key)
-
-    async def _target_for_write(self, inode: int, index: int) -> _WriteTarget:
-        target = self._write_targets.get((inode, index))
-        if target is not None:
-            now_s = trio.current_time()
-            if now_s < target.refresh_at_s:
-                return target  # fast path
-            if now_s < target.usable_until_s:  # still good: a fresh one meanwhile
-                self._refresh_soon(("write", inode, index),
-                                   lambda: self._refresh_token(inode, index))
-                return target
-        return await self._ask_for_chunk(inode, index)
-
-    async def _refresh_token(self, inode: int, index: int) -> None:
-        if self.leases.epoch_for_write(inode):  # never takes a lease in the background
-            await self._ask_for_chunk(inode, index)
-
-    async def _ask_for_chunk(self, inode: int, index: int) -> _WriteTarget:
-        return await self._ask_for_write(m.ClientToMasterChunkForWrite(
-            session_id=0, op_id=0, inode=inode, index=index,
-            lease_epoch=self.leases.epoch_for_write(inode)))
-
-    async def _ask_for_write(self, request: m.ClientToMasterChunkForWrite
-                             | m.ClientToMasterReportBadChain) -> _WriteTarget:
-        """ChunkForWrite or ReportBadChain, under this client's lease of the file.
-
-        ``request`` carries ``leases.epoch_for_write(inode)`` as its lease epoch.
-        """
-        inode = request.inode
-        try:
-            reply = await self.master.mutate(request, reply_type=m.WriteLocationReply)
-        except LeaseLost as error:
-            self.leases.lost(inode, error.message)
-            raise
-        if request.lease_epoch == 0:
-            self.leases.took(inode, reply.token.epoch)
-        target = _WriteTarget.from_reply(reply)
-        self._trim_cache(self._write_targets)
-        self._write_targets[(inode, target.location.index)] = target
-        self._read_locations[(inode, target.location.index)] = _ReadTarget(
-            target.location, _refresh_at_s(target.location.read_capability),
-            _usable_until_s(target.location.read_capability))
-        return target
 
     def forget(self, inode: int) -> None:
         """Drop cached locations of a file (it was truncated or removed elsewhere)."""
-        for cache in (self._read_locations, self._write_targets):
-            for key in [k for k in cache if k[0] == inode]:
-                del cache[key]
-
-    @staticmethod
-    def _trim_cache(cache: dict[Any, Any]) -> None:
-        if len(cache) >= LOCATION_CACHE_ENTRIES_MAX:
-            cache.clear()  # crude but bounded; misses only cost a master round trip
+        self.locations.forget(inode)
 
     # --- reading ----------------------------------------------------------------
     async def read(self, inode: InodeId, offset: int, length: int) -> bytes:
@@ -371,7 +210,7 @@ class ChunkIO:
         errors: list[str] = []
         refused_before = False
         for attempt in range(READ_RETRIES_MAX):
-            location = await self._location_for_read(inode, index)
+            location = await self.locations.for_read(inode, index)
             if location is None:
                 return bytes(size)  # a hole
             if self.local_replicas is not None:
@@ -381,7 +220,7 @@ class ChunkIO:
                                                        self.data_generation)
                 if local is not None:
                     return local
-            outcome = await self._read_replicas(location, inner, size, errors)
+            outcome = await self.replica_reads.read(location, inner, size, errors)
             if isinstance(outcome, bytes):
                 return outcome
             if isinstance(outcome, ReadRefused):
@@ -392,90 +231,10 @@ class ChunkIO:
                 refused_before = True
             # TokenExpired: every replica would say so, a fresh capability first;
             # None: no replica could answer, ask the master where they are now.
-            self._read_locations.pop((inode, index), None)
+            self.locations.drop_read(inode, index)
             await trio.sleep(min(RECONNECT_BACKOFF_S_MIN * 2**attempt, RECONNECT_BACKOFF_S_MAX))
         raise ReplicaUnavailable(f"chunk {index} of inode {inode}: no replica could be read"
                                  f" ({'; '.join(errors[-4:])})")
-
-    async def _read_replicas(self, location: m.ChunkLocation, inner: int, size: int,
-                             errors: list[str]) -> bytes | ReadRefused | TokenExpired | None:
-        """The range from the first replica to answer with verified bytes (hedged).
-
-        Replicas are asked one at a time, in the location's order, those held
-        slow last (a hedge lost lately, or a short-circuit open timed out).
-        One that fails makes the next be asked at once; one that has not
-        answered within its deadline (``LatencyTracker``) makes the next be
-        asked too, without giving up on it: the first good answer
-        wins and the others are cancelled. None: every replica failed (each
-        failure is in ``errors``); a refusal of the capability is returned,
-        since every replica would refuse it alike.
-        """
-        replicas = sorted(location.replicas, key=self._held_slow)
-        if not replicas:
-            errors.append("no current replica is listed")
-            return None
-        answers, answered = trio.open_memory_channel[tuple[int, bytes | DfsError]](
-            len(replicas))
-        hedged: set[int] = set()  # the replicas asked because another was late
-        async with trio.open_nursery() as race:
-            race.start_soon(self._read_one, replicas[0], location, inner, size, answers, 0)
-            asked = waiting = 1
-            while waiting:
-                late = replicas[asked - 1]
-                hedge_s = (self.read_latency.deadline_s(late.server_id)
-                           if asked < len(replicas) else math.inf)
-                answer: tuple[int, bytes | DfsError] | None = None
-                with trio.move_on_after(hedge_s):
-                    answer = await answered.receive()
-                if answer is None:  # slow path: the last one asked is late, ask the next too
-                    self.read_latency.hold_slow(late.server_id, SLOW_PEER_BACKOFF_S)
-                    HEDGES_SENT.inc()
-                    hedged.add(asked)
-                else:
-                    waiting -= 1
-                    slot, outcome = answer
-                    if isinstance(outcome, bytes):
-                        if slot in hedged:
-                            HEDGES_WON.inc()
-                        race.cancel_scope.cancel()  # the losers, still waiting
-                        return outcome
-                    errors.append(f"server {replicas[slot].server_id}: {outcome}")
-                    if isinstance(outcome, (ReadRefused, TokenExpired)):
-                        race.cancel_scope.cancel()
-                        return outcome
-                    if asked == len(replicas):
-                        continue
-                race.start_soon(self._read_one, replicas[asked], location, inner, size,
-                                answers, asked)
-                asked += 1
-                waiting += 1
-        return None
-
-    def _held_slow(self, replica: m.ReplicaAddress) -> bool:
-        """Whether ``replica`` lately made a read wait past its deadline (ask it last)."""
-        return self.read_latency.is_slow(replica.server_id) or (
-            self.local_replicas is not None
-            and self.local_replicas.stalled(replica.host, replica.port))
-
-    async def _read_one(self, replica: m.ReplicaAddress, location: m.ChunkLocation,
-                        inner: int, size: int,
-                        answers: trio.MemorySendChannel[tuple[int, bytes | DfsError]],
-                        slot: int) -> None:
-        """Read the range from one replica; its bytes or its error go to ``answers``."""
-        started_s = trio.current_time()
-        outcome: bytes | DfsError
-        try:
-            connection = await self.chunkservers.get(replica.host, replica.port)
-            reply, payload = await connection.call(m.ToChunkserverReadChunk(
-                chunk_id=location.chunk_id, version=location.version,
-                offset_bytes=inner, length_bytes=size,
-                capability=location.read_capability),
-                timeout_s=DATA_RPC_TIMEOUT_S, reply_type=m.ReadChunkReply)
-            outcome = join_zero_ranges(inner, size, reply.zero_ranges, payload)
-            self.read_latency.record(replica.server_id, trio.current_time() - started_s)
-        except DfsError as error:
-            outcome = error
-        answers.send_nowait((slot, outcome))  # room for every replica's answer
 
     # --- writing ----------------------------------------------------------------
     async def write(self, inode: InodeId, offset: int, data: bytes, *,
@@ -622,13 +381,13 @@ class ChunkIO:
         """Send the batch down the chunk's chain; where it went (None: nowhere needed)."""
         extents, payload = _extents_of(batch)
         self.leases.epoch_for_write(inode)  # fenced since it was queued: lost
-        if not payload and (inode, index) not in self._write_targets:
-            if await self._location_for_read(inode, index) is None:
+        if not payload and self.locations.cached_for_write(inode, index) is None:
+            if await self.locations.for_read(inode, index) is None:
                 return None  # zeros into a hole: nothing to store, nothing to allocate
         last_error: DfsError | None = None
         refused_before = False
         for _attempt in range(WRITE_RETRIES_MAX):
-            target = await self._target_for_write(inode, index)
+            target = await self.locations.for_write(inode, index)
             location = target.location
             head, rest = location.replicas[0], location.replicas[1:]
             try:
@@ -646,7 +405,7 @@ class ChunkIO:
                     raise
                 refused_before = True
                 last_error = error
-                self._write_targets.pop((inode, index), None)
+                self.locations.drop_write(inode, index)
             except (InvalidArgument, LeaseHeld):
                 raise
             except LeaseLost as error:
@@ -654,12 +413,12 @@ class ChunkIO:
                 raise
             except TokenExpired as error:
                 last_error = error
-                self._write_targets.pop((inode, index), None)  # a fresh token next time
+                self.locations.drop_write(inode, index)  # a fresh token next time
             except DfsError as error:
                 _raise_if_nowhere_else(error, location)
                 last_error = error
                 failed = error.server_id or head.server_id
-                current = self._write_targets.get((inode, index))
+                current = self.locations.cached_for_write(inode, index)
                 if current is not None and current.location.version > location.version:
                     continue  # another batch already had the chain replaced: use it
                 log.info("write to chunk %d failed at server %d (%s); asking for a new chain",
@@ -711,7 +470,7 @@ class ChunkIO:
 
     async def _replace_chain(self, inode: int, location: m.ChunkLocation, failed: int
                              ) -> m.ChunkLocation:
-        target = await self._ask_for_write(m.ClientToMasterReportBadChain(
+        target = await self.locations.ask_for_write(m.ClientToMasterReportBadChain(
             session_id=0, op_id=0, inode=inode, index=location.index,
             chunk_id=location.chunk_id, version=location.version, failed_server_ids=[failed],
             lease_epoch=self.leases.epoch_for_write(inode)))
@@ -748,7 +507,7 @@ class ChunkIO:
         for _attempt in range(WRITE_RETRIES_MAX):
             head, rest = location.replicas[0], location.replicas[1:]
             try:
-                token = (await self._target_for_write(inode, location.index)).token
+                token = (await self.locations.for_write(inode, location.index)).token
                 unit_s = self._silence_unit_s(location)
                 await self._call_head(location, m.ToChunkserverFlushChunk(
                     chunk_id=location.chunk_id, version=location.version, chain_rest=rest,
@@ -759,12 +518,12 @@ class ChunkIO:
                     raise
                 refused_before = True
                 last_error = error
-                self._write_targets.pop((inode, location.index), None)
+                self.locations.drop_write(inode, location.index)
             except (InvalidArgument, LeaseHeld, LeaseLost):
                 raise
             except TokenExpired as error:
                 last_error = error
-                self._write_targets.pop((inode, location.index), None)  # a fresh one next
+                self.locations.drop_write(inode, location.index)  # a fresh one next
             except DfsError as error:
                 _raise_if_nowhere_else(error, location)
                 # The survivors acknowledged every write, so flushing them is enough.

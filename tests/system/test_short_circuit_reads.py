@@ -123,7 +123,7 @@ async def test_a_killed_chunkserver_still_reads(cluster: Cluster) -> None:
         victim = chunkserver_of(first.replicas[0])
         await trio.to_thread.run_sync(cluster.kill, victim)
         assert await read_back(client, inode, 2) == data
-        client.io._read_locations.clear()  # and with locations asked for anew
+        client.io.forget(inode)  # and with locations asked for anew
         assert await read_back(client, inode, 2) == data
 
 
