@@ -162,7 +162,7 @@ class GroupCommitter:
             async with trio.open_nursery() as nursery:
                 if self.syncs_commits:
                     nursery.start_soon(self._sync_lazy_commits)
-                await self._serve()
+                await self._serve(nursery)
         finally:
             self._refuse_the_rest()
 
@@ -180,7 +180,7 @@ class GroupCommitter:
             job.done.set()
         self._receive.close()  # later sends fail at once (run answers them the same)
 
-    async def _serve(self) -> None:
+    async def _serve(self, nursery: trio.Nursery) -> None:
         async for first in self._receive:
             batch = [first]
             while len(batch) < GROUP_COMMIT_BATCH_MAX:
@@ -190,12 +190,15 @@ class GroupCommitter:
                     break
             with trio.CancelScope(shield=True):
                 if self.syncs_commits and not any(job.durable for job in batch):
-                    synced = await self._commit_lazy_batch(batch)
+                    committed = self._commit_lazy_batch(batch)
                 else:
-                    synced = await trio.to_thread.run_sync(self._commit, batch)
-            if synced:
-                self._durable_through(self.batches)
-            elif self.syncs_commits and self.durable_batches < self.batches:
+                    committed = await trio.to_thread.run_sync(self._transact, batch)
+            if committed and self.syncs_commits and self._batch_durable:
+                # The fsync runs beside the next batches, which need not wait for
+                # it; this batch's callers do (and one fsync may cover many).
+                nursery.start_soon(self._answer_when_durable, batch)
+                continue
+            if committed and self.syncs_commits and self.durable_batches < self.batches:
                 NOT_DURABLE.set(self.batches - self.durable_batches)
                 self._lazy_committed.set()
             for job in batch:
@@ -203,8 +206,24 @@ class GroupCommitter:
             if self.journal is not None:
                 await self.journal.after_batch()
 
-    async def _commit_lazy_batch(self, batch: list[_Job[Any]]) -> bool:
-        """A batch of lazy changes on the trio thread: True if it synced.
+    async def _answer_when_durable(self, batch: list[_Job[Any]]) -> None:
+        """Answer ``batch`` once a sync covers it, or with the sync's error."""
+        with trio.CancelScope(shield=True):  # its callers wait shielded for an answer
+            try:
+                await self.sync()
+            except OSError as error:
+                # Committed, not durable: no caller of a durable change may hear yes.
+                log.error("metadata sync after a commit of %d changes failed: %s",
+                          len(batch), error, extra=about("metadata_commit_failed",
+                                                         changes=len(batch),
+                                                         error=str(error)))
+                for job in batch:
+                    job.error = DfsError(f"metadata sync failed: {error}")
+        for job in batch:
+            job.done.set()
+
+    def _commit_lazy_batch(self, batch: list[_Job[Any]]) -> bool:
+        """A batch of lazy changes, on the trio thread: True if it committed.
 
         Fast path: no fsync and no journal, only SQLite's work in the page cache
         (a fraction of a millisecond for the small namespace changes that are
@@ -212,22 +231,13 @@ class GroupCommitter:
         two GIL handoffs, each up to the 5 ms switch interval while the trio
         thread is busy (measured: a lazy Create took 8 ms at the master on a
         loaded machine through the worker). A change that insisted on
-        durability is synced in a worker thread after the commit (slow path).
+        durability is synced after the commit, as a durable batch is.
         Caveat: SQLite's automatic WAL checkpoint (every 1000 pages) runs
         inside a commit, so about one such commit in a thousand blocks the trio
         thread for its two fsyncs.
         """
         assert self.journal is None, "a journal append blocks: worker thread only"
-        if not self._transact(batch) or not self._batch_durable:
-            return False
-        return await trio.to_thread.run_sync(self._sync_batch, batch)
-
-    def _commit(self, batch: list[_Job[Any]]) -> bool:
-        """In the worker thread: the batch in one transaction, synced if it holds a
-        durable change (with ``syncs_commits``); True if it synced."""
-        if not self._transact(batch) or not (self.syncs_commits and self._batch_durable):
-            return False
-        return self._sync_batch(batch)
+        return self._transact(batch)
 
     def _transact(self, batch: list[_Job[Any]]) -> bool:
         """The batch in one transaction; True if it committed (each job's own error,
@@ -270,20 +280,4 @@ class GroupCommitter:
             # as everything before it, with no fsync to wait for.
             self.durable_batches = self.batches
             self._batch_durable = False
-        return True
-
-    def _sync_batch(self, batch: list[_Job[Any]]) -> bool:
-        """After the batch committed: every commit so far on stable storage; True if so,
-        else the batch's callers get the error."""
-        try:
-            self.store.sync()
-        except OSError as error:
-            # Committed, not durable: no caller of a durable change may hear yes.
-            log.error("metadata sync after a commit of %d changes failed: %s", len(batch),
-                      error, extra=about("metadata_commit_failed", changes=len(batch),
-                                         error=str(error)))
-            for job in batch:
-                job.error = DfsError(f"metadata sync failed: {error}")
-            return False
-        SYNCS.inc()
         return True

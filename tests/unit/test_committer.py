@@ -175,3 +175,51 @@ async def test_a_batch_of_lazy_changes_commits_on_the_trio_thread(tmp_path: Path
     store.close()
     reopened = MetadataStore(tmp_path / "meta.db")
     assert Namespace(reopened).inode_count() == 3  # the root, both files
+
+
+async def test_a_lazy_change_is_not_held_behind_an_earlier_changes_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit, pipelined: a durable batch's fsync runs beside the batches after
+    it, and only its own callers wait for it (a create is not held behind the fsync
+    of another file's lease release)."""
+    entered, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(descriptor: int) -> None:
+        if os.readlink(f"/proc/self/fd/{descriptor}").endswith("-wal"):
+            entered.set()
+            assert release.wait(30), "the test never let the fsync end"
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    store = MetadataStore(tmp_path / "meta.db", fsync_commits=False)
+    committer = GroupCommitter(store, syncs_commits=True)
+    namespace = Namespace(store)
+    answered: list[str] = []
+
+    def create(name: str) -> Callable[[], object]:
+        return lambda: namespace.create(ROOT_INODE, name.encode(), 0o100644, 0, 0, 0, 1)
+
+    async def run(name: str, durable: bool) -> None:
+        await committer.run(create(name), durable=durable)
+        answered.append(name)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(committer.serve)
+        nursery.start_soon(run, "durable", True)
+        await trio.to_thread.run_sync(entered.wait, 30)  # its fsync has begun
+        nursery.start_soon(run, "lazy", False)
+        try:
+            for _ in range(1000):  # 10 s at most
+                if answered:
+                    break
+                await trio.sleep(0.01)
+            assert answered == ["lazy"]  # answered while the fsync before it still runs
+        finally:
+            release.set()
+        with trio.fail_after(30):
+            while "durable" not in answered:
+                await trio.sleep(0.01)
+        assert committer.durable_batches >= 1
+        nursery.cancel_scope.cancel()
+    store.close()
