@@ -26,8 +26,6 @@ from vmstore.dfs.constants import (
     FILE_SIZE_BYTES_MAX,
     HEARTBEAT_INTERVAL_S,
     REPLICATION_TIMEOUT_S,
-    RPC_TIMEOUT_S,
-    VERSION_REVERT_PARDON_S,
 )
 from vmstore.dfs.errors import (
     DfsError,
@@ -37,9 +35,11 @@ from vmstore.dfs.errors import (
     ReplicaUnavailable,
 )
 from vmstore.dfs.log_fields import about
+from vmstore.dfs.master.chunkserver_commands import command_all
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.damage import DamageBook
 from vmstore.dfs.master.keyed_lock import KeyedLock
+from vmstore.dfs.master.pardons import Pardons
 from vmstore.dfs.master.placement import Candidate, choose_servers, order_for_reader
 from vmstore.dfs.master.reconcile import reconcile_report
 from vmstore.dfs.master.refused_versions import RefusedVersions
@@ -85,8 +85,7 @@ class ChunkManager:
         self.allocating: set[ChunkId] = set()
         self.damage = DamageBook()  # damaged last copies, kept
         self.refused_versions = RefusedVersions()  # newer versions not adopted
-        # chunk -> (version, holders, until): a failed copy gave its bump back (_give_back)
-        self._pardons: dict[ChunkId, tuple[ChunkVersion, set[ServerId], float]] = {}
+        self.pardons = Pardons()  # holders a failed copy's given-back bump reverted
 
     # --- reading -----------------------------------------------------------------
     def location(
@@ -230,7 +229,7 @@ class ChunkManager:
             current = self.chunks.version(chunk_id)
             if current is None:
                 raise NotFound(f"chunk {chunk_id} no longer exists")
-            failed = self._unpardoned(chunk_id, version, failed)
+            failed = self.pardons.unpardoned(chunk_id, version, failed)
             if current == version and failed:
                 holders = self.chunks.replicas(chunk_id)
                 self._suspect(chunk_id, [s for s in failed if s in holders])
@@ -238,23 +237,6 @@ class ChunkManager:
                 survivors = [s for s in up if s not in failed]
                 await self._change_chain(chunk_id, current, survivors)
             return await self._write_chain(index, chunk_id, writer_label)
-
-    def _unpardoned(self, chunk_id: ChunkId, version: ChunkVersion,
-                    failed: list[ServerId]) -> list[ServerId]:
-        """``failed`` without the holders a failed copy's given-back bump may have made a
-        writer report (``_give_back``): each is pardoned once, for a while."""
-        pardon = self._pardons.get(chunk_id)
-        if pardon is None:
-            return failed
-        at, servers, until_s = pardon
-        if at != version or trio.current_time() > until_s:
-            del self._pardons[chunk_id]
-            return failed
-        kept = [s for s in failed if s not in servers]
-        servers.difference_update(failed)
-        if not servers:
-            del self._pardons[chunk_id]
-        return kept
 
     def _suspect(self, chunk_id: ChunkId, servers: list[ServerId]) -> None:
         """A writer dropped these members of the chunk's chain (silent, or failed): avoid
@@ -356,31 +338,9 @@ class ChunkManager:
         self, servers: list[ServerId], make: Callable[[ServerId], Request],
         refusals: dict[ServerId, DfsError] | None = None,
     ) -> list[ServerId]:
-        """Send a command to each server at once; the ones that succeeded, in order
-        (``refusals``, if given, gets the error of each that refused)."""
-        succeeded: set[ServerId] = set()
-
-        async def one(server_id: ServerId) -> None:
-            entry = self.registry.chunkservers.get(server_id)
-            if entry is None or entry.connection is None:
-                return
-            try:
-                await entry.connection.call(make(server_id), timeout_s=RPC_TIMEOUT_S)
-                succeeded.add(server_id)
-            except DfsError as error:
-                command = type(make(server_id)).__name__
-                if refusals is not None:
-                    refusals[server_id] = error
-                # A full disk is a state the chunkserver reports, not a fault.
-                log.log(logging.INFO if isinstance(error, NoSpace) else logging.WARNING,
-                        "chunkserver %d refused %s: %s", server_id, command, error,
-                        extra=about("command_refused", server=server_id,
-                                    command=command, error=str(error)))
-
-        async with trio.open_nursery() as nursery:
-            for server_id in servers:
-                nursery.start_soon(one, server_id)
-        return [s for s in servers if s in succeeded]
+        """``chunkserver_commands.command_all`` on this master's registry (one seam,
+        which tests wrap)."""
+        return await command_all(self.registry, servers, make, refusals)
 
     # --- healing ------------------------------------------------------------------------
     async def add_replica(self, chunk_id: ChunkId, goal: int) -> None:
@@ -473,10 +433,7 @@ class ChunkManager:
             return
         if len(reverted) < len(holders):
             await self.committer.run(record(version, version, reverted + away))
-        now_s = trio.current_time()
-        for expired in [c for c, (_, _, until_s) in self._pardons.items() if until_s < now_s]:
-            del self._pardons[expired]  # never asked for: at most one per failed chunk
-        self._pardons[chunk_id] = (version, set(reverted), now_s + VERSION_REVERT_PARDON_S)
+        self.pardons.grant(chunk_id, version, reverted)
         log.info("chunk %d: copy failed; back to version %d on servers %s", chunk_id,
                  version, reverted + away, extra=about("copy_bump_given_back",
                                                        chunk=chunk_id, version=version))
