@@ -50,6 +50,7 @@ from vmstore.dfs.log_fields import about
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol import network
 from vmstore.dfs.protocol.auth import KeyMaterial
+from vmstore.dfs.protocol.lazy_changes import answered_before_durable
 from vmstore.dfs.protocol.rpc import Connection, open_connection
 
 log = logging.getLogger(__name__)
@@ -118,9 +119,10 @@ class MasterClient:
         self.on_invalidate: list[Callable[[m.MasterToClientInvalidate], Awaitable[None]]] = []
         self.wants_invalidations = False
         self._connect_lock = trio.Lock()
-        # Mutations answered, and how many of the first of them are known durable: the
-        # master answers namespace changes before they are on stable storage
-        # (dfs.master.committer), and an fsync here waits for them (``sync_metadata``).
+        # Changes the master answered before they were durable (protocol.lazy_changes),
+        # and how many of the first of them are known durable since: an fsync here
+        # waits for them (``sync_metadata``). Any other change's reply makes every
+        # lazy one answered before it was sent durable too.
         self.changes_answered = 0
         self.changes_durable = 0
 
@@ -157,10 +159,11 @@ class MasterClient:
         """
         assert request.session_id == 0, "mutate stamps the session id"
         assert request.op_id == 0, "mutate stamps the op id"
-        # A durable WriteEnd (an fsync's) is on stable storage with every change
-        # committed before it: with all those answered before it was sent.
-        covered = self.changes_answered if (isinstance(request, m.ClientToMasterWriteEnd)
-                                            and request.durable) else 0
+        # A change answered only once durable (a chunk, a truncate, an fsync's
+        # WriteEnd) is on stable storage with every change committed before it: with
+        # every lazy one answered before it was sent.
+        lazy = answered_before_durable(request)
+        covered = 0 if lazy else self.changes_answered
         what = type(request).__name__
         await self._retrying(self._connected, what)  # the session id first
         stamped = self.session_id
@@ -177,13 +180,13 @@ class MasterClient:
             return reply
 
         reply = await self._retrying(attempt, what)
-        self.changes_answered += 1
+        self.changes_answered += lazy
         self.changes_durable = max(self.changes_durable, covered)
         return reply
 
     async def sync_metadata(self, through: int | None = None) -> None:
-        """The first ``through`` changes this client was answered (default: all so far)
-        are on the master's stable storage when this returns (at once if known so: no
+        """The first ``through`` lazy changes this client was answered (default: all so
+        far) are on the master's stable storage when this returns (at once if known so: no
         round trip)."""
         answered = self.changes_answered if through is None else through
         if self.changes_durable >= answered:

@@ -8,9 +8,9 @@ sent only after that commit is durable. Requests that need chunkservers
 After a change is durable and before its reply, the other mounts are told
 what it made stale (``invalidations``): a later lookup anywhere sees it.
 
-Namespace changes (``_LAZY``: create, mkdir, symlink, link, unlink, rmdir,
-rename, xattrs, chmod/chown/utimes, a size published at close) are answered
-once committed, and are durable within METADATA_SYNC_DELAY_S_MAX (on the
+Namespace changes (``protocol.lazy_changes``: create, mkdir, symlink, link,
+unlink, rmdir, rename, xattrs, chmod/chown/utimes, a size published at close)
+are answered once committed, and are durable within METADATA_SYNC_DELAY_S_MAX (on the
 embedded master: ``committer``); every other change, and any that frees
 chunks for deletion, is durable before its reply. ClientToMasterSyncMetadata
 waits until every change committed before it is durable.
@@ -63,6 +63,7 @@ from vmstore.dfs.metadata.sessions import SessionTable
 from vmstore.dfs.metrics import LATENCY_BUCKETS_S, REGISTRY
 from vmstore.dfs.protocol import messages as m
 from vmstore.dfs.protocol.codec import decode_stored_message, encode_stored_message
+from vmstore.dfs.protocol.lazy_changes import answered_before_durable
 from vmstore.dfs.protocol.rpc import Connection, Handler
 from vmstore.dfs.types import ChunkId, ChunkVersion, InodeId, ServerId, SessionId
 
@@ -199,7 +200,7 @@ class ClientService:
             self.sessions.store_reply(session_id, op_id, encoded)
             return encoded
 
-        encoded = await self.committer.run(run, durable=not _lazy(request))
+        encoded = await self.committer.run(run, durable=not answered_before_durable(request))
         if freed:
             self.chunk_manager.deletions_wanted.set()
         reply = decode_stored_message(encoded)
@@ -469,23 +470,6 @@ class ClientService:
 
 class HealingReporter(Protocol):
     def status(self) -> m.HealingStatus: ...
-
-
-# Committed lazily (durable within METADATA_SYNC_DELAY_S_MAX): what a local file
-# system makes durable at the next fsync of the directory or the file, not before.
-_LAZY = frozenset({
-    m.ClientToMasterCreate, m.ClientToMasterMkdir, m.ClientToMasterSymlink,
-    m.ClientToMasterLink, m.ClientToMasterUnlink, m.ClientToMasterRmdir,
-    m.ClientToMasterRename, m.ClientToMasterSetXattr, m.ClientToMasterRemoveXattr})
-
-
-def _lazy(request: m.Message) -> bool:
-    """Whether ``request``'s change may be answered before it is durable."""
-    if isinstance(request, m.ClientToMasterSetAttr):
-        return request.size_bytes is None  # a truncate cut replicas first: durable
-    if isinstance(request, m.ClientToMasterWriteEnd):
-        return not request.durable  # a close's publish; an fsync's is durable
-    return type(request) in _LAZY
 
 
 def _check_chunk_index(index: int) -> None:
