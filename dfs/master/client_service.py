@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
-import trio
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 from vmstore.dfs.constants import (
     CHUNK_SIZE_BYTES,
     FILE_SIZE_BYTES_MAX,
-    MASTER_GAUGES_INTERVAL_S,
     READDIR_REPLY_ENTRIES_MAX,
 )
 from vmstore.dfs.errors import (
@@ -48,6 +46,7 @@ from vmstore.dfs.master.backups import ScheduledBackups
 from vmstore.dfs.master.chunk_manager import ChunkManager
 from vmstore.dfs.master.committer import GroupCommitter
 from vmstore.dfs.master.exports import Access, ExportGuard, ExportRule
+from vmstore.dfs.master.health_report import HealingReporter, HealthReport
 from vmstore.dfs.master.invalidations import (
     Invalidations,
     changes_data,
@@ -57,7 +56,6 @@ from vmstore.dfs.master.invalidations import (
 from vmstore.dfs.master.lease_manager import LeaseManager
 from vmstore.dfs.master.orphans import Orphans
 from vmstore.dfs.master.registry import Registry, SessionEntry
-from vmstore.dfs.metadata import fsck
 from vmstore.dfs.metadata.namespace import Namespace
 from vmstore.dfs.metadata.sessions import SessionTable
 from vmstore.dfs.metrics import LATENCY_BUCKETS_S, REGISTRY
@@ -78,19 +76,6 @@ REQUEST_SECONDS = Histogram(
 REQUEST_ERRORS = Counter("vmstore_master_request_errors_total",
                          "Client requests answered with an error", ["request", "error"],
                          registry=REGISTRY)
-CHUNKS = Gauge("vmstore_chunks", "Chunks by health (each counts in one state)", ["state"],
-               registry=REGISTRY)
-CHUNKSERVERS = Gauge("vmstore_chunkservers", "Known chunkservers", ["state"],
-                     registry=REGISTRY)
-CLIENTS = Gauge("vmstore_client_sessions", "Connected client sessions (mounts, tools)",
-                registry=REGISTRY)
-LEASES = Gauge("vmstore_write_leases", "Files with a write lease held", registry=REGISTRY)
-REBUILD = Gauge("vmstore_rebuild", "Re-replication: chunks waiting for a copy, copies"
-                " running", ["kind"], registry=REGISTRY)
-REBUILD_RATE = Gauge("vmstore_rebuild_bytes_per_second",
-                     "Bytes copied by re-replication, over the last minute", registry=REGISTRY)
-REBUILT = Gauge("vmstore_rebuild_chunks_copied", "Chunks copied since the master started",
-                registry=REGISTRY)
 
 
 class ClientService:
@@ -118,10 +103,9 @@ class ClientService:
         self.registry = registry
         self.leases = leases
         self.orphans = orphans
-        self.healing = healing
-        self.master_address = master_address
-        self.backups = backups  # shown by status
-        self.ha_status = ha_status  # an HA leader's view of its group (dfs.master.ha_status)
+        # `vmstore status` and `fsck`, and the /metrics gauges.
+        self.health = HealthReport(registry, chunk_manager, reader_namespace, leases,
+                                   healing, master_address, backups, ha_status)
         # The mounts to tell what a change made stale, before its reply.
         self.invalidations = Invalidations()
         self.guard = ExportGuard(exports, reader_namespace,
@@ -386,71 +370,6 @@ class ClientService:
             await self.chunk_manager.cut_chunk(InodeId(request.inode), request.size_bytes)
         return await self._mutate(request, _setattr)
 
-    def status(self, request: Any) -> m.Message:
-        counts = {"ok": 0, "undergoal": 0, "endangered": 0, "lost": 0}
-        up = {e.server_id for e in self.registry.up_servers()}
-        for _chunk_id, goal, holders in self.chunk_manager.chunks.health_rows():
-            counts[_chunk_state(sum(1 for h in holders if h in up), goal)] += 1
-        return m.StatusReply(
-            master_address=self.master_address,
-            chunkservers=self.registry.chunkserver_statuses(
-                self.chunk_manager.chunks.replica_counts()),
-            chunks=m.ChunkHealth(total=sum(counts.values()), **counts),
-            clients=[s.status for s in self.registry.sessions.values()
-                     if any(not c.closed.is_set() for c in s.connections)],
-            inodes=self.namespace.inode_count(),
-            healing=self.healing.status(),
-            write_leases=self.leases.held_count(),
-            refused=list(self.registry.refused.values()),
-            damaged=[m.DamagedChunk(chunk_id=chunk_id, server_id=server_id, bad_blocks=ranges)
-                     for chunk_id, server_id, ranges in self.chunk_manager.damage
-                     if server_id in self.chunk_manager.chunks.replicas(chunk_id)],
-            backups=None if self.backups is None else self.backups.status(),
-            ha=None if self.ha_status is None else self.ha_status(),
-            refused_versions=self.chunk_manager.refused_versions.listed(),
-        )
-
-    async def gauge_loop(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep the health gauges of /metrics current (a scrape must not touch SQLite)."""
-        task_status.started()
-        while True:
-            status = self.status(None)
-            assert isinstance(status, m.StatusReply)
-            for state in ("ok", "undergoal", "endangered", "lost"):
-                CHUNKS.labels(state).set(getattr(status.chunks, state))
-            for state in ("up", "down"):
-                CHUNKSERVERS.labels(state).set(
-                    sum(1 for c in status.chunkservers if c.state == state))
-            CLIENTS.set(len(status.clients))
-            LEASES.set(status.write_leases)
-            if status.healing is not None:
-                REBUILD.labels("waiting").set(status.healing.under_goal)
-                REBUILD.labels("running").set(status.healing.copying)
-                REBUILD_RATE.set(status.healing.copied_bytes_per_s)
-                REBUILT.set(status.healing.chunks_copied)
-            await trio.sleep(MASTER_GAUGES_INTERVAL_S)
-
-    def fsck(self, request: Any) -> m.Message:
-        up = {e.server_id for e in self.registry.up_servers()}
-        store = self.namespace.store
-        holders = fsck.holders(store)
-        problems: list[m.FsckProblem] = []
-        chunks = fsck.file_chunks(store)
-        for inode, index, chunk_id, goal in chunks:
-            live = sum(1 for h in holders.get(chunk_id, []) if h in up)
-            state = _chunk_state(live, goal)
-            bad_blocks = self.chunk_manager.damage.of_chunk(chunk_id)
-            if bad_blocks is not None and state != "lost":
-                state = "damaged"  # its only live replicas have bad blocks
-            if state != "ok":
-                problems.append(m.FsckProblem(
-                    path=fsck.path_of(store, inode), inode=inode, chunk_index=index,
-                    chunk_id=chunk_id, state=state, live_replicas=live, goal=goal,
-                    bad_blocks=bad_blocks or []))
-        errors = fsck.namespace_errors(store, self.registry.is_open)
-        return m.FsckReply(chunks_checked=len(chunks), problems=problems,
-                           namespace_errors=errors)
-
     async def drain(self, connection: Connection, request: Any) -> m.Message:
         server_id = ServerId(request.server_id)
         entry = self.registry.chunkservers.get(server_id)
@@ -468,23 +387,10 @@ class ClientService:
                              inodes_used=self.namespace.inode_count())
 
 
-class HealingReporter(Protocol):
-    def status(self) -> m.HealingStatus: ...
-
-
 def _check_chunk_index(index: int) -> None:
     if index > CHUNK_INDEX_MAX:
         raise FileTooLarge(f"chunk index {index} is past the largest file"
                            f" ({FILE_SIZE_BYTES_MAX} bytes)")
-
-
-def _chunk_state(live: int, goal: int) -> str:
-    """A chunk counts in exactly one of ok / undergoal / endangered / lost."""
-    if live == 0:
-        return "lost"
-    if live == 1 and goal >= 2:
-        return "endangered"
-    return "undergoal" if live < goal else "ok"
 
 
 ChangeFunction = Callable[[Namespace, Any, int, list[tuple[ChunkId, ChunkVersion]]], m.Message]
@@ -575,8 +481,8 @@ _QUERIES: dict[type[m.Message], Callable[[ClientService, Any], m.Message]] = {
     m.ClientToMasterListXattr: lambda s, r: m.XattrNamesReply(
         names=s.namespace.listxattr(InodeId(r.inode))),
     m.ClientToMasterStatFs: ClientService.statfs,
-    m.ClientToMasterStatus: ClientService.status,
-    m.ClientToMasterFsck: ClientService.fsck,
+    m.ClientToMasterStatus: lambda s, r: s.health.status(),
+    m.ClientToMasterFsck: lambda s, r: s.health.fsck(),
     m.ClientToMasterRenewSession: lambda s, r: m.RenewReply(
         lost_inodes=s.leases.renew(SessionId(r.session_id), r.leases)),
     m.ClientToMasterLeaseInfo: lambda s, r: m.LeaseInfoReply(

@@ -168,7 +168,7 @@ async def run_master(settings: MasterSettings, *, journal: BatchJournal | None =
             if backups is not None:
                 await nursery.start(backups.run)
             nursery.start_soon(orphans.sweep_after_restart, settings.startup_grace_s)
-            await nursery.start(clients.gauge_loop)
+            await nursery.start(clients.health.gauge_loop)
             log.info("master serving on %s:%d, metadata in %s (%s)", settings.listen_host, port,
                      database, identity.describe())
             task_status.started(port)
