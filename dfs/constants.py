@@ -349,6 +349,9 @@ READ_RETRIES_MAX = 8
 LOCATION_CACHE_ENTRIES_MAX = 65536
 # Per-file states of a client (dfs.client.file_state): the idle ones go beyond this many.
 FILE_STATES_MAX = 65536
+# Files whose lazy metadata changes a client tracks for their fsync
+# (MasterClient.owed_through); beyond, the oldest are folded into one floor.
+OWED_FILES_MAX = 4096
 # Write-behind: bytes a mount holds written but not yet on every replica
 # (write() waits for room beyond this), batches in flight per chunk (they
 # never overlap) and in all. Few in all: writes queued meanwhile go together

@@ -238,9 +238,9 @@ class Client:
                     datasync or mtime_age_s < MTIME_PUBLISH_INTERVAL_S):
                 size_bytes = 0  # the size is known; the mtime waits (for close at the latest)
         # The master answers namespace changes (this file's create among them) before
-        # they are durable: an fsync waits for them, through its durable WriteEnd or,
-        # without one, a SyncMetadata (none if nothing is owed).
-        answered = self.master.changes_answered
+        # they are durable: an fsync waits for this file's, through its durable
+        # WriteEnd or, without one, a SyncMetadata (none if nothing is owed).
+        answered = self.master.owed_through(inode)
         metadata_owed = self.master.changes_durable < answered
         if not size_bytes and not metadata_owed:
             await self.io.flush(InodeId(inode))  # fast path: nothing to tell the master

@@ -31,6 +31,7 @@ from vmstore.dfs.constants import (
     HA_RECONNECT_BACKOFF_S_MAX,
     LEASE_EXPIRY_S,
     MASTER_RECONNECT_TIMEOUT_S,
+    OWED_FILES_MAX,
     RECONNECT_BACKOFF_S_MAX,
     RECONNECT_BACKOFF_S_MIN,
     RPC_TIMEOUT_S,
@@ -125,6 +126,13 @@ class MasterClient:
         # lazy one answered before it was sent durable too.
         self.changes_answered = 0
         self.changes_durable = 0
+        # Per file, how many lazy changes an fsync of it must see durable: through its
+        # own last one (its create, link, attributes, xattrs, a close's size). A
+        # name's change (rename, unlink, mkdir...) is for an fsync of its directory,
+        # as on a local disk: an unrelated create must not make a guest's flush wait
+        # for the master. Bounded: an inode dropped from here owes through the floor.
+        self._owed_by_inode: dict[int, int] = {}
+        self._owed_floor = 0
 
     @property
     def address(self) -> str:
@@ -180,9 +188,29 @@ class MasterClient:
             return reply
 
         reply = await self._retrying(attempt, what)
-        self.changes_answered += lazy
         self.changes_durable = max(self.changes_durable, covered)
+        if lazy:
+            self.changes_answered += 1
+            self._owe(_file_of(request, reply), self.changes_answered)
         return reply
+
+    def owed_through(self, inode: int) -> int:
+        """How many of this client's lazy changes an fsync of ``inode`` must see durable."""
+        return max(self._owed_by_inode.get(inode, 0), self._owed_floor)
+
+    def _owe(self, inode: int | None, through: int) -> None:
+        if inode is None:
+            return
+        if len(self._owed_by_inode) >= OWED_FILES_MAX:
+            # Forget the ones already durable; if none is, the oldest, conservatively.
+            for known, owed in list(self._owed_by_inode.items()):
+                if owed <= self.changes_durable:
+                    del self._owed_by_inode[known]
+            if len(self._owed_by_inode) >= OWED_FILES_MAX:
+                oldest = next(iter(self._owed_by_inode))
+                self._owed_floor = max(self._owed_floor, self._owed_by_inode.pop(oldest))
+        self._owed_by_inode.pop(inode, None)  # re-inserted: newest last
+        self._owed_by_inode[inode] = through
 
     async def sync_metadata(self, through: int | None = None) -> None:
         """The first ``through`` lazy changes this client was answered (default: all so
@@ -191,8 +219,9 @@ class MasterClient:
         answered = self.changes_answered if through is None else through
         if self.changes_durable >= answered:
             return
+        sent_after = self.changes_answered  # the master's sync covers all of them
         await self.call(m.ClientToMasterSyncMetadata(), reply_type=m.EmptyReply)
-        self.changes_durable = max(self.changes_durable, answered)
+        self.changes_durable = max(self.changes_durable, sent_after)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
         """``attempt()``, again after transient failures until the reconnect deadline."""
@@ -301,3 +330,15 @@ class MasterClient:
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
+
+
+def _file_of(request: m.Message, reply: m.Message) -> int | None:
+    """The file whose fsync a lazy change is for: the file it made or changed; None for
+    a change of a name (an fsync of the directory covers it)."""
+    if isinstance(request, (m.ClientToMasterSetAttr, m.ClientToMasterWriteEnd,
+                            m.ClientToMasterSetXattr, m.ClientToMasterRemoveXattr,
+                            m.ClientToMasterLink)):
+        return int(request.inode)
+    if isinstance(request, m.ClientToMasterCreate) and isinstance(reply, m.AttrsReply):
+        return int(reply.attrs.inode)
+    return None

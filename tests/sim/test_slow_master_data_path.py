@@ -74,3 +74,30 @@ async def test_writes_and_reads_go_on_while_the_master_is_briefly_unreachable(
 
             assert await _each_within_bound("read", trio.current_time() + CUT_S, read) > 5
             cluster.network.heal()
+
+
+async def test_a_flush_does_not_wait_for_the_master_over_another_files_create(
+        tmp_path: Path, sim_seed: int, sim_clock: trio.abc.Clock, sim_logs) -> None:  # type: ignore[no-untyped-def]
+    """A namespace change the master answered before it was durable (a create) is owed
+    to an fsync of that file, or of its directory, not to every file of the host: a
+    guest's flush must not wait for an unreachable master because another file was
+    created meanwhile (an fsync of the new file does wait, and then succeeds)."""
+    sim_logs.allow("vmstore", ".")
+    async with open_cluster(tmp_path, seed=sim_seed, chunkservers=3) as cluster:
+        async with cluster.client("writer") as writer:
+            inode = await cluster.stored_file(writer, "/a.img", DATA)
+            other = (await writer.create_file("/b.log")).inode  # lazy at the master
+            cluster.network.partition("writer", MASTER)
+            offset = 0
+
+            async def write_and_fsync() -> None:
+                nonlocal offset
+                await writer.write(inode, offset, BLOCK)
+                await writer.fsync(inode, datasync=True)
+                offset = (offset + len(BLOCK)) % len(DATA)
+
+            assert await _each_within_bound("write+fsync", trio.current_time() + CUT_S,
+                                            write_and_fsync) > 5
+            cluster.network.heal()
+            await writer.fsync(other)  # owed to the new file's fsync: it waited for this
+            assert writer.master.owed_through(other) <= writer.master.changes_durable
